@@ -1,0 +1,222 @@
+"""Read genome FASTA files (plain or gzip): stream records, validate, normalise.
+
+One file is one genome. Sequence is normalised for the k-mer tokenizers: uppercase, IUPAC
+ambiguity letters and U handled (ambiguity -> N, U -> T), whitespace and CR removed.
+Written by hand because the format's error cases (protein, binary, truncated gzip) must each
+become one clear line naming the file and line, which general parsers do not give.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genome_index.errors import GenomeIndexError
+
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".fas")
+GZIP_MAGIC = b"\x1f\x8b"
+
+_NUCLEOTIDES = b"ACGTN"
+_AMBIGUOUS = b"RYKMSWBDHV"
+_SEQUENCE_OK = _NUCLEOTIDES + _AMBIGUOUS + b"U" + _NUCLEOTIDES.lower() + _AMBIGUOUS.lower() + b"u"
+# Upper-case everything, ambiguity codes -> N, U -> T (RNA written as DNA).
+_NORMALISE = bytes.maketrans(
+    _SEQUENCE_OK,
+    b"ACGTN" + b"N" * len(_AMBIGUOUS) + b"T" + b"ACGTN" + b"N" * len(_AMBIGUOUS) + b"T",
+)
+_WHITESPACE = b" \t\r\n\v\f"
+# Letters that occur in protein but never in nucleotide FASTA.
+_PROTEIN_ONLY = set(b"EFILPQXZJOefilpqxzjo*")
+
+
+def is_fasta_path(path: Path) -> bool:
+    """True when the file name has a FASTA suffix, optionally followed by `.gz`."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return name.endswith(FASTA_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One FASTA record: its id (first word of the header), full header and normalised sequence."""
+
+    id: str
+    description: str
+    sequence: bytes
+
+
+@dataclass
+class Genome:
+    """All records of one FASTA file, with the per-genome figures the store keeps."""
+
+    path: Path
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The file name without FASTA and gzip suffixes."""
+        name = self.path.name
+        if name.lower().endswith(".gz"):
+            name = name[:-3]
+        stem, dot, suffix = name.rpartition(".")
+        return stem if dot and ("." + suffix.lower()) in FASTA_SUFFIXES else name
+
+    @property
+    def length(self) -> int:
+        return sum(len(r.sequence) for r in self.records)
+
+    @property
+    def n_count(self) -> int:
+        return sum(r.sequence.count(b"N") for r in self.records)
+
+    @property
+    def gc(self) -> float:
+        """GC fraction of the called (non-N) bases; 0 when there are none."""
+        gc = sum(r.sequence.count(b"G") + r.sequence.count(b"C") for r in self.records)
+        called = self.length - self.n_count
+        return gc / called if called else 0.0
+
+    @property
+    def sha256(self) -> str:
+        """Identity of the genome: SHA-256 of its normalised records in order (names ignored)."""
+        digest = hashlib.sha256()
+        for record in self.records:
+            digest.update(record.sequence)
+            digest.update(b">")
+        return digest.hexdigest()
+
+
+def gc_fraction(sequence: bytes) -> float:
+    """GC fraction of the called (non-N) bases of a normalised sequence."""
+    called = len(sequence) - sequence.count(b"N")
+    return (sequence.count(b"G") + sequence.count(b"C")) / called if called else 0.0
+
+
+def _open_lines(path: Path) -> Iterator[bytes]:
+    """Yield the raw lines of a plain or gzip file (detected by magic bytes, not by suffix)."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(2)
+    except IsADirectoryError:
+        raise GenomeIndexError(f"{path}: is a directory, not a FASTA file") from None
+    except FileNotFoundError:
+        raise GenomeIndexError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise GenomeIndexError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if magic == GZIP_MAGIC:
+        raw: io.BufferedIOBase = gzip.open(path, "rb")  # type: ignore[assignment]
+    else:
+        raw = open(path, "rb")
+    with raw:
+        try:
+            yield from raw
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise GenomeIndexError(f"{path}: damaged or truncated gzip file ({exc})") from None
+
+
+def _check_sequence_line(path: Path, lineno: int, line: bytes) -> None:
+    """Raise a clear error for a sequence line with bytes that cannot be nucleotides."""
+    bad = line.translate(None, _SEQUENCE_OK + _WHITESPACE)
+    if not bad:
+        return
+    if any(b < 32 or b > 126 for b in bad):
+        raise GenomeIndexError(f"{path}:{lineno}: binary or undecodable bytes, not FASTA text")
+    if any(b in _PROTEIN_ONLY for b in bad):
+        raise GenomeIndexError(
+            f"{path}:{lineno}: looks like protein sequence (letters such as "
+            f"{sorted({chr(b) for b in bad if b in _PROTEIN_ONLY})[:5]}); genome-index needs nucleotides"
+        )
+    shown = "".join(sorted({chr(b) for b in bad}))[:10]
+    raise GenomeIndexError(f"{path}:{lineno}: characters {shown!r} are not nucleotide letters")
+
+
+def iter_records(path: str | Path) -> Iterator[Record]:
+    """Stream the records of one FASTA file, normalised; raise GenomeIndexError on bad input."""
+    path = Path(path)
+    header: str | None = None
+    header_line = 0
+    parts: list[bytes] = []
+    seen_any = False
+
+    def finish() -> Record:
+        assert header is not None
+        raw = b"".join(parts).translate(None, _WHITESPACE)
+        if not raw:
+            raise GenomeIndexError(f"{path}:{header_line}: record {header.strip()!r} has no sequence")
+        _check_not_protein(path, header_line, raw)
+        description = header.strip()
+        record_id = description.split(maxsplit=1)[0] if description else f"record_{header_line}"
+        return Record(record_id, description, raw.translate(_NORMALISE))
+
+    for lineno, line in enumerate(_open_lines(path), start=1):
+        if line.startswith(b">"):
+            if header is not None:
+                yield finish()
+            try:
+                header = line[1:].decode("utf-8")
+            except UnicodeDecodeError:
+                raise GenomeIndexError(
+                    f"{path}:{lineno}: header is not valid UTF-8 text (binary file?)"
+                ) from None
+            header_line = lineno
+            parts = []
+            seen_any = True
+            continue
+        if header is None:
+            if not line.strip():
+                continue
+            if b"\x00" in line or any(b > 126 for b in line[:200]):
+                raise GenomeIndexError(f"{path}: binary data, not a FASTA file")
+            raise GenomeIndexError(f"{path}:{lineno}: not FASTA (expected a '>' header line)")
+        _check_sequence_line(path, lineno, line)
+        parts.append(line)
+    if header is not None:
+        yield finish()
+    if not seen_any:
+        raise GenomeIndexError(f"{path}: empty file, no FASTA records")
+
+
+def _check_not_protein(path: Path, lineno: int, raw: bytes) -> None:
+    """Reject protein written only in letters that are also IUPAC codes (e.g. 'MKVRSWD')."""
+    ambiguous = len(raw) - len(raw.translate(None, _AMBIGUOUS + _AMBIGUOUS.lower()))
+    if len(raw) >= 20 and ambiguous > 0.5 * len(raw):
+        raise GenomeIndexError(
+            f"{path}:{lineno}: mostly IUPAC ambiguity codes, not A/C/G/T/N: protein sequence?"
+        )
+
+
+def read_genome(path: str | Path) -> Genome:
+    """Read one FASTA file as one genome (all its records)."""
+    path = Path(path)
+    return Genome(path, list(iter_records(path)))
+
+
+def find_fasta_files(paths: list[str | Path]) -> list[Path]:
+    """Expand files and folders (searched recursively) into a sorted, de-duplicated FASTA list."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and is_fasta_path(p))
+            if not files:
+                raise GenomeIndexError(
+                    f"{path}: no FASTA files in this folder (looked for {', '.join(FASTA_SUFFIXES)}, "
+                    "optionally .gz)"
+                )
+            found.extend(files)
+        elif path.is_file():
+            found.append(path)
+        elif path.exists():
+            raise GenomeIndexError(f"{path}: not a regular file or folder")
+        else:
+            raise GenomeIndexError(f"{path}: no such file or folder")
+    unique: dict[Path, None] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), None)
+    return list(unique)

@@ -1,0 +1,55 @@
+"""Shared fixtures: the bundled nt-tiny model, example genomes, and the optional real data."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+STAPH = ROOT.parent / "shared" / "data" / "staph"
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer():
+    from transformers import AutoTokenizer
+
+    from genome_index.models import BUNDLED
+
+    return AutoTokenizer.from_pretrained(BUNDLED["nt-tiny"])
+
+
+@pytest.fixture(scope="session")
+def tokenizer(hf_tokenizer):
+    from genome_index.tokenize import make_tokenizer
+
+    return make_tokenizer(hf_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from genome_index.embed import Embedder
+
+    return Embedder("nt-tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def example_genomes() -> list[Path]:
+    return sorted((EXAMPLES / "genomes").glob("*.fna.gz"))
+
+
+@pytest.fixture(scope="session")
+def staph_dir() -> Path:
+    if not STAPH.is_dir():
+        pytest.skip(f"real genomes not available ({STAPH} missing)")
+    return STAPH
+
+
+def write_fasta(path: Path, records: list[tuple[str, str]], gz: bool = False, eol: str = "\n") -> Path:
+    """Write records as FASTA (optionally gzip, optionally CRLF) and return the path."""
+    text = "".join(f">{header}{eol}{sequence}{eol}" for header, sequence in records)
+    data = text.encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path

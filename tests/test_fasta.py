@@ -1,0 +1,148 @@
+"""FASTA reading: formats, normalisation, per-genome figures and one clear error per bad input."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from genome_index.errors import GenomeIndexError
+from genome_index.fasta import FASTA_SUFFIXES, find_fasta_files, is_fasta_path, iter_records, read_genome
+from tests.conftest import write_fasta
+
+
+@pytest.mark.parametrize("suffix", FASTA_SUFFIXES)
+@pytest.mark.parametrize("gz", [False, True])
+def test_every_suffix_plain_and_gzip(tmp_path: Path, suffix: str, gz: bool) -> None:
+    path = tmp_path / f"g{suffix}{'.gz' if gz else ''}"
+    write_fasta(path, [("chr1 first", "ACGT" * 10), ("plasmid", "GGCC")], gz=gz)
+    genome = read_genome(path)
+    assert [r.id for r in genome.records] == ["chr1", "plasmid"]
+    assert genome.records[0].description == "chr1 first"
+    assert genome.length == 44
+    assert genome.name == "g"
+    assert is_fasta_path(path)
+
+
+def test_normalisation_uppercase_iupac_crlf_whitespace(tmp_path: Path) -> None:
+    path = write_fasta(tmp_path / "g.fa", [("r", "acgtRYKMSWBDHVn AC\tGU")], eol="\r\n")
+    assert read_genome(path).records[0].sequence == b"ACGTNNNNNNNNNNNACGT"
+
+
+def test_multiline_records_and_figures(tmp_path: Path) -> None:
+    path = tmp_path / "g.fa"
+    path.write_text(">a\nGGCC\nAATT\n>b\nNNNN\nGC\n")
+    genome = read_genome(path)
+    assert [r.sequence for r in genome.records] == [b"GGCCAATT", b"NNNNGC"]
+    assert genome.length == 14
+    assert genome.n_count == 4
+    assert genome.gc == pytest.approx(6 / 10)
+
+
+def test_identity_ignores_names_but_not_sequence(tmp_path: Path) -> None:
+    a = read_genome(write_fasta(tmp_path / "a.fa", [("x", "ACGT"), ("y", "GG")]))
+    b = read_genome(write_fasta(tmp_path / "b.fa.gz", [("other", "acgt"), ("names", "gg")], gz=True))
+    c = read_genome(write_fasta(tmp_path / "c.fa", [("x", "ACGTG"), ("y", "G")]))
+    assert a.sha256 == b.sha256
+    assert a.sha256 != c.sha256
+
+
+def test_streaming_yields_records_one_by_one(tmp_path: Path) -> None:
+    path = tmp_path / "g.fa"
+    path.write_text(">a\nAC\n>b\nGT\n>c\n")
+    records = iter_records(path)
+    assert next(records).id == "a"
+    assert next(records).id == "b"
+    with pytest.raises(GenomeIndexError, match="has no sequence"):
+        next(records)
+
+
+BAD_INPUTS = {
+    "not fasta": (b"hello world\nthis is text\n", "not FASTA"),
+    "empty": (b"", "empty file"),
+    "blank lines only": (b"\n\n  \n", "empty file"),
+    "header without sequence": (b">only a header\n", "has no sequence"),
+    "protein": (b">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n", "protein"),
+    "protein in iupac letters": (b">p\nMKVRSWDHMKVRSWDHMKVRSWDH\n", "protein"),
+    "binary": (bytes(range(256)) * 4, "binary"),
+    "undecodable header": (b">\xff\xfe\x00name\nACGT\n", "not valid UTF-8"),
+    "binary in sequence": (b">r\nACGT\x00\x01\x02ACGT\n", "binary"),
+    "digits in sequence": (b">r\nACGT123\n", "not nucleotide letters"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_is_one_clear_error_naming_the_file(tmp_path: Path, name: str) -> None:
+    data, message = BAD_INPUTS[name]
+    path = tmp_path / "bad.fa"
+    path.write_bytes(data)
+    with pytest.raises(GenomeIndexError, match=message) as info:
+        read_genome(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.fa"
+    path.write_text(">r\nACGT\nACGT\nAC!T\n")
+    with pytest.raises(GenomeIndexError, match=r"bad\.fa:4:"):
+        read_genome(path)
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    data = gzip.compress(b">r\n" + b"ACGT" * 50_000 + b"\n")
+    path = tmp_path / "cut.fa.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(GenomeIndexError, match="truncated gzip"):
+        read_genome(path)
+
+
+def test_gzip_detected_by_content_not_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "really_gzip.fa"
+    path.write_bytes(gzip.compress(b">r\nACGT\n"))
+    assert read_genome(path).records[0].sequence == b"ACGT"
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(GenomeIndexError, match="no such file"):
+        read_genome(tmp_path / "absent.fa")
+    with pytest.raises(GenomeIndexError, match="is a directory"):
+        read_genome(tmp_path)
+
+
+def test_find_fasta_files_recursive_sorted_unique(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    a = write_fasta(tmp_path / "sub" / "a.fna.gz", [("r", "A")], gz=True)
+    b = write_fasta(tmp_path / "b.fasta", [("r", "A")])
+    (tmp_path / "notes.txt").write_text("not a genome")
+    assert find_fasta_files([tmp_path, b]) == [b.resolve(), a.resolve()]
+
+
+def test_find_fasta_files_errors(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(GenomeIndexError, match="no FASTA files"):
+        find_fasta_files([tmp_path])
+    with pytest.raises(GenomeIndexError, match="no such file or folder"):
+        find_fasta_files([tmp_path / "missing"])
+
+
+def test_real_genome_figures(staph_dir: Path) -> None:
+    genome = read_genome(staph_dir / "GCA_900620245.1_BPH2947_genomic.fna.gz")
+    assert [r.id for r in genome.records] == ["LR130515.1", "LR130516.1", "LR130517.1"]
+    assert 2_700_000 < genome.length < 3_100_000
+    assert 0.30 < genome.gc < 0.35
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=300), st.text(alphabet=">ACGTNacgtn \r\n\tXEP*-1", max_size=300)))
+def test_fuzz_reader_returns_records_or_raises_own_error(tmp_path: Path, data: bytes | str) -> None:
+    path = tmp_path / "fuzz.fa"
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    try:
+        records = list(iter_records(path))
+    except GenomeIndexError:
+        return
+    assert records and all(set(r.sequence) <= set(b"ACGTN") and r.sequence for r in records)

@@ -1,0 +1,87 @@
+"""Model resolution: nt-tiny is a real Hub-format checkpoint; clear errors for everything else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genome_index import models
+from genome_index.errors import GenomeIndexError
+from tests.conftest import ROOT
+
+NT_TINY = models.BUNDLED["nt-tiny"]
+
+
+def test_nt_tiny_is_a_hub_format_nt_v1_checkpoint() -> None:
+    names = {p.name for p in NT_TINY.iterdir()}
+    assert {"config.json", "vocab.txt", "tokenizer_config.json", "model.safetensors"} <= names
+    config = json.loads((NT_TINY / "config.json").read_text())
+    assert config["model_type"] == "esm"
+    assert config["position_embedding_type"] == "absolute"
+    assert config["token_dropout"] is True
+    assert config["hidden_size"] <= 128 and 2 <= config["num_hidden_layers"] <= 4
+    assert config["vocab_size"] == 4107
+    assert sum(p.stat().st_size for p in NT_TINY.iterdir()) < 8 * 1024 * 1024
+
+
+def test_make_nt_tiny_reproduces_the_committed_weights(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_nt_tiny.py"), str(tmp_path)], check=True)
+    digest = [hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest() for d in (tmp_path, NT_TINY)]
+    assert digest[0] == digest[1]
+    assert (tmp_path / "vocab.txt").read_text() == (NT_TINY / "vocab.txt").read_text()
+
+
+def test_describe_nt_tiny() -> None:
+    spec = models.describe("nt-tiny")
+    assert (spec.num_layers, spec.dim, spec.max_tokens) == (4, 128, 1000)
+    assert spec.revision.startswith("sha256:")
+    assert spec.source == "nt-tiny"
+
+
+def test_local_folder_loads_through_the_same_code(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(NT_TINY, tmp_path / "my-model")
+    spec = models.describe(str(tmp_path / "my-model"))
+    assert spec.revision == models.describe("nt-tiny").revision
+
+
+@pytest.mark.parametrize(("layer", "expected"), [(None, 4), (0, 0), (2, 2), (4, 4), (-1, 4), (-5, 0)])
+def test_layer_resolution(layer: int | None, expected: int) -> None:
+    assert models.resolve_layer(layer, 4) == expected
+
+
+@pytest.mark.parametrize("layer", [5, -6])
+def test_layer_out_of_range(layer: int) -> None:
+    with pytest.raises(GenomeIndexError, match="does not exist"):
+        models.resolve_layer(layer, 4)
+
+
+def test_unreachable_hub_is_one_clear_line(monkeypatch) -> None:
+    monkeypatch.setattr(models, "_hub_reachable", lambda: False)
+    with pytest.raises(GenomeIndexError, match="--model nt-tiny or a local checkpoint"):
+        models.describe("InstaDeepAI/nucleotide-transformer-2.5b-multi-species")
+
+
+@pytest.mark.parametrize("name", ["./no-such-folder", "not a model", "a/b/c"])
+def test_bad_model_names(name: str) -> None:
+    with pytest.raises(GenomeIndexError, match="nt-tiny"):
+        models.describe(name)
+
+
+def test_remote_code_is_opt_in(tmp_path: Path) -> None:
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps(
+            {"model_type": "custom-dna", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}
+        )
+    )
+    (folder / "configuration_custom.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(GenomeIndexError, match="--trust-remote-code"):
+        models.describe(str(folder))
