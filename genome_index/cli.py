@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,20 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _StderrHandler(logging.Handler):
+    """Log records as plain lines on whatever sys.stderr is at the moment of writing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(self.format(record), err=True)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("genome_index")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+
+
 @app.callback()
 def main_options(
     version: Annotated[
@@ -37,6 +52,7 @@ def main_options(
     ] = False,
 ) -> None:
     """Embed genome assemblies with DNA transformers; search them with FAISS and SQL."""
+    _setup_logging()
 
 
 def user_errors(func: F) -> F:
@@ -120,6 +136,243 @@ def embed(
         f"(model {model}, layer {embedder.layer}, dim {embedder.dim})",
         quiet,
     )
+
+
+IndexDir = Annotated[
+    Path | None,
+    typer.Option("--index", "-i", help="Store folder (default: $GENOME_INDEX, else ./genome-index)."),
+]
+Format = Annotated[str, typer.Option("--format", "-f", help="table, tsv, csv or json.")]
+CONFIG_FILE = "genome-index.toml"
+CONFIG_KEYS = {
+    "inputs",
+    "index",
+    "model",
+    "layer",
+    "chunk_tokens",
+    "overlap",
+    "device",
+    "dtype",
+    "batch_tokens",
+    "labels",
+    "trust_remote_code",
+}
+
+
+def read_config() -> dict[str, Any]:
+    """Options from ./genome-index.toml, if there is one (flags given on the command line win)."""
+    path = Path(CONFIG_FILE)
+    if not path.is_file():
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GenomeIndexError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        raise GenomeIndexError(f"{path}: unknown option(s) {unknown}; known: {sorted(CONFIG_KEYS)}")
+    if isinstance(config.get("inputs"), str):
+        config["inputs"] = [config["inputs"]]
+    return config
+
+
+def index_dir(flag: Path | None, config: dict[str, Any] | None = None) -> Path:
+    """--index, else the config file's index, else $GENOME_INDEX, else ./genome-index."""
+    from genome_index.api import default_index_dir
+
+    if flag is not None:
+        return flag
+    if config and config.get("index"):
+        return Path(config["index"])
+    return default_index_dir()
+
+
+def check_format(fmt: str) -> None:
+    from genome_index.output import FORMATS
+
+    if fmt not in FORMATS:
+        raise GenomeIndexError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
+
+
+@app.command()
+@user_errors
+def build(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="FASTA files or folders (default: `inputs` in genome-index.toml)."),
+    ] = None,
+    index: IndexDir = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="nt-tiny, a checkpoint folder or a Hub id (default: the store's, else NT 2.5B).",
+        ),
+    ] = None,
+    layer: Layer = None,
+    chunk_tokens: ChunkTokens = None,
+    overlap: Annotated[
+        int | None, typer.Option(help="Tokens shared by consecutive chunks (default 0).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
+    batch_tokens: BatchTokens = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="CSV with a `file` or `name` column and any label columns.")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool | None, typer.Option("--trust-remote-code", help="Allow a Hub model to run its own Python code.")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Embed FASTA genomes into a store; the first build fixes its model, layer and chunking."""
+    from genome_index.api import GenomeIndex
+    from genome_index.fasta import find_fasta_files
+    from genome_index.progress import GenomeProgress
+
+    config = read_config()
+    inputs = [str(p) for p in paths] if paths else config.get("inputs")
+    if not inputs:
+        raise GenomeIndexError("no input: give FASTA files or folders, or `inputs` in genome-index.toml")
+    store = GenomeIndex(index_dir(index, config))
+
+    def pick(value: Any, key: str, default: Any = None) -> Any:
+        return value if value is not None else config.get(key, default)
+
+    total = len(find_fasta_files(inputs))
+    with GenomeProgress(total, "building", quiet) as progress:
+        report = store.build(
+            inputs,
+            model=pick(model, "model"),
+            layer=pick(layer, "layer"),
+            chunk_tokens=pick(chunk_tokens, "chunk_tokens"),
+            overlap=pick(overlap, "overlap"),
+            device=pick(device, "device", "auto"),
+            dtype=pick(dtype, "dtype", "auto"),
+            batch_tokens=pick(batch_tokens, "batch_tokens"),
+            labels=pick(labels, "labels"),
+            trust_remote_code=bool(pick(trust_remote_code, "trust_remote_code", False)),
+            on_genome=lambda name, length: progress.advance(length),
+        )
+    for file, name in report.duplicates:
+        log(f"duplicate: {file} has the same sequence as stored genome {name!r}; not embedded again", quiet)
+    chunks = sum(n for _, _, n in report.added)
+    rate = report.bases / report.seconds / 1e6 if report.seconds else 0.0
+    summary = (
+        f"added {len(report.added)} genome(s), {chunks} chunks, {report.bases / 1e6:.2f} Mbp "
+        f"in {report.seconds:.1f} s ({rate:.2f} Mbp/s) to {store.directory}"
+    )
+    if not report.added:
+        summary = f"nothing new to add to {store.directory}"
+    if report.already:
+        summary += f"; {len(report.already)} already stored"
+    if report.duplicates:
+        summary += f"; {len(report.duplicates)} duplicate(s) skipped"
+    if report.labelled:
+        summary += f"; labels set on {report.labelled}"
+    log(summary, quiet)
+
+
+@app.command()
+@user_errors
+def query(
+    fasta: Annotated[Path, typer.Argument(help="Query FASTA (a genome, contig or fragment).")],
+    k: Annotated[int, typer.Option("-k", help="Genomes to report per query.")] = 10,
+    index: IndexDir = None,
+    mode: Annotated[
+        str,
+        typer.Option(help="genome: the query's mean vector vs genome vectors; chunks: chunk-by-chunk votes."),
+    ] = "genome",
+    per_record: Annotated[bool, typer.Option("--per-record", help="Each record is its own query.")] = False,
+    fmt: Format = "table",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Must be the store's model (read from the store anyway)."),
+    ] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    batch_tokens: BatchTokens = None,
+) -> None:
+    """Nearest stored genomes to a sequence, with the store's own model, layer and pooling."""
+    from genome_index.api import GenomeIndex
+    from genome_index.output import render_dicts
+
+    check_format(fmt)
+    store = GenomeIndex.open(index_dir(index, read_config()))
+    rows = store.query(
+        fasta,
+        k=k,
+        mode=mode,
+        per_record=per_record,
+        device=device,
+        dtype=dtype,
+        model=model,
+        batch_tokens=batch_tokens,
+    )
+    typer.echo(render_dicts(rows, fmt), nl=False)
+
+
+@app.command()
+@user_errors
+def sql(
+    statement: Annotated[str, typer.Argument(help="One SQL statement (read-only).")],
+    index: IndexDir = None,
+    fmt: Format = "table",
+) -> None:
+    """Run read-only SQL over the store's tables (genomes, records, chunks, labels, ...)."""
+    from genome_index.api import GenomeIndex
+    from genome_index.output import render
+
+    check_format(fmt)
+    columns, rows = GenomeIndex.open(index_dir(index, read_config())).sql(statement)
+    typer.echo(render(columns, rows, fmt), nl=False)
+
+
+@app.command()
+@user_errors
+def info(index: IndexDir = None, fmt: Format = "table") -> None:
+    """Settings, counts, vector dimension, index type and disk use of a store."""
+    from genome_index.api import GenomeIndex
+    from genome_index.output import render
+
+    check_format(fmt)
+    details = GenomeIndex.open(index_dir(index, read_config())).info()
+    rows: list[tuple[str, Any]] = [("directory", details["directory"])]
+    rows += [(f"count.{k}", v) for k, v in details["counts"].items()]
+    rows.append(("count.bases", details["bases"]))
+    rows += [(f"setting.{k}", v) for k, v in sorted(details["settings"].items())]
+    rows += [(f"disk.{k}", v) for k, v in details["disk_bytes"].items()]
+    typer.echo(render(["key", "value"], rows, fmt), nl=False)
+
+
+@app.command()
+@user_errors
+def remove(
+    genomes: Annotated[list[str], typer.Argument(help="Genome names or ids.")],
+    index: IndexDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Remove genomes: their rows, vectors and index entries."""
+    from genome_index.api import GenomeIndex
+
+    removed = GenomeIndex.open(index_dir(index, read_config())).remove(genomes)
+    for gid, name in removed:
+        log(f"removed genome {gid} {name}", quiet)
+
+
+@app.command()
+@user_errors
+def reindex(index: IndexDir = None, quiet: Quiet = False) -> None:
+    """Rebuild the FAISS files from the vectors stored in DuckDB."""
+    from genome_index.api import GenomeIndex
+
+    sizes = GenomeIndex.open(index_dir(index, read_config())).reindex()
+    log(f"rebuilt FAISS indexes: {sizes['chunks']} chunk vectors, {sizes['genomes']} genome vectors", quiet)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,8 +177,13 @@ class Embedder:
                 out[index] = pooled.cpu().numpy()
         return out
 
-    def embed_genomes(self, paths: Iterable[Path], lookahead: int = 2) -> Iterator[EmbeddedGenome]:
-        """Read, chunk and embed genomes one by one; the next ones are read while this one runs."""
+    def embed_genomes(
+        self, paths: Iterable[Path], want: Callable[[Genome], bool] | None = None, lookahead: int = 2
+    ) -> Iterator[EmbeddedGenome]:
+        """Read, chunk and embed genomes one by one; the next ones are read while this one runs.
+
+        `want`, called in order before a genome is embedded, may decline it (e.g. a duplicate).
+        """
         paths = list(paths)
 
         def prepare(path: Path) -> tuple[Genome, list[Chunk]]:
@@ -191,4 +196,5 @@ class Embedder:
                 genome, chunks = ahead.pop(0).result()
                 if i + lookahead < len(paths):
                     ahead.append(pool.submit(prepare, paths[i + lookahead]))
-                yield EmbeddedGenome(genome, chunks, self.embed_chunks(chunks))
+                if want is None or want(genome):
+                    yield EmbeddedGenome(genome, chunks, self.embed_chunks(chunks))

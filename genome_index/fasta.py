@@ -92,6 +92,14 @@ class Genome:
         return digest.hexdigest()
 
 
+_COMPLEMENT = bytes.maketrans(b"ACGTN", b"TGCAN")
+
+
+def reverse_complement(sequence: bytes) -> bytes:
+    """Reverse complement of a normalised (A/C/G/T/N) sequence."""
+    return sequence.translate(_COMPLEMENT)[::-1]
+
+
 def gc_fraction(sequence: bytes) -> float:
     """GC fraction of the called (non-N) bases of a normalised sequence."""
     called = len(sequence) - sequence.count(b"N")

@@ -68,3 +68,264 @@ def test_embed_bad_input_one_line_and_no_output(tmp_path: Path, content: bytes, 
 def test_embed_bad_layer(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 10)])
     one_line_error(run("embed", fasta, "--out", tmp_path / "e.parquet", "--layer", "9"), "layer 9")
+
+
+# -- build / query / sql / info / remove / reindex ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_store(tmp_path_factory, example_genomes) -> Path:
+    directory = tmp_path_factory.mktemp("cli") / "index"
+    result = run(
+        "build", example_genomes[0].parent, "--model", "nt-tiny", "--index", directory, "--device", "cpu"
+    )
+    assert result.exit_code == 0, result.output
+    assert f"added {len(example_genomes)} genome(s)" in result.stderr
+    return directory
+
+
+@pytest.fixture
+def store(cli_store: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "index"
+    shutil.copytree(cli_store, copy)
+    return copy
+
+
+def sql_rows(store: Path, statement: str) -> list[dict]:
+    import json
+
+    result = run("sql", statement, "--index", store, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_rebuild_adds_nothing(store: Path, example_genomes) -> None:
+    result = run("build", *example_genomes, "--index", store)
+    assert result.exit_code == 0, result.output
+    assert "nothing new" in result.stderr and f"{len(example_genomes)} already stored" in result.stderr
+
+
+def test_duplicate_under_another_name(store: Path, example_genomes, tmp_path: Path) -> None:
+    from genome_index.fasta import read_genome
+
+    genome = read_genome(example_genomes[0])
+    copy = write_fasta(tmp_path / "renamed.fa", [(f"NZ_{r.id}", r.sequence.decode()) for r in genome.records])
+    result = run("build", copy, "--index", store)
+    assert result.exit_code == 0, result.output
+    assert f"same sequence as stored genome '{genome.name}'" in result.stderr
+    assert sql_rows(store, "SELECT count(*) AS n FROM genomes") == [{"n": len(example_genomes)}]
+
+
+def test_real_genbank_refseq_pair_is_one_genome(tmp_path: Path, staph_dir: Path) -> None:
+    gca = staph_dir / "GCA_900620245.1_BPH2947_genomic.fna.gz"
+    gcf = staph_dir / "GCF_900620245.1_BPH2947_genomic.fna.gz"
+    from genome_index.fasta import read_genome
+
+    assert read_genome(gca).sha256 == read_genome(gcf).sha256
+    assert read_genome(gca).records[0].id != read_genome(gcf).records[0].id
+
+
+def test_query_table_and_formats(store: Path, example_genomes) -> None:
+    import csv
+    import io
+    import json
+
+    table = run("query", example_genomes[1], "-k", "2", "--index", store)
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines()[0].split() == ["rank", "genome_id", "name", "file", "score"]
+    rows = json.loads(
+        run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "json").stdout
+    )
+    assert rows[0]["name"] == "BPH2003" and rows[0]["score"] >= 0.999
+    tsv = run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "tsv").stdout
+    assert tsv.splitlines()[1].split("\t")[2] == "BPH2003"
+    parsed = list(
+        csv.DictReader(io.StringIO(run("query", example_genomes[1], "--index", store, "-f", "csv").stdout))
+    )
+    assert len(parsed) == len(example_genomes)
+
+
+def test_query_chunks_mode_per_record(store: Path, example_genomes) -> None:
+    import json
+
+    result = run(
+        "query",
+        example_genomes[0],
+        "--mode",
+        "chunks",
+        "--per-record",
+        "-k",
+        "1",
+        "--index",
+        store,
+        "-f",
+        "json",
+    )
+    rows = json.loads(result.stdout)
+    assert {"query", "rank", "genome_id", "name", "file", "score", "support"} <= set(rows[0])
+    assert len(rows) == 2 and all(r["name"] == "ATCC12600" for r in rows)
+
+
+def test_labels_are_stored_queryable_and_shown(store: Path, example_genomes, tmp_path: Path) -> None:
+    import json
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "file,species,host\n"
+        + "".join(f"{p.name},S. aureus,host{i}\n" for i, p in enumerate(example_genomes))
+    )
+    result = run("build", *example_genomes, "--index", store, "--labels", labels)
+    assert result.exit_code == 0, result.output
+    assert f"labels set on {len(example_genomes)}" in result.stderr
+    rows = sql_rows(
+        store, "SELECT value AS host, count(*) AS n FROM labels WHERE key = 'host' GROUP BY 1 ORDER BY 1"
+    )
+    assert [r["host"] for r in rows] == [f"host{i}" for i in range(len(example_genomes))]
+    hits = json.loads(run("query", example_genomes[2], "-k", "1", "--index", store, "-f", "json").stdout)
+    assert hits[0]["species"] == "S. aureus" and hits[0]["host"] == "host2"
+
+
+def test_labels_naming_unknown_genomes_are_refused(store: Path, example_genomes, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("name,species\nno-such-genome,x\n")
+    one_line_error(run("build", *example_genomes, "--index", store, "--labels", labels), "no-such-genome")
+
+
+def test_sql_is_read_only(store: Path) -> None:
+    before = sql_rows(store, "SELECT count(*) AS n FROM chunks")
+    for statement in (
+        "DELETE FROM chunks",
+        "DROP TABLE genomes",
+        "CREATE TABLE x (a INT)",
+        "INSERT INTO settings VALUES ('a', 'b')",
+    ):
+        one_line_error(run("sql", statement, "--index", store), "read-only")
+    assert sql_rows(store, "SELECT count(*) AS n FROM chunks") == before
+
+
+def test_sql_cannot_touch_other_files(store: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a,b\n1,2\n")
+    one_line_error(run("sql", f"SELECT * FROM read_csv('{secret}')", "--index", store))
+    one_line_error(run("sql", f"COPY chunks TO '{tmp_path / 'out.csv'}'", "--index", store))
+    one_line_error(run("sql", f"ATTACH '{tmp_path / 'x.duckdb'}' AS x", "--index", store))
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "x.duckdb").exists()
+
+
+def test_sql_examples_from_the_readme(store: Path) -> None:
+    per_genome = sql_rows(
+        store,
+        "SELECT g.name, count(*) AS chunks FROM chunks c JOIN genomes g ON g.id = c.genome_id "
+        "GROUP BY g.name ORDER BY g.name",
+    )
+    assert [r["name"] for r in per_genome] == ["ATCC12600", "BPH2003", "BPH2947", "DSM20231"]
+    gc = sql_rows(store, "SELECT r.name, round(r.gc, 3) AS gc FROM records r ORDER BY r.id")
+    assert all(0.2 < r["gc"] < 0.5 for r in gc)
+
+
+def test_info(store: Path) -> None:
+    result = run("info", "--index", store, "--format", "json")
+    import json
+
+    rows = {r["key"]: r["value"] for r in json.loads(result.stdout)}
+    assert (
+        rows["count.genomes"] == 4 and rows["setting.dim"] == "128" and rows["setting.index_type"] == "flat"
+    )
+    assert rows["disk.metadata.duckdb"] > 0
+
+
+def test_remove_by_name_and_id(store: Path, example_genomes) -> None:
+    result = run("remove", "BPH2003", "1", "--index", store)
+    assert result.exit_code == 0, result.output
+    assert "removed genome 1 ATCC12600" in result.stderr
+    names = [r["name"] for r in sql_rows(store, "SELECT name FROM genomes ORDER BY id")]
+    assert names == ["BPH2947", "DSM20231"]
+    assert sql_rows(store, "SELECT count(*) AS n FROM chunks WHERE genome_id IN (1, 2)") == [{"n": 0}]
+    import json
+
+    hits = json.loads(run("query", example_genomes[1], "--index", store, "-f", "json").stdout)
+    assert {h["name"] for h in hits} == {"BPH2947", "DSM20231"}
+    one_line_error(run("remove", "no-such", "--index", store), "no-such")
+
+
+def test_reindex_after_deleting_the_faiss_file(store: Path, example_genomes) -> None:
+    (store / "chunks.faiss").unlink()
+    (store / "genomes.faiss").unlink()
+    result = run("reindex", "--index", store)
+    assert result.exit_code == 0, result.output
+    assert (store / "chunks.faiss").exists() and (store / "genomes.faiss").exists()
+    import json
+
+    hits = json.loads(run("query", example_genomes[3], "-k", "1", "--index", store, "-f", "json").stdout)
+    assert hits[0]["name"] == "DSM20231"
+
+
+def test_query_repairs_a_missing_faiss_file_with_a_notice(store: Path, example_genomes) -> None:
+    (store / "genomes.faiss").unlink()
+    result = run("query", example_genomes[0], "-k", "1", "--index", store)
+    assert result.exit_code == 0, result.output
+    assert "rebuilt from the vectors" in result.stderr
+
+
+def test_query_without_store(tmp_path: Path, example_genomes) -> None:
+    one_line_error(run("query", example_genomes[0], "--index", tmp_path / "nothing"), "no genome-index store")
+
+
+def test_build_settings_mismatch(store: Path, example_genomes) -> None:
+    one_line_error(run("build", example_genomes[0], "--index", store, "--layer", "1"), "built with layer")
+
+
+def test_config_file_and_env(tmp_path: Path, example_genomes, monkeypatch) -> None:
+    import shutil
+
+    work = tmp_path / "work"
+    (work / "genomes").mkdir(parents=True)
+    shutil.copy(example_genomes[0], work / "genomes")
+    (work / "genome-index.toml").write_text(
+        'inputs = ["genomes"]\nmodel = "nt-tiny"\nlayer = 2\ndevice = "cpu"\n'
+    )
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("GENOME_INDEX", str(tmp_path / "from-env"))
+    result = run("build")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "from-env" / "metadata.duckdb").exists()
+    assert sql_rows(tmp_path / "from-env", "SELECT value FROM settings WHERE key = 'layer'") == [
+        {"value": "2"}
+    ]
+    (work / "genome-index.toml").write_text('modle = "x"\n')
+    one_line_error(run("build"), "unknown option")
+
+
+def test_query_during_a_build_fails_with_one_line(store: Path, example_genomes) -> None:
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(  # another process holding the store for writing, as a build does
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(store / 'metadata.duckdb')!r}); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        one_line_error(run("query", example_genomes[0], "--index", store), "being written")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_second_build_fails_fast_naming_the_lock(store: Path, example_genomes) -> None:
+    from genome_index.store import BuildLock
+
+    lock = BuildLock(store)
+    lock.acquire()
+    try:
+        one_line_error(run("build", example_genomes[0], "--index", store), "build.lock")
+    finally:
+        lock.release()

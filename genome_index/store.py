@@ -1,0 +1,412 @@
+"""The on-disk store: DuckDB (source of truth: settings, metadata, vectors) plus FAISS files.
+
+Layout of an index directory:
+
+    metadata.duckdb   tables settings, state, genomes, records, chunks, chunk_vectors,
+                      genome_vectors, labels (the public SQL surface, see README)
+    chunks.faiss      inner-product index over L2-normalised chunk vectors, ids = chunks.id
+    genomes.faiss     the same over genome vectors, ids = genomes.id
+    build.lock        held (flock) by the one process allowed to write
+
+A genome is committed to DuckDB in one transaction; the FAISS files are derived, written
+atomically (temp file, fsync, rename) after commits, checked against DuckDB on open and
+rebuilt from the stored vectors when they disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import faiss
+import numpy as np
+import pyarrow as pa
+
+from genome_index.errors import GenomeIndexError
+
+log = logging.getLogger("genome_index")
+
+DB_FILE = "metadata.duckdb"
+LOCK_FILE = "build.lock"
+FAISS_FILES = {"chunks": "chunks.faiss", "genomes": "genomes.faiss"}
+FORMAT_VERSION = "1"
+# Settings fixed by the first build; a later build must match every one of them.
+FIXED_SETTINGS = ("model_revision", "layer", "pooling", "chunk_tokens", "overlap", "dim", "metric")
+
+SCHEMA = """
+CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE state (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE genomes (
+    id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, file VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL UNIQUE, length BIGINT NOT NULL, gc DOUBLE NOT NULL,
+    n_count BIGINT NOT NULL, n_records INTEGER NOT NULL, n_chunks INTEGER NOT NULL,
+    added_at TIMESTAMP NOT NULL);
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY, genome_id INTEGER NOT NULL, idx INTEGER NOT NULL,
+    name VARCHAR NOT NULL, description VARCHAR NOT NULL, length BIGINT NOT NULL,
+    gc DOUBLE NOT NULL, n_count BIGINT NOT NULL);
+CREATE TABLE chunks (
+    id BIGINT PRIMARY KEY, genome_id INTEGER NOT NULL, record_id INTEGER NOT NULL,
+    start BIGINT NOT NULL, "end" BIGINT NOT NULL, n_tokens INTEGER NOT NULL,
+    gc DOUBLE NOT NULL, n_count INTEGER NOT NULL);
+CREATE TABLE chunk_vectors (chunk_id BIGINT PRIMARY KEY, vector FLOAT[{dim}] NOT NULL);
+CREATE TABLE genome_vectors (genome_id INTEGER PRIMARY KEY, vector FLOAT[{dim}] NOT NULL);
+CREATE TABLE labels (genome_id INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR,
+    PRIMARY KEY (genome_id, key));
+INSERT INTO state VALUES ('next_genome_id', 1), ('next_record_id', 1), ('next_chunk_id', 1);
+"""
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32 and contiguous for FAISS."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+def genome_vector(chunk_vectors: np.ndarray) -> np.ndarray:
+    """Mean of the normalised chunk vectors, normalised (the original research method)."""
+    return normalise(normalise(chunk_vectors).mean(axis=0, keepdims=True))[0]
+
+
+def vectors_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """An (n, dim) float32 array as an Arrow column DuckDB reads as FLOAT[dim]."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
+
+
+def to_matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """A FLOAT[dim] column fetched from DuckDB as an (n, dim) float32 array."""
+    if len(column) == 0:
+        return np.empty((0, dim), dtype=np.float32)
+    return column.combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+@dataclass
+class NewGenome:
+    """Everything one genome adds to the store, ready to commit in one transaction."""
+
+    name: str
+    file: str
+    sha256: str
+    length: int
+    gc: float
+    n_count: int
+    records: list[dict[str, Any]]
+    chunks: dict[str, np.ndarray]  # record (index), start, end, n_tokens, gc, n_count
+    vectors: np.ndarray
+    labels: dict[str, str]
+
+
+class BuildLock:
+    """An exclusive flock on build.lock: released by the kernel when the holder dies."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_FILE
+        self.handle: Any = None
+
+    def acquire(self) -> None:
+        try:
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise GenomeIndexError(f"{self.path.parent}: cannot write here ({exc.strerror})") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise GenomeIndexError(
+                f"{self.path.parent}: another genome-index process (pid {holder}) is writing to this "
+                f"store (lock {self.path}); wait for it to finish"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+class Store:
+    """One index directory: DuckDB connection management, commits, FAISS files."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.db_path = self.directory / DB_FILE
+
+    def exists(self) -> bool:
+        return self.db_path.is_file()
+
+    def require(self) -> None:
+        """Fail with one clear line when the directory holds no store."""
+        if not self.directory.exists():
+            raise GenomeIndexError(
+                f"no genome-index store at {self.directory} (create one with `genome-index build`)"
+            )
+        if not self.exists():
+            raise GenomeIndexError(f"{self.directory} is not a genome-index store (no {DB_FILE})")
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to metadata.duckdb that cannot touch other files; errors become one line."""
+        config = {"enable_external_access": False, "lock_configuration": True}
+        try:
+            con = duckdb.connect(str(self.db_path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise GenomeIndexError(
+                    f"{self.directory}: the store is being written by another process (a running build?); "
+                    "try again when it has finished"
+                ) from None
+            raise GenomeIndexError(f"{self.db_path}: cannot open ({_first_line(exc)})") from None
+        except duckdb.Error as exc:
+            raise GenomeIndexError(
+                f"{self.db_path}: not a readable DuckDB database ({_first_line(exc)})"
+            ) from None
+        try:
+            if not _table_exists(con, "settings"):
+                raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")
+            yield con
+        finally:
+            con.close()
+
+    def create(self, settings: dict[str, str]) -> None:
+        """Make the directory and an empty store with its fixed settings."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GenomeIndexError(f"{self.directory}: cannot create ({exc.strerror})") from None
+        if self.db_path.exists():
+            raise GenomeIndexError(f"{self.db_path} exists already")
+        tmp = self.directory / (DB_FILE + ".creating")
+        tmp.unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp), config={"enable_external_access": False})
+        try:
+            con.execute("BEGIN")
+            con.execute(SCHEMA.format(dim=int(settings["dim"])))
+            con.executemany("INSERT INTO settings VALUES (?, ?)", sorted(settings.items()))
+            con.execute("COMMIT")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, self.db_path)  # a store appears complete or not at all
+
+    @staticmethod
+    def settings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+        return dict(con.execute("SELECT key, value FROM settings").fetchall())
+
+    @staticmethod
+    def check_settings(stored: dict[str, str], wanted: dict[str, str]) -> None:
+        """Refuse a build whose settings differ from the store's, naming the first difference."""
+        for key in FIXED_SETTINGS:
+            if key in wanted and stored.get(key) != wanted[key]:
+                shown = "model" if key == "model_revision" else key
+                have = stored.get("model") if key == "model_revision" else stored.get(key)
+                want = wanted.get("model") if key == "model_revision" else wanted[key]
+                raise GenomeIndexError(
+                    f"this store was built with {shown} {have!r}, not {want!r}; "
+                    "use another --index for different settings"
+                )
+
+    # -- writes ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _next_ids(con: duckdb.DuckDBPyConnection, key: str, count: int) -> int:
+        first = con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchone()[0]
+        con.execute("UPDATE state SET value = ? WHERE key = ?", [first + count, key])
+        return int(first)
+
+    def add_genome(self, con: duckdb.DuckDBPyConnection, genome: NewGenome) -> tuple[int, np.ndarray]:
+        """Commit one genome (rows, vectors, labels) in one transaction; return its id and chunk ids."""
+        n_chunks = len(genome.vectors)
+        con.execute("BEGIN")
+        try:
+            genome_id = self._next_ids(con, "next_genome_id", 1)
+            first_record = self._next_ids(con, "next_record_id", len(genome.records))
+            first_chunk = self._next_ids(con, "next_chunk_id", n_chunks)
+            con.execute(
+                "INSERT INTO genomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    genome_id,
+                    genome.name,
+                    genome.file,
+                    genome.sha256,
+                    genome.length,
+                    genome.gc,
+                    genome.n_count,
+                    len(genome.records),
+                    n_chunks,
+                    datetime.now(timezone.utc).replace(tzinfo=None),
+                ],
+            )
+            records = pa.table(
+                {
+                    "id": pa.array(range(first_record, first_record + len(genome.records)), pa.int32()),
+                    "genome_id": pa.array([genome_id] * len(genome.records), pa.int32()),
+                    "idx": pa.array(range(len(genome.records)), pa.int32()),
+                    "name": [r["name"] for r in genome.records],
+                    "description": [r["description"] for r in genome.records],
+                    "length": pa.array([r["length"] for r in genome.records], pa.int64()),
+                    "gc": pa.array([r["gc"] for r in genome.records], pa.float64()),
+                    "n_count": pa.array([r["n_count"] for r in genome.records], pa.int64()),
+                }
+            )
+            chunk_ids = np.arange(first_chunk, first_chunk + n_chunks, dtype=np.int64)
+            c = genome.chunks
+            chunks = pa.table(
+                {
+                    "id": chunk_ids,
+                    "genome_id": np.full(n_chunks, genome_id, dtype=np.int32),
+                    "record_id": (c["record"] + first_record).astype(np.int32),
+                    "start": c["start"].astype(np.int64),
+                    "end": c["end"].astype(np.int64),
+                    "n_tokens": c["n_tokens"].astype(np.int32),
+                    "gc": c["gc"].astype(np.float64),
+                    "n_count": c["n_count"].astype(np.int32),
+                }
+            )
+            vectors = pa.table({"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors)})
+            gvec = pa.table(
+                {
+                    "genome_id": pa.array([genome_id], pa.int32()),
+                    "vector": vectors_column(genome_vector(genome.vectors)[None, :]),
+                }
+            )
+            for name, table in (
+                ("records", records),
+                ("chunks", chunks),
+                ("chunk_vectors", vectors),
+                ("genome_vectors", gvec),
+            ):
+                con.register("incoming", table)
+                con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
+                con.unregister("incoming")
+            self.set_labels(con, genome_id, genome.labels)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return genome_id, chunk_ids
+
+    @staticmethod
+    def set_labels(con: duckdb.DuckDBPyConnection, genome_id: int, labels: dict[str, str]) -> None:
+        for key, value in labels.items():
+            con.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?)", [genome_id, key, value])
+
+    @staticmethod
+    def remove_genomes(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> None:
+        """Delete genomes with all their rows in one transaction."""
+        con.execute("BEGIN")
+        try:
+            con.execute(
+                "DELETE FROM chunk_vectors WHERE chunk_id IN "
+                "(SELECT id FROM chunks WHERE genome_id IN (SELECT UNNEST(?)))",
+                [genome_ids],
+            )
+            for table, column in (
+                ("chunks", "genome_id"),
+                ("records", "genome_id"),
+                ("genome_vectors", "genome_id"),
+                ("labels", "genome_id"),
+                ("genomes", "id"),
+            ):
+                con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT UNNEST(?))", [genome_ids])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    # -- FAISS ----------------------------------------------------------------------------
+
+    def faiss_path(self, kind: str) -> Path:
+        return self.directory / FAISS_FILES[kind]
+
+    @staticmethod
+    def stored_vectors(con: duckdb.DuckDBPyConnection, kind: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """All ids and vectors of one kind ('chunks' or 'genomes'), from DuckDB, ordered by id."""
+        table, id_column = (
+            ("chunk_vectors", "chunk_id") if kind == "chunks" else ("genome_vectors", "genome_id")
+        )
+        result = con.sql(f"SELECT {id_column} AS id, vector FROM {table} ORDER BY id").to_arrow_table()
+        ids = result.column("id").to_numpy().astype(np.int64)
+        return ids, to_matrix(result.column("vector"), dim)
+
+    @staticmethod
+    def build_faiss(ids: np.ndarray, vectors: np.ndarray, dim: int) -> faiss.Index:
+        """Exact inner-product index over normalised vectors (cosine), ids as given."""
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if len(ids):
+            index.add_with_ids(normalise(vectors), np.ascontiguousarray(ids, dtype=np.int64))
+        return index
+
+    def write_faiss(self, kind: str, index: faiss.Index) -> None:
+        """Replace one FAISS file atomically: write a temp file, fsync, rename, fsync the folder."""
+        path = self.faiss_path(kind)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            faiss.write_index(index, str(tmp))
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            folder = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except (OSError, RuntimeError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise GenomeIndexError(f"{path}: cannot write the FAISS index ({_first_line(exc)})") from None
+
+    def load_faiss(self, con: duckdb.DuckDBPyConnection, kind: str, dim: int) -> tuple[faiss.Index, bool]:
+        """The FAISS index of one kind, checked against DuckDB's ids; rebuilt from it when they
+        disagree. Returns the index and whether it was rebuilt (and so should be written)."""
+        path = self.faiss_path(kind)
+        table, column = ("chunks", "id") if kind == "chunks" else ("genomes", "id")
+        expected = con.execute(f"SELECT {column} FROM {table} ORDER BY {column}").fetchnumpy()[column]
+        expected = np.asarray(expected, dtype=np.int64)
+        problem = None
+        if not path.exists():
+            problem = "missing"
+        else:
+            try:
+                index = faiss.read_index(str(path))
+                ids = np.sort(faiss.vector_to_array(index.id_map)) if hasattr(index, "id_map") else None
+                if ids is None or index.d != dim:
+                    problem = "not an index of this store"
+                elif not np.array_equal(ids, expected):
+                    problem = f"holds {len(ids)} ids, metadata.duckdb {len(expected)}"
+            except (RuntimeError, MemoryError) as exc:
+                problem = f"unreadable: {_first_line(exc)}"
+        if problem is None:
+            return index, False
+        if len(expected) or path.exists():
+            log.warning("notice: %s %s; rebuilt from the vectors in %s", path.name, problem, DB_FILE)
+        ids, vectors = self.stored_vectors(con, kind, dim)
+        return self.build_faiss(ids, vectors, dim), True
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[
+            0
+        ]
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,157 @@
+"""The store: settings fixed by the first build, one transaction per genome, FAISS derived from DuckDB."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import faiss
+import numpy as np
+import pytest
+
+from genome_index.api import GenomeIndex, read_labels
+from genome_index.errors import GenomeIndexError
+from genome_index.store import FAISS_FILES, BuildLock, Store, genome_vector, normalise
+from tests.conftest import write_fasta
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, example_genomes) -> Path:
+    """One store over the example genomes, built once; tests copy it before changing it."""
+    directory = tmp_path_factory.mktemp("store") / "index"
+    GenomeIndex(directory).build(example_genomes, model="nt-tiny", device="cpu")
+    return directory
+
+
+@pytest.fixture
+def store_copy(built: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "index"
+    shutil.copytree(built, copy)
+    return copy
+
+
+def counts(directory: Path) -> dict[str, int]:
+    con = duckdb.connect(str(directory / "metadata.duckdb"), read_only=True)
+    try:
+        return {
+            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("genomes", "records", "chunks", "chunk_vectors", "genome_vectors")
+        }
+    finally:
+        con.close()
+
+
+def test_build_stores_every_genome_completely(built: Path, example_genomes) -> None:
+    n = counts(built)
+    assert n["genomes"] == len(example_genomes) == n["genome_vectors"]
+    assert n["chunks"] == n["chunk_vectors"] > 0
+    con = duckdb.connect(str(built / "metadata.duckdb"), read_only=True)
+    coverage = con.execute(
+        'SELECT g.length, sum(c."end" - c.start) FROM genomes g JOIN chunks c ON c.genome_id = g.id '
+        "GROUP BY g.id, g.length"
+    ).fetchall()
+    con.close()
+    assert all(length == covered for length, covered in coverage)
+
+
+def test_settings_are_recorded(built: Path) -> None:
+    settings = GenomeIndex.open(built).settings()
+    assert settings["model"] == "nt-tiny"
+    assert settings["model_revision"].startswith("sha256:")
+    assert (settings["layer"], settings["pooling"], settings["chunk_tokens"]) == ("4", "mean", "1000")
+    assert (settings["dim"], settings["metric"], settings["index_type"]) == ("128", "cosine", "flat")
+    assert settings["tool_version"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [("layer", 2, "layer"), ("chunk_tokens", 500, "chunk_tokens"), ("overlap", 10, "overlap")],
+)
+def test_different_settings_are_refused_naming_the_difference(
+    store_copy: Path, tmp_path: Path, option: str, value: int, named: str
+) -> None:
+    fasta = write_fasta(tmp_path / "new.fa", [("r", "ACGTTGCA" * 200)])
+    before = counts(store_copy)
+    with pytest.raises(GenomeIndexError, match=f"built with {named}"):
+        GenomeIndex(store_copy).build([fasta], device="cpu", **{option: value})
+    assert counts(store_copy) == before
+
+
+def test_faiss_ids_equal_duckdb_ids_and_vectors_are_normalised(built: Path) -> None:
+    con = duckdb.connect(str(built / "metadata.duckdb"), read_only=True)
+    for kind, table in (("chunks", "chunks"), ("genomes", "genomes")):
+        index = faiss.read_index(str(built / FAISS_FILES[kind]))
+        ids = np.sort(faiss.vector_to_array(index.id_map))
+        expected = con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"]
+        assert np.array_equal(ids, expected)
+        stored_ids, vectors = Store.stored_vectors(con, kind, 128)
+        rebuilt = Store.build_faiss(stored_ids, vectors, 128)
+        assert np.allclose(rebuilt.reconstruct_batch(stored_ids), index.reconstruct_batch(stored_ids))
+        assert np.allclose(np.linalg.norm(index.reconstruct_batch(stored_ids), axis=1), 1, atol=1e-5)
+    con.close()
+
+
+def test_genome_vector_is_normalised_mean_of_normalised_chunks() -> None:
+    chunks = np.array([[3.0, 4.0], [0.0, 2.0]], dtype=np.float32)
+    expected = np.array([0.3, 0.9]) / np.linalg.norm([0.3, 0.9])
+    assert np.allclose(genome_vector(chunks), expected)
+    assert np.allclose(np.linalg.norm(normalise(chunks), axis=1), 1)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "garbage", "stale"])
+def test_damaged_faiss_file_is_rebuilt_from_duckdb(store_copy: Path, damage: str, caplog) -> None:
+    path = store_copy / FAISS_FILES["chunks"]
+    if damage == "delete":
+        path.unlink()
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not a faiss index at all" * 10)
+    else:
+        faiss.write_index(faiss.IndexIDMap2(faiss.IndexFlatIP(128)), str(path))
+    store = Store(store_copy)
+    with store.connect() as con, caplog.at_level("WARNING", logger="genome_index"):
+        index, rebuilt = store.load_faiss(con, "chunks", 128)
+    assert rebuilt
+    assert index.ntotal == counts(store_copy)["chunks"]
+    assert "rebuilt from the vectors" in caplog.text
+
+
+def test_build_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    first, second = BuildLock(tmp_path), BuildLock(tmp_path)
+    first.acquire()
+    with pytest.raises(GenomeIndexError, match=r"another genome-index process \(pid \d+\)"):
+        second.acquire()
+    first.release()
+    second.acquire()
+    second.release()
+
+
+def test_not_a_store(tmp_path: Path) -> None:
+    (tmp_path / "something.txt").write_text("hello")
+    with pytest.raises(GenomeIndexError, match="not a genome-index store"):
+        GenomeIndex.open(tmp_path)
+    with pytest.raises(GenomeIndexError, match="no genome-index store"):
+        GenomeIndex.open(tmp_path / "absent")
+    fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 50)])
+    with pytest.raises(GenomeIndexError, match="not a genome-index store and not empty"):
+        GenomeIndex(tmp_path).build([fasta], model="nt-tiny", device="cpu")
+
+
+def test_foreign_duckdb_file_is_refused(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "metadata.duckdb"))
+    con.execute("CREATE TABLE t (x INTEGER)")
+    con.close()
+    with pytest.raises(GenomeIndexError, match="not a genome-index store"):
+        GenomeIndex.open(tmp_path).info()
+
+
+def test_labels_csv_needs_file_or_name_column(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("file,species,host\na.fa,S. aureus,human\n")
+    assert read_labels(good) == {"a.fa": {"species": "S. aureus", "host": "human"}}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("genome,species\na.fa,x\n")
+    with pytest.raises(GenomeIndexError, match="'file' or 'name' column"):
+        read_labels(bad)
