@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import faiss
 import numpy as np
 
 from genome_index import __version__
@@ -76,6 +77,20 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
             raise GenomeIndexError(f"{path}:{line}: empty {key!r}")
         labels[ident] = {k: v for k, v in row.items() if k not in ("file", "name") and k is not None}
     return labels
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def check_inputs(files: list[Path], on_progress: Progress | None = None) -> list[str]:
+    """Read and validate every FASTA file (raising on the first bad one); their SHA-256s."""
+    shas = []
+    for path in files:
+        genome = read_genome(path)
+        shas.append(genome.sha256)
+        if on_progress:
+            on_progress("check", genome.length, len(files))
+    return shas
 
 
 def _label_keys(genome: Genome) -> list[str]:
@@ -175,13 +190,19 @@ class GenomeIndex:
         batch_tokens: int | None = None,
         labels: str | Path | None = None,
         trust_remote_code: bool = False,
-        on_genome: Callable[[str, int], None] | None = None,
+        on_progress: Progress | None = None,
     ) -> BuildReport:
-        """Embed and add every new genome under `paths`; the first build fixes the settings."""
+        """Embed and add every new genome under `paths`; the first build fixes the settings.
+
+        Every input is read and checked before the store is touched, so a bad file changes
+        nothing. `on_progress(stage, bases, total)` is called per genome checked ("check")
+        and per genome embedded ("embed"), with the number of genomes in that stage.
+        """
         started = time.perf_counter()
         files = find_fasta_files(list(paths))
         label_rows = read_labels(Path(labels)) if labels else {}
         self._check_directory()
+        shas = check_inputs(files, on_progress)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -210,7 +231,7 @@ class GenomeIndex:
                 Store.check_settings(stored, wanted)
             else:
                 self.store.create(wanted)
-            return self._build_locked(files, embedder, label_rows, on_genome, started)
+            return self._build_locked(files, shas, embedder, label_rows, on_progress, started)
         finally:
             lock.release()
 
@@ -236,9 +257,10 @@ class GenomeIndex:
     def _build_locked(
         self,
         files: list[Path],
+        shas: list[str],
         embedder: Embedder,
         label_rows: dict[str, dict[str, str]],
-        on_genome: Callable[[str, int], None] | None,
+        on_progress: Progress | None,
         started: float,
     ) -> BuildReport:
         report = BuildReport()
@@ -256,6 +278,7 @@ class GenomeIndex:
                     dirty.add(kind)
             seen_in_run: dict[str, str] = {}
             last_write = time.perf_counter()
+            to_embed = len({sha for sha in shas if sha not in by_sha})
 
             def want(genome: Genome) -> bool:
                 sha = genome.sha256
@@ -284,8 +307,8 @@ class GenomeIndex:
                     genome_vector(item.vectors)[None, :], np.array([genome_id], dtype=np.int64)
                 )
                 dirty.update(FAISS_FILES)
-                if on_genome:
-                    on_genome(genome.name, genome.length)
+                if on_progress:
+                    on_progress("embed", genome.length, to_embed)
                 if time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
                     self._write_indexes(indexes, dirty)
                     last_write = time.perf_counter()
@@ -491,6 +514,60 @@ class GenomeIndex:
             "bases": int(bases),
             "disk_bytes": disk,
         }
+
+    def check(self) -> list[str]:
+        """Verify the store's invariants; an empty list means consistent. Repairs nothing.
+
+        Every genome has its records, every record is covered base for base by its chunks
+        (for stores built without overlap), every chunk has a vector, every genome a genome
+        vector, and each FAISS file holds exactly DuckDB's ids.
+        """
+        self.store.require()
+        problems = []
+        with self.store.connect() as con:
+            settings = Store.settings(con)
+            checks = {
+                "genomes whose records do not add up to their length": """
+                    SELECT count(*) FROM genomes g LEFT JOIN (SELECT genome_id, sum(length) AS bp,
+                    count(*) AS n FROM records GROUP BY genome_id) r ON r.genome_id = g.id
+                    WHERE r.bp IS DISTINCT FROM g.length OR r.n IS DISTINCT FROM g.n_records""",
+                "genomes whose chunk count differs from n_chunks": """
+                    SELECT count(*) FROM genomes g LEFT JOIN (SELECT genome_id, count(*) AS n
+                    FROM chunks GROUP BY genome_id) c ON c.genome_id = g.id
+                    WHERE c.n IS DISTINCT FROM g.n_chunks""",
+                "chunks without a vector": """SELECT count(*) FROM chunks c
+                    LEFT JOIN chunk_vectors v ON v.chunk_id = c.id WHERE v.chunk_id IS NULL""",
+                "vectors without a chunk": """SELECT count(*) FROM chunk_vectors v
+                    LEFT JOIN chunks c ON c.id = v.chunk_id WHERE c.id IS NULL""",
+                "genomes without a genome vector": """SELECT count(*) FROM genomes g
+                    LEFT JOIN genome_vectors v ON v.genome_id = g.id WHERE v.genome_id IS NULL""",
+                "rows of genomes that do not exist": """SELECT (SELECT count(*) FROM records WHERE
+                    genome_id NOT IN (SELECT id FROM genomes)) + (SELECT count(*) FROM chunks WHERE
+                    genome_id NOT IN (SELECT id FROM genomes))""",
+            }
+            if settings.get("overlap") == "0":
+                checks["records not covered exactly once by their chunks"] = """
+                    SELECT count(*) FROM records r LEFT JOIN (SELECT record_id,
+                    sum("end" - start) AS bp, min(start) AS lo, max("end") AS hi FROM chunks
+                    GROUP BY record_id) c ON c.record_id = r.id
+                    WHERE c.bp IS DISTINCT FROM r.length OR c.lo <> 0 OR c.hi <> r.length"""
+            for problem, statement in checks.items():
+                count = con.execute(statement).fetchone()[0]
+                if count:
+                    problems.append(f"{count} {problem}")
+            dim = int(settings["dim"])
+            for kind, table in (("chunks", "chunks"), ("genomes", "genomes")):
+                path = self.store.faiss_path(kind)
+                expected = np.asarray(con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"])
+                try:
+                    index = faiss.read_index(str(path))
+                    ids = np.sort(faiss.vector_to_array(index.id_map))
+                except (RuntimeError, AttributeError):
+                    problems.append(f"{path.name} is missing or unreadable")
+                    continue
+                if index.d != dim or not np.array_equal(ids, expected.astype(np.int64)):
+                    problems.append(f"{path.name} does not hold exactly the ids in {DB_FILE}")
+        return problems
 
     # -- changes --------------------------------------------------------------------------
 

@@ -232,7 +232,6 @@ def build(
 ) -> None:
     """Embed FASTA genomes into a store; the first build fixes its model, layer and chunking."""
     from genome_index.api import GenomeIndex
-    from genome_index.fasta import find_fasta_files
     from genome_index.progress import GenomeProgress
 
     config = read_config()
@@ -244,8 +243,16 @@ def build(
     def pick(value: Any, key: str, default: Any = None) -> Any:
         return value if value is not None else config.get(key, default)
 
-    total = len(find_fasta_files(inputs))
-    with GenomeProgress(total, "building", quiet) as progress:
+    bars: dict[str, GenomeProgress] = {}
+
+    def on_progress(stage: str, bases: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = GenomeProgress(total, "checking" if stage == "check" else "embedding", quiet)
+        bars[stage].advance(bases)
+
+    try:
         report = store.build(
             inputs,
             model=pick(model, "model"),
@@ -257,8 +264,11 @@ def build(
             batch_tokens=pick(batch_tokens, "batch_tokens"),
             labels=pick(labels, "labels"),
             trust_remote_code=bool(pick(trust_remote_code, "trust_remote_code", False)),
-            on_genome=lambda name, length: progress.advance(length),
+            on_progress=on_progress,
         )
+    finally:
+        for bar in bars.values():
+            bar.close()
     for file, name in report.duplicates:
         log(f"duplicate: {file} has the same sequence as stored genome {name!r}; not embedded again", quiet)
     chunks = sum(n for _, _, n in report.added)
@@ -373,6 +383,23 @@ def reindex(index: IndexDir = None, quiet: Quiet = False) -> None:
 
     sizes = GenomeIndex.open(index_dir(index, read_config())).reindex()
     log(f"rebuilt FAISS indexes: {sizes['chunks']} chunk vectors, {sizes['genomes']} genome vectors", quiet)
+
+
+@app.command()
+@user_errors
+def check(index: IndexDir = None) -> None:
+    """Verify a store: complete genomes, chunk coverage, vectors, FAISS ids equal to DuckDB's."""
+    from genome_index.api import GenomeIndex
+
+    store = GenomeIndex.open(index_dir(index, read_config()))
+    problems = store.check()
+    for problem in problems:
+        typer.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise GenomeIndexError(
+            f"{store.directory}: {len(problems)} problem(s); `genome-index reindex` repairs FAISS files"
+        )
+    typer.echo(f"{store.directory}: consistent")
 
 
 def main() -> None:

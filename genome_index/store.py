@@ -181,6 +181,13 @@ class Store:
             if not _table_exists(con, "settings"):
                 raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")
             yield con
+        except duckdb.IOException as exc:
+            raise GenomeIndexError(
+                f"{self.db_path}: cannot write ({_first_line(exc)}); disk full or read-only? "
+                "The store keeps every genome committed before this one"
+            ) from None
+        except duckdb.Error as exc:
+            raise GenomeIndexError(f"{self.db_path}: database error ({_first_line(exc)})") from None
         finally:
             con.close()
 
@@ -193,7 +200,8 @@ class Store:
         if self.db_path.exists():
             raise GenomeIndexError(f"{self.db_path} exists already")
         tmp = self.directory / (DB_FILE + ".creating")
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):  # from a build killed while creating
+            leftover.unlink(missing_ok=True)
         con = duckdb.connect(str(tmp), config={"enable_external_access": False})
         try:
             con.execute("BEGIN")
@@ -298,7 +306,7 @@ class Store:
             self.set_labels(con, genome_id, genome.labels)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         return genome_id, chunk_ids
 
@@ -327,7 +335,7 @@ class Store:
                 con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT UNNEST(?))", [genome_ids])
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
 
     # -- FAISS ----------------------------------------------------------------------------
@@ -397,6 +405,12 @@ class Store:
             log.warning("notice: %s %s; rebuilt from the vectors in %s", path.name, problem, DB_FILE)
         ids, vectors = self.stored_vectors(con, kind, dim)
         return self.build_faiss(ids, vectors, dim), True
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if a transaction is still open (a failed COMMIT has already ended it)."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
