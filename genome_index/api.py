@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +14,36 @@ import faiss
 import numpy as np
 
 from genome_index import __version__
-from genome_index.embed import POOLING, EmbeddedGenome, Embedder
+from genome_index.build import BuildReport, Progress, read_labels, run_build
+from genome_index.embed import POOLING, Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome, find_fasta_files, gc_fraction, read_genome
+from genome_index.fasta import find_fasta_files, read_genome
 from genome_index.models import DEFAULT_MODEL
 from genome_index.search import MODES, queries_of, rank_chunk_mode, rank_genome_mode, strand_chunks
 from genome_index.store import (
     DB_FILE,
     FAISS_FILES,
     FORMAT_VERSION,
+    INDEX_TYPES,
     LOCK_FILE,
+    VECTOR_DTYPES,
     BuildLock,
     NewGenome,
     Store,
-    genome_vector,
-    normalise,
+    search,
+    to_matrix,
 )
 
 log = logging.getLogger("genome_index")
 
 DEFAULT_INDEX = "genome-index"
-FAISS_CHECKPOINT_SECONDS = 60.0
+
+
+def shard_files(files: list[Path], i: int, n: int) -> list[Path]:
+    """The i-th (1-based) of n interleaved slices of the sorted inputs: every n-th file."""
+    if not 1 <= i <= n:
+        raise GenomeIndexError(f"--shard {i}/{n}: need 1 <= I <= N")
+    return sorted(files)[i - 1 :: n]
 
 
 def default_index_dir() -> Path:
@@ -44,99 +51,36 @@ def default_index_dir() -> Path:
     return Path(os.environ.get("GENOME_INDEX") or DEFAULT_INDEX)
 
 
-@dataclass
-class BuildReport:
-    """What a build did: genomes added, skipped as already stored, or duplicates of another file."""
-
-    added: list[tuple[str, int, int]] = field(default_factory=list)  # name, genome id, chunks
-    already: list[tuple[str, str]] = field(default_factory=list)  # file, stored genome name
-    duplicates: list[tuple[str, str]] = field(default_factory=list)  # file, name of the same sequence
-    labelled: int = 0
-    bases: int = 0
-    seconds: float = 0.0
-
-
-def read_labels(path: Path) -> dict[str, dict[str, str]]:
-    """Labels CSV -> {file name or genome name: {column: value}}; needs a `file` or `name` column."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            key = "file" if "file" in columns else "name" if "name" in columns else None
-            if key is None:
-                raise GenomeIndexError(f"{path}: labels CSV needs a 'file' or 'name' column (has {columns})")
-            rows = list(reader)
-    except OSError as exc:
-        raise GenomeIndexError(f"{path}: cannot read labels ({exc.strerror})") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise GenomeIndexError(f"{path}: not a readable CSV file ({exc})") from None
-    labels = {}
-    for line, row in enumerate(rows, start=2):
-        ident = (row.get(key) or "").strip()
-        if not ident:
-            raise GenomeIndexError(f"{path}:{line}: empty {key!r}")
-        labels[ident] = {k: v for k, v in row.items() if k not in ("file", "name") and k is not None}
-    return labels
-
-
-Progress = Callable[[str, int, int], None]
-
-
-def check_inputs(files: list[Path], on_progress: Progress | None = None) -> list[str]:
-    """Read and validate every FASTA file (raising on the first bad one); their SHA-256s."""
-    shas = []
-    for path in files:
-        genome = read_genome(path)
-        shas.append(genome.sha256)
-        if on_progress:
-            on_progress("check", genome.length, len(files))
-    return shas
-
-
-def _label_keys(genome: Genome) -> list[str]:
-    """The names a labels CSV may use for a genome: file name, path, and genome name."""
-    return [genome.path.name, str(genome.path), genome.name]
-
-
-def _chunk_table(genome: Genome, item: EmbeddedGenome) -> dict[str, np.ndarray]:
-    columns: dict[str, list[Any]] = {k: [] for k in ("record", "start", "end", "n_tokens", "gc", "n_count")}
-    for chunk in item.chunks:
-        piece = genome.records[chunk.record].sequence[chunk.start : chunk.end]
-        for key, value in (
-            ("record", chunk.record),
-            ("start", chunk.start),
-            ("end", chunk.end),
-            ("n_tokens", chunk.n_tokens),
-            ("gc", gc_fraction(piece)),
-            ("n_count", piece.count(b"N")),
-        ):
-            columns[key].append(value)
-    return {k: np.asarray(v) for k, v in columns.items()}
-
-
-def _new_genome(item: EmbeddedGenome, labels: dict[str, str]) -> NewGenome:
-    genome = item.genome
-    return NewGenome(
-        name=genome.name,
-        file=str(genome.path),
-        sha256=genome.sha256,
-        length=genome.length,
-        gc=genome.gc,
-        n_count=genome.n_count,
-        records=[
-            {
-                "name": r.id,
-                "description": r.description,
-                "length": len(r.sequence),
-                "gc": gc_fraction(r.sequence),
-                "n_count": r.sequence.count(b"N"),
-            }
-            for r in genome.records
-        ],
-        chunks=_chunk_table(genome, item),
-        vectors=item.vectors,
-        labels=labels,
-    )
+def _stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGenome]:
+    """Every genome of a store, with its records, chunks, vectors and labels, one at a time."""
+    genomes = con.execute(
+        "SELECT id, name, file, sha256, length, gc, n_count FROM genomes ORDER BY id"
+    ).fetchall()
+    for gid, name, file, sha, length, gc, n_count in genomes:
+        records = [
+            {"name": n, "description": d, "length": ln, "gc": g, "n_count": nc}
+            for n, d, ln, g, nc in con.execute(
+                "SELECT name, description, length, gc, n_count FROM records WHERE genome_id = ? ORDER BY idx",
+                [gid],
+            ).fetchall()
+        ]
+        chunks = con.execute(
+            'SELECT r.idx AS record, c.start, c."end" AS "end", c.n_tokens, c.gc, c.n_count FROM chunks c '
+            "JOIN records r ON r.id = c.record_id WHERE c.genome_id = ? ORDER BY c.id",
+            [gid],
+        ).fetchnumpy()
+        vectors = to_matrix(
+            con.sql(
+                "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
+                f"WHERE c.genome_id = {int(gid)} ORDER BY c.id"
+            )
+            .to_arrow_table()
+            .column("vector"),
+            dim,
+        )
+        labels = dict(con.execute("SELECT key, value FROM labels WHERE genome_id = ?", [gid]).fetchall())
+        chunk_columns = {k: np.asarray(v) for k, v in chunks.items()}
+        yield NewGenome(name, file, sha, length, gc, n_count, records, chunk_columns, vectors, labels)
 
 
 class GenomeIndex:
@@ -190,19 +134,24 @@ class GenomeIndex:
         batch_tokens: int | None = None,
         labels: str | Path | None = None,
         trust_remote_code: bool = False,
+        index_type: str | None = None,
+        vector_dtype: str | None = None,
+        shard: tuple[int, int] | None = None,
+        compile: bool = False,
         on_progress: Progress | None = None,
     ) -> BuildReport:
         """Embed and add every new genome under `paths`; the first build fixes the settings.
 
-        Every input is read and checked before the store is touched, so a bad file changes
-        nothing. `on_progress(stage, bases, total)` is called per genome checked ("check")
-        and per genome embedded ("embed"), with the number of genomes in that stage.
+        Every input is read and checked before anything is committed, so a bad file changes
+        nothing. `on_progress(bases, total)` is called once per input genome. `shard=(i, n)`
+        takes only the i-th (1-based) of n deterministic slices of the sorted inputs.
         """
         started = time.perf_counter()
         files = find_fasta_files(list(paths))
+        if shard is not None:
+            files = shard_files(files, *shard)
         label_rows = read_labels(Path(labels)) if labels else {}
         self._check_directory()
-        shas = check_inputs(files, on_progress)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -216,6 +165,15 @@ class GenomeIndex:
                 layer = int(stored["layer"]) if layer is None else layer
                 chunk_tokens = int(stored["chunk_tokens"]) if chunk_tokens is None else chunk_tokens
                 overlap = int(stored["overlap"]) if overlap is None else overlap
+                index_type = index_type or stored.get("index_type")
+                vector_dtype = vector_dtype or stored.get("vector_dtype")
+            index_type, vector_dtype = index_type or "flat", vector_dtype or "float32"
+            if index_type not in INDEX_TYPES:
+                raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
+            if vector_dtype not in VECTOR_DTYPES:
+                raise GenomeIndexError(
+                    f"unknown vector dtype {vector_dtype!r}: use {', '.join(VECTOR_DTYPES)}"
+                )
             embedder = Embedder(
                 model or DEFAULT_MODEL,
                 layer,
@@ -225,18 +183,23 @@ class GenomeIndex:
                 chunk_tokens,
                 overlap or 0,
                 trust_remote_code,
+                compile,
             )
-            wanted = self._settings_for(embedder, trust_remote_code)
+            wanted = self._settings_for(embedder, trust_remote_code, index_type, vector_dtype)
             if stored:
                 Store.check_settings(stored, wanted)
             else:
                 self.store.create(wanted)
-            return self._build_locked(files, shas, embedder, label_rows, on_progress, started)
+            report = run_build(self.store, files, embedder, label_rows, on_progress)
+            report.seconds = time.perf_counter() - started
+            return report
         finally:
             lock.release()
 
     @staticmethod
-    def _settings_for(embedder: Embedder, trust_remote_code: bool) -> dict[str, str]:
+    def _settings_for(
+        embedder: Embedder, trust_remote_code: bool, index_type: str, vector_dtype: str
+    ) -> dict[str, str]:
         """The settings a build with this embedder fixes (or must match) in the store."""
         return {
             "model": embedder.spec.name,
@@ -248,109 +211,12 @@ class GenomeIndex:
             "overlap": str(embedder.overlap),
             "dim": str(embedder.dim),
             "metric": "cosine",
-            "index_type": "flat",
+            "index_type": index_type,
+            "vector_dtype": vector_dtype,
             "trust_remote_code": str(trust_remote_code).lower(),
             "tool_version": __version__,
             "format_version": FORMAT_VERSION,
         }
-
-    def _build_locked(
-        self,
-        files: list[Path],
-        shas: list[str],
-        embedder: Embedder,
-        label_rows: dict[str, dict[str, str]],
-        on_progress: Progress | None,
-        started: float,
-    ) -> BuildReport:
-        report = BuildReport()
-        dim = embedder.dim
-        with self.store.connect(read_only=False) as con:
-            by_sha = dict(con.execute("SELECT sha256, name FROM genomes").fetchall())
-            by_name = dict(con.execute("SELECT name, id FROM genomes").fetchall())
-            by_file = dict(con.execute("SELECT file, id FROM genomes").fetchall())
-            self._check_label_names(label_rows, files, by_name, by_file)
-            indexes = {}
-            dirty = set()
-            for kind in FAISS_FILES:
-                indexes[kind], rebuilt = self.store.load_faiss(con, kind, dim)
-                if rebuilt:
-                    dirty.add(kind)
-            seen_in_run: dict[str, str] = {}
-            last_write = time.perf_counter()
-            to_embed = len({sha for sha in shas if sha not in by_sha})
-
-            def want(genome: Genome) -> bool:
-                sha = genome.sha256
-                if sha in by_sha:
-                    target = report.already if by_sha[sha] == genome.name else report.duplicates
-                    target.append((str(genome.path), by_sha[sha]))
-                    self._relabel(con, label_rows, genome, by_name.get(by_sha[sha]), report)
-                    return False
-                if sha in seen_in_run:
-                    report.duplicates.append((str(genome.path), seen_in_run[sha]))
-                    return False
-                seen_in_run[sha] = genome.name
-                return True
-
-            for item in embedder.embed_genomes(files, want=want):
-                genome = item.genome
-                labels = next((label_rows[k] for k in _label_keys(genome) if k in label_rows), {})
-                genome_id, chunk_ids = self.store.add_genome(con, _new_genome(item, labels))
-                by_sha[genome.sha256] = genome.name
-                by_name[genome.name] = genome_id
-                report.added.append((genome.name, genome_id, len(chunk_ids)))
-                report.labelled += bool(labels)
-                report.bases += genome.length
-                indexes["chunks"].add_with_ids(normalise(item.vectors), chunk_ids)
-                indexes["genomes"].add_with_ids(
-                    genome_vector(item.vectors)[None, :], np.array([genome_id], dtype=np.int64)
-                )
-                dirty.update(FAISS_FILES)
-                if on_progress:
-                    on_progress("embed", genome.length, to_embed)
-                if time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
-                    self._write_indexes(indexes, dirty)
-                    last_write = time.perf_counter()
-            self._write_indexes(indexes, dirty)
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _write_indexes(self, indexes: dict[str, Any], dirty: set[str]) -> None:
-        for kind in sorted(dirty):
-            self.store.write_faiss(kind, indexes[kind])
-        dirty.clear()
-
-    @staticmethod
-    def _check_label_names(
-        label_rows: dict[str, dict[str, str]], files: list[Path], by_name: dict, by_file: dict
-    ) -> None:
-        known = set(by_name) | set(by_file)
-        for path in files:
-            known.update(_label_keys(Genome(path)))
-            known.add(str(path.resolve()))
-        unknown = sorted(set(label_rows) - known)
-        if unknown:
-            raise GenomeIndexError(
-                f"labels name {len(unknown)} genome(s) neither in this build nor in the store, "
-                f"e.g. {unknown[0]!r}"
-            )
-
-    def _relabel(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        label_rows: dict,
-        genome: Genome,
-        genome_id: int | None,
-        report: BuildReport,
-    ) -> None:
-        """Labels given for a genome that is already stored update its labels."""
-        labels = next((label_rows[k] for k in _label_keys(genome) if k in label_rows), None)
-        if labels and genome_id is not None:
-            con.execute("BEGIN")
-            Store.set_labels(con, genome_id, labels)
-            con.execute("COMMIT")
-            report.labelled += 1
 
     # -- reading --------------------------------------------------------------------------
 
@@ -378,11 +244,10 @@ class GenomeIndex:
         chunk_sets = [strand_chunks(embedder, q) for q in queries]
         flat = [c for strands in chunk_sets for chunks in strands for c in chunks]
         vectors = embedder.embed_chunks(flat)
-        dim = int(settings["dim"])
         rows: list[dict[str, Any]] = []
         with self.store.connect() as con:
             kind = "genomes" if mode == "genome" else "chunks"
-            index, rebuilt = self.store.load_faiss(con, kind, dim)
+            index, rebuilt = self.store.load_faiss(con, kind, settings)
             if rebuilt:
                 self._save_repair(kind, index)
             if index.ntotal == 0:
@@ -399,8 +264,13 @@ class GenomeIndex:
                 else:
                     ranked_per_query.append((strand_vectors, None))
             if mode == "chunks":
+                dim = int(settings["dim"])
+
+                def chunk_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+                    return search(index, queries, k, lambda ids: Store.fetch_chunk_vectors(con, ids, dim))
+
                 ranked_per_query = [
-                    rank_chunk_mode(index, sv, lambda ids: self._genome_of(con, ids))
+                    rank_chunk_mode(chunk_search, sv, lambda ids: self._genome_of(con, ids))
                     for sv, _ in ranked_per_query
                 ]
             details = self._genome_details(con)
@@ -501,10 +371,10 @@ class GenomeIndex:
         with self.store.connect() as con:
             settings = Store.settings(con)
             counts = {
-                table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                table: con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
                 for table in ("genomes", "records", "chunks")
             }
-            bases = con.execute("SELECT coalesce(sum(length), 0) FROM genomes").fetchone()[0]
+            bases = con.execute("SELECT coalesce(sum(length), 0) FROM genomes").fetchall()[0][0]
         files = [self.store.db_path] + [self.store.faiss_path(k) for k in FAISS_FILES]
         disk = {p.name: p.stat().st_size for p in files if p.exists()}
         return {
@@ -514,6 +384,56 @@ class GenomeIndex:
             "bases": int(bases),
             "disk_bytes": disk,
         }
+
+    def merge(self, sources: Sequence[str | Path], on_progress: Progress | None = None) -> BuildReport:
+        """Copy every genome of other stores built with the same settings into this one.
+
+        Ids are renumbered, genomes already here (same SHA-256) are skipped, and the FAISS
+        files are rebuilt from the merged vectors. This store is created if it does not exist.
+        """
+        started = time.perf_counter()
+        stores = [GenomeIndex.open(source) for source in sources]
+        if any(s.directory.resolve() == self.directory.resolve() for s in stores):
+            raise GenomeIndexError(f"{self.directory} cannot be merged into itself")
+        source_settings = [s.settings() for s in stores]
+        for other, settings in zip(stores[1:], source_settings[1:], strict=True):
+            try:
+                Store.check_settings(source_settings[0], settings)
+            except GenomeIndexError as exc:
+                raise GenomeIndexError(f"{other.directory}: {exc}") from None
+        self._check_directory()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock = BuildLock(self.directory)
+        lock.acquire()
+        try:
+            if self.store.exists():
+                Store.check_settings(self.settings(), source_settings[0])
+            else:
+                self.store.create({**source_settings[0], "tool_version": __version__})
+            report = BuildReport()
+            total = sum(int(s.sql("SELECT count(*) FROM genomes")[1][0][0]) for s in stores)
+            with self.store.connect(read_only=False) as con:
+                settings = Store.settings(con)
+                by_sha = dict(con.execute("SELECT sha256, name FROM genomes").fetchall())
+                for source in stores:
+                    with source.store.connect() as src:
+                        for genome in _stored_genomes(src, int(settings["dim"])):
+                            if genome.sha256 in by_sha:
+                                where = f"{source.directory}:{genome.name}"
+                                report.duplicates.append((where, by_sha[genome.sha256]))
+                            else:
+                                gid, chunk_ids = self.store.add_genome(con, genome, settings["vector_dtype"])
+                                by_sha[genome.sha256] = genome.name
+                                report.added.append((genome.name, gid, len(chunk_ids)))
+                                report.bases += genome.length
+                            if on_progress:
+                                on_progress(genome.length, total)
+                for kind in FAISS_FILES:
+                    self.store.write_faiss(kind, self.store.rebuild_faiss(con, kind, settings))
+        finally:
+            lock.release()
+        report.seconds = time.perf_counter() - started
+        return report
 
     def check(self) -> list[str]:
         """Verify the store's invariants; an empty list means consistent. Repairs nothing.
@@ -552,7 +472,7 @@ class GenomeIndex:
                     GROUP BY record_id) c ON c.record_id = r.id
                     WHERE c.bp IS DISTINCT FROM r.length OR c.lo <> 0 OR c.hi <> r.length"""
             for problem, statement in checks.items():
-                count = con.execute(statement).fetchone()[0]
+                count = con.execute(statement).fetchall()[0][0]
                 if count:
                     problems.append(f"{count} {problem}")
             dim = int(settings["dim"])
@@ -587,31 +507,29 @@ class GenomeIndex:
                     if gid is None:
                         raise GenomeIndexError(f"no genome {ident!r} in {self.directory} (give a name or id)")
                     chosen[gid] = names[gid]
-                dim = int(Store.settings(con)["dim"])
-                chunk_ids = con.execute(
-                    "SELECT id FROM chunks WHERE genome_id IN (SELECT UNNEST(?))", [list(chosen)]
-                ).fetchnumpy()["id"]
-                indexes = {kind: self.store.load_faiss(con, kind, dim)[0] for kind in FAISS_FILES}
+                settings = Store.settings(con)
                 Store.remove_genomes(con, list(chosen))
-                indexes["chunks"].remove_ids(np.asarray(chunk_ids, dtype=np.int64))
-                indexes["genomes"].remove_ids(np.array(list(chosen), dtype=np.int64))
-                self._write_indexes(indexes, set(FAISS_FILES))
+                for kind in FAISS_FILES:  # rebuilt from what DuckDB now holds: right for every index type
+                    self.store.write_faiss(kind, self.store.rebuild_faiss(con, kind, settings))
             return sorted(chosen.items())
         finally:
             lock.release()
 
-    def reindex(self) -> dict[str, int]:
-        """Rebuild every FAISS file from the vectors in DuckDB."""
+    def reindex(self, index_type: str | None = None) -> dict[str, int]:
+        """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type."""
         self.store.require()
+        if index_type is not None and index_type not in INDEX_TYPES:
+            raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
         lock = BuildLock(self.directory)
         lock.acquire()
         try:
             with self.store.connect(read_only=False) as con:
-                dim = int(Store.settings(con)["dim"])
+                if index_type is not None:
+                    con.execute("UPDATE settings SET value = ? WHERE key = 'index_type'", [index_type])
+                settings = Store.settings(con)
                 sizes = {}
                 for kind in FAISS_FILES:
-                    ids, vectors = Store.stored_vectors(con, kind, dim)
-                    index = Store.build_faiss(ids, vectors, dim)
+                    index = self.store.rebuild_faiss(con, kind, settings)
                     self.store.write_faiss(kind, index)
                     sizes[kind] = index.ntotal
             return sizes

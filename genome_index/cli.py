@@ -123,11 +123,11 @@ def embed(
 
     files = find_fasta_files(fasta)
     embedder = Embedder(model, layer, device, dtype, batch_tokens, chunk_tokens, overlap, trust_remote_code)
-    with GenomeProgress(len(files), "embedding", quiet) as progress:
+    with GenomeProgress("embedding", quiet, total=len(files)) as progress:
 
         def items():  # type: ignore[no-untyped-def]
             for item in embedder.embed_genomes(files):
-                progress.advance(item.genome.length)
+                progress(item.genome.length)
                 yield item
 
         rows = write_parquet(items(), out, embedder.dim)
@@ -145,18 +145,9 @@ IndexDir = Annotated[
 Format = Annotated[str, typer.Option("--format", "-f", help="table, tsv, csv or json.")]
 CONFIG_FILE = "genome-index.toml"
 CONFIG_KEYS = {
-    "inputs",
-    "index",
-    "model",
-    "layer",
-    "chunk_tokens",
-    "overlap",
-    "device",
-    "dtype",
-    "batch_tokens",
-    "labels",
-    "trust_remote_code",
-}
+    "inputs", "index", "model", "layer", "chunk_tokens", "overlap", "device", "dtype", "batch_tokens",
+    "labels", "trust_remote_code", "index_type", "vector_dtype", "shard", "compile",
+}  # fmt: skip
 
 
 def read_config() -> dict[str, Any]:
@@ -189,6 +180,17 @@ def index_dir(flag: Path | None, config: dict[str, Any] | None = None) -> Path:
     if config and config.get("index"):
         return Path(config["index"])
     return default_index_dir()
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """'2/4' -> (2, 4)."""
+    if value is None:
+        return None
+    try:
+        i, n = (int(part) for part in str(value).split("/"))
+    except ValueError:
+        raise GenomeIndexError(f"--shard {value!r}: write it as I/N, e.g. 2/4") from None
+    return i, n
 
 
 def check_format(fmt: str) -> None:
@@ -228,6 +230,20 @@ def build(
     trust_remote_code: Annotated[
         bool | None, typer.Option("--trust-remote-code", help="Allow a Hub model to run its own Python code.")
     ] = None,
+    index_type: Annotated[
+        str | None,
+        typer.Option(help="Chunk index: flat (exact, default), hnsw or ivf-pq. Fixed by the first build."),
+    ] = None,
+    vector_dtype: Annotated[
+        str | None,
+        typer.Option(help="Vectors kept in DuckDB as float32 (default) or float16 (half the disk)."),
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="I/N: embed only the I-th of N slices of the inputs (see `merge`).")
+    ] = None,
+    compile_model: Annotated[
+        bool | None, typer.Option("--compile", help="torch.compile the model (CUDA only; ignored on CPU).")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Embed FASTA genomes into a store; the first build fixes its model, layer and chunking."""
@@ -243,16 +259,7 @@ def build(
     def pick(value: Any, key: str, default: Any = None) -> Any:
         return value if value is not None else config.get(key, default)
 
-    bars: dict[str, GenomeProgress] = {}
-
-    def on_progress(stage: str, bases: int, total: int) -> None:
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = GenomeProgress(total, "checking" if stage == "check" else "embedding", quiet)
-        bars[stage].advance(bases)
-
-    try:
+    with GenomeProgress("building", quiet) as progress:
         report = store.build(
             inputs,
             model=pick(model, "model"),
@@ -264,11 +271,12 @@ def build(
             batch_tokens=pick(batch_tokens, "batch_tokens"),
             labels=pick(labels, "labels"),
             trust_remote_code=bool(pick(trust_remote_code, "trust_remote_code", False)),
-            on_progress=on_progress,
+            index_type=pick(index_type, "index_type"),
+            vector_dtype=pick(vector_dtype, "vector_dtype"),
+            shard=parse_shard(pick(shard, "shard")),
+            compile=bool(pick(compile_model, "compile", False)),
+            on_progress=progress,
         )
-    finally:
-        for bar in bars.values():
-            bar.close()
     for file, name in report.duplicates:
         log(f"duplicate: {file} has the same sequence as stored genome {name!r}; not embedded again", quiet)
     chunks = sum(n for _, _, n in report.added)
@@ -377,12 +385,39 @@ def remove(
 
 @app.command()
 @user_errors
-def reindex(index: IndexDir = None, quiet: Quiet = False) -> None:
-    """Rebuild the FAISS files from the vectors stored in DuckDB."""
+def reindex(
+    index: IndexDir = None,
+    index_type: Annotated[
+        str | None, typer.Option(help="Change the chunk index type: flat, hnsw or ivf-pq.")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Rebuild the FAISS files from the vectors stored in DuckDB (optionally as another type)."""
     from genome_index.api import GenomeIndex
 
-    sizes = GenomeIndex.open(index_dir(index, read_config())).reindex()
+    sizes = GenomeIndex.open(index_dir(index, read_config())).reindex(index_type)
     log(f"rebuilt FAISS indexes: {sizes['chunks']} chunk vectors, {sizes['genomes']} genome vectors", quiet)
+
+
+@app.command()
+@user_errors
+def merge(
+    out: Annotated[Path, typer.Argument(help="Store to merge into (created if missing).")],
+    stores: Annotated[list[Path], typer.Argument(help="Stores built with the same settings.")],
+    quiet: Quiet = False,
+) -> None:
+    """Merge stores (e.g. shards built on several GPUs) into one; duplicates are skipped."""
+    from genome_index.api import GenomeIndex
+    from genome_index.progress import GenomeProgress
+
+    with GenomeProgress("merging", quiet) as progress:
+        report = GenomeIndex(out).merge(stores, on_progress=progress)
+    chunks = sum(n for _, _, n in report.added)
+    log(
+        f"merged {len(report.added)} genome(s), {chunks} chunks into {out}"
+        + (f"; {len(report.duplicates)} already there, skipped" if report.duplicates else ""),
+        quiet,
+    )
 
 
 @app.command()

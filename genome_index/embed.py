@@ -75,6 +75,7 @@ class Embedder:
         chunk_tokens: int | None = None,
         overlap: int = 0,
         trust_remote_code: bool = False,
+        compile: bool = False,
     ) -> None:
         self.spec = models.describe(model, trust_remote_code)
         self.layer = models.resolve_layer(layer, self.spec.num_layers)
@@ -95,6 +96,9 @@ class Embedder:
             )
         self.model = models.load_model(model, self.layer, self.device, self.dtype, trust_remote_code)
         self._cut = models.is_truncatable(self.model)
+        self.compiled = compile and self.device.type == "cuda"  # on CPU compiling costs more than it saves
+        if self.compiled:
+            self.model = torch.compile(self.model, dynamic=True)
 
     @property
     def dim(self) -> int:

@@ -9,15 +9,20 @@ from tqdm import tqdm
 
 
 class GenomeProgress:
-    """A tqdm bar counting genomes, with throughput in Mbp/s; off for --quiet or a non-terminal."""
+    """A tqdm bar counting genomes, with throughput in Mbp/s; off for --quiet or a non-terminal.
 
-    def __init__(self, total: int, desc: str, quiet: bool = False) -> None:
+    Callable as `progress(bases, total)`, the shape of the library's `on_progress` callbacks.
+    """
+
+    def __init__(self, desc: str, quiet: bool = False, total: int | None = None) -> None:
         enabled = not quiet and sys.stderr.isatty()
         self.bar = tqdm(total=total, desc=desc, unit="genome", disable=not enabled, file=sys.stderr)
         self.bases = 0
         self.started = time.perf_counter()
 
-    def advance(self, bases: int) -> None:
+    def __call__(self, bases: int, total: int | None = None) -> None:
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
         self.bases += bases
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         self.bar.set_postfix_str(f"{self.bases / elapsed / 1e6:.2f} Mbp/s", refresh=False)

@@ -56,7 +56,9 @@ def rank_genome_mode(index: faiss.Index, strands: list[np.ndarray], k: int) -> d
 
 
 def rank_chunk_mode(
-    index: faiss.Index, strands: list[np.ndarray], genome_of_chunks: Callable[[np.ndarray], dict[int, int]]
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    strands: list[np.ndarray],
+    genome_of_chunks: Callable[[np.ndarray], dict[int, int]],
 ) -> dict[int, tuple[float, int]]:
     """Genome id -> (mean over query chunks of their best similarity to the genome, support).
 
@@ -66,7 +68,7 @@ def rank_chunk_mode(
     """
     best: dict[int, tuple[float, int]] = {}
     for vectors in strands:
-        scores, ids = index.search(normalise(vectors), min(CHUNK_HITS, index.ntotal))
+        scores, ids = search(normalise(vectors), CHUNK_HITS)
         genome_of = genome_of_chunks(ids)
         totals: dict[int, float] = {}
         support: dict[int, int] = {}

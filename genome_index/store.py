@@ -19,7 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +39,23 @@ LOCK_FILE = "build.lock"
 FAISS_FILES = {"chunks": "chunks.faiss", "genomes": "genomes.faiss"}
 FORMAT_VERSION = "1"
 # Settings fixed by the first build; a later build must match every one of them.
-FIXED_SETTINGS = ("model_revision", "layer", "pooling", "chunk_tokens", "overlap", "dim", "metric")
+FIXED_SETTINGS = (
+    "model_revision",
+    "layer",
+    "pooling",
+    "chunk_tokens",
+    "overlap",
+    "dim",
+    "metric",
+    "index_type",
+    "vector_dtype",
+)
+INDEX_TYPES = ("flat", "hnsw", "ivf-pq")
+VECTOR_DTYPES = ("float32", "float16")
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+IVF_NPROBE = 32
+RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
+PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
 
 SCHEMA = """
 CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -57,7 +73,7 @@ CREATE TABLE chunks (
     id BIGINT PRIMARY KEY, genome_id INTEGER NOT NULL, record_id INTEGER NOT NULL,
     start BIGINT NOT NULL, "end" BIGINT NOT NULL, n_tokens INTEGER NOT NULL,
     gc DOUBLE NOT NULL, n_count INTEGER NOT NULL);
-CREATE TABLE chunk_vectors (chunk_id BIGINT PRIMARY KEY, vector FLOAT[{dim}] NOT NULL);
+CREATE TABLE chunk_vectors (chunk_id BIGINT PRIMARY KEY, vector {vector_type} NOT NULL);
 CREATE TABLE genome_vectors (genome_id INTEGER PRIMARY KEY, vector FLOAT[{dim}] NOT NULL);
 CREATE TABLE labels (genome_id INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR,
     PRIMARY KEY (genome_id, key));
@@ -77,17 +93,73 @@ def genome_vector(chunk_vectors: np.ndarray) -> np.ndarray:
     return normalise(normalise(chunk_vectors).mean(axis=0, keepdims=True))[0]
 
 
-def vectors_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    """An (n, dim) float32 array as an Arrow column DuckDB reads as FLOAT[dim]."""
+def vectors_column(vectors: np.ndarray, dtype: str = "float32") -> pa.Array:
+    """(n, dim) vectors as an Arrow column: FLOAT[dim] for float32, one float16 BLOB per row."""
+    if dtype == "float16":
+        half = np.ascontiguousarray(vectors, dtype="<f2")
+        return pa.array([row.tobytes() for row in half], pa.binary())
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
 
 
 def to_matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
-    """A FLOAT[dim] column fetched from DuckDB as an (n, dim) float32 array."""
+    """A vector column fetched from DuckDB (FLOAT[dim] or float16 BLOB) as (n, dim) float32."""
     if len(column) == 0:
         return np.empty((0, dim), dtype=np.float32)
-    return column.combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    array = column.combine_chunks()
+    if pa.types.is_binary(array.type):
+        return np.frombuffer(b"".join(array.to_pylist()), dtype="<f2").reshape(-1, dim).astype(np.float32)
+    return array.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def make_faiss(index_type: str, dim: int, n_vectors: int) -> faiss.Index:
+    """An empty FAISS index of one of INDEX_TYPES, inner product (cosine on normalised vectors),
+    wrapped so that its ids are the DuckDB ids. ivf-pq must still be trained."""
+    if index_type == "flat":
+        inner = faiss.IndexFlatIP(dim)
+    elif index_type == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    elif index_type == "ivf-pq":
+        nlist = max(1, min(int(4 * np.sqrt(max(n_vectors, 1))), n_vectors // 39 or 1))
+        m = next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)  # 4-d sub-vectors
+        inner = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
+    return faiss.IndexIDMap2(inner)
+
+
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    fetch: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids) for normalised queries. For a product-quantised index, `fetch`
+    (ids -> their exact vectors) re-scores RERANK x k candidates exactly: the compressed codes
+    pick candidates, the stored vectors decide."""
+    k = min(k, index.ntotal)
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if fetch is None or not isinstance(inner, faiss.IndexIVFPQ):
+        return index.search(queries, k)
+    _, candidates = index.search(queries, min(k * RERANK, index.ntotal))
+    unique = np.unique(candidates[candidates >= 0])
+    exact = normalise(fetch(unique))
+    position = np.searchsorted(unique, np.where(candidates >= 0, candidates, unique[0]))
+    scores = np.einsum("qd,qcd->qc", queries, exact[position])
+    scores[candidates < 0] = -np.inf
+    order = np.argsort(-scores, axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
+
+
+def tune(index: faiss.Index) -> faiss.Index:
+    """Set the search-time accuracy knobs of an approximate index (not all are saved in files)."""
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+    elif isinstance(inner, faiss.IndexIVF):
+        inner.nprobe = min(IVF_NPROBE, inner.nlist)
+    return index
 
 
 @dataclass
@@ -205,7 +277,9 @@ class Store:
         con = duckdb.connect(str(tmp), config={"enable_external_access": False})
         try:
             con.execute("BEGIN")
-            con.execute(SCHEMA.format(dim=int(settings["dim"])))
+            dim = int(settings["dim"])
+            vector_type = "BLOB" if settings.get("vector_dtype") == "float16" else f"FLOAT[{dim}]"
+            con.execute(SCHEMA.format(dim=dim, vector_type=vector_type))
             con.executemany("INSERT INTO settings VALUES (?, ?)", sorted(settings.items()))
             con.execute("COMMIT")
             con.execute("CHECKPOINT")
@@ -234,11 +308,13 @@ class Store:
 
     @staticmethod
     def _next_ids(con: duckdb.DuckDBPyConnection, key: str, count: int) -> int:
-        first = con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchone()[0]
+        first = con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchall()[0][0]
         con.execute("UPDATE state SET value = ? WHERE key = ?", [first + count, key])
         return int(first)
 
-    def add_genome(self, con: duckdb.DuckDBPyConnection, genome: NewGenome) -> tuple[int, np.ndarray]:
+    def add_genome(
+        self, con: duckdb.DuckDBPyConnection, genome: NewGenome, vector_dtype: str = "float32"
+    ) -> tuple[int, np.ndarray]:
         """Commit one genome (rows, vectors, labels) in one transaction; return its id and chunk ids."""
         n_chunks = len(genome.vectors)
         con.execute("BEGIN")
@@ -287,7 +363,9 @@ class Store:
                     "n_count": c["n_count"].astype(np.int32),
                 }
             )
-            vectors = pa.table({"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors)})
+            vectors = pa.table(
+                {"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors, vector_dtype)}
+            )
             gvec = pa.table(
                 {
                     "genome_id": pa.array([genome_id], pa.int32()),
@@ -346,20 +424,47 @@ class Store:
     @staticmethod
     def stored_vectors(con: duckdb.DuckDBPyConnection, kind: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """All ids and vectors of one kind ('chunks' or 'genomes'), from DuckDB, ordered by id."""
-        table, id_column = (
-            ("chunk_vectors", "chunk_id") if kind == "chunks" else ("genome_vectors", "genome_id")
-        )
-        result = con.sql(f"SELECT {id_column} AS id, vector FROM {table} ORDER BY id").to_arrow_table()
+        table, column = ("chunk_vectors", "chunk_id") if kind == "chunks" else ("genome_vectors", "genome_id")
+        result = con.sql(f"SELECT {column} AS id, vector FROM {table} ORDER BY id").to_arrow_table()
         ids = result.column("id").to_numpy().astype(np.int64)
         return ids, to_matrix(result.column("vector"), dim)
 
     @staticmethod
-    def build_faiss(ids: np.ndarray, vectors: np.ndarray, dim: int) -> faiss.Index:
-        """Exact inner-product index over normalised vectors (cosine), ids as given."""
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    def index_type(settings: dict[str, str], kind: str) -> str:
+        """The chunk index has the store's index type; the genome index is always exact."""
+        return settings.get("index_type", "flat") if kind == "chunks" else "flat"
+
+    @staticmethod
+    def build_faiss(ids: np.ndarray, vectors: np.ndarray, dim: int, index_type: str = "flat") -> faiss.Index:
+        """An index of `index_type` over the normalised vectors, ids as given, trained if needed."""
+        if index_type == "ivf-pq" and len(ids) < PQ_MIN_TRAINING:
+            index_type = "flat"  # too few vectors to train product quantisers; exact is fast here
+        index = make_faiss(index_type, dim, len(ids))
+        vectors = normalise(vectors) if len(ids) else np.empty((0, dim), dtype=np.float32)
+        if not index.is_trained:
+            rng = np.random.default_rng(0)
+            sample = vectors[rng.choice(len(vectors), min(len(vectors), 256 * 256), replace=False)]
+            index.train(sample)
         if len(ids):
-            index.add_with_ids(normalise(vectors), np.ascontiguousarray(ids, dtype=np.int64))
-        return index
+            index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        return tune(index)
+
+    @staticmethod
+    def fetch_chunk_vectors(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored vectors of the given chunk ids (sorted ascending), in that order."""
+        result = con.sql(
+            "SELECT vector FROM chunk_vectors WHERE chunk_id IN (SELECT UNNEST($1)) ORDER BY chunk_id",
+            params=[ids.tolist()],
+        ).to_arrow_table()
+        return to_matrix(result.column("vector"), dim)
+
+    def rebuild_faiss(
+        self, con: duckdb.DuckDBPyConnection, kind: str, settings: dict[str, str]
+    ) -> faiss.Index:
+        """The index of one kind built afresh from the vectors stored in DuckDB."""
+        dim = int(settings["dim"])
+        ids, vectors = self.stored_vectors(con, kind, dim)
+        return self.build_faiss(ids, vectors, dim, self.index_type(settings, kind))
 
     def write_faiss(self, kind: str, index: faiss.Index) -> None:
         """Replace one FAISS file atomically: write a temp file, fsync, rename, fsync the folder."""
@@ -379,10 +484,13 @@ class Store:
             tmp.unlink(missing_ok=True)
             raise GenomeIndexError(f"{path}: cannot write the FAISS index ({_first_line(exc)})") from None
 
-    def load_faiss(self, con: duckdb.DuckDBPyConnection, kind: str, dim: int) -> tuple[faiss.Index, bool]:
+    def load_faiss(
+        self, con: duckdb.DuckDBPyConnection, kind: str, settings: dict[str, str]
+    ) -> tuple[faiss.Index, bool]:
         """The FAISS index of one kind, checked against DuckDB's ids; rebuilt from it when they
         disagree. Returns the index and whether it was rebuilt (and so should be written)."""
         path = self.faiss_path(kind)
+        dim = int(settings["dim"])
         table, column = ("chunks", "id") if kind == "chunks" else ("genomes", "id")
         expected = con.execute(f"SELECT {column} FROM {table} ORDER BY {column}").fetchnumpy()[column]
         expected = np.asarray(expected, dtype=np.int64)
@@ -400,11 +508,10 @@ class Store:
             except (RuntimeError, MemoryError) as exc:
                 problem = f"unreadable: {_first_line(exc)}"
         if problem is None:
-            return index, False
+            return tune(index), False
         if len(expected) or path.exists():
             log.warning("notice: %s %s; rebuilt from the vectors in %s", path.name, problem, DB_FILE)
-        ids, vectors = self.stored_vectors(con, kind, dim)
-        return self.build_faiss(ids, vectors, dim), True
+        return self.rebuild_faiss(con, kind, settings), True
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -415,9 +522,9 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
-        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[
             0
-        ]
+        ][0]
     )
 
 

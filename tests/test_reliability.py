@@ -37,7 +37,7 @@ def snapshot(index: Path) -> tuple:
         return con.execute(
             "SELECT (SELECT count(*) FROM genomes), (SELECT count(*) FROM chunks), "
             "(SELECT sum(list_sum(vector::FLOAT[])) FROM chunk_vectors), (SELECT count(*) FROM labels)"
-        ).fetchone()
+        ).fetchall()[0]
     finally:
         con.close()
 

@@ -10,7 +10,8 @@ import faiss
 import numpy as np
 import pytest
 
-from genome_index.api import GenomeIndex, read_labels
+from genome_index.api import GenomeIndex
+from genome_index.build import read_labels
 from genome_index.errors import GenomeIndexError
 from genome_index.store import FAISS_FILES, BuildLock, Store, genome_vector, normalise
 from tests.conftest import write_fasta
@@ -35,7 +36,7 @@ def counts(directory: Path) -> dict[str, int]:
     con = duckdb.connect(str(directory / "metadata.duckdb"), read_only=True)
     try:
         return {
-            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
             for t in ("genomes", "records", "chunks", "chunk_vectors", "genome_vectors")
         }
     finally:
@@ -112,7 +113,7 @@ def test_damaged_faiss_file_is_rebuilt_from_duckdb(store_copy: Path, damage: str
         faiss.write_index(faiss.IndexIDMap2(faiss.IndexFlatIP(128)), str(path))
     store = Store(store_copy)
     with store.connect() as con, caplog.at_level("WARNING", logger="genome_index"):
-        index, rebuilt = store.load_faiss(con, "chunks", 128)
+        index, rebuilt = store.load_faiss(con, "chunks", Store.settings(con))
     assert rebuilt
     assert index.ntotal == counts(store_copy)["chunks"]
     assert "rebuilt from the vectors" in caplog.text

@@ -1,0 +1,290 @@
+"""The build pipeline: read, embed and commit genomes with the accelerator kept busy.
+
+Three things run at once: a reader thread reads and tokenises the next genomes (in
+`Embedder.embed_genomes`), the calling thread runs the model, and a writer thread commits
+finished genomes to DuckDB and adds them to FAISS. A fourth thread reads every input once
+up front to validate it; the writer commits nothing until that check has passed, so a bad
+file anywhere in the inputs leaves the store unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from genome_index.embed import EmbeddedGenome, Embedder
+from genome_index.errors import GenomeIndexError
+from genome_index.fasta import Genome, gc_fraction, read_genome
+from genome_index.store import FAISS_FILES, NewGenome, Store, genome_vector, normalise
+
+FAISS_CHECKPOINT_SECONDS = 60.0
+Progress = Callable[[int, int], None]  # (bases of the genome just done, genomes in this build)
+
+
+@dataclass
+class BuildReport:
+    """What a build did: genomes added, skipped as already stored, or duplicates of another file."""
+
+    added: list[tuple[str, int, int]] = field(default_factory=list)  # name, genome id, chunks
+    already: list[tuple[str, str]] = field(default_factory=list)  # file, stored genome name
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # file, name of the same sequence
+    labelled: int = 0
+    bases: int = 0
+    seconds: float = 0.0
+
+
+def read_labels(path: Path) -> dict[str, dict[str, str]]:
+    """Labels CSV -> {file name or genome name: {column: value}}; needs a `file` or `name` column."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            key = "file" if "file" in columns else "name" if "name" in columns else None
+            if key is None:
+                raise GenomeIndexError(f"{path}: labels CSV needs a 'file' or 'name' column (has {columns})")
+            rows = list(reader)
+    except OSError as exc:
+        raise GenomeIndexError(f"{path}: cannot read labels ({exc.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise GenomeIndexError(f"{path}: not a readable CSV file ({exc})") from None
+    labels = {}
+    for line, row in enumerate(rows, start=2):
+        ident = (row.get(key) or "").strip()
+        if not ident:
+            raise GenomeIndexError(f"{path}:{line}: empty {key!r}")
+        labels[ident] = {k: v for k, v in row.items() if k not in ("file", "name") and k is not None}
+    return labels
+
+
+def check_inputs(files: list[Path]) -> None:
+    """Read and validate every FASTA file, raising on the first bad one."""
+    for path in files:
+        read_genome(path)
+
+
+def label_keys(genome: Genome) -> list[str]:
+    """The names a labels CSV may use for a genome: file name, path, and genome name."""
+    return [genome.path.name, str(genome.path), genome.name]
+
+
+def check_label_names(label_rows: dict[str, dict[str, str]], files: list[Path], stored: set[str]) -> None:
+    """Refuse labels that name neither an input nor a stored genome (name or file)."""
+    known = set(stored)
+    for path in files:
+        known.update(label_keys(Genome(path)))
+    unknown = sorted(set(label_rows) - known)
+    if unknown:
+        raise GenomeIndexError(
+            f"labels name {len(unknown)} genome(s) neither in this build nor in the store, "
+            f"e.g. {unknown[0]!r}"
+        )
+
+
+def new_genome(item: EmbeddedGenome, labels: dict[str, str]) -> NewGenome:
+    """The rows one embedded genome adds to the store."""
+    genome = item.genome
+    columns: dict[str, list[Any]] = {k: [] for k in ("record", "start", "end", "n_tokens", "gc", "n_count")}
+    for chunk in item.chunks:
+        piece = genome.records[chunk.record].sequence[chunk.start : chunk.end]
+        for key, value in (
+            ("record", chunk.record),
+            ("start", chunk.start),
+            ("end", chunk.end),
+            ("n_tokens", chunk.n_tokens),
+            ("gc", gc_fraction(piece)),
+            ("n_count", piece.count(b"N")),
+        ):
+            columns[key].append(value)
+    return NewGenome(
+        name=genome.name,
+        file=str(genome.path),
+        sha256=genome.sha256,
+        length=genome.length,
+        gc=genome.gc,
+        n_count=genome.n_count,
+        records=[
+            {
+                "name": r.id,
+                "description": r.description,
+                "length": len(r.sequence),
+                "gc": gc_fraction(r.sequence),
+                "n_count": r.sequence.count(b"N"),
+            }
+            for r in genome.records
+        ],
+        chunks={k: np.asarray(v) for k, v in columns.items()},
+        vectors=item.vectors,
+        labels=labels,
+    )
+
+
+class Writer:
+    """A thread that commits genomes and updates the FAISS indexes beside the model's work."""
+
+    def __init__(
+        self,
+        store: Store,
+        con: duckdb.DuckDBPyConnection,
+        indexes: dict[str, Any],
+        settings: dict[str, str],
+        checked: Future,
+        report: BuildReport,
+    ) -> None:
+        self.store, self.indexes, self.checked, self.report = store, indexes, checked, report
+        self.settings = settings
+        # Exact and HNSW indexes take vectors one genome at a time; IVF-PQ is retrained at the end.
+        self.incremental = Store.index_type(settings, "chunks") in ("flat", "hnsw")
+        self.cursor = con.cursor()
+        self.dirty: set[str] = set()
+        self.tasks: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.ids: dict[str, int] = {}  # genome name -> id, for the report
+        self.thread = threading.Thread(target=self._run, name="genome-index-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, task: tuple) -> None:
+        """Queue a task; raise the writer's error instead of waiting on a dead writer."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.tasks.put(task, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Wait for every queued task, write the FAISS files, and re-raise any error."""
+        self.put(("stop",))
+        self.thread.join()
+        try:
+            if self.error is not None:
+                raise self.error
+            if not self.incremental and self.report.added:
+                self.indexes["chunks"] = self.store.rebuild_faiss(self.cursor, "chunks", self.settings)
+                self.dirty.add("chunks")
+            self.write_indexes()
+        finally:
+            self.cursor.close()
+
+    def abandon(self) -> None:
+        """Stop after the task in progress (its transaction completes or rolls back)."""
+        while True:
+            try:
+                self.tasks.get_nowait()
+            except queue.Empty:
+                break
+        self.tasks.put(("stop",))
+        self.thread.join()
+        self.cursor.close()
+
+    def write_indexes(self) -> None:
+        for kind in sorted(self.dirty):
+            self.store.write_faiss(kind, self.indexes[kind])
+        self.dirty.clear()
+
+    def _run(self) -> None:
+        try:
+            self.checked.result()  # nothing is written before every input has been read cleanly
+            last_write = time.perf_counter()
+            while (task := self.tasks.get())[0] != "stop":
+                if task[0] == "add":
+                    self._add(task[1], task[2])
+                else:
+                    _, genome_id, labels = task
+                    self.cursor.execute("BEGIN")
+                    Store.set_labels(self.cursor, genome_id, labels)
+                    self.cursor.execute("COMMIT")
+                    self.report.labelled += 1
+                if time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
+                    self.write_indexes()
+                    last_write = time.perf_counter()
+        except BaseException as exc:  # handed to the building thread
+            self.error = exc
+
+    def _add(self, item: EmbeddedGenome, labels: dict[str, str]) -> None:
+        genome = item.genome
+        vector_dtype = self.settings.get("vector_dtype", "float32")
+        if vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
+            item.vectors = item.vectors.astype(np.float16).astype(np.float32)
+        genome_id, chunk_ids = self.store.add_genome(self.cursor, new_genome(item, labels), vector_dtype)
+        self.report.added.append((genome.name, genome_id, len(chunk_ids)))
+        self.report.labelled += bool(labels)
+        self.report.bases += genome.length
+        if self.incremental:
+            self.indexes["chunks"].add_with_ids(normalise(item.vectors), chunk_ids)
+        self.indexes["genomes"].add_with_ids(
+            genome_vector(item.vectors)[None, :], np.array([genome_id], dtype=np.int64)
+        )
+        self.dirty.update(FAISS_FILES)
+
+
+def run_build(
+    store: Store,
+    files: list[Path],
+    embedder: Embedder,
+    label_rows: dict[str, dict[str, str]],
+    on_progress: Progress | None = None,
+) -> BuildReport:
+    """Embed every new genome of `files` into `store` (whose lock the caller holds)."""
+    started = time.perf_counter()
+    report = BuildReport()
+    with store.connect(read_only=False) as con, ThreadPoolExecutor(max_workers=1) as checker:
+        checked = checker.submit(check_inputs, files)
+        settings = Store.settings(con)
+        by_sha = dict(con.execute("SELECT sha256, name FROM genomes").fetchall())
+        ids = dict(con.execute("SELECT name, id FROM genomes").fetchall())
+        stored_files = {f for (f,) in con.execute("SELECT file FROM genomes").fetchall()}
+        check_label_names(label_rows, files, set(ids) | stored_files)
+        indexes: dict[str, Any] = {}
+        rebuilt = set()
+        for kind in FAISS_FILES:
+            indexes[kind], was_rebuilt = store.load_faiss(con, kind, settings)
+            if was_rebuilt:
+                rebuilt.add(kind)
+        writer = Writer(store, con, indexes, settings, checked, report)
+        writer.dirty.update(rebuilt)
+        seen_in_run: dict[str, str] = {}
+
+        def labels_of(genome: Genome) -> dict[str, str]:
+            return next((label_rows[k] for k in label_keys(genome) if k in label_rows), {})
+
+        def want(genome: Genome) -> bool:
+            sha = genome.sha256
+            stored_name = by_sha.get(sha) or seen_in_run.get(sha)
+            if stored_name is None:
+                seen_in_run[sha] = genome.name
+                return True
+            if sha in by_sha:
+                target = report.already if stored_name == genome.name else report.duplicates
+                target.append((str(genome.path), stored_name))
+                if labels_of(genome) and stored_name in ids:
+                    writer.put(("relabel", ids[stored_name], labels_of(genome)))
+            else:
+                report.duplicates.append((str(genome.path), stored_name))
+            if on_progress:
+                on_progress(0, len(files))
+            return False
+
+        try:
+            for item in embedder.embed_genomes(files, want=want):
+                writer.put(("add", item, labels_of(item.genome)))
+                if on_progress:
+                    on_progress(item.genome.length, len(files))
+            writer.finish()
+        except BaseException:
+            writer.abandon()
+            checked.cancel()
+            raise
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,148 @@
+"""Index types, float16 vectors, shards that merge: the same answers at every size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genome_index.api import GenomeIndex, shard_files
+from genome_index.cli import app
+from genome_index.embed import Embedder
+from genome_index.errors import GenomeIndexError
+from genome_index.store import INDEX_TYPES, PQ_MIN_TRAINING, Store, make_faiss, normalise, search
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(n // 100, 1), dim))
+    return (centres[rng.integers(len(centres), size=n)] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+@pytest.mark.parametrize("index_type", INDEX_TYPES)
+def test_every_index_type_finds_the_true_neighbours(index_type: str) -> None:
+    vectors = clustered(PQ_MIN_TRAINING + 2000, 64)
+    ids = np.arange(5, 5 + len(vectors), dtype=np.int64)
+    index = Store.build_faiss(ids, vectors, 64, index_type)
+    exact = Store.build_faiss(ids, vectors, 64, "flat")
+    queries = normalise(vectors[:50] + 0.05)
+    found = search(index, queries, 10, lambda wanted: vectors[wanted - 5])[1]
+    truth = exact.search(queries, 10)[1]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert recall >= (0.99 if index_type != "ivf-pq" else 0.85)
+    assert set(found.ravel()) <= set(ids)
+
+
+def test_ivf_pq_falls_back_to_exact_for_few_vectors() -> None:
+    vectors = clustered(500, 32)
+    index = Store.build_faiss(np.arange(500), vectors, 32, "ivf-pq")
+    assert isinstance(index.index, type(make_faiss("flat", 32, 0).index))
+
+
+def test_unknown_index_type(tmp_path: Path, example_genomes) -> None:
+    with pytest.raises(GenomeIndexError, match="unknown index type"):
+        GenomeIndex(tmp_path / "i").build(
+            example_genomes[:1], model="nt-tiny", device="cpu", index_type="lsh"
+        )
+
+
+def test_hnsw_store_and_reindex_to_another_type(tmp_path: Path, example_genomes) -> None:
+    index = tmp_path / "index"
+    assert (
+        run(
+            "build", *example_genomes, "--index", index, "--model", "nt-tiny", "--index-type", "hnsw"
+        ).exit_code
+        == 0
+    )
+    store = GenomeIndex.open(index)
+    assert store.settings()["index_type"] == "hnsw"
+    assert store.query(example_genomes[2], k=1, mode="chunks", device="cpu")[0]["name"] == "BPH2947"
+    result = run("reindex", "--index", index, "--index-type", "flat")
+    assert result.exit_code == 0, result.output
+    assert store.settings()["index_type"] == "flat"
+    assert store.check() == []
+    result = run("build", example_genomes[0], "--index", index, "--index-type", "hnsw")
+    assert result.exit_code == 1 and "built with index_type" in result.stderr
+
+
+def test_float16_vectors_half_the_bytes_same_answers(tmp_path: Path, example_genomes) -> None:
+    half, full = GenomeIndex(tmp_path / "half"), GenomeIndex(tmp_path / "full")
+    half.build(example_genomes, model="nt-tiny", device="cpu", vector_dtype="float16")
+    full.build(example_genomes, model="nt-tiny", device="cpu")
+    con = duckdb.connect(str(tmp_path / "half" / "metadata.duckdb"), read_only=True)
+    kind, size = con.execute(
+        "SELECT typeof(vector), octet_length(vector) FROM chunk_vectors LIMIT 1"
+    ).fetchall()[0]
+    _, vectors16 = Store.stored_vectors(con, "chunks", 128)
+    con.close()
+    assert (kind, size) == ("BLOB", 128 * 2)
+    con = duckdb.connect(str(tmp_path / "full" / "metadata.duckdb"), read_only=True)
+    _, vectors32 = Store.stored_vectors(con, "chunks", 128)
+    con.close()
+    assert np.allclose(vectors16, vectors32, rtol=1e-3, atol=1e-3)
+    assert half.check() == []
+    for path in example_genomes:
+        assert (
+            half.query(path, k=1, device="cpu")[0]["name"] == full.query(path, k=1, device="cpu")[0]["name"]
+        )
+    half.reindex()
+    assert half.check() == []
+
+
+def test_shards_partition_the_inputs(example_genomes) -> None:
+    shards = [shard_files(example_genomes, i, 3) for i in (1, 2, 3)]
+    assert sorted(p for shard in shards for p in shard) == sorted(example_genomes)
+    assert shard_files(list(reversed(example_genomes)), 1, 3) == shards[0]
+    with pytest.raises(GenomeIndexError, match="1 <= I <= N"):
+        shard_files(example_genomes, 4, 3)
+
+
+def test_shards_merge_into_the_store_a_single_build_makes(tmp_path: Path, example_genomes) -> None:
+    folder = example_genomes[0].parent
+    for i in (1, 2):
+        result = run(
+            "build", folder, "--index", tmp_path / f"shard{i}", "--model", "nt-tiny", "--shard", f"{i}/2"
+        )
+        assert result.exit_code == 0, result.output
+    result = run("merge", tmp_path / "merged", tmp_path / "shard1", tmp_path / "shard2")
+    assert result.exit_code == 0, result.output
+    assert "merged 4 genome(s)" in result.stderr
+    GenomeIndex(tmp_path / "single").build([folder], model="nt-tiny", device="cpu")
+
+    def content(name: str):
+        con = duckdb.connect(str(tmp_path / name / "metadata.duckdb"), read_only=True)
+        rows = con.execute(
+            'SELECT g.sha256, r.name, c.start, c."end", c.n_tokens, v.vector FROM chunks c '
+            "JOIN genomes g ON g.id = c.genome_id JOIN records r ON r.id = c.record_id "
+            "JOIN chunk_vectors v ON v.chunk_id = c.id ORDER BY 1, 2, 3"
+        ).fetchall()
+        con.close()
+        return rows
+
+    merged, single = content("merged"), content("single")
+    assert [r[:5] for r in merged] == [r[:5] for r in single]
+    assert np.allclose(np.array([r[5] for r in merged]), np.array([r[5] for r in single]), atol=1e-5)
+    assert GenomeIndex.open(tmp_path / "merged").check() == []
+    again = run("merge", tmp_path / "merged", tmp_path / "shard1")
+    assert "merged 0 genome(s)" in again.stderr and "already there" in again.stderr
+
+
+def test_merge_refuses_different_settings(tmp_path: Path, example_genomes) -> None:
+    GenomeIndex(tmp_path / "a").build(example_genomes[:1], model="nt-tiny", device="cpu", layer=2)
+    GenomeIndex(tmp_path / "b").build(example_genomes[1:2], model="nt-tiny", device="cpu")
+    result = run("merge", tmp_path / "out", tmp_path / "a", tmp_path / "b")
+    assert result.exit_code == 1 and "built with layer" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_compile_is_ignored_on_cpu() -> None:
+    assert not Embedder("nt-tiny", device="cpu", compile=True).compiled
