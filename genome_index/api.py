@@ -53,9 +53,7 @@ def default_index_dir() -> Path:
 
 def _stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGenome]:
     """Every genome of a store, with its records, chunks, vectors and labels, one at a time."""
-    genomes = con.execute(
-        "SELECT id, name, file, sha256, length, gc, n_count FROM genomes ORDER BY id"
-    ).fetchall()
+    genomes = con.execute("SELECT id, name, file, sha256, length, gc, n_count FROM genomes ORDER BY id").fetchall()
     for gid, name, file, sha, length, gc, n_count in genomes:
         records = [
             {"name": n, "description": d, "length": ln, "gc": g, "n_count": nc}
@@ -117,8 +115,7 @@ class GenomeIndex:
             others = [p.name for p in folder.iterdir() if p.name not in ours]
             if others:
                 raise GenomeIndexError(
-                    f"{folder} is not a genome-index store and not empty (has {others[0]!r}); "
-                    "choose another --index"
+                    f"{folder} is not a genome-index store and not empty (has {others[0]!r}); choose another --index"
                 )
 
     def build(
@@ -138,13 +135,15 @@ class GenomeIndex:
         vector_dtype: str | None = None,
         shard: tuple[int, int] | None = None,
         compile: bool = False,
+        embedder: Embedder | None = None,
         on_progress: Progress | None = None,
     ) -> BuildReport:
         """Embed and add every new genome under `paths`; the first build fixes the settings.
 
         Every input is read and checked before anything is committed, so a bad file changes
         nothing. `on_progress(bases, total)` is called once per input genome. `shard=(i, n)`
-        takes only the i-th (1-based) of n deterministic slices of the sorted inputs.
+        takes only the i-th (1-based) of n deterministic slices of the sorted inputs. An
+        `embedder` given reuses a loaded model and its settings (model, layer, chunking...).
         """
         started = time.perf_counter()
         files = find_fasta_files(list(paths))
@@ -171,20 +170,12 @@ class GenomeIndex:
             if index_type not in INDEX_TYPES:
                 raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
             if vector_dtype not in VECTOR_DTYPES:
-                raise GenomeIndexError(
-                    f"unknown vector dtype {vector_dtype!r}: use {', '.join(VECTOR_DTYPES)}"
-                )
-            embedder = Embedder(
-                model or DEFAULT_MODEL,
-                layer,
-                device,
-                dtype,
-                batch_tokens,
-                chunk_tokens,
-                overlap or 0,
-                trust_remote_code,
-                compile,
-            )
+                raise GenomeIndexError(f"unknown vector dtype {vector_dtype!r}: use {', '.join(VECTOR_DTYPES)}")
+            if embedder is None:
+                embedder = Embedder(
+                    model or DEFAULT_MODEL, layer, device, dtype, batch_tokens, chunk_tokens, overlap or 0,
+                    trust_remote_code, compile,
+                )  # fmt: skip
             wanted = self._settings_for(embedder, trust_remote_code, index_type, vector_dtype)
             if stored:
                 Store.check_settings(stored, wanted)
@@ -230,8 +221,14 @@ class GenomeIndex:
         dtype: str = "auto",
         model: str | None = None,
         batch_tokens: int | None = None,
+        embedder: Embedder | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[dict[str, Any]]:
-        """Nearest stored genomes to the sequence(s) in `fasta`, best first, `k` per query."""
+        """Nearest stored genomes to the sequence(s) in `fasta`, best first, `k` per query.
+
+        `embedder` reuses a loaded model (it must be the store's); `timings`, if given, receives
+        the seconds spent embedding the query and searching.
+        """
         if mode not in MODES:
             raise GenomeIndexError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
         if k < 1:
@@ -239,11 +236,16 @@ class GenomeIndex:
         self.store.require()
         genome = read_genome(fasta)
         settings = self.settings()
-        embedder = self._embedder(settings, model, device, dtype, batch_tokens)
+        if embedder is None:
+            embedder = self._embedder(settings, model, device, dtype, batch_tokens)
+        elif embedder.spec.revision != settings["model_revision"] or str(embedder.layer) != settings["layer"]:
+            raise GenomeIndexError("the embedder given is not this store's model and layer")
+        started = time.perf_counter()
         queries = queries_of(genome, per_record)
         chunk_sets = [strand_chunks(embedder, q) for q in queries]
         flat = [c for strands in chunk_sets for chunks in strands for c in chunks]
         vectors = embedder.embed_chunks(flat)
+        embedded = time.perf_counter()
         rows: list[dict[str, Any]] = []
         with self.store.connect() as con:
             kind = "genomes" if mode == "genome" else "chunks"
@@ -274,6 +276,8 @@ class GenomeIndex:
                     for sv, _ in ranked_per_query
                 ]
             details = self._genome_details(con)
+        if timings is not None:
+            timings.update(embed_s=embedded - started, search_s=time.perf_counter() - embedded)
         for query, ranked in zip(queries, ranked_per_query, strict=True):
             order = sorted(ranked.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))[:k]
             for rank, (gid, (score, support)) in enumerate(order, start=1):
@@ -333,9 +337,7 @@ class GenomeIndex:
     def _genome_of(con: duckdb.DuckDBPyConnection, chunk_ids: np.ndarray) -> dict[int, int]:
         """chunk id -> genome id for the chunks a search returned."""
         wanted = sorted({int(i) for i in chunk_ids.ravel() if i >= 0})
-        result = con.execute(
-            "SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [wanted]
-        ).fetchall()
+        result = con.execute("SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [wanted]).fetchall()
         return dict(result)
 
     @staticmethod
@@ -434,6 +436,50 @@ class GenomeIndex:
             lock.release()
         report.seconds = time.perf_counter() - started
         return report
+
+    def compare(self, out: str | Path, label: str | None = None) -> dict[str, Any]:
+        """Write the genome-by-genome cosine matrix (TSV), a clustered heatmap, a PCA map (and
+        UMAP when umap-learn is installed) coloured by `label`, and a within/between summary."""
+        from genome_index import compare
+
+        self.store.require()
+        with self.store.connect() as con:
+            settings = Store.settings(con)
+            dim, model = int(settings["dim"]), settings["model"]
+            table = con.sql(
+                "SELECT g.name, v.vector FROM genomes g JOIN genome_vectors v ON v.genome_id = g.id ORDER BY g.name"
+            ).to_arrow_table()
+            names = table.column("name").to_pylist()
+            vectors = to_matrix(table.column("vector"), dim)
+            keys = [k for (k,) in con.execute("SELECT DISTINCT key FROM labels ORDER BY key").fetchall()]
+            values = dict(
+                con.execute(
+                    "SELECT g.name, l.value FROM labels l JOIN genomes g ON g.id = l.genome_id WHERE l.key = ?",
+                    [label or ""],
+                ).fetchall()
+            )
+        if len(names) < 2:
+            raise GenomeIndexError(f"{self.directory}: compare needs at least 2 genomes")
+        if label is not None and label not in keys:
+            raise GenomeIndexError(f"no label {label!r} in this store (labels: {', '.join(keys) or 'none'})")
+        groups = [values.get(name, "") for name in names] if label else [""] * len(names)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        similarity = compare.cosine_matrix(vectors)
+        files = {"matrix": out / "similarity.tsv", "heatmap": out / "heatmap.png", "pca": out / "pca.png"}
+        compare.write_matrix(files["matrix"], names, similarity)
+        compare.plot_heatmap(files["heatmap"], names, similarity, f"Cosine similarity of genome vectors ({model})")
+        coords, axes = compare.pca_coords(vectors)
+        what = f"coloured by {label}" if label else "all genomes"
+        compare.plot_map(files["pca"], coords, names, groups, f"PCA of genome vectors ({model}), {what}", axes)
+        umap = compare.umap_coords(vectors)
+        if umap is not None:
+            files["umap"] = out / "umap.png"
+            compare.plot_map(files["umap"], umap, names, groups, f"UMAP ({model}), {what}", ("UMAP 1", "UMAP 2"))
+        summary = compare.group_summary(similarity, groups)
+        compare.write_summary(out / "summary.tsv", summary)
+        files["summary"] = out / "summary.tsv"
+        return {"files": {k: str(v) for k, v in files.items()}, "summary": summary}
 
     def check(self) -> list[str]:
         """Verify the store's invariants; an empty list means consistent. Repairs nothing.

@@ -85,8 +85,7 @@ def check_label_names(label_rows: dict[str, dict[str, str]], files: list[Path], 
     unknown = sorted(set(label_rows) - known)
     if unknown:
         raise GenomeIndexError(
-            f"labels name {len(unknown)} genome(s) neither in this build nor in the store, "
-            f"e.g. {unknown[0]!r}"
+            f"labels name {len(unknown)} genome(s) neither in this build nor in the store, e.g. {unknown[0]!r}"
         )
 
 

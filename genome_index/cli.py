@@ -84,12 +84,8 @@ Layer = Annotated[
     typer.Option(help="Hidden state to pool: 0 = embedding output, default the last, negative from the end."),
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Dtype = Annotated[
-    str, typer.Option(help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")
-]
-BatchTokens = Annotated[
-    int | None, typer.Option(help="Tokens per batch (default 65536 on CUDA, 8192 on CPU).")
-]
+Dtype = Annotated[str, typer.Option(help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")]
+BatchTokens = Annotated[int | None, typer.Option(help="Tokens per batch (default 65536 on CUDA, 8192 on CPU).")]
 ChunkTokens = Annotated[
     int | None, typer.Option(help="Tokens per chunk, <cls> included (default: the model's maximum).")
 ]
@@ -218,9 +214,7 @@ def build(
     ] = None,
     layer: Layer = None,
     chunk_tokens: ChunkTokens = None,
-    overlap: Annotated[
-        int | None, typer.Option(help="Tokens shared by consecutive chunks (default 0).")
-    ] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive chunks (default 0).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
     batch_tokens: BatchTokens = None,
@@ -387,9 +381,7 @@ def remove(
 @user_errors
 def reindex(
     index: IndexDir = None,
-    index_type: Annotated[
-        str | None, typer.Option(help="Change the chunk index type: flat, hnsw or ivf-pq.")
-    ] = None,
+    index_type: Annotated[str | None, typer.Option(help="Change the chunk index type: flat, hnsw or ivf-pq.")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Rebuild the FAISS files from the vectors stored in DuckDB (optionally as another type)."""
@@ -418,6 +410,58 @@ def merge(
         + (f"; {len(report.duplicates)} already there, skipped" if report.duplicates else ""),
         quiet,
     )
+
+
+@app.command()
+@user_errors
+def compare(
+    index: IndexDir = None,
+    label: Annotated[str | None, typer.Option(help="Label column to colour and summarise by.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the matrix, plots and summary.")] = Path(
+        "compare"
+    ),
+    fmt: Format = "table",
+) -> None:
+    """Genome-by-genome cosine matrix, clustered heatmap, PCA/UMAP maps and a label summary."""
+    from genome_index.api import GenomeIndex
+    from genome_index.output import render_dicts
+
+    check_format(fmt)
+    result = GenomeIndex.open(index_dir(index, read_config())).compare(out, label)
+    typer.echo(render_dicts(result["summary"], fmt), nl=False)
+    log("wrote " + ", ".join(result["files"].values()))
+
+
+@app.command()
+@user_errors
+def evaluate(
+    fasta: Annotated[list[Path], typer.Argument(help="Labelled FASTA genomes (files or folders).")],
+    labels: Annotated[Path, typer.Option(help="CSV with a `file` or `name` column and the label column.")],
+    label: Annotated[str, typer.Option(help="The label column to separate, e.g. species.")],
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="Model to evaluate (repeat for several; kmer:K too).")
+    ],
+    layers: Annotated[str, typer.Option(help="'all' or a list such as 0,4,8,-1.")] = "all",
+    fmt: Format = "table",
+    plot: Annotated[Path | None, typer.Option(help="PNG of accuracy by layer, one line per model.")] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Score every (model, layer) on a label: nearest-neighbour accuracy, within/between, silhouette."""
+    from genome_index.evaluate import evaluate as run_evaluate
+    from genome_index.output import render_dicts
+    from genome_index.progress import GenomeProgress
+
+    check_format(fmt)
+    with GenomeProgress("evaluating", quiet) as progress:
+        rows = run_evaluate(fasta, labels, label, model, layers, device, dtype, on_progress=progress)
+    typer.echo(render_dicts(rows, fmt), nl=False)
+    if plot is not None:
+        from genome_index.compare import plot_accuracy_by_layer
+
+        plot_accuracy_by_layer(plot, rows)
+        log(f"wrote {plot}", quiet)
 
 
 @app.command()

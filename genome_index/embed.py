@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genome_index import models
+from genome_index import kmer, models
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, read_genome
-from genome_index.tokenize import Chunk, chunk_tokens
+from genome_index.tokenize import Chunk, Tokenizer, chunk_tokens
 
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -63,7 +63,7 @@ class EmbeddedGenome:
 
 
 class Embedder:
-    """A model cut at one layer, with its tokenizer and batching settings."""
+    """A model cut at one layer (or the built-in `kmer:K`), with its tokenizer and batching."""
 
     def __init__(
         self,
@@ -77,28 +77,47 @@ class Embedder:
         trust_remote_code: bool = False,
         compile: bool = False,
     ) -> None:
+        self.kmer = kmer.kmer_size(model)
+        self.overlap = overlap
+        self.compiled = False
+        self.model: torch.nn.Module | None = None
+        if self.kmer is not None:
+            self._init_kmer(model, layer)
+        else:
+            self._init_transformer(model, layer, device, dtype, trust_remote_code)
+        limit = self.tokenizer.max_tokens
+        default = kmer.DEFAULT_CHUNK_BP if self.kmer else limit
+        self.chunk_tokens = chunk_tokens or default
+        if not 1 < self.chunk_tokens <= limit:
+            raise GenomeIndexError(f"--chunk-tokens {self.chunk_tokens}: this model takes 2..{limit} tokens")
+        self.batch_tokens = batch_tokens or (65536 if self.device.type == "cuda" else 8192)
+        if self.model is not None and self.batch_tokens < self.chunk_tokens:
+            raise GenomeIndexError(
+                f"--batch-tokens {self.batch_tokens} is smaller than one chunk ({self.chunk_tokens} tokens)"
+            )
+        if self.model is not None and compile and self.device.type == "cuda":  # on CPU it costs more than it saves
+            self.model = torch.compile(self.model, dynamic=True)
+            self.compiled = True
+
+    def _init_kmer(self, model: str, layer: int | None) -> None:
+        assert self.kmer is not None
+        dim = kmer.canonical_columns(self.kmer)[1]
+        self.spec = models.ModelSpec(model, model, kmer.REVISION, 0, dim, kmer.MAX_CHUNK_BP)
+        self.layer = models.resolve_layer(layer, 0)
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.tokenizer: Tokenizer = kmer.BaseTokenizer()
+
+    def _init_transformer(
+        self, model: str, layer: int | None, device: str, dtype: str, trust_remote_code: bool
+    ) -> None:
         self.spec = models.describe(model, trust_remote_code)
         self.layer = models.resolve_layer(layer, self.spec.num_layers)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         config = models.load_config(model, trust_remote_code)
         self.tokenizer = models.load_tokenizer(model, config, trust_remote_code)
-        self.chunk_tokens = chunk_tokens or self.tokenizer.max_tokens
-        if not 1 < self.chunk_tokens <= self.tokenizer.max_tokens:
-            raise GenomeIndexError(
-                f"--chunk-tokens {self.chunk_tokens}: this model takes 2..{self.tokenizer.max_tokens} tokens"
-            )
-        self.overlap = overlap
-        self.batch_tokens = batch_tokens or (65536 if self.device.type == "cuda" else 8192)
-        if self.batch_tokens < self.chunk_tokens:
-            raise GenomeIndexError(
-                f"--batch-tokens {self.batch_tokens} is smaller than one chunk ({self.chunk_tokens} tokens)"
-            )
         self.model = models.load_model(model, self.layer, self.device, self.dtype, trust_remote_code)
         self._cut = models.is_truncatable(self.model)
-        self.compiled = compile and self.device.type == "cuda"  # on CPU compiling costs more than it saves
-        if self.compiled:
-            self.model = torch.compile(self.model, dynamic=True)
 
     @property
     def dim(self) -> int:
@@ -132,23 +151,47 @@ class Embedder:
             ids[row, : chunk.n_tokens] = chunk.input_ids
         return ids
 
-    def _forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Pooled hidden state `self.layer` of one padded batch, computed on the device."""
+    def _forward(self, ids: torch.Tensor, lengths: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Pooled hidden states `layers` of one padded batch, each pooled on the device as soon as
+        it is computed (hooks), so no full stack of hidden states is ever kept."""
+        assert self.model is not None
         positions = torch.arange(ids.shape[1], device=ids.device)
         mask = (positions[None, :] < lengths[:, None]).to(torch.long)
-        if self._cut:
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        else:
-            hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[
-                self.layer
-            ]
-        weights = mask.to(hidden.dtype).unsqueeze(1)
-        summed = torch.bmm(weights, hidden).squeeze(1).float()
-        return summed / lengths[:, None].float()
+
+        def pool(hidden: torch.Tensor) -> torch.Tensor:
+            weights = mask.to(hidden.dtype).unsqueeze(1)
+            return torch.bmm(weights, hidden).squeeze(1).float() / lengths[:, None].float()
+
+        pooled: dict[int, torch.Tensor] = {}
+        if not self._cut:
+            hidden_states = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            return {layer: pool(hidden_states[layer]) for layer in layers}
+        hooks = []
+        for layer in set(layers) - {self.layer}:  # the top layer is the model's own output
+            module = self.model.embeddings if layer == 0 else self.model.encoder.layer[layer - 1]
+            hooks.append(
+                module.register_forward_hook(lambda _m, _i, out, layer=layer: pooled.__setitem__(layer, pool(out)))
+            )
+        try:
+            pooled[self.layer] = pool(self.model(input_ids=ids, attention_mask=mask).last_hidden_state)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {layer: pooled[layer] for layer in layers}
 
     def embed_chunks(self, chunks: Sequence[Chunk]) -> np.ndarray:
-        """One float32 vector per chunk, in the order given."""
-        out = np.empty((len(chunks), self.dim), dtype=np.float32)
+        """One float32 vector per chunk, in the order given, at the embedder's layer."""
+        return self.embed_chunks_at(chunks, [self.layer])[self.layer]
+
+    def embed_chunks_at(self, chunks: Sequence[Chunk], layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """Vectors of the chunks at several layers (each <= the embedder's), in one forward pass."""
+        bad = [layer for layer in layers if not 0 <= layer <= self.layer]
+        if bad:
+            raise GenomeIndexError(f"layer {bad[0]} is not computed by an embedder cut at layer {self.layer}")
+        if self.kmer is not None:
+            vectors = kmer.profiles(chunks, self.kmer)
+            return dict.fromkeys(layers, vectors)
+        out = {layer: np.empty((len(chunks), self.dim), dtype=np.float32) for layer in layers}
         if not chunks:
             return out
         pinned = self.device.type == "cuda"
@@ -168,7 +211,7 @@ class Embedder:
             pending.put(None)
 
         threading.Thread(target=produce, daemon=True).start()
-        results: list[tuple[np.ndarray, torch.Tensor]] = []
+        results: list[tuple[np.ndarray, dict[int, torch.Tensor]]] = []
         with torch.inference_mode():
             while (item := pending.get()) is not None:
                 if isinstance(item, BaseException):
@@ -176,9 +219,10 @@ class Embedder:
                 index, (ids, lengths) = item
                 ids = ids.to(self.device, non_blocking=True)
                 lengths = lengths.to(self.device, non_blocking=True)
-                results.append((index, self._forward(ids, lengths)))
+                results.append((index, self._forward(ids, lengths, layers)))
             for index, pooled in results:
-                out[index] = pooled.cpu().numpy()
+                for layer, vectors in pooled.items():
+                    out[layer][index] = vectors.cpu().numpy()
         return out
 
     def embed_genomes(

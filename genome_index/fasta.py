@@ -169,9 +169,7 @@ def iter_records(path: str | Path) -> Iterator[Record]:
             try:
                 header = line[1:].decode("utf-8")
             except UnicodeDecodeError:
-                raise GenomeIndexError(
-                    f"{path}:{lineno}: header is not valid UTF-8 text (binary file?)"
-                ) from None
+                raise GenomeIndexError(f"{path}:{lineno}: header is not valid UTF-8 text (binary file?)") from None
             header_line = lineno
             parts = []
             seen_any = True
@@ -194,9 +192,7 @@ def _check_not_protein(path: Path, lineno: int, raw: bytes) -> None:
     """Reject protein written only in letters that are also IUPAC codes (e.g. 'MKVRSWD')."""
     ambiguous = len(raw) - len(raw.translate(None, _AMBIGUOUS + _AMBIGUOUS.lower()))
     if len(raw) >= 20 and ambiguous > 0.5 * len(raw):
-        raise GenomeIndexError(
-            f"{path}:{lineno}: mostly IUPAC ambiguity codes, not A/C/G/T/N: protein sequence?"
-        )
+        raise GenomeIndexError(f"{path}:{lineno}: mostly IUPAC ambiguity codes, not A/C/G/T/N: protein sequence?")
 
 
 def read_genome(path: str | Path) -> Genome:
@@ -214,8 +210,7 @@ def find_fasta_files(paths: list[str | Path]) -> list[Path]:
             files = sorted(p for p in path.rglob("*") if p.is_file() and is_fasta_path(p))
             if not files:
                 raise GenomeIndexError(
-                    f"{path}: no FASTA files in this folder (looked for {', '.join(FASTA_SUFFIXES)}, "
-                    "optionally .gz)"
+                    f"{path}: no FASTA files in this folder (looked for {', '.join(FASTA_SUFFIXES)}, optionally .gz)"
                 )
             found.extend(files)
         elif path.is_file():

@@ -144,8 +144,7 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
     resolved = layer + n_layers + 1 if layer < 0 else layer
     if not 0 <= resolved <= n_layers:
         raise GenomeIndexError(
-            f"layer {layer} does not exist: this model has hidden states 0..{n_layers} "
-            f"(or -{n_layers + 1}..-1)"
+            f"layer {layer} does not exist: this model has hidden states 0..{n_layers} (or -{n_layers + 1}..-1)"
         )
     return resolved
 

@@ -226,9 +226,7 @@ class Store:
     def require(self) -> None:
         """Fail with one clear line when the directory holds no store."""
         if not self.directory.exists():
-            raise GenomeIndexError(
-                f"no genome-index store at {self.directory} (create one with `genome-index build`)"
-            )
+            raise GenomeIndexError(f"no genome-index store at {self.directory} (create one with `genome-index build`)")
         if not self.exists():
             raise GenomeIndexError(f"{self.directory} is not a genome-index store (no {DB_FILE})")
 
@@ -246,9 +244,7 @@ class Store:
                 ) from None
             raise GenomeIndexError(f"{self.db_path}: cannot open ({_first_line(exc)})") from None
         except duckdb.Error as exc:
-            raise GenomeIndexError(
-                f"{self.db_path}: not a readable DuckDB database ({_first_line(exc)})"
-            ) from None
+            raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({_first_line(exc)})") from None
         try:
             if not _table_exists(con, "settings"):
                 raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")
@@ -363,9 +359,7 @@ class Store:
                     "n_count": c["n_count"].astype(np.int32),
                 }
             )
-            vectors = pa.table(
-                {"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors, vector_dtype)}
-            )
+            vectors = pa.table({"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors, vector_dtype)})
             gvec = pa.table(
                 {
                     "genome_id": pa.array([genome_id], pa.int32()),
@@ -458,9 +452,7 @@ class Store:
         ).to_arrow_table()
         return to_matrix(result.column("vector"), dim)
 
-    def rebuild_faiss(
-        self, con: duckdb.DuckDBPyConnection, kind: str, settings: dict[str, str]
-    ) -> faiss.Index:
+    def rebuild_faiss(self, con: duckdb.DuckDBPyConnection, kind: str, settings: dict[str, str]) -> faiss.Index:
         """The index of one kind built afresh from the vectors stored in DuckDB."""
         dim = int(settings["dim"])
         ids, vectors = self.stored_vectors(con, kind, dim)
@@ -522,9 +514,7 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
-        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[
-            0
-        ][0]
+        con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0]
     )
 
 

@@ -76,9 +76,7 @@ def test_embed_bad_layer(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def cli_store(tmp_path_factory, example_genomes) -> Path:
     directory = tmp_path_factory.mktemp("cli") / "index"
-    result = run(
-        "build", example_genomes[0].parent, "--model", "nt-tiny", "--index", directory, "--device", "cpu"
-    )
+    result = run("build", example_genomes[0].parent, "--model", "nt-tiny", "--index", directory, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert f"added {len(example_genomes)} genome(s)" in result.stderr
     return directory
@@ -135,15 +133,11 @@ def test_query_table_and_formats(store: Path, example_genomes) -> None:
     table = run("query", example_genomes[1], "-k", "2", "--index", store)
     assert table.exit_code == 0, table.output
     assert table.stdout.splitlines()[0].split() == ["rank", "genome_id", "name", "file", "score"]
-    rows = json.loads(
-        run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "json").stdout
-    )
+    rows = json.loads(run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "json").stdout)
     assert rows[0]["name"] == "BPH2003" and rows[0]["score"] >= 0.999
     tsv = run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "tsv").stdout
     assert tsv.splitlines()[1].split("\t")[2] == "BPH2003"
-    parsed = list(
-        csv.DictReader(io.StringIO(run("query", example_genomes[1], "--index", store, "-f", "csv").stdout))
-    )
+    parsed = list(csv.DictReader(io.StringIO(run("query", example_genomes[1], "--index", store, "-f", "csv").stdout)))
     assert len(parsed) == len(example_genomes)
 
 
@@ -173,15 +167,12 @@ def test_labels_are_stored_queryable_and_shown(store: Path, example_genomes, tmp
 
     labels = tmp_path / "labels.csv"
     labels.write_text(
-        "file,species,host\n"
-        + "".join(f"{p.name},S. aureus,host{i}\n" for i, p in enumerate(example_genomes))
+        "file,species,host\n" + "".join(f"{p.name},S. aureus,host{i}\n" for i, p in enumerate(example_genomes))
     )
     result = run("build", *example_genomes, "--index", store, "--labels", labels)
     assert result.exit_code == 0, result.output
     assert f"labels set on {len(example_genomes)}" in result.stderr
-    rows = sql_rows(
-        store, "SELECT value AS host, count(*) AS n FROM labels WHERE key = 'host' GROUP BY 1 ORDER BY 1"
-    )
+    rows = sql_rows(store, "SELECT value AS host, count(*) AS n FROM labels WHERE key = 'host' GROUP BY 1 ORDER BY 1")
     assert [r["host"] for r in rows] == [f"host{i}" for i in range(len(example_genomes))]
     hits = json.loads(run("query", example_genomes[2], "-k", "1", "--index", store, "-f", "json").stdout)
     assert hits[0]["species"] == "S. aureus" and hits[0]["host"] == "host2"
@@ -230,9 +221,7 @@ def test_info(store: Path) -> None:
     import json
 
     rows = {r["key"]: r["value"] for r in json.loads(result.stdout)}
-    assert (
-        rows["count.genomes"] == 4 and rows["setting.dim"] == "128" and rows["setting.index_type"] == "flat"
-    )
+    assert rows["count.genomes"] == 4 and rows["setting.dim"] == "128" and rows["setting.index_type"] == "flat"
     assert rows["disk.metadata.duckdb"] > 0
 
 
@@ -283,17 +272,13 @@ def test_config_file_and_env(tmp_path: Path, example_genomes, monkeypatch) -> No
     work = tmp_path / "work"
     (work / "genomes").mkdir(parents=True)
     shutil.copy(example_genomes[0], work / "genomes")
-    (work / "genome-index.toml").write_text(
-        'inputs = ["genomes"]\nmodel = "nt-tiny"\nlayer = 2\ndevice = "cpu"\n'
-    )
+    (work / "genome-index.toml").write_text('inputs = ["genomes"]\nmodel = "nt-tiny"\nlayer = 2\ndevice = "cpu"\n')
     monkeypatch.chdir(work)
     monkeypatch.setenv("GENOME_INDEX", str(tmp_path / "from-env"))
     result = run("build")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "from-env" / "metadata.duckdb").exists()
-    assert sql_rows(tmp_path / "from-env", "SELECT value FROM settings WHERE key = 'layer'") == [
-        {"value": "2"}
-    ]
+    assert sql_rows(tmp_path / "from-env", "SELECT value FROM settings WHERE key = 'layer'") == [{"value": "2"}]
     (work / "genome-index.toml").write_text('modle = "x"\n')
     one_line_error(run("build"), "unknown option")
 

@@ -78,9 +78,7 @@ def test_remote_code_is_opt_in(tmp_path: Path) -> None:
     folder = tmp_path / "custom"
     folder.mkdir()
     (folder / "config.json").write_text(
-        json.dumps(
-            {"model_type": "custom-dna", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}
-        )
+        json.dumps({"model_type": "custom-dna", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}})
     )
     (folder / "configuration_custom.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(GenomeIndexError, match="--trust-remote-code"):

@@ -129,9 +129,7 @@ def test_stale_lock_of_a_killed_process_does_not_block(store: Path, genomes) -> 
         "print('locked', flush=True)\n"
         "time.sleep(60)\n"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", holder_code, str(store)], stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", holder_code, str(store)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     one_line_error(run(*build_cmd(store, genomes[2:3])), "build.lock", f"pid {holder.pid}")
     holder.send_signal(signal.SIGKILL)
@@ -181,9 +179,7 @@ def test_index_path_that_cannot_be_created(tmp_path: Path, genomes) -> None:
 def tmpfs(path: Path, size: str, read_only: bool = False):
     path.mkdir()
     options = f"size={size}" + (",ro" if read_only else "")
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
-    ).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         yield path

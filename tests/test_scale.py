@@ -50,19 +50,12 @@ def test_ivf_pq_falls_back_to_exact_for_few_vectors() -> None:
 
 def test_unknown_index_type(tmp_path: Path, example_genomes) -> None:
     with pytest.raises(GenomeIndexError, match="unknown index type"):
-        GenomeIndex(tmp_path / "i").build(
-            example_genomes[:1], model="nt-tiny", device="cpu", index_type="lsh"
-        )
+        GenomeIndex(tmp_path / "i").build(example_genomes[:1], model="nt-tiny", device="cpu", index_type="lsh")
 
 
 def test_hnsw_store_and_reindex_to_another_type(tmp_path: Path, example_genomes) -> None:
     index = tmp_path / "index"
-    assert (
-        run(
-            "build", *example_genomes, "--index", index, "--model", "nt-tiny", "--index-type", "hnsw"
-        ).exit_code
-        == 0
-    )
+    assert run("build", *example_genomes, "--index", index, "--model", "nt-tiny", "--index-type", "hnsw").exit_code == 0
     store = GenomeIndex.open(index)
     assert store.settings()["index_type"] == "hnsw"
     assert store.query(example_genomes[2], k=1, mode="chunks", device="cpu")[0]["name"] == "BPH2947"
@@ -79,9 +72,7 @@ def test_float16_vectors_half_the_bytes_same_answers(tmp_path: Path, example_gen
     half.build(example_genomes, model="nt-tiny", device="cpu", vector_dtype="float16")
     full.build(example_genomes, model="nt-tiny", device="cpu")
     con = duckdb.connect(str(tmp_path / "half" / "metadata.duckdb"), read_only=True)
-    kind, size = con.execute(
-        "SELECT typeof(vector), octet_length(vector) FROM chunk_vectors LIMIT 1"
-    ).fetchall()[0]
+    kind, size = con.execute("SELECT typeof(vector), octet_length(vector) FROM chunk_vectors LIMIT 1").fetchall()[0]
     _, vectors16 = Store.stored_vectors(con, "chunks", 128)
     con.close()
     assert (kind, size) == ("BLOB", 128 * 2)
@@ -91,9 +82,7 @@ def test_float16_vectors_half_the_bytes_same_answers(tmp_path: Path, example_gen
     assert np.allclose(vectors16, vectors32, rtol=1e-3, atol=1e-3)
     assert half.check() == []
     for path in example_genomes:
-        assert (
-            half.query(path, k=1, device="cpu")[0]["name"] == full.query(path, k=1, device="cpu")[0]["name"]
-        )
+        assert half.query(path, k=1, device="cpu")[0]["name"] == full.query(path, k=1, device="cpu")[0]["name"]
     half.reindex()
     assert half.check() == []
 
@@ -109,9 +98,7 @@ def test_shards_partition_the_inputs(example_genomes) -> None:
 def test_shards_merge_into_the_store_a_single_build_makes(tmp_path: Path, example_genomes) -> None:
     folder = example_genomes[0].parent
     for i in (1, 2):
-        result = run(
-            "build", folder, "--index", tmp_path / f"shard{i}", "--model", "nt-tiny", "--shard", f"{i}/2"
-        )
+        result = run("build", folder, "--index", tmp_path / f"shard{i}", "--model", "nt-tiny", "--shard", f"{i}/2")
         assert result.exit_code == 0, result.output
     result = run("merge", tmp_path / "merged", tmp_path / "shard1", tmp_path / "shard2")
     assert result.exit_code == 0, result.output

@@ -23,9 +23,7 @@ def index(tmp_path_factory, example_genomes) -> GenomeIndex:
 
 def write_reverse_complement(source: Path, target: Path) -> Path:
     genome = read_genome(source)
-    return write_fasta(
-        target, [(r.id, reverse_complement(r.sequence).decode()) for r in reversed(genome.records)]
-    )
+    return write_fasta(target, [(r.id, reverse_complement(r.sequence).decode()) for r in reversed(genome.records)])
 
 
 @pytest.mark.parametrize("mode", ["genome", "chunks"])

@@ -86,9 +86,7 @@ def test_tables_come_from_the_vocabulary_not_hard_coded(tmp_path: Path, hf_token
     assert isinstance(fast, KmerTokenizer)
     for sequence in random_sequences(200, seed=3):
         assert fast.tokenize(sequence).ids.tolist() == hf_ids(shuffled, sequence)
-    assert (
-        fast.tokenize(b"ACGTAC").ids.tolist() != make_tokenizer(hf_tokenizer).tokenize(b"ACGTAC").ids.tolist()
-    )
+    assert fast.tokenize(b"ACGTAC").ids.tolist() != make_tokenizer(hf_tokenizer).tokenize(b"ACGTAC").ids.tolist()
 
 
 def test_single_character_vocabulary_falls_back_to_hf(tmp_path: Path) -> None:

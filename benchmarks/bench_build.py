@@ -1,0 +1,112 @@
+"""End-to-end `build` against the bare engine on the same chunks, in one run; and peak memory.
+
+    python benchmarks/bench_build.py                          # nt-tiny on CPU
+    python benchmarks/bench_build.py --shape nt-2.5b --compile   # on a GPU
+
+The engine figure is `Embedder.embed_chunks` on every chunk of the genomes, already
+tokenised: the model's pace. The build figure is `GenomeIndex.build` over the same FASTA
+files with the same loaded model: reading, validating, tokenising, embedding, DuckDB
+commits and FAISS adds, start to finish. Their ratio says how busy the build keeps the
+model. Then peak RSS of a whole `build` process for 5 and for 20 genomes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine
+from bench_embed import SHAPES, make_checkpoint
+
+from genome_index.api import GenomeIndex
+from genome_index.embed import Embedder
+from genome_index.fasta import read_genome
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "genomes"
+
+
+def make_genomes(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """`count` distinct genomes: the example genomes with 1% random substitutions each."""
+    rng = np.random.default_rng(seed)
+    sources = [read_genome(p) for p in sorted(EXAMPLES.glob("*.fna.gz"))]
+    bases = np.frombuffer(b"ACGT", np.uint8)
+    paths = []
+    for i in range(count):
+        source = sources[i % len(sources)]
+        path = folder / f"genome{i:03d}.fa"
+        with open(path, "wb") as handle:
+            for record in source.records:
+                sequence = np.frombuffer(record.sequence, np.uint8).copy()
+                where = rng.random(len(sequence)) < 0.01
+                sequence[where] = rng.choice(bases, int(where.sum()))
+                handle.write(b">" + record.id.encode() + b"\n" + sequence.tobytes() + b"\n")
+        paths.append(path)
+    return paths
+
+
+def peak_rss_of_build(count: int, shape: str) -> float:
+    """Peak RSS (MB) of a child process that builds a store of `count` genomes."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(count), "--shape", shape],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(child.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="nt-tiny")
+    parser.add_argument("--genomes", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "genomes").mkdir()
+        files = make_genomes(tmp_path / "genomes", args.rss_child or args.genomes)
+        cuda = args.device != "cpu" and torch.cuda.is_available()
+        checkpoint = make_checkpoint(args.shape, tmp_path, "cuda" if cuda else "cpu")
+        embedder = Embedder(str(checkpoint), device=args.device, compile=args.compile)
+        if args.rss_child:
+            GenomeIndex(tmp_path / "store").build(files, embedder=embedder)
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            return
+
+        chunks = [c for f in files for c in embedder.chunk(read_genome(f))]
+        tokens = sum(c.n_tokens for c in chunks)
+        bases = sum(c.end - c.start for c in chunks)
+        embedder.embed_chunks(chunks[: max(8, len(chunks) // 20)])  # warm-up (and compile)
+        start = time.perf_counter()
+        embedder.embed_chunks(chunks)
+        engine = time.perf_counter() - start
+
+        start = time.perf_counter()
+        report = GenomeIndex(tmp_path / "store").build(files, embedder=embedder)
+        build = time.perf_counter() - start
+        assert len(report.added) == len(files)
+
+    print(f"machine: {describe_machine()}")
+    print(
+        f"model: {args.shape} ({embedder.device}, {embedder.dtype}, compile={embedder.compiled}), "
+        f"{len(files)} genomes, {bases / 1e6:.2f} Mbp, {tokens:,} tokens"
+    )
+    print(f"bare engine : {tokens / engine:12,.0f} tokens/s  {bases / engine / 1e6:8.3f} Mbp/s")
+    print(f"whole build : {tokens / build:12,.0f} tokens/s  {bases / build / 1e6:8.3f} Mbp/s")
+    print(f"ratio build / engine: {engine / build:.2f}")
+    rss = {count: peak_rss_of_build(count, args.shape) for count in (5, 20)}
+    print(f"peak RSS of build: {rss[5]:.0f} MB for 5 genomes, {rss[20]:.0f} MB for 20 genomes")
+
+
+if __name__ == "__main__":
+    main()

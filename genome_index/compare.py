@@ -1,0 +1,201 @@
+"""Genome-by-genome comparison: similarity matrix, clustered heatmap, 2-D maps, label summary.
+
+Also the metrics `evaluate` reports per (model, layer): leave-one-out nearest-neighbour
+accuracy of a label, mean within- and between-label similarity, and silhouette.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.cluster.hierarchy import leaves_list, linkage
+from scipy.spatial.distance import squareform
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+
+from genome_index.store import normalise
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair of rows; exactly symmetric with ones on the diagonal."""
+    unit = normalise(vectors).astype(np.float64)
+    similarity = np.clip(unit @ unit.T, -1.0, 1.0)
+    similarity = (similarity + similarity.T) / 2
+    np.fill_diagonal(similarity, 1.0)
+    return similarity
+
+
+@dataclass
+class LabelScores:
+    """How well vectors separate a label: the figures of one `evaluate` row."""
+
+    nn_accuracy: float
+    within: float
+    between: float
+    silhouette: float
+
+    @property
+    def gap(self) -> float:
+        return self.within - self.between
+
+
+def label_scores(similarity: np.ndarray, labels: Sequence[str]) -> LabelScores:
+    """Leave-one-out nearest-neighbour accuracy, mean within/between similarity, silhouette."""
+    labels_array = np.asarray(labels)
+    same = labels_array[:, None] == labels_array[None, :]
+    off_diagonal = ~np.eye(len(labels_array), dtype=bool)
+    others = np.where(off_diagonal, similarity, -np.inf)
+    nearest = others.argmax(axis=1)
+    accuracy = float(np.mean(labels_array[nearest] == labels_array)) if len(labels_array) > 1 else float("nan")
+    within = similarity[same & off_diagonal]
+    between = similarity[~same]
+    n_labels = len(set(labels))
+    silhouette = float("nan")
+    if 2 <= n_labels <= len(labels_array) - 1:
+        distance = np.clip(1.0 - similarity, 0.0, 2.0)
+        silhouette = float(silhouette_score(distance, labels_array, metric="precomputed"))
+    return LabelScores(
+        nn_accuracy=accuracy,
+        within=float(within.mean()) if within.size else float("nan"),
+        between=float(between.mean()) if between.size else float("nan"),
+        silhouette=silhouette,
+    )
+
+
+def group_summary(similarity: np.ndarray, groups: Sequence[str]) -> list[dict]:
+    """Per label value and overall: genomes, mean similarity within the group and to the rest."""
+    groups_array = np.asarray(groups)
+    off_diagonal = ~np.eye(len(groups_array), dtype=bool)
+    rows = []
+    for group in sorted(set(groups)):
+        inside = groups_array == group
+        within = similarity[np.ix_(inside, inside)][off_diagonal[np.ix_(inside, inside)]]
+        between = similarity[np.ix_(inside, ~inside)]
+        rows.append({
+            "label": group or "(none)", "genomes": int(inside.sum()),
+            "within": round(float(within.mean()), 4) if within.size else None,
+            "between": round(float(between.mean()), 4) if between.size else None,
+        })  # fmt: skip
+    scores = label_scores(similarity, groups) if len(set(groups)) > 1 else None
+    rows.append({
+        "label": "(all)", "genomes": len(groups),
+        "within": round(scores.within, 4) if scores else round(float(similarity[off_diagonal].mean()), 4),
+        "between": round(scores.between, 4) if scores else None,
+    })  # fmt: skip
+    return rows
+
+
+def write_summary(path: Path, rows: Sequence[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_matrix(path: Path, names: Sequence[str], similarity: np.ndarray) -> None:
+    """TSV with genome names as header row and first column."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["genome", *names])
+        for name, row in zip(names, similarity, strict=True):
+            writer.writerow([name, *(f"{v:.6f}" for v in row)])
+
+
+def _font_size(n: int) -> float:
+    return max(4.0, min(10.0, 200.0 / max(n, 1)))
+
+
+def plot_heatmap(path: Path, names: Sequence[str], similarity: np.ndarray, title: str) -> None:
+    """Cosine similarity heatmap, rows and columns in average-linkage cluster order."""
+    n = len(names)
+    order = np.arange(n)
+    if n > 2:
+        order = leaves_list(linkage(squareform(1.0 - similarity, checks=False), method="average"))
+    size = min(4 + 0.25 * n, 24)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(similarity[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
+    ticks = [names[i] for i in order]
+    ax.set_xticks(range(n), ticks, rotation=90, fontsize=_font_size(n))
+    ax.set_yticks(range(n), ticks, fontsize=_font_size(n))
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_map(
+    path: Path,
+    coords: np.ndarray,
+    names: Sequence[str],
+    labels: Sequence[str],
+    title: str,
+    axes: tuple[str, str],
+) -> None:
+    """2-D scatter of genomes coloured by label, with a legend (and names when they fit)."""
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    groups = sorted(set(labels))
+    colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    for i, group in enumerate(groups):
+        rows = [j for j, label in enumerate(labels) if label == group]
+        ax.scatter(coords[rows, 0], coords[rows, 1], s=40, color=colours(i % colours.N), label=group or "(none)")
+    if len(names) <= 40:
+        for (x, y), name in zip(coords, names, strict=True):
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title)
+    ax.legend(title="label", fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def pca_coords(vectors: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
+    """First two principal components of the normalised vectors, with axis labels."""
+    unit = normalise(vectors)
+    components = min(2, len(unit), unit.shape[1])
+    pca = PCA(n_components=components).fit(unit)
+    coords = pca.transform(unit)
+    if coords.shape[1] < 2:
+        coords = np.column_stack([coords, np.zeros(len(coords))])
+    ratio = [*pca.explained_variance_ratio_, 0.0]
+    return coords, (f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%} of variance)")
+
+
+def umap_coords(vectors: np.ndarray) -> np.ndarray | None:
+    """UMAP of the vectors (cosine) when umap-learn is installed and there are enough genomes."""
+    try:
+        import umap
+    except ImportError:
+        return None
+    if len(vectors) < 4:
+        return None
+    reducer = umap.UMAP(n_neighbors=min(15, len(vectors) - 1), metric="cosine", random_state=0)
+    return reducer.fit_transform(normalise(vectors))
+
+
+def plot_accuracy_by_layer(path: Path, rows: Sequence[dict]) -> None:
+    """Nearest-neighbour accuracy against layer, one line per model."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        points = sorted((r["layer"], r["nn_accuracy"]) for r in rows if r["model"] == model)
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", label=model)
+    ax.set_xlabel("layer (hidden state)")
+    ax.set_ylabel("leave-one-out nearest-neighbour accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Which layer separates the label best?")
+    ax.legend(title="model")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,91 @@
+"""`evaluate`: which model and which layer separate a label best, without building a store.
+
+Each genome is embedded once per model; every requested layer is pooled in that same forward
+pass. Per (model, layer) the genome vectors (mean of normalised chunk vectors, normalised) are
+scored against the label with `compare.label_scores`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genome_index.build import label_keys, read_labels
+from genome_index.compare import cosine_matrix, label_scores
+from genome_index.embed import Embedder
+from genome_index.errors import GenomeIndexError
+from genome_index.fasta import Genome, find_fasta_files, read_genome
+from genome_index.kmer import kmer_size
+from genome_index.models import describe, resolve_layer
+from genome_index.store import genome_vector
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """'all' -> every hidden state 0..n_layers; '0,4,-1' -> those (negative from the end)."""
+    if spec.strip() == "all":
+        return list(range(n_layers + 1))
+    try:
+        wanted = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise GenomeIndexError(f"--layers {spec!r}: give 'all' or numbers such as 0,4,8") from None
+    if not wanted:
+        raise GenomeIndexError("--layers is empty")
+    return sorted({resolve_layer(layer, n_layers) for layer in wanted})
+
+
+def genome_labels(genomes: Sequence[Genome], labels_csv: Path, label: str) -> list[str]:
+    """The `label` column of the labels CSV for each genome, matched by file name, path or name."""
+    rows = read_labels(labels_csv)
+    values = []
+    for genome in genomes:
+        row = next((rows[k] for k in label_keys(genome) if k in rows), None)
+        if row is None:
+            raise GenomeIndexError(f"{labels_csv}: no row for genome {genome.name} ({genome.path.name})")
+        if label not in row:
+            raise GenomeIndexError(f"{labels_csv}: no column {label!r} (columns: {sorted(row)})")
+        values.append(row[label])
+    return values
+
+
+def evaluate(
+    paths: Sequence[str | Path],
+    labels_csv: str | Path,
+    label: str,
+    models: Sequence[str],
+    layers: str = "all",
+    device: str = "auto",
+    dtype: str = "auto",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (model, layer): nn_accuracy, within, between, gap, silhouette of `label`."""
+    files = find_fasta_files(list(paths))
+    if len(files) < 3:
+        raise GenomeIndexError("evaluate needs at least 3 genomes")
+    labels = genome_labels([Genome(p) for p in files], Path(labels_csv), label)
+    if len(set(labels)) < 2:
+        raise GenomeIndexError(f"every genome has the same {label!r}: nothing to separate")
+    rows = []
+    for model in models:
+        n_layers = 0 if kmer_size(model) else describe(model).num_layers
+        wanted = parse_layers(layers, n_layers) if n_layers else [0]
+        embedder = Embedder(model, layer=max(wanted), device=device, dtype=dtype)
+        vectors: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}
+        for path in files:
+            genome = read_genome(path)
+            per_layer = embedder.embed_chunks_at(embedder.chunk(genome), wanted)
+            for layer, chunk_vectors in per_layer.items():
+                vectors[layer].append(genome_vector(chunk_vectors))
+            if on_progress:
+                on_progress(genome.length, len(files) * len(models))
+        for layer in wanted:
+            scores = label_scores(cosine_matrix(np.stack(vectors[layer])), labels)
+            rows.append({
+                "model": model, "layer": layer, "genomes": len(files),
+                "nn_accuracy": round(scores.nn_accuracy, 4), "within": round(scores.within, 4),
+                "between": round(scores.between, 4), "gap": round(scores.gap, 4),
+                "silhouette": round(scores.silhouette, 4),
+            })  # fmt: skip
+    return rows

@@ -1,0 +1,87 @@
+"""`kmer:K`: the classic baseline as an embedder: canonical K-mer frequency profile per chunk.
+
+No weights: each chunk's vector is the frequency of every canonical K-mer (a K-mer and its
+reverse complement counted as one, so strand does not matter) among the chunk's K-mers that
+contain no N. It goes wherever a model name goes, so transformer layers are always compared
+with it. Chunks are cut in bases (6,000 by default, about one NT chunk).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from genome_index.errors import GenomeIndexError
+from genome_index.tokenize import Chunk, Tokens
+
+KMER_MODEL = re.compile(r"^kmer:(\d+)$")
+K_RANGE = range(3, 9)
+DEFAULT_CHUNK_BP = 6000
+MAX_CHUNK_BP = 1_000_000
+REVISION = "builtin:canonical-kmer-frequency:v1"
+_TO_CODE = bytes(("ACGTN".index(chr(b)) if chr(b) in "ACGTN" else 255) for b in range(256))
+
+
+def kmer_size(model: str) -> int | None:
+    """K for a `kmer:K` model name, None for any other name; K outside 3-8 is an error."""
+    match = KMER_MODEL.match(model)
+    if not match:
+        return None
+    k = int(match.group(1))
+    if k not in K_RANGE:
+        raise GenomeIndexError(f"model {model!r}: K must be between {K_RANGE.start} and {K_RANGE.stop - 1}")
+    return k
+
+
+@functools.cache
+def canonical_columns(k: int) -> tuple[np.ndarray, int]:
+    """For every K-mer number (2 bits a base, A0 C1 G2 T3): its canonical column; and the count."""
+    codes = np.arange(4**k, dtype=np.int64)
+    reverse = np.zeros_like(codes)
+    for position in range(k):
+        base = (codes >> (2 * position)) & 3
+        reverse |= (3 - base) << (2 * (k - 1 - position))
+    canonical = np.minimum(codes, reverse)
+    kept, columns = np.unique(canonical, return_inverse=True)
+    return columns.astype(np.int64), len(kept)
+
+
+class BaseTokenizer:
+    """One token per base (A0 C1 G2 T3 N4): chunks of the k-mer embedder are cut in bases."""
+
+    def __init__(self) -> None:
+        self.name = "bases"
+        self.prefix: list[int] = []
+        self.suffix: list[int] = []
+        self.pad_id = 4
+        self.max_tokens = MAX_CHUNK_BP
+
+    def tokenize(self, sequence: bytes) -> Tokens:
+        ids = np.frombuffer(sequence.translate(_TO_CODE), dtype=np.uint8)
+        if ids.size and ids.max() > 4:
+            raise ValueError("sequence is not normalised: only A, C, G, T and N are allowed")
+        starts = np.arange(len(ids), dtype=np.int64)
+        return Tokens(ids.astype(np.int32), starts, starts + 1)
+
+
+def profiles(chunks: Sequence[Chunk], k: int) -> np.ndarray:
+    """Canonical K-mer frequencies (rows sum to 1; all zero where a chunk has no N-free K-mer)."""
+    columns, dim = canonical_columns(k)
+    out = np.zeros((len(chunks), dim), dtype=np.float32)
+    for row, chunk in enumerate(chunks):
+        bases = chunk.input_ids.astype(np.int64)
+        if len(bases) < k:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(bases, k)
+        clean = (windows < 4).all(axis=1)
+        numbers = np.zeros(len(windows), dtype=np.int64)
+        for position in range(k):
+            numbers = (numbers << 2) | (windows[:, position] & 3)
+        counts = np.bincount(columns[numbers[clean]], minlength=dim)
+        total = counts.sum()
+        if total:
+            out[row] = counts / total
+    return out

@@ -1,0 +1,147 @@
+"""Comparison and evaluation: matrices, plots, layer scores, and the kmer:K baseline embedder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genome_index.api import GenomeIndex
+from genome_index.cli import app
+from genome_index.compare import cosine_matrix, label_scores
+from genome_index.embed import Embedder
+from genome_index.errors import GenomeIndexError
+from genome_index.evaluate import evaluate, parse_layers
+from genome_index.fasta import Genome, Record, read_genome, reverse_complement
+from genome_index.kmer import canonical_columns
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize(("k", "columns"), [(3, 32), (4, 136), (6, 2080), (8, 32896)])
+def test_canonical_kmer_columns(k: int, columns: int) -> None:
+    assert canonical_columns(k)[1] == columns
+
+
+def test_kmer_profiles_ignore_strand_and_n(example_genomes) -> None:
+    embedder = Embedder("kmer:6")
+    record = read_genome(example_genomes[0]).records[0]
+    piece = record.sequence[:6000]
+    forward = embedder.embed_chunks(embedder.chunk(Genome(Path("f"), [Record("r", "", piece)])))
+    reverse = embedder.embed_chunks(embedder.chunk(Genome(Path("r"), [Record("r", "", reverse_complement(piece))])))
+    assert np.allclose(forward, reverse)
+    assert forward.sum() == pytest.approx(1.0)
+    with_n = embedder.embed_chunks(embedder.chunk(Genome(Path("n"), [Record("r", "", b"ACGTAC" + b"N" * 10)])))
+    assert with_n[0].sum() == pytest.approx(1.0) and with_n[0].max() == 1.0  # the one N-free 6-mer
+
+
+@pytest.mark.parametrize("name", ["kmer:2", "kmer:9"])
+def test_kmer_size_out_of_range(name: str) -> None:
+    with pytest.raises(GenomeIndexError, match="between 3 and 8"):
+        Embedder(name)
+
+
+def test_kmer_model_builds_and_queries(tmp_path: Path, example_genomes) -> None:
+    store = GenomeIndex(tmp_path / "index")
+    store.build(example_genomes, model="kmer:5")
+    settings = store.settings()
+    assert (settings["model"], settings["dim"], settings["layer"]) == ("kmer:5", "512", "0")
+    for path in example_genomes:
+        assert store.query(path, k=1, mode="chunks")[0]["name"] == read_genome(path).name
+
+
+def test_parse_layers() -> None:
+    assert parse_layers("all", 4) == [0, 1, 2, 3, 4]
+    assert parse_layers("0,2,-1", 4) == [0, 2, 4]
+    with pytest.raises(GenomeIndexError):
+        parse_layers("one,two", 4)
+    with pytest.raises(GenomeIndexError, match="does not exist"):
+        parse_layers("7", 4)
+
+
+def test_label_scores_on_a_known_matrix() -> None:
+    similarity = np.array([[1, 0.9, 0.1, 0.2], [0.9, 1, 0.2, 0.1], [0.1, 0.2, 1, 0.8], [0.2, 0.1, 0.8, 1]])
+    scores = label_scores(similarity, ["a", "a", "b", "b"])
+    assert scores.nn_accuracy == 1.0
+    assert scores.within == pytest.approx(0.85) and scores.between == pytest.approx(0.15)
+    assert scores.gap == pytest.approx(0.7) and scores.silhouette > 0.7
+    flipped = label_scores(similarity, ["a", "b", "a", "b"])
+    assert flipped.nn_accuracy == 0.0 and flipped.gap < 0
+
+
+def test_cosine_matrix_is_symmetric_with_unit_diagonal() -> None:
+    matrix = cosine_matrix(np.random.default_rng(0).normal(size=(7, 16)))
+    assert np.array_equal(matrix, matrix.T) and np.all(np.diag(matrix) == 1.0)
+
+
+def test_evaluate_kmer6_separates_the_groups(labelled_genomes) -> None:
+    files, labels = labelled_genomes
+    rows = evaluate(files, labels, "species", ["kmer:6", "nt-tiny"], layers="0,2,-1", device="cpu")
+    assert [(r["model"], r["layer"]) for r in rows] == [("kmer:6", 0), ("nt-tiny", 0), ("nt-tiny", 2), ("nt-tiny", 4)]
+    kmer = rows[0]
+    assert kmer["genomes"] == len(files)
+    assert kmer["nn_accuracy"] == 1.0
+    assert kmer["gap"] > 0.3 and kmer["silhouette"] > 0.5
+
+
+def test_evaluate_needs_labels_for_every_genome(labelled_genomes, tmp_path: Path) -> None:
+    files, _ = labelled_genomes
+    partial = tmp_path / "partial.csv"
+    partial.write_text(f"file,species\n{files[0].name},x\n{files[1].name},y\n")
+    with pytest.raises(GenomeIndexError, match="no row for genome"):
+        evaluate(files, partial, "species", ["kmer:4"])
+    with pytest.raises(GenomeIndexError, match="no column 'host'"):
+        evaluate(files, labelled_genomes[1], "host", ["kmer:4"])
+
+
+def test_evaluate_cli_table_json_and_plot(labelled_genomes, tmp_path: Path) -> None:
+    files, labels = labelled_genomes
+    plot = tmp_path / "layers.png"
+    args = ["evaluate", *files, "--labels", labels, "--label", "species", "--model", "kmer:4", "--model", "nt-tiny"]
+    result = run(*args, "--layers", "0,4", "--format", "json", "--plot", plot, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert {r["model"] for r in rows} == {"kmer:4", "nt-tiny"}
+    assert set(rows[0]) == {"model", "layer", "genomes", "nn_accuracy", "within", "between", "gap", "silhouette"}
+    assert matplotlib.image.imread(plot).shape[2] in (3, 4)
+
+
+@pytest.fixture(scope="module")
+def labelled_store(tmp_path_factory, labelled_genomes) -> Path:
+    files, labels = labelled_genomes
+    index = tmp_path_factory.mktemp("compare") / "index"
+    GenomeIndex(index).build(files, model="kmer:6", labels=labels)
+    return index
+
+
+def test_compare_writes_matrix_plots_and_summary(labelled_store: Path, labelled_genomes, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run("compare", "--index", labelled_store, "--label", "species", "--out", out, "--format", "json")
+    assert result.exit_code == 0, result.output
+    with open(out / "similarity.tsv") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    names = rows[0][1:]
+    matrix = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    assert len(names) == len(labelled_genomes[0]) == matrix.shape[0] == matrix.shape[1]
+    assert [row[0] for row in rows[1:]] == names
+    assert np.allclose(matrix, matrix.T) and np.allclose(np.diag(matrix), 1.0)
+    for png in ("heatmap.png", "pca.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(out / png).shape[0] > 300
+    summary = {r["label"]: r for r in json.loads(result.stdout)}
+    assert summary["S. aureus"]["genomes"] == 4
+    assert summary["(all)"]["within"] > summary["(all)"]["between"] + 0.3
+
+
+def test_compare_unknown_label(labelled_store: Path, tmp_path: Path) -> None:
+    result = run("compare", "--index", labelled_store, "--label", "host", "--out", tmp_path)
+    assert result.exit_code == 1 and "no label 'host'" in result.stderr and "species" in result.stderr
