@@ -105,9 +105,7 @@ def main() -> None:
         model = AutoModel.from_pretrained(checkpoint, dtype=torch.float32, add_pooling_layer=False).eval()
         model = model.to(device)
         torch.backends.cuda.matmul.allow_tf32 = False
-        sequences = [
-            "".join(hf.convert_ids_to_tokens(c.input_ids[1:].tolist())) for c in chunks[:n_reference]
-        ]
+        sequences = ["".join(hf.convert_ids_to_tokens(c.input_ids[1:].tolist())) for c in chunks[:n_reference]]
         embed_reference(model, hf, sequences[:2], layer)
         if cuda:
             torch.cuda.synchronize()

@@ -86,9 +86,7 @@ def bench_index_types(n: int, dim: int, n_queries: int, types: list[str]) -> Non
     half = normalise(vectors.astype(np.float16).astype(np.float32))
     exact = faiss.IndexFlatIP(dim)
     exact.add(half)
-    half_recall = np.mean(
-        [recall_at_10(ids[exact.search(q, 10)[1]], t) for q, t in zip(queries, truth, strict=True)]
-    )
+    half_recall = np.mean([recall_at_10(ids[exact.search(q, 10)[1]], t) for q, t in zip(queries, truth, strict=True)])
     print(
         f"\nfloat16 vectors: recall@10 {half_recall:.4f} of exact float32 search; "
         f"{dim * 2} instead of {dim * 4} bytes per vector in DuckDB"
@@ -138,6 +136,7 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
                     },
                     vectors=rng.normal(size=(chunks_per_genome, dim)).astype(np.float32),
                     labels={},
+                    sketch=np.sort(rng.integers(0, 2**63, 3000, dtype=np.uint64)),
                 )
                 index.store.add_genome(con, genome)
             settings = Store.settings(con)
@@ -147,10 +146,7 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
         query = Path(tmp) / "query.fa"
         sequence = rng.choice(np.frombuffer(b"ACGT", np.uint8), int(query_mbp * 1e6)).tobytes()
         query.write_bytes(b">query\n" + sequence + b"\n")
-        print(
-            f"\nstore: {n_genomes:,} genomes, {n_genomes * chunks_per_genome:,} chunks "
-            f"(filled in {filled:.0f} s)"
-        )
+        print(f"\nstore: {n_genomes:,} genomes, {n_genomes * chunks_per_genome:,} chunks (filled in {filled:.0f} s)")
         for mode in ("genome", "chunks"):
             timings: dict[str, float] = {}
             start = time.perf_counter()

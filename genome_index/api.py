@@ -13,13 +13,22 @@ import duckdb
 import faiss
 import numpy as np
 
-from genome_index import __version__
+from genome_index import __version__, sketch
 from genome_index.build import BuildReport, Progress, read_labels, run_build
 from genome_index.embed import POOLING, Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import find_fasta_files, read_genome
 from genome_index.models import DEFAULT_MODEL
-from genome_index.search import MODES, queries_of, rank_chunk_mode, rank_genome_mode, strand_chunks
+from genome_index.search import (
+    MODES,
+    QueryOptions,
+    Ranker,
+    order_hits,
+    queries_of,
+    rank_chunk_mode,
+    resolve_mode,
+    views,
+)
 from genome_index.store import (
     DB_FILE,
     FAISS_FILES,
@@ -30,7 +39,6 @@ from genome_index.store import (
     BuildLock,
     NewGenome,
     Store,
-    search,
     to_matrix,
 )
 
@@ -77,8 +85,10 @@ def _stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGen
             dim,
         )
         labels = dict(con.execute("SELECT key, value FROM labels WHERE genome_id = ?", [gid]).fetchall())
+        hashes = con.execute("SELECT hashes FROM sketches WHERE genome_id = ?", [gid]).fetchall()[0][0]
         chunk_columns = {k: np.asarray(v) for k, v in chunks.items()}
-        yield NewGenome(name, file, sha, length, gc, n_count, records, chunk_columns, vectors, labels)
+        sketch = np.asarray(hashes, dtype=np.uint64)
+        yield NewGenome(name, file, sha, length, gc, n_count, records, chunk_columns, vectors, labels, sketch)
 
 
 class GenomeIndex:
@@ -215,8 +225,12 @@ class GenomeIndex:
         self,
         fasta: str | Path,
         k: int = 10,
-        mode: str = "genome",
+        mode: str = "auto",
         per_record: bool = False,
+        window_overlap: float | None = None,
+        frames: bool | None = None,
+        center: bool = True,
+        rerank: bool = True,
         device: str = "auto",
         dtype: str = "auto",
         model: str | None = None,
@@ -226,13 +240,17 @@ class GenomeIndex:
     ) -> list[dict[str, Any]]:
         """Nearest stored genomes to the sequence(s) in `fasta`, best first, `k` per query.
 
-        `embedder` reuses a loaded model (it must be the store's); `timings`, if given, receives
-        the seconds spent embedding the query and searching.
+        See `search.QueryOptions` for the options; None picks the measured default for the
+        mode. `embedder` reuses a loaded model (it must be the store's); `timings`, if given,
+        receives the seconds spent embedding the query and searching.
         """
+        options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank)
         if mode not in MODES:
-            raise GenomeIndexError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
+            raise GenomeIndexError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
         if k < 1:
             raise GenomeIndexError("-k must be at least 1")
+        if window_overlap is not None and not 0 <= window_overlap < 1:
+            raise GenomeIndexError("--window-overlap must be at least 0 and below 1")
         self.store.require()
         genome = read_genome(fasta)
         settings = self.settings()
@@ -242,59 +260,52 @@ class GenomeIndex:
             raise GenomeIndexError("the embedder given is not this store's model and layer")
         started = time.perf_counter()
         queries = queries_of(genome, per_record)
-        chunk_sets = [strand_chunks(embedder, q) for q in queries]
-        flat = [c for strands in chunk_sets for chunks in strands for c in chunks]
+        plans = [resolve_mode(options, q) for q in queries]
+        view_chunks = [
+            views(embedder, q, overlap, use_frames) for q, (_, overlap, use_frames) in zip(queries, plans, strict=True)
+        ]
+        flat = [c for chunk_lists in view_chunks for chunks in chunk_lists for c in chunks]
         vectors = embedder.embed_chunks(flat)
+        query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records)) for q in queries]
         embedded = time.perf_counter()
         rows: list[dict[str, Any]] = []
         with self.store.connect() as con:
-            kind = "genomes" if mode == "genome" else "chunks"
-            index, rebuilt = self.store.load_faiss(con, kind, settings)
-            if rebuilt:
-                self._save_repair(kind, index)
-            if index.ntotal == 0:
-                raise GenomeIndexError(f"{self.directory}: the store holds no genomes yet")
+            ranker = Ranker(self.store, con, settings, center)
+            indexes = {}
+            for kind in {"genomes" if m == "genome" else "chunks" for m, _, _ in plans}:
+                indexes[kind], rebuilt = self.store.load_faiss(con, kind, settings)
+                if rebuilt:
+                    self._save_repair(kind, indexes[kind])
+                if indexes[kind].ntotal == 0:
+                    raise GenomeIndexError(f"{self.directory}: the store holds no genomes yet")
             offset = 0
-            ranked_per_query = []
-            for strands in chunk_sets:
-                strand_vectors = []
-                for chunks in strands:
-                    strand_vectors.append(vectors[offset : offset + len(chunks)])
-                    offset += len(chunks)
-                if mode == "genome":
-                    ranked_per_query.append(rank_genome_mode(index, strand_vectors, k))
-                else:
-                    ranked_per_query.append((strand_vectors, None))
-            if mode == "chunks":
-                dim = int(settings["dim"])
-
-                def chunk_search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-                    return search(index, queries, k, lambda ids: Store.fetch_chunk_vectors(con, ids, dim))
-
-                ranked_per_query = [
-                    rank_chunk_mode(chunk_search, sv, lambda ids: self._genome_of(con, ids))
-                    for sv, _ in ranked_per_query
-                ]
             details = self._genome_details(con)
+            for query, (query_mode, _, _), chunk_lists, query_sketch in zip(
+                queries, plans, view_chunks, query_sketches, strict=True
+            ):
+                view_vectors = []
+                for chunks in chunk_lists:
+                    view_vectors.append(vectors[offset : offset + len(chunks)])
+                    offset += len(chunks)
+                if query_mode == "genome":
+                    ranked = ranker.genome_mode(indexes["genomes"], view_vectors)
+                else:
+                    ranked = rank_chunk_mode(ranker.chunk_search(indexes["chunks"]), view_vectors, ranker.genome_of)
+                hits = order_hits(ranked, query_sketch, ranker.sketches, k, rerank)
+                for rank, (gid, score, support, contained, ani) in enumerate(hits, start=1):
+                    row: dict[str, Any] = {"query": query.name} if per_record else {}
+                    row.update({
+                        "rank": rank, "genome_id": gid, "name": details[gid]["name"], "file": details[gid]["file"],
+                        "score": round(score, 6), "mode": query_mode,
+                    })  # fmt: skip
+                    if query_mode == "chunks":
+                        row["support"] = support
+                    row["containment"] = None if contained is None else round(contained, 4)
+                    row["ani_estimate"] = None if ani is None else round(ani, 4)
+                    row.update(details[gid]["labels"])
+                    rows.append(row)
         if timings is not None:
             timings.update(embed_s=embedded - started, search_s=time.perf_counter() - embedded)
-        for query, ranked in zip(queries, ranked_per_query, strict=True):
-            order = sorted(ranked.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))[:k]
-            for rank, (gid, (score, support)) in enumerate(order, start=1):
-                row: dict[str, Any] = {"query": query.name} if per_record else {}
-                row.update(
-                    {
-                        "rank": rank,
-                        "genome_id": gid,
-                        "name": details[gid]["name"],
-                        "file": details[gid]["file"],
-                        "score": round(score, 6),
-                    }
-                )
-                if mode == "chunks":
-                    row["support"] = support
-                row.update(details[gid]["labels"])
-                rows.append(row)
         return rows
 
     def _save_repair(self, kind: str, index: Any) -> None:
@@ -332,13 +343,6 @@ class GenomeIndex:
                 f"({settings['model']}, {settings['model_revision'][:19]})"
             )
         return embedder
-
-    @staticmethod
-    def _genome_of(con: duckdb.DuckDBPyConnection, chunk_ids: np.ndarray) -> dict[int, int]:
-        """chunk id -> genome id for the chunks a search returned."""
-        wanted = sorted({int(i) for i in chunk_ids.ravel() if i >= 0})
-        result = con.execute("SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [wanted]).fetchall()
-        return dict(result)
 
     @staticmethod
     def _genome_details(con: duckdb.DuckDBPyConnection) -> dict[int, dict[str, Any]]:

@@ -25,6 +25,7 @@ import numpy as np
 from genome_index.embed import EmbeddedGenome, Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, gc_fraction, read_genome
+from genome_index.sketch import sketch_records
 from genome_index.store import FAISS_FILES, NewGenome, Store, genome_vector, normalise
 
 FAISS_CHECKPOINT_SECONDS = 60.0
@@ -124,6 +125,7 @@ def new_genome(item: EmbeddedGenome, labels: dict[str, str]) -> NewGenome:
         chunks={k: np.asarray(v) for k, v in columns.items()},
         vectors=item.vectors,
         labels=labels,
+        sketch=sketch_records(genome.records),
     )
 
 

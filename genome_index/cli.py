@@ -298,13 +298,28 @@ def query(
     index: IndexDir = None,
     mode: Annotated[
         str,
-        typer.Option(help="genome: the query's mean vector vs genome vectors; chunks: chunk-by-chunk votes."),
-    ] = "genome",
+        typer.Option(
+            help="auto (genome for queries of 1 Mbp or more, else chunks), genome (the query's mean vector "
+            "vs genome vectors) or chunks (chunk-by-chunk votes)."
+        ),
+    ] = "auto",
     per_record: Annotated[bool, typer.Option("--per-record", help="Each record is its own query.")] = False,
+    window_overlap: Annotated[
+        float | None, typer.Option(help="Overlap of query windows, a fraction of a window (default 0).")
+    ] = None,
+    frames: Annotated[
+        bool | None,
+        typer.Option("--frames/--no-frames", help="Embed all k frames of a k-mer model (default: in chunks mode)."),
+    ] = None,
+    center: Annotated[
+        bool, typer.Option("--center/--no-center", help="Subtract the store's mean vector before the cosine.")
+    ] = True,
+    rerank: Annotated[
+        bool, typer.Option("--rerank/--no-rerank", help="Re-order the best 20 hits by k-mer containment.")
+    ] = True,
     fmt: Format = "table",
     model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Must be the store's model (read from the store anyway)."),
+        str | None, typer.Option("--model", "-m", help="Must be the store's model (read from the store anyway).")
     ] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -317,15 +332,9 @@ def query(
     check_format(fmt)
     store = GenomeIndex.open(index_dir(index, read_config()))
     rows = store.query(
-        fasta,
-        k=k,
-        mode=mode,
-        per_record=per_record,
-        device=device,
-        dtype=dtype,
-        model=model,
-        batch_tokens=batch_tokens,
-    )
+        fasta, k=k, mode=mode, per_record=per_record, window_overlap=window_overlap, frames=frames,
+        center=center, rerank=rerank, device=device, dtype=dtype, model=model, batch_tokens=batch_tokens,
+    )  # fmt: skip
     typer.echo(render_dicts(rows, fmt), nl=False)
 
 

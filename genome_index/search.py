@@ -1,26 +1,48 @@
-"""Query: embed a sequence on both strands, search FAISS, rank genomes.
+"""Query: embed a sequence in every view (both strands, all k-mer frames), search, rank genomes.
 
 Strand never matters: every query is embedded as given and as its reverse complement (each
-chunked from its own start), and a genome's score is the better of the two. A query and its
-reverse complement therefore produce the same two vector sets and the same ranking.
+chunked from its own start), and a genome keeps its best score over the views; a query and
+its reverse complement therefore produce the same views and the same ranking. For k-mer
+tokenised models (NT: non-overlapping 6-mers) a fragment starting at another offset is
+tokenised into entirely different tokens, so `frames` also embeds the query from offsets
+1..k-1. Optional centring subtracts the store's mean vector before cosine similarity, and
+the re-rank orders the best candidates by k-mer containment (FracMinHash sketches), giving
+every hit a containment and an ANI estimate like Mash or skani.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+import duckdb
 import faiss
 import numpy as np
 
+from genome_index import sketch
 from genome_index.embed import Embedder
 from genome_index.fasta import Genome, Record, reverse_complement
-from genome_index.store import genome_vector, normalise
-from genome_index.tokenize import Chunk
+from genome_index.store import Store, genome_vector, normalise, search, to_matrix
+from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, chunk_tokens
 
-MODES = ("genome", "chunks")
+MODES = ("auto", "genome", "chunks")
+AUTO_GENOME_MODE_FROM_BP = 1_000_000  # auto mode: whole-genome-sized queries use genome mode
 CHUNK_HITS = 50  # neighbours looked at per query chunk in chunks mode
+RERANK_CANDIDATES = 20  # genomes re-ordered by containment
+
+
+@dataclass
+class QueryOptions:
+    """How a query is embedded and ranked; None means the measured default for the mode."""
+
+    k: int = 10
+    mode: str = "auto"
+    per_record: bool = False
+    window_overlap: float | None = None
+    frames: bool | None = None
+    center: bool = True
+    rerank: bool = True
 
 
 @dataclass
@@ -30,6 +52,10 @@ class Query:
     name: str
     records: list[Record]
 
+    @property
+    def length(self) -> int:
+        return sum(len(r.sequence) for r in self.records)
+
 
 def queries_of(genome: Genome, per_record: bool) -> list[Query]:
     if per_record:
@@ -37,38 +63,131 @@ def queries_of(genome: Genome, per_record: bool) -> list[Query]:
     return [Query(genome.name, genome.records)]
 
 
-def strand_chunks(embedder: Embedder, query: Query) -> list[list[Chunk]]:
-    """The query's chunks on the given strand and on the reverse strand."""
-    reverse = [Record(r.id, r.description, reverse_complement(r.sequence)) for r in query.records]
-    return [embedder.chunk(Genome(Path(query.name), records)) for records in (query.records, reverse)]
+def resolve_mode(options: QueryOptions, query: Query) -> tuple[str, float, bool]:
+    """(mode, window overlap, frames) for this query, filling in the measured defaults."""
+    mode = options.mode
+    if mode == "auto":
+        mode = "genome" if query.length >= AUTO_GENOME_MODE_FROM_BP else "chunks"
+    fragment = mode == "chunks"
+    overlap = options.window_overlap or 0.0  # 0.5 measured no better than 0 (README, retrieval)
+    frames = options.frames if options.frames is not None else fragment
+    return mode, overlap, frames
 
 
-def rank_genome_mode(index: faiss.Index, strands: list[np.ndarray], k: int) -> dict[int, tuple[float, int]]:
-    """Genome id -> (best cosine of the query's mean vector over both strands, support 0)."""
-    vectors = np.stack([genome_vector(v) for v in strands])
-    scores, ids = index.search(normalise(vectors), min(k, index.ntotal))
-    best: dict[int, tuple[float, int]] = {}
-    for row_scores, row_ids in zip(scores, ids, strict=True):
-        for score, gid in zip(row_scores, row_ids, strict=True):
-            if gid >= 0 and score > best.get(int(gid), (-np.inf, 0))[0]:
-                best[int(gid)] = (float(score), 0)
-    return best
+def views(embedder: Embedder, query: Query, overlap: float, frames: bool) -> list[list[Chunk]]:
+    """Chunk lists of every view of the query: both strands, and each k-mer frame if asked.
+
+    Overlapping windows come as several tilings of the query, each its own view: the first
+    starts at the first token (so a stored sequence queried as itself meets its own windows
+    exactly), the others are shifted by a fraction of a window (overlap 0.5: two tilings half a
+    window apart).
+    """
+    tokenizer = embedder.tokenizer
+    room = embedder.chunk_tokens - len(tokenizer.prefix) - len(tokenizer.suffix)
+    tilings = max(1, round(1 / (1 - overlap)))
+    shifts = sorted({j * room // tilings for j in range(tilings)})
+    k = tokenizer.k if frames and isinstance(tokenizer, KmerTokenizer) else 1
+    reverse = [reverse_complement(r.sequence) for r in query.records]
+    out = []
+    for sequences in ([r.sequence for r in query.records], reverse):
+        for offset in range(k):
+            tokenized = [(i, tokenizer.tokenize(s[offset:])) for i, s in enumerate(sequences) if len(s) > offset]
+            for shift in shifts:
+                chunks: list[Chunk] = []
+                for index, tokens in tokenized:
+                    if shift and shift >= len(tokens):
+                        continue
+                    part = Tokens(tokens.ids[shift:], tokens.starts[shift:] + offset, tokens.ends[shift:] + offset)
+                    chunks.extend(chunk_tokens(part, tokenizer, index, embedder.chunk_tokens))
+                if chunks:
+                    out.append(chunks)
+    return out
+
+
+class Ranker:
+    """Scores stored genomes against embedded query views, on one open store connection."""
+
+    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection, settings: dict[str, str], center: bool) -> None:
+        self.store, self.con, self.settings, self.center = store, con, settings, center
+        self.dim = int(settings["dim"])
+        self._means: tuple[np.ndarray, np.ndarray] | None = None
+
+    def means(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean of all normalised chunk vectors and mean of the genome vectors (for centring)."""
+        if self._means is None:
+            table = self.con.sql("SELECT vector, chunk_sum FROM genome_vectors").to_arrow_table()
+            sums = to_matrix(table.column("chunk_sum"), self.dim).astype(np.float64)
+            count = self.con.execute("SELECT count(*) FROM chunks").fetchall()[0][0]
+            genome_mean = to_matrix(table.column("vector"), self.dim).astype(np.float64).mean(axis=0)
+            self._means = (sums.sum(axis=0) / max(count, 1)).astype(np.float32), genome_mean.astype(np.float32)
+        return self._means
+
+    def genome_mode(self, index: faiss.Index, view_vectors: list[np.ndarray]) -> dict[int, tuple[float, int]]:
+        """Genome id -> (best cosine over views of the query's mean vector, 0)."""
+        queries = np.stack([genome_vector(v) for v in view_vectors])
+        best: dict[int, tuple[float, int]] = {}
+        if self.center:
+            ids, stored = self.store.stored_vectors(self.con, "genomes", self.dim)
+            mean = self.means()[1]
+            scores = normalise(queries - mean) @ normalise(stored - mean).T
+            ids_matrix = np.broadcast_to(ids, scores.shape)
+        else:
+            scores, ids_matrix = index.search(normalise(queries), index.ntotal)
+        for row_scores, row_ids in zip(scores, ids_matrix, strict=True):
+            for score, gid in zip(row_scores, row_ids, strict=True):
+                if gid >= 0 and score > best.get(int(gid), (-np.inf, 0))[0]:
+                    best[int(gid)] = (float(score), 0)
+        return best
+
+    def chunk_search(self, index: faiss.Index) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+        """Nearest stored chunks of normalised query chunks, centred when asked."""
+
+        def fetch(ids: np.ndarray) -> np.ndarray:
+            return Store.fetch_chunk_vectors(self.con, ids, self.dim)
+
+        def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            if not self.center:
+                return search(index, queries, k, fetch)
+            _, candidates = search(index, queries, 2 * k, fetch)
+            unique = np.unique(candidates[candidates >= 0])
+            mean = self.means()[0]
+            stored = normalise(normalise(fetch(unique)) - mean)
+            centred = normalise(queries - mean)
+            position = np.searchsorted(unique, np.where(candidates >= 0, candidates, unique[0]))
+            scores = np.einsum("qd,qcd->qc", centred, stored[position])
+            scores[candidates < 0] = -np.inf
+            order = np.argsort(-scores, axis=1)[:, :k]
+            return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
+
+        return run
+
+    def genome_of(self, chunk_ids: np.ndarray) -> dict[int, int]:
+        """chunk id -> genome id for the chunks a search returned."""
+        wanted = sorted({int(i) for i in chunk_ids.ravel() if i >= 0})
+        rows = self.con.execute("SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [wanted])
+        return dict(rows.fetchall())
+
+    def sketches(self, genome_ids: list[int]) -> dict[int, Any]:
+        rows = self.con.execute(
+            "SELECT genome_id, hashes FROM sketches WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids]
+        ).fetchall()
+        return {gid: sketch.from_hashes(hashes) for gid, hashes in rows}
 
 
 def rank_chunk_mode(
-    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
-    strands: list[np.ndarray],
+    search_chunks: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    view_vectors: list[np.ndarray],
     genome_of_chunks: Callable[[np.ndarray], dict[int, int]],
 ) -> dict[int, tuple[float, int]]:
     """Genome id -> (mean over query chunks of their best similarity to the genome, support).
 
     Support counts the query chunks whose single best hit lies in that genome. A genome not
-    among a chunk's nearest neighbours contributes 0 for that chunk. Each strand is scored
-    on its own and the better strand kept.
+    among a chunk's nearest neighbours contributes 0 for that chunk. Each view is scored on
+    its own and the best view kept.
     """
     best: dict[int, tuple[float, int]] = {}
-    for vectors in strands:
-        scores, ids = search(normalise(vectors), CHUNK_HITS)
+    for vectors in view_vectors:
+        scores, ids = search_chunks(normalise(vectors), CHUNK_HITS)
         genome_of = genome_of_chunks(ids)
         totals: dict[int, float] = {}
         support: dict[int, int] = {}
@@ -88,3 +207,26 @@ def rank_chunk_mode(
             if score > best.get(gid, (-np.inf, 0))[0]:
                 best[gid] = (score, support.get(gid, 0))
     return best
+
+
+def order_hits(
+    ranked: dict[int, tuple[float, int]],
+    query_sketch: Any,
+    sketches: Callable[[list[int]], dict[int, Any]],
+    k: int,
+    rerank: bool,
+) -> list[tuple[int, float, int, float | None, float | None]]:
+    """Top-k (genome id, score, support, containment, ani): by embedding score, then, with
+    `rerank`, the best RERANK_CANDIDATES re-ordered by containment of the query's k-mers."""
+    by_score = sorted(ranked.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+    head = by_score[: max(k, RERANK_CANDIDATES) if rerank else k]
+    genome_sketches = sketches([gid for gid, _ in head])
+    hits = []
+    for gid, (score, support) in head:
+        contained, ani = (None, None)
+        if gid in genome_sketches:
+            contained, ani = sketch.containment(query_sketch, genome_sketches[gid])
+        hits.append((gid, score, support, contained, ani))
+    if rerank:
+        hits.sort(key=lambda hit: -1.0 if hit[3] is None else hit[3], reverse=True)  # stable: score breaks ties
+    return hits[:k]

@@ -54,6 +54,7 @@ INDEX_TYPES = ("flat", "hnsw", "ivf-pq")
 VECTOR_DTYPES = ("float32", "float16")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 32
+SKETCH_KSIZE, SKETCH_SCALED = 21, 1000  # FracMinHash of canonical 21-mers, 1 hash kept per ~1,000
 RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
 PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
 
@@ -74,7 +75,10 @@ CREATE TABLE chunks (
     start BIGINT NOT NULL, "end" BIGINT NOT NULL, n_tokens INTEGER NOT NULL,
     gc DOUBLE NOT NULL, n_count INTEGER NOT NULL);
 CREATE TABLE chunk_vectors (chunk_id BIGINT PRIMARY KEY, vector {vector_type} NOT NULL);
-CREATE TABLE genome_vectors (genome_id INTEGER PRIMARY KEY, vector FLOAT[{dim}] NOT NULL);
+CREATE TABLE genome_vectors (genome_id INTEGER PRIMARY KEY, vector FLOAT[{dim}] NOT NULL,
+    chunk_sum FLOAT[{dim}] NOT NULL);
+CREATE TABLE sketches (genome_id INTEGER PRIMARY KEY, ksize INTEGER NOT NULL, scaled INTEGER NOT NULL,
+    hashes UBIGINT[] NOT NULL);
 CREATE TABLE labels (genome_id INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR,
     PRIMARY KEY (genome_id, key));
 INSERT INTO state VALUES ('next_genome_id', 1), ('next_record_id', 1), ('next_chunk_id', 1);
@@ -121,7 +125,7 @@ def make_faiss(index_type: str, dim: int, n_vectors: int) -> faiss.Index:
         inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     elif index_type == "ivf-pq":
-        nlist = max(1, min(int(4 * np.sqrt(max(n_vectors, 1))), n_vectors // 39 or 1))
+        nlist = max(1, min(int(np.sqrt(max(n_vectors, 1))), n_vectors // 39 or 1))
         m = next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)  # 4-d sub-vectors
         inner = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
     else:
@@ -176,6 +180,7 @@ class NewGenome:
     chunks: dict[str, np.ndarray]  # record (index), start, end, n_tokens, gc, n_count
     vectors: np.ndarray
     labels: dict[str, str]
+    sketch: np.ndarray  # FracMinHash hashes (uint64) of the genome's canonical k-mers
 
 
 class BuildLock:
@@ -364,6 +369,15 @@ class Store:
                 {
                     "genome_id": pa.array([genome_id], pa.int32()),
                     "vector": vectors_column(genome_vector(genome.vectors)[None, :]),
+                    "chunk_sum": vectors_column(normalise(genome.vectors).sum(axis=0, keepdims=True)),
+                }
+            )
+            sketch = pa.table(
+                {
+                    "genome_id": pa.array([genome_id], pa.int32()),
+                    "ksize": pa.array([SKETCH_KSIZE], pa.int32()),
+                    "scaled": pa.array([SKETCH_SCALED], pa.int32()),
+                    "hashes": pa.array([np.sort(genome.sketch).astype(np.uint64)], pa.list_(pa.uint64())),
                 }
             )
             for name, table in (
@@ -371,6 +385,7 @@ class Store:
                 ("chunks", chunks),
                 ("chunk_vectors", vectors),
                 ("genome_vectors", gvec),
+                ("sketches", sketch),
             ):
                 con.register("incoming", table)
                 con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
@@ -401,6 +416,7 @@ class Store:
                 ("chunks", "genome_id"),
                 ("records", "genome_id"),
                 ("genome_vectors", "genome_id"),
+                ("sketches", "genome_id"),
                 ("labels", "genome_id"),
                 ("genomes", "id"),
             ):

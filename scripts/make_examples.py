@@ -2,7 +2,9 @@
 
 Each example genome is a gzip FASTA excerpt: 150 kb of the chromosome (from a different
 offset per strain, so the examples differ) plus the first 10 kb of each plasmid. The query
-is a 20 kb stretch of one example genome. Deterministic: run it again and get the same files.
+is a 20 kb stretch of one example genome. examples/labelled/ holds eight synthetic genomes of two
+distinct compositions, and examples/labels.csv labels all twelve by species. Deterministic: run
+it again and get the same files.
 
     python scripts/make_examples.py [SHARED_STAPH_DIR]
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import gzip
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from genome_index.fasta import iter_records
 
@@ -25,6 +29,26 @@ SOURCES = {
 CHROMOSOME_BP = 150_000
 PLASMID_BP = 10_000
 QUERY_FROM, QUERY_BP = "DSM20231", 20_000
+# Synthetic genomes of distinct composition (GC content, dinucleotide bias), two groups of four,
+# so that comparisons and evaluations have labels to separate beside the four S. aureus.
+SYNTHETIC = {"synthetic GC-rich": (0.62, 0.3, 100), "synthetic balanced": (0.5, -0.15, 200)}
+SYNTHETIC_BP = 60_000
+
+
+def synthetic_sequence(seed: int, gc: float, skew: float, length: int) -> bytes:
+    """First-order Markov sequence: chosen GC content, with the A->C, C->G, G->T, T->A steps
+    made more (skew > 0) or less likely than chance."""
+    rng = np.random.default_rng(seed)
+    at, cg = (1 - gc) / 2, gc / 2
+    transition = np.tile([at, cg, cg, at], (4, 1))
+    transition[np.arange(4), (np.arange(4) + 1) % 4] += skew
+    transition /= transition.sum(axis=1, keepdims=True)
+    cumulative = transition.cumsum(axis=1)
+    draws = rng.random(length)
+    codes = np.zeros(length, dtype=np.int64)
+    for i in range(1, length):
+        codes[i] = min(int(np.searchsorted(cumulative[codes[i - 1]], draws[i])), 3)
+    return np.frombuffer(b"ACGT", np.uint8)[codes].tobytes()
 
 
 def write_fasta(path: Path, records: list[tuple[str, bytes]]) -> None:
@@ -51,15 +75,25 @@ def main(staph: Path) -> None:
             )
         ]
         for plasmid in records[1:]:
-            excerpt.append(
-                (f"{plasmid.id}:0-{PLASMID_BP} {strain} plasmid excerpt", plasmid.sequence[:PLASMID_BP])
-            )
+            excerpt.append((f"{plasmid.id}:0-{PLASMID_BP} {strain} plasmid excerpt", plasmid.sequence[:PLASMID_BP]))
         write_fasta(out / f"{strain}.fna.gz", excerpt)
         if strain == QUERY_FROM:
             query = (
                 f"{strain}_fragment {chromosome.id}:{offset + 50_000}-{offset + 50_000 + QUERY_BP}",
                 chromosome.sequence[offset + 50_000 : offset + 50_000 + QUERY_BP],
             )
+    labelled = ROOT / "examples" / "labelled"
+    labelled.mkdir(exist_ok=True)
+    labels = [(f"{strain}.fna.gz", "S. aureus") for strain in SOURCES]
+    for species, (gc, skew, seed) in SYNTHETIC.items():
+        stem = species.split()[1].replace("-", "_").lower()
+        for i in range(4):
+            name = f"{stem}_{i}.fa.gz"
+            write_fasta(
+                labelled / name, [(f"{stem}_{i} {species}", synthetic_sequence(seed + i, gc, skew, SYNTHETIC_BP))]
+            )
+            labels.append((name, species))
+    (ROOT / "examples" / "labels.csv").write_text("file,species\n" + "".join(f"{f},{s}\n" for f, s in labels))
     assert query is not None
     with open(ROOT / "examples" / "query.fa", "wb") as handle:
         handle.write(b">" + query[0].encode() + b"\n")

@@ -132,7 +132,9 @@ def test_query_table_and_formats(store: Path, example_genomes) -> None:
 
     table = run("query", example_genomes[1], "-k", "2", "--index", store)
     assert table.exit_code == 0, table.output
-    assert table.stdout.splitlines()[0].split() == ["rank", "genome_id", "name", "file", "score"]
+    assert table.stdout.splitlines()[0].split() == [
+        "rank", "genome_id", "name", "file", "score", "mode", "support", "containment", "ani_estimate",
+    ]  # fmt: skip
     rows = json.loads(run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "json").stdout)
     assert rows[0]["name"] == "BPH2003" and rows[0]["score"] >= 0.999
     tsv = run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "tsv").stdout
@@ -158,7 +160,9 @@ def test_query_chunks_mode_per_record(store: Path, example_genomes) -> None:
         "json",
     )
     rows = json.loads(result.stdout)
-    assert {"query", "rank", "genome_id", "name", "file", "score", "support"} <= set(rows[0])
+    assert {"query", "rank", "genome_id", "name", "file", "score", "support", "containment", "ani_estimate"} <= set(
+        rows[0]
+    )
     assert len(rows) == 2 and all(r["name"] == "ATCC12600" for r in rows)
 
 
@@ -252,7 +256,7 @@ def test_reindex_after_deleting_the_faiss_file(store: Path, example_genomes) -> 
 
 
 def test_query_repairs_a_missing_faiss_file_with_a_notice(store: Path, example_genomes) -> None:
-    (store / "genomes.faiss").unlink()
+    (store / "chunks.faiss").unlink()  # the index a fragment-sized query uses
     result = run("query", example_genomes[0], "-k", "1", "--index", store)
     assert result.exit_code == 0, result.output
     assert "rebuilt from the vectors" in result.stderr

@@ -22,10 +22,13 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+def clustered(n: int, dim: int, seed: int = 0, latent: int = 16) -> np.ndarray:
+    """Clusters in a low-dimensional latent space projected to `dim`, as real embeddings are."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(max(n // 100, 1), dim))
-    return (centres[rng.integers(len(centres), size=n)] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32)
+    centres = rng.normal(size=(max(n // 100, 1), latent))
+    points = centres[rng.integers(len(centres), size=n)] + 0.5 * rng.normal(size=(n, latent))
+    vectors = points @ rng.normal(size=(latent, dim)) + 0.05 * rng.normal(size=(n, dim))
+    return vectors.astype(np.float32)
 
 
 @pytest.mark.parametrize("index_type", INDEX_TYPES)
@@ -38,7 +41,7 @@ def test_every_index_type_finds_the_true_neighbours(index_type: str) -> None:
     found = search(index, queries, 10, lambda wanted: vectors[wanted - 5])[1]
     truth = exact.search(queries, 10)[1]
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
-    assert recall >= (0.99 if index_type != "ivf-pq" else 0.85)
+    assert recall >= (0.99 if index_type != "ivf-pq" else 0.9)
     assert set(found.ravel()) <= set(ids)
 
 

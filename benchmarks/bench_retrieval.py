@@ -1,0 +1,172 @@
+"""Retrieval quality: does the top hit name the genome (and species) a fragment came from?
+
+    python benchmarks/bench_retrieval.py [--fragments 30] [--nt-tiny-fragments 10] [--seed 7]
+
+The labelled set: S. aureus ATCC 12600 and BPH2947 from ../shared/data/staph (complete
+genomes with their plasmids; the other two assemblies there are near-identical twins of
+these, ANI >= 99.95 %, which no method can tell apart, so they are left out), or the example
+excerpts when ../shared is missing; plus three synthetic species of distinct composition, three
+genomes each (a 300 kb ancestor with 3 % substitutions per genome) with a 30 kb plasmid.
+Fragments of 2, 10 and 50 kb are cut at random offsets, given 1 % substitutions, and half are
+reverse-complemented. Each configuration queries every fragment once; the table gives top-1
+species and exact-genome accuracy before and after the containment re-rank (the same order
+`query --rerank` produces: the top 20 by embedding score, re-ordered by containment) and the
+median query latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine
+
+from genome_index.api import GenomeIndex
+from genome_index.embed import Embedder
+from genome_index.fasta import read_genome, reverse_complement
+from genome_index.search import RERANK_CANDIDATES
+
+ROOT = Path(__file__).resolve().parent.parent
+STAPH = ROOT.parent / "shared" / "data" / "staph"
+REAL = ["GCA_006094915.1_ASM609491v1_genomic.fna.gz", "GCA_900620245.1_BPH2947_genomic.fna.gz"]
+LENGTHS = (2_000, 10_000, 50_000)
+BASES = np.frombuffer(b"ACGT", np.uint8)
+
+
+def markov(rng: np.random.Generator, length: int, gc: float, skew: float) -> np.ndarray:
+    """Random sequence of a given GC content with a first-order bias (its own composition)."""
+    p = np.array([(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2])
+    transition = np.tile(p, (4, 1))
+    transition[np.arange(4), (np.arange(4) + 1) % 4] += skew
+    transition /= transition.sum(axis=1, keepdims=True)
+    cumulative = transition.cumsum(axis=1)
+    draws = rng.random(length)
+    codes = np.zeros(length, dtype=np.int64)
+    for i in range(1, length):
+        codes[i] = min(int(np.searchsorted(cumulative[codes[i - 1]], draws[i])), 3)
+    return BASES[codes]
+
+
+def mutate(rng: np.random.Generator, sequence: np.ndarray, rate: float) -> np.ndarray:
+    out = sequence.copy()
+    where = np.flatnonzero(rng.random(len(out)) < rate)
+    out[where] = BASES[(np.searchsorted(BASES, out[where]) + rng.integers(1, 4, len(where))) % 4]
+    return out
+
+
+def make_set(folder: Path, rng: np.random.Generator) -> dict[Path, str]:
+    """Genome files and their species."""
+    species: dict[Path, str] = {}
+    if STAPH.is_dir():
+        for name in REAL:
+            species[STAPH / name] = "S. aureus"
+    else:
+        for path in sorted((ROOT / "examples" / "genomes").glob("*.fna.gz"))[:2]:
+            species[path] = "S. aureus"
+    for s, (gc, skew) in enumerate([(0.40, 0.25), (0.55, -0.1), (0.66, 0.15)]):
+        chromosome, plasmid = markov(rng, 300_000, gc, skew), markov(rng, 30_000, gc, -skew)
+        for g in range(3):
+            path = folder / f"synthetic{s}_{g}.fa"
+            records = [("chromosome", mutate(rng, chromosome, 0.03)), ("plasmid", mutate(rng, plasmid, 0.03))]
+            path.write_bytes(b"".join(b">" + n.encode() + b"\n" + seq.tobytes() + b"\n" for n, seq in records))
+            species[path] = f"synthetic {s}"
+    return species
+
+
+def make_fragments(folder: Path, species: dict[Path, str], per_length: int, rng: np.random.Generator) -> list:
+    """(file, length, source genome name, species) for fragments with 1 % substitutions."""
+    genomes = {path: read_genome(path) for path in species}
+    fragments = []
+    for length in LENGTHS:
+        for i in range(per_length):
+            path = list(genomes)[rng.integers(len(genomes))]
+            records = [r for r in genomes[path].records if len(r.sequence) > length]
+            weights = np.array([len(r.sequence) for r in records], dtype=float)
+            record = records[rng.choice(len(records), p=weights / weights.sum())]
+            start = int(rng.integers(0, len(record.sequence) - length))
+            piece = mutate(rng, np.frombuffer(record.sequence[start : start + length], np.uint8), 0.01).tobytes()
+            if i % 2:
+                piece = reverse_complement(piece)
+            file = folder / f"fragment_{length}_{i}.fa"
+            file.write_bytes(b">fragment\n" + piece + b"\n")
+            fragments.append((file, length, genomes[path].name, species[path]))
+    return fragments
+
+
+def top1(rows: list[dict], rerank: bool) -> dict:
+    """The top hit without re-rank (embedding order) or with it (containment first)."""
+    if not rerank:
+        return rows[0]
+    head = rows[:RERANK_CANDIDATES]
+    return sorted(head, key=lambda r: -1.0 if r["containment"] is None else r["containment"], reverse=True)[0]
+
+
+def evaluate(index: GenomeIndex, embedder: Embedder, fragments: list, config: dict, species_of: dict) -> list[str]:
+    lines = []
+    for length in LENGTHS:
+        chosen = [f for f in fragments if f[1] == length]
+        hits = {False: [0, 0], True: [0, 0]}
+        latencies = []
+        for file, _, source, species in chosen:
+            start = time.perf_counter()
+            rows = index.query(file, k=RERANK_CANDIDATES, rerank=False, embedder=embedder, **config)
+            latencies.append(time.perf_counter() - start)
+            for rerank in (False, True):
+                best = top1(rows, rerank)
+                hits[rerank][0] += species_of[best["name"]] == species
+                hits[rerank][1] += best["name"] == source
+        n = len(chosen)
+        lines.append(
+            f"{length // 1000:>4} kb  {100 * hits[False][0] / n:6.1f} {100 * hits[False][1] / n:6.1f}   "
+            f"{100 * hits[True][0] / n:6.1f} {100 * hits[True][1] / n:6.1f}   {1000 * np.median(latencies):8.0f}"
+        )
+    return lines
+
+
+CONFIGS = [
+    ("genome mode", {"mode": "genome", "frames": False, "window_overlap": 0.0}),
+    ("chunks", {"mode": "chunks", "frames": False, "window_overlap": 0.0}),
+    ("chunks, overlap 0.5", {"mode": "chunks", "frames": False, "window_overlap": 0.5}),
+    ("chunks, overlap 0.5, frames", {"mode": "chunks", "frames": True, "window_overlap": 0.5}),
+    ("chunks, overlap 0.5, frames, centred", {"mode": "chunks", "frames": True, "window_overlap": 0.5, "center": True}),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fragments", type=int, default=30, help="fragments per length for kmer:6")
+    parser.add_argument("--nt-tiny-fragments", type=int, default=10, help="fragments per length for nt-tiny")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    print(f"machine: {describe_machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        species = make_set(folder, rng)
+        fragments = make_fragments(folder, species, max(args.fragments, args.nt_tiny_fragments), rng)
+        species_of = {read_genome(p).name: s for p, s in species.items()}
+        print(
+            f"set: {len(species)} genomes, {len(set(species.values()))} species; fragments per length: "
+            f"kmer:6 {args.fragments}, nt-tiny {args.nt_tiny_fragments}; 1 % substitutions, half reverse strand"
+        )
+        for model, per_length in (("kmer:6", args.fragments), ("nt-tiny", args.nt_tiny_fragments)):
+            embedder = Embedder(model, device="cpu")
+            index = GenomeIndex(folder / f"store-{model.replace(':', '')}")
+            start = time.perf_counter()
+            index.build(list(species), embedder=embedder)
+            print(f"\n== {model}: store built in {time.perf_counter() - start:.0f} s")
+            chosen = [f for f in fragments if int(f[0].stem.split("_")[-1]) < per_length]
+            for name, config in CONFIGS:
+                print(f"-- {name}\n  length  species exact | re-rank: species exact | median ms")
+                for line in evaluate(index, embedder, chosen, config, species_of):
+                    print("  " + line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Retrieval options: views (strands, frames, tilings), auto mode, centring, sketches and re-rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genome_index import sketch
+from genome_index.api import GenomeIndex
+from genome_index.embed import Embedder
+from genome_index.fasta import Record, read_genome, reverse_complement
+from genome_index.search import AUTO_GENOME_MODE_FROM_BP, Query, QueryOptions, Ranker, order_hits, resolve_mode, views
+from genome_index.store import Store, normalise
+from tests.conftest import write_fasta
+
+
+def query_of(length: int) -> Query:
+    return Query("q", [Record("r", "r", b"ACGT" * (length // 4))])
+
+
+def test_auto_mode_and_its_defaults() -> None:
+    assert resolve_mode(QueryOptions(), query_of(20_000)) == ("chunks", 0.0, True)
+    assert QueryOptions().center and QueryOptions().rerank
+    assert resolve_mode(QueryOptions(), query_of(AUTO_GENOME_MODE_FROM_BP)) == ("genome", 0.0, False)
+    forced = QueryOptions(mode="genome", window_overlap=0.5, frames=True)
+    assert resolve_mode(forced, query_of(1000)) == ("genome", 0.5, True)
+
+
+def test_views_cover_strands_frames_and_tilings(embedder) -> None:
+    query = query_of(20_000)
+    assert len(views(embedder, query, 0.0, False)) == 2
+    assert len(views(embedder, query, 0.0, True)) == 12
+    assert len(views(embedder, query, 0.5, True)) == 24
+    first = views(embedder, query, 0.5, False)[0]
+    assert first[0].start == 0 and all(c.n_tokens <= 1000 for c in first)
+    assert len(views(Embedder("kmer:6"), query, 0.0, True)) == 2  # k-mer profiles have no frames
+
+
+def test_views_of_a_query_and_its_reverse_complement_are_the_same(embedder) -> None:
+    sequence = (b"ACGGTACCTTGA" * 700)[:8000]
+    forward = views(embedder, Query("q", [Record("r", "", sequence)]), 0.5, True)
+    reverse = views(embedder, Query("q", [Record("r", "", reverse_complement(sequence))]), 0.5, True)
+    ids = lambda vs: sorted(tuple(tuple(c.input_ids) for c in v) for v in vs)  # noqa: E731
+    assert ids(forward) == ids(reverse)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, example_genomes) -> GenomeIndex:
+    index = GenomeIndex(tmp_path_factory.mktemp("retrieval") / "index")
+    index.build(example_genomes, model="kmer:6")
+    return index
+
+
+def test_every_genome_keeps_a_sketch(store: GenomeIndex, example_genomes) -> None:
+    rows = store.sql(
+        "SELECT g.length, s.ksize, s.scaled, len(s.hashes) FROM sketches s JOIN genomes g ON g.id = s.genome_id"
+    )[1]
+    assert len(rows) == len(example_genomes)
+    for length, ksize, scaled, hashes in rows:
+        assert (ksize, scaled) == (21, 1000)
+        assert 0.5 * length / scaled < hashes < 2 * length / scaled
+
+
+def test_hits_carry_containment_and_ani(store: GenomeIndex, example_genomes) -> None:
+    hits = store.query(example_genomes[2], k=4)
+    assert hits[0]["name"] == read_genome(example_genomes[2]).name
+    assert hits[0]["containment"] == 1.0 and hits[0]["ani_estimate"] == 1.0
+    assert all(h["containment"] < 0.5 for h in hits[1:])
+
+
+def test_rerank_orders_by_containment_and_keeps_score_order_on_ties() -> None:
+    genome = {gid: sketch.from_hashes(range(gid * 100, gid * 100 + 50)) for gid in (1, 2, 3)}
+    query = sketch.from_hashes([*range(300, 340), *range(100, 105)])  # mostly genome 3
+    ranked = {1: (0.99, 0), 2: (0.98, 0), 3: (0.90, 0)}
+    lookup = lambda ids: {g: genome[g] for g in ids}  # noqa: E731
+    assert [h[0] for h in order_hits(ranked, query, lookup, 3, rerank=False)] == [1, 2, 3]
+    reranked = order_hits(ranked, query, lookup, 3, rerank=True)
+    assert [h[0] for h in reranked] == [3, 1, 2]
+    assert reranked[0][3] == pytest.approx(40 / 45)
+    assert reranked[0][4] == pytest.approx((40 / 45) ** (1 / 21))
+    empty = sketch.from_hashes([])
+    assert [h[0] for h in order_hits(ranked, empty, lookup, 3, rerank=True)] == [1, 2, 3]
+
+
+def test_center_uses_the_mean_of_normalised_chunk_vectors(store: GenomeIndex) -> None:
+    with store.store.connect() as con:
+        settings = Store.settings(con)
+        _, vectors = Store.stored_vectors(con, "chunks", int(settings["dim"]))
+        chunk_mean, _ = Ranker(store.store, con, settings, center=True).means()
+    assert np.allclose(chunk_mean, normalise(vectors).mean(axis=0), atol=1e-5)
+
+
+def test_centred_query_still_finds_a_fragment(store: GenomeIndex, example_genomes, tmp_path: Path) -> None:
+    genome = read_genome(example_genomes[3])
+    fragment = genome.records[0].sequence[33_333:63_333]
+    query = write_fasta(tmp_path / "frag.fa", [("frag", reverse_complement(fragment).decode())])
+    for center in (False, True):
+        assert store.query(query, k=1, center=center)[0]["name"] == genome.name
+
+
+def test_merge_copies_sketches(store: GenomeIndex, tmp_path: Path) -> None:
+    merged = GenomeIndex(tmp_path / "merged")
+    merged.merge([store.directory])
+    query = "SELECT g.sha256, s.hashes FROM sketches s JOIN genomes g ON g.id = s.genome_id ORDER BY 1"
+    assert merged.sql(query)[1] == store.sql(query)[1]
+
+
+def test_sketch_ignores_strand_and_n() -> None:
+    sequence = bytes(np.random.default_rng(3).choice(np.frombuffer(b"ACGT", np.uint8), 50_000))
+    a = sketch.sketch_records([Record("a", "", sequence)])
+    b = sketch.sketch_records([Record("b", "", reverse_complement(sequence))])
+    assert np.array_equal(a, b) and len(a) > 10
+    assert len(sketch.sketch_records([Record("n", "", b"N" * 5000)])) == 0
