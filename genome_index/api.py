@@ -39,6 +39,7 @@ from genome_index.store import (
     BuildLock,
     NewGenome,
     Store,
+    to_gpu,
     to_matrix,
 )
 
@@ -278,6 +279,7 @@ class GenomeIndex:
                     self._save_repair(kind, indexes[kind])
                 if indexes[kind].ntotal == 0:
                     raise GenomeIndexError(f"{self.directory}: the store holds no genomes yet")
+                indexes[kind] = to_gpu(indexes[kind])  # searches run on the GPU with a faiss GPU build
             offset = 0
             details = self._genome_details(con)
             for query, (query_mode, _, _), chunk_lists, query_sketch in zip(

@@ -156,6 +156,22 @@ def search(
     return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
 
 
+def faiss_gpus() -> int:
+    """GPUs a faiss GPU build can use (0 with faiss-cpu)."""
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def to_gpu(index: faiss.Index) -> faiss.Index:
+    """The index copied to the first GPU when a faiss GPU build sees one (flat and IVF indexes;
+    others, such as HNSW, stay on the CPU); otherwise the index itself."""
+    if not faiss_gpus():
+        return index
+    try:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    except RuntimeError:  # an index type without a GPU implementation
+        return index
+
+
 def tune(index: faiss.Index) -> faiss.Index:
     """Set the search-time accuracy knobs of an approximate index (not all are saved in files)."""
     inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index

@@ -13,7 +13,7 @@ from genome_index.api import GenomeIndex, shard_files
 from genome_index.cli import app
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.store import INDEX_TYPES, PQ_MIN_TRAINING, Store, make_faiss, normalise, search
+from genome_index.store import INDEX_TYPES, PQ_MIN_TRAINING, Store, faiss_gpus, make_faiss, normalise, search, to_gpu
 
 runner = CliRunner()
 
@@ -136,3 +136,21 @@ def test_merge_refuses_different_settings(tmp_path: Path, example_genomes) -> No
 
 def test_compile_is_ignored_on_cpu() -> None:
     assert not Embedder("nt-tiny", device="cpu", compile=True).compiled
+
+
+def test_without_a_faiss_gpu_build_indexes_stay_on_the_cpu() -> None:
+    index = Store.build_faiss(np.arange(10), clustered(10, 8), 8)
+    if faiss_gpus():
+        pytest.skip("a faiss GPU build sees a GPU here; the GPU test covers this machine")
+    assert to_gpu(index) is index
+
+
+@pytest.mark.skipif(not faiss_gpus(), reason="needs a faiss GPU build and a GPU")
+def test_gpu_search_equals_cpu_search() -> None:
+    vectors = clustered(5000, 64)
+    ids = np.arange(3, 5003)
+    cpu = Store.build_faiss(ids, vectors, 64)
+    gpu = to_gpu(cpu)
+    assert gpu is not cpu
+    queries = normalise(vectors[:20])
+    assert np.array_equal(cpu.search(queries, 10)[1], gpu.search(queries, 10)[1])
