@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from _machine import describe_machine
+from make_examples import synthetic_sequence
 
 from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
@@ -39,20 +41,6 @@ STAPH = ROOT.parent / "shared" / "data" / "staph"
 REAL = ["GCA_006094915.1_ASM609491v1_genomic.fna.gz", "GCA_900620245.1_BPH2947_genomic.fna.gz"]
 LENGTHS = (2_000, 10_000, 50_000)
 BASES = np.frombuffer(b"ACGT", np.uint8)
-
-
-def markov(rng: np.random.Generator, length: int, gc: float, skew: float) -> np.ndarray:
-    """Random sequence of a given GC content with a first-order bias (its own composition)."""
-    p = np.array([(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2])
-    transition = np.tile(p, (4, 1))
-    transition[np.arange(4), (np.arange(4) + 1) % 4] += skew
-    transition /= transition.sum(axis=1, keepdims=True)
-    cumulative = transition.cumsum(axis=1)
-    draws = rng.random(length)
-    codes = np.zeros(length, dtype=np.int64)
-    for i in range(1, length):
-        codes[i] = min(int(np.searchsorted(cumulative[codes[i - 1]], draws[i])), 3)
-    return BASES[codes]
 
 
 def mutate(rng: np.random.Generator, sequence: np.ndarray, rate: float) -> np.ndarray:
@@ -72,7 +60,8 @@ def make_set(folder: Path, rng: np.random.Generator) -> dict[Path, str]:
         for path in sorted((ROOT / "examples" / "genomes").glob("*.fna.gz"))[:2]:
             species[path] = "S. aureus"
     for s, (gc, skew) in enumerate([(0.40, 0.25), (0.55, -0.1), (0.66, 0.15)]):
-        chromosome, plasmid = markov(rng, 300_000, gc, skew), markov(rng, 30_000, gc, -skew)
+        chromosome = np.frombuffer(synthetic_sequence(int(rng.integers(2**31)), gc, skew, 300_000), np.uint8)
+        plasmid = np.frombuffer(synthetic_sequence(int(rng.integers(2**31)), gc, -skew, 30_000), np.uint8)
         for g in range(3):
             path = folder / f"synthetic{s}_{g}.fa"
             records = [("chromosome", mutate(rng, chromosome, 0.03)), ("plasmid", mutate(rng, plasmid, 0.03))]
