@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -162,14 +163,16 @@ class GenomeIndex:
             files = shard_files(files, *shard)
         label_rows = read_labels(Path(labels)) if labels else {}
         self._check_directory()
+        made_directory = not self.directory.exists()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GenomeIndexError(f"{self.directory}: cannot create ({exc.strerror})") from None
         lock = BuildLock(self.directory)
         lock.acquire()
+        new_store = not self.store.exists()
         try:
-            stored = self.settings() if self.store.exists() else {}
+            stored = {} if new_store else self.settings()
             if stored:  # unspecified options follow the store
                 model = model or stored["model_source"]
                 layer = int(stored["layer"]) if layer is None else layer
@@ -195,8 +198,31 @@ class GenomeIndex:
             report = run_build(self.store, files, embedder, label_rows, on_progress)
             report.seconds = time.perf_counter() - started
             return report
+        except BaseException:
+            if new_store:
+                self._discard_empty_store(made_directory)
+            raise
         finally:
             lock.release()
+
+    def _discard_empty_store(self, made_directory: bool) -> None:
+        """After a failed first build that committed no genome, leave no trace of the store."""
+        if self.store.exists():
+            try:
+                with self.store.connect() as con:
+                    if con.execute("SELECT count(*) FROM genomes").fetchall()[0][0]:
+                        return  # genomes were committed: keep them, complete, for the next build
+            except GenomeIndexError:
+                return
+        names = [DB_FILE, DB_FILE + ".wal", DB_FILE + ".creating", DB_FILE + ".creating.wal"]
+        names += [n + suffix for n in FAISS_FILES.values() for suffix in ("", ".tmp")]
+        if made_directory:
+            names.append(LOCK_FILE)
+        for name in names:
+            (self.directory / name).unlink(missing_ok=True)
+        if made_directory:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
 
     @staticmethod
     def _settings_for(

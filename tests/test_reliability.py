@@ -225,6 +225,21 @@ def test_bad_input_leaves_the_store_unchanged(store: Path, genomes, tmp_path: Pa
     assert snapshot(store) == before
 
 
+@pytest.mark.parametrize("name", ["protein.fa", "truncated.fa.gz"])
+def test_bad_input_in_a_first_build_leaves_no_store(genomes, tmp_path: Path, name: str) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(BAD_FILES[name])
+    index = tmp_path / "new-index"
+    one_line_error(run(*build_cmd(index, [genomes[0], bad])), name)
+    assert not index.exists()
+
+
+def test_unknown_model_in_a_first_build_leaves_no_store(tmp_path: Path, genomes) -> None:
+    index = tmp_path / "new-index"
+    one_line_error(run("build", genomes[0], "--index", index, "--model", "./no-such-model"), "no-such-model")
+    assert not index.exists()
+
+
 def test_missing_paths_and_empty_folders(store: Path, tmp_path: Path) -> None:
     before = snapshot(store)
     one_line_error(run(*build_cmd(store, [tmp_path / "nope.fa"])), "nope.fa", "no such file")
