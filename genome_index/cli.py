@@ -65,6 +65,10 @@ def user_errors(func: F) -> F:
         except GenomeIndexError as exc:
             typer.echo(f"genome-index: error: {exc}", err=True)
             raise typer.Exit(1) from None
+        except OSError as exc:  # e.g. an output path in a missing or read-only folder
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"genome-index: error: {where}{exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("genome-index: interrupted", err=True)
             raise typer.Exit(130) from None

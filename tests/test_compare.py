@@ -145,3 +145,14 @@ def test_compare_writes_matrix_plots_and_summary(labelled_store: Path, labelled_
 def test_compare_unknown_label(labelled_store: Path, tmp_path: Path) -> None:
     result = run("compare", "--index", labelled_store, "--label", "host", "--out", tmp_path)
     assert result.exit_code == 1 and "no label 'host'" in result.stderr and "species" in result.stderr
+
+
+def test_unwritable_outputs_are_one_line(labelled_store: Path, labelled_genomes, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run("compare", "--index", labelled_store, "--out", blocker / "out")
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1 and "a-file" in result.stderr
+    files, labels = labelled_genomes
+    result = run("evaluate", *files, "--labels", labels, "--label", "species", "--model", "kmer:3",
+                 "--plot", blocker / "plot.png")  # fmt: skip
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1 and "a-file" in result.stderr
