@@ -24,6 +24,7 @@ from genome_index.search import (
     MODES,
     QueryOptions,
     Ranker,
+    embed_unique,
     order_hits,
     queries_of,
     rank_chunk_mode,
@@ -138,6 +139,7 @@ class GenomeIndex:
         layer: int | None = None,
         chunk_tokens: int | None = None,
         overlap: int | None = None,
+        chunking: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
         batch_tokens: int | None = None,
@@ -178,6 +180,7 @@ class GenomeIndex:
                 layer = int(stored["layer"]) if layer is None else layer
                 chunk_tokens = int(stored["chunk_tokens"]) if chunk_tokens is None else chunk_tokens
                 overlap = int(stored["overlap"]) if overlap is None else overlap
+                chunking = chunking or stored["chunking"]
                 index_type = index_type or stored.get("index_type")
                 vector_dtype = vector_dtype or stored.get("vector_dtype")
             index_type, vector_dtype = index_type or "flat", vector_dtype or "float32"
@@ -188,7 +191,7 @@ class GenomeIndex:
             if embedder is None:
                 embedder = Embedder(
                     model or DEFAULT_MODEL, layer, device, dtype, batch_tokens, chunk_tokens, overlap or 0,
-                    trust_remote_code, compile,
+                    trust_remote_code, compile, chunking or "anchored",
                 )  # fmt: skip
             wanted = self._settings_for(embedder, trust_remote_code, index_type, vector_dtype)
             if stored:
@@ -236,6 +239,8 @@ class GenomeIndex:
             "layer": str(embedder.layer),
             "pooling": POOLING,
             "chunk_tokens": str(embedder.chunk_tokens),
+            "chunking": embedder.chunking,
+            "anchor_radius": str(embedder.anchor_radius),
             "overlap": str(embedder.overlap),
             "dim": str(embedder.dim),
             "metric": "cosine",
@@ -281,10 +286,21 @@ class GenomeIndex:
         self.store.require()
         genome = read_genome(fasta)
         settings = self.settings()
+        if window_overlap and settings["chunking"] != "fixed":
+            raise GenomeIndexError(
+                "--window-overlap applies to stores with fixed windows; this store's windows are anchored "
+                "to the sequence, so a query's windows already line up with the stored ones"
+            )
         if embedder is None:
             embedder = self._embedder(settings, model, device, dtype, batch_tokens)
-        elif embedder.spec.revision != settings["model_revision"] or str(embedder.layer) != settings["layer"]:
-            raise GenomeIndexError("the embedder given is not this store's model and layer")
+        elif [
+            embedder.spec.revision,
+            str(embedder.layer),
+            embedder.chunking,
+            str(embedder.chunk_tokens),
+            str(embedder.anchor_radius),
+        ] != [settings[key] for key in ("model_revision", "layer", "chunking", "chunk_tokens", "anchor_radius")]:
+            raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
         started = time.perf_counter()
         queries = queries_of(genome, per_record)
         plans = [resolve_mode(options, q) for q in queries]
@@ -292,7 +308,7 @@ class GenomeIndex:
             views(embedder, q, overlap, use_frames) for q, (_, overlap, use_frames) in zip(queries, plans, strict=True)
         ]
         flat = [c for chunk_lists in view_chunks for chunks in chunk_lists for c in chunks]
-        vectors = embedder.embed_chunks(flat)
+        vectors = embed_unique(embedder, flat)
         query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records)) for q in queries]
         embedded = time.perf_counter()
         rows: list[dict[str, Any]] = []
@@ -364,6 +380,8 @@ class GenomeIndex:
             int(settings["chunk_tokens"]),
             int(settings["overlap"]),
             settings.get("trust_remote_code") == "true",
+            chunking=settings["chunking"],
+            radius=int(settings["anchor_radius"]),
         )
         if embedder.spec.revision != settings["model_revision"]:
             raise GenomeIndexError(
@@ -557,6 +575,8 @@ class GenomeIndex:
             for kind, table in (("chunks", "chunks"), ("genomes", "genomes")):
                 path = self.store.faiss_path(kind)
                 expected = np.asarray(con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"])
+                if not expected.size and not path.exists():
+                    continue  # a store killed before its first genome committed: no index is owed yet
                 try:
                     index = faiss.read_index(str(path))
                     ids = np.sort(faiss.vector_to_array(index.id_map))

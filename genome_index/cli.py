@@ -93,7 +93,8 @@ BatchTokens = Annotated[int | None, typer.Option(help="Tokens per batch (default
 ChunkTokens = Annotated[
     int | None, typer.Option(help="Tokens per chunk, <cls> included (default: the model's maximum).")
 ]
-Overlap = Annotated[int, typer.Option(help="Tokens shared by consecutive chunks of a record.")]
+Overlap = Annotated[int, typer.Option(help="Tokens shared by consecutive fixed windows of a record.")]
+CHUNKING_HELP = "anchored (cut where the sequence says, so shared sequence gets the same windows) or fixed."
 TrustRemoteCode = Annotated[
     bool, typer.Option("--trust-remote-code", help="Allow a Hub model to run its own Python code.")
 ]
@@ -108,6 +109,7 @@ def embed(
     model: Model = "nt-tiny",
     layer: Layer = None,
     chunk_tokens: ChunkTokens = None,
+    chunking: Annotated[str, typer.Option(help=CHUNKING_HELP)] = "anchored",
     overlap: Overlap = 0,
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -122,7 +124,9 @@ def embed(
     from genome_index.progress import GenomeProgress
 
     files = find_fasta_files(fasta)
-    embedder = Embedder(model, layer, device, dtype, batch_tokens, chunk_tokens, overlap, trust_remote_code)
+    embedder = Embedder(
+        model, layer, device, dtype, batch_tokens, chunk_tokens, overlap, trust_remote_code, chunking=chunking
+    )
     with GenomeProgress("embedding", quiet, total=len(files)) as progress:
 
         def items():  # type: ignore[no-untyped-def]
@@ -145,7 +149,7 @@ IndexDir = Annotated[
 Format = Annotated[str, typer.Option("--format", "-f", help="table, tsv, csv or json.")]
 CONFIG_FILE = "genome-index.toml"
 CONFIG_KEYS = {
-    "inputs", "index", "model", "layer", "chunk_tokens", "overlap", "device", "dtype", "batch_tokens",
+    "inputs", "index", "model", "layer", "chunk_tokens", "chunking", "overlap", "device", "dtype", "batch_tokens",
     "labels", "trust_remote_code", "index_type", "vector_dtype", "shard", "compile",
 }  # fmt: skip
 
@@ -218,7 +222,8 @@ def build(
     ] = None,
     layer: Layer = None,
     chunk_tokens: ChunkTokens = None,
-    overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive chunks (default 0).")] = None,
+    chunking: Annotated[str | None, typer.Option(help=CHUNKING_HELP + " Default anchored.")] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive fixed windows (default 0).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
     batch_tokens: BatchTokens = None,
@@ -264,6 +269,7 @@ def build(
             layer=pick(layer, "layer"),
             chunk_tokens=pick(chunk_tokens, "chunk_tokens"),
             overlap=pick(overlap, "overlap"),
+            chunking=pick(chunking, "chunking"),
             device=pick(device, "device", "auto"),
             dtype=pick(dtype, "dtype", "auto"),
             batch_tokens=pick(batch_tokens, "batch_tokens"),

@@ -21,7 +21,7 @@ import torch
 from genome_index import kmer, models
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, read_genome
-from genome_index.tokenize import Chunk, Tokenizer, chunk_tokens
+from genome_index.tokenize import CHUNKINGS, Chunk, Tokenizer, anchor_radius, anchored_chunks, chunk_tokens
 
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -76,9 +76,16 @@ class Embedder:
         overlap: int = 0,
         trust_remote_code: bool = False,
         compile: bool = False,
+        chunking: str = "anchored",
+        radius: int | None = None,
     ) -> None:
+        if chunking not in CHUNKINGS:
+            raise GenomeIndexError(f"unknown chunking {chunking!r}: use {', '.join(CHUNKINGS)}")
+        if overlap and chunking != "fixed":
+            raise GenomeIndexError("--overlap applies to fixed windows: add --chunking fixed")
         self.kmer = kmer.kmer_size(model)
         self.overlap = overlap
+        self.chunking = chunking
         self.compiled = False
         self.model: torch.nn.Module | None = None
         if self.kmer is not None:
@@ -90,6 +97,9 @@ class Embedder:
         self.chunk_tokens = chunk_tokens or default
         if not 1 < self.chunk_tokens <= limit:
             raise GenomeIndexError(f"--chunk-tokens {self.chunk_tokens}: this model takes 2..{limit} tokens")
+        self.anchor_radius = 0
+        if chunking == "anchored":  # a store's own radius (`radius`) wins over today's rule
+            self.anchor_radius = radius or anchor_radius(self.tokenizer, self.chunk_tokens)
         self.batch_tokens = batch_tokens or (65536 if self.device.type == "cuda" else 8192)
         if self.model is not None and self.batch_tokens < self.chunk_tokens:
             raise GenomeIndexError(
@@ -128,11 +138,17 @@ class Embedder:
         chunks: list[Chunk] = []
         for index, record in enumerate(genome.records):
             try:
-                tokens = self.tokenizer.tokenize(record.sequence)
-                chunks.extend(chunk_tokens(tokens, self.tokenizer, index, self.chunk_tokens, self.overlap))
+                chunks.extend(self.chunk_sequence(record.sequence, index))
             except ValueError as exc:
                 raise GenomeIndexError(f"{genome.path}: record {record.id}: {exc}") from None
         return chunks
+
+    def chunk_sequence(self, sequence: bytes, record: int = 0) -> list[Chunk]:
+        """One record's windows: anchored (cut where the sequence says) or fixed (every window)."""
+        if self.chunking == "anchored":
+            return anchored_chunks(sequence, self.tokenizer, record, self.chunk_tokens, self.anchor_radius)
+        tokens = self.tokenizer.tokenize(sequence)
+        return chunk_tokens(tokens, self.tokenizer, record, self.chunk_tokens, self.overlap)
 
     def _batches(self, chunks: Sequence[Chunk]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Indices of length-sorted batches (longest first) that fit the token budget."""

@@ -57,6 +57,7 @@ class BaseTokenizer:
         self.prefix: list[int] = []
         self.suffix: list[int] = []
         self.pad_id = 4
+        self.bases_per_token = 1.0
         self.max_tokens = MAX_CHUNK_BP
 
     def tokenize(self, sequence: bytes) -> Tokens:

@@ -21,10 +21,11 @@ import faiss
 import numpy as np
 
 from genome_index import sketch
+from genome_index.anchors import cut_points
 from genome_index.embed import Embedder
 from genome_index.fasta import Genome, Record, reverse_complement
 from genome_index.store import Store, genome_vector, normalise, search, to_matrix
-from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, chunk_tokens
+from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, chunk_tokens, piece_chunks
 
 MODES = ("auto", "genome", "chunks")
 AUTO_GENOME_MODE_FROM_BP = 1_000_000  # auto mode: whole-genome-sized queries use genome mode
@@ -75,7 +76,46 @@ def resolve_mode(options: QueryOptions, query: Query) -> tuple[str, float, bool]
 
 
 def views(embedder: Embedder, query: Query, overlap: float, frames: bool) -> list[list[Chunk]]:
-    """Chunk lists of every view of the query: both strands, and each k-mer frame if asked.
+    """Chunk lists of every view of the query: both strands, and each k-mer frame if asked."""
+    if embedder.chunking == "anchored":
+        return anchored_views(embedder, query, frames)
+    return fixed_views(embedder, query, overlap, frames)
+
+
+def anchored_views(embedder: Embedder, query: Query, frames: bool) -> list[list[Chunk]]:
+    """Views of a query cut at the store's sequence anchors, as given and reverse-complemented.
+
+    Every window after a record's first cut starts where the stored genome's window starts, so
+    it is tokenised in the same frame; only the head (the first base up to the first cut) sits at
+    an arbitrary offset inside a stored window, so `frames` re-tokenises just the head from
+    offsets 1..k-1, each giving a view that shares all its other windows with the first.
+    """
+    tokenizer = embedder.tokenizer
+    k = tokenizer.k if frames and isinstance(tokenizer, KmerTokenizer) else 1
+    out = []
+    for sequences in ([r.sequence for r in query.records], [reverse_complement(r.sequence) for r in query.records]):
+        per_record = [embedder.chunk_sequence(s, i) for i, s in enumerate(sequences)]
+        out.append([c for chunks in per_record for c in chunks])
+        for offset in range(1, k):
+            view: list[Chunk] = []
+            for index, (sequence, chunks) in enumerate(zip(sequences, per_record, strict=True)):
+                head_end = first_cut(embedder, sequence)
+                if head_end > offset:
+                    view.extend(piece_chunks(sequence, offset, head_end, tokenizer, index, embedder.chunk_tokens))
+                view.extend(c for c in chunks if c.start >= head_end)
+            if view:  # records no longer than the offset have nothing left to embed
+                out.append(view)
+    return out
+
+
+def first_cut(embedder: Embedder, sequence: bytes) -> int:
+    """Where the first anchored window of `sequence` ends (its length when it has no cut)."""
+    cuts = cut_points(sequence, embedder.anchor_radius)
+    return int(cuts[0]) if len(cuts) else len(sequence)
+
+
+def fixed_views(embedder: Embedder, query: Query, overlap: float, frames: bool) -> list[list[Chunk]]:
+    """Views of a query in fixed windows: both strands, each k-mer frame if asked, each tiling.
 
     Overlapping windows come as several tilings of the query, each its own view: the first
     starts at the first token (so a stored sequence queried as itself meets its own windows
@@ -102,6 +142,17 @@ def views(embedder: Embedder, query: Query, overlap: float, frames: bool) -> lis
                 if chunks:
                     out.append(chunks)
     return out
+
+
+def embed_unique(embedder: Embedder, chunks: list[Chunk]) -> np.ndarray:
+    """Vectors of `chunks` in order, each distinct model input embedded once (views share windows)."""
+    keys = [c.input_ids.tobytes() for c in chunks]
+    first: dict[bytes, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    vectors = embedder.embed_chunks([chunks[i] for i in first.values()])
+    row = {key: j for j, key in enumerate(first)}
+    return vectors[np.array([row[key] for key in keys], dtype=np.int64)]
 
 
 class Ranker:

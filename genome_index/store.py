@@ -44,12 +44,15 @@ FIXED_SETTINGS = (
     "layer",
     "pooling",
     "chunk_tokens",
+    "chunking",
+    "anchor_radius",
     "overlap",
     "dim",
     "metric",
     "index_type",
     "vector_dtype",
 )
+LEGACY_SETTINGS = {"chunking": "fixed", "anchor_radius": "0"}
 INDEX_TYPES = ("flat", "hnsw", "ivf-pq")
 VECTOR_DTYPES = ("float32", "float16")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
@@ -306,7 +309,8 @@ class Store:
 
     @staticmethod
     def settings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-        return dict(con.execute("SELECT key, value FROM settings").fetchall())
+        """The store's settings; stores made before anchored windows existed read as fixed windows."""
+        return {**LEGACY_SETTINGS, **dict(con.execute("SELECT key, value FROM settings").fetchall())}
 
     @staticmethod
     def check_settings(stored: dict[str, str], wanted: dict[str, str]) -> None:

@@ -15,6 +15,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from genome_index.anchors import cut_points
+
+CHUNKINGS = ("anchored", "fixed")
 _BASES = "ACGT"
 _N_CODE = 4
 # Byte -> base code (A0 C1 G2 T3 N4); anything else -> 255, rejected.
@@ -58,6 +61,7 @@ class Tokenizer(Protocol):
     prefix: list[int]
     suffix: list[int]
     pad_id: int
+    bases_per_token: float
 
     def tokenize(self, sequence: bytes) -> Tokens: ...
 
@@ -103,6 +107,7 @@ class KmerTokenizer:
             self.kmer_ids[code] = vocab[token]
         self.single_ids = np.array([vocab[b] for b in _BASES + "N"], dtype=np.int32)
         self.name = f"kmer{self.k}"
+        self.bases_per_token = float(self.k)
         self.prefix, self.suffix = _special_ids(hf)
         self.pad_id = int(hf.pad_token_id)
         self.max_tokens = _max_tokens(hf, model_max_positions)
@@ -175,6 +180,8 @@ class HFTokenizer:
         self.prefix, self.suffix = _special_ids(hf)
         self.pad_id = int(hf.pad_token_id if hf.pad_token_id is not None else 0)
         self.max_tokens = _max_tokens(hf, model_max_positions)
+        probe = np.random.default_rng(0).choice(np.frombuffer(b"ACGT", np.uint8), 6000).tobytes()
+        self.bases_per_token = len(probe) / max(1, len(self.tokenize(probe)))
 
     def tokenize(self, sequence: bytes) -> Tokens:
         text = sequence.decode("ascii")
@@ -237,3 +244,51 @@ def chunk_tokens(
         if hi >= len(tokens):
             return chunks
         lo += step
+
+
+def anchor_radius(tokenizer: Tokenizer, max_tokens: int) -> int:
+    """Anchor radius for windows of `max_tokens`: a quarter of the bases a full window holds,
+    so anchored windows average about half a full window (measured best for fragments)."""
+    room = max_tokens - len(tokenizer.prefix) - len(tokenizer.suffix)
+    return max(1, int(room * tokenizer.bases_per_token) // 4)
+
+
+def anchored_chunks(
+    sequence: bytes, tokenizer: Tokenizer, record: int = 0, max_tokens: int | None = None, radius: int | None = None
+) -> list[Chunk]:
+    """Cut one record at its content-defined cut points (`anchors.cut_points`), tokenising each
+    piece from its own first base, and split a piece longer than `max_tokens` model tokens into
+    equal parts in token space. A piece shared with another sequence therefore gives the same
+    model input in both, whatever the offsets of the two sequences. Nothing is dropped."""
+    limit = tokenizer.max_tokens if max_tokens is None else max_tokens
+    if limit > tokenizer.max_tokens:
+        raise ValueError(f"chunk size {limit} exceeds the model's maximum of {tokenizer.max_tokens} tokens")
+    room = limit - len(tokenizer.prefix) - len(tokenizer.suffix)
+    if room < 1:
+        raise ValueError(f"chunk size {limit} leaves no room for sequence tokens")
+    radius = anchor_radius(tokenizer, limit) if radius is None else radius
+    bounds = [0, *cut_points(sequence, radius).tolist(), len(sequence)]
+    chunks = []
+    for lo, hi in itertools.pairwise(bounds):
+        chunks.extend(piece_chunks(sequence, lo, hi, tokenizer, record, limit))
+    return chunks
+
+
+def piece_chunks(sequence: bytes, lo: int, hi: int, tokenizer: Tokenizer, record: int, max_tokens: int) -> list[Chunk]:
+    """Windows of the piece sequence[lo:hi], tokenised from its first base: one window, or equal
+    parts in token space where the piece holds more than `max_tokens` model tokens."""
+    room = max_tokens - len(tokenizer.prefix) - len(tokenizer.suffix)
+    prefix = np.asarray(tokenizer.prefix, dtype=np.int32)
+    suffix = np.asarray(tokenizer.suffix, dtype=np.int32)
+    tokens = tokenizer.tokenize(sequence[lo:hi])
+    parts = -(-len(tokens) // room)
+    edges = [len(tokens) * j // parts for j in range(parts + 1)]
+    return [
+        Chunk(
+            record=record,
+            start=lo + int(tokens.starts[a]),
+            end=lo + int(tokens.ends[b - 1]),
+            input_ids=np.concatenate((prefix, tokens.ids[a:b], suffix)),
+        )
+        for a, b in itertools.pairwise(edges)
+    ]

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from genome_index import sketch
+from genome_index.anchors import cut_points
 from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
+from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Record, read_genome, reverse_complement
 from genome_index.search import AUTO_GENOME_MODE_FROM_BP, Query, QueryOptions, Ranker, order_hits, resolve_mode, views
 from genome_index.store import Store, normalise
@@ -28,20 +30,41 @@ def test_auto_mode_and_its_defaults() -> None:
     assert resolve_mode(forced, query_of(1000)) == ("genome", 0.5, True)
 
 
-def test_views_cover_strands_frames_and_tilings(embedder) -> None:
+def test_fixed_window_views_cover_strands_frames_and_tilings() -> None:
+    embedder = Embedder("nt-tiny", device="cpu", chunking="fixed")
     query = query_of(20_000)
     assert len(views(embedder, query, 0.0, False)) == 2
     assert len(views(embedder, query, 0.0, True)) == 12
     assert len(views(embedder, query, 0.5, True)) == 24
     first = views(embedder, query, 0.5, False)[0]
     assert first[0].start == 0 and all(c.n_tokens <= 1000 for c in first)
-    assert len(views(Embedder("kmer:6"), query, 0.0, True)) == 2  # k-mer profiles have no frames
+    assert len(views(Embedder("kmer:6", chunking="fixed"), query, 0.0, True)) == 2  # k-mer profiles have no frames
 
 
-def test_views_of_a_query_and_its_reverse_complement_are_the_same(embedder) -> None:
-    sequence = (b"ACGGTACCTTGA" * 700)[:8000]
-    forward = views(embedder, Query("q", [Record("r", "", sequence)]), 0.5, True)
-    reverse = views(embedder, Query("q", [Record("r", "", reverse_complement(sequence))]), 0.5, True)
+def test_anchored_views_differ_only_in_the_head(embedder) -> None:
+    """Windows after the first cut start where the store's do, so only the head needs frames."""
+    sequence = np.random.default_rng(5).choice(np.frombuffer(b"ACGT", np.uint8), 40_000).tobytes()
+    query = Query("q", [Record("r", "r", sequence)])
+    plain, with_frames = views(embedder, query, 0.0, False), views(embedder, query, 0.0, True)
+    assert len(plain) == 2 and len(with_frames) == 12
+    head_end = cut_points(sequence, embedder.anchor_radius)[0]
+    forward = with_frames[:6]
+    tails = {tuple((c.start, c.end) for c in view if c.start >= head_end) for view in forward}
+    assert len(tails) == 1 and len(next(iter(tails))) >= 3
+    heads = [view[0] for view in forward]
+    assert [c.start for c in heads] == list(range(6)) and {c.end for c in heads} == {head_end}
+
+
+RANDOM_30KB = np.random.default_rng(11).choice(np.frombuffer(b"ACGT", np.uint8), 30_000).tobytes()
+
+
+@pytest.mark.parametrize("chunking", ["anchored", "fixed"])
+@pytest.mark.parametrize("sequence", [(b"ACGGTACCTTGA" * 700)[:8000], RANDOM_30KB], ids=["repeat", "random"])
+def test_views_of_a_query_and_its_reverse_complement_are_the_same(chunking: str, sequence: bytes) -> None:
+    embedder = Embedder("nt-tiny", device="cpu", chunking=chunking)
+    overlap = 0.5 if chunking == "fixed" else 0.0
+    forward = views(embedder, Query("q", [Record("r", "", sequence)]), overlap, True)
+    reverse = views(embedder, Query("q", [Record("r", "", reverse_complement(sequence))]), overlap, True)
     ids = lambda vs: sorted(tuple(tuple(c.input_ids) for c in v) for v in vs)  # noqa: E731
     assert ids(forward) == ids(reverse)
 
@@ -105,6 +128,11 @@ def test_merge_copies_sketches(store: GenomeIndex, tmp_path: Path) -> None:
     merged.merge([store.directory])
     query = "SELECT g.sha256, s.hashes FROM sketches s JOIN genomes g ON g.id = s.genome_id ORDER BY 1"
     assert merged.sql(query)[1] == store.sql(query)[1]
+
+
+def test_window_overlap_is_for_fixed_windows(store: GenomeIndex, example_genomes) -> None:
+    with pytest.raises(GenomeIndexError, match="--window-overlap applies to stores with fixed windows"):
+        store.query(example_genomes[0], window_overlap=0.5)
 
 
 def test_sketch_ignores_strand_and_n() -> None:

@@ -62,12 +62,43 @@ def test_settings_are_recorded(built: Path) -> None:
     assert settings["model_revision"].startswith("sha256:")
     assert (settings["layer"], settings["pooling"], settings["chunk_tokens"]) == ("4", "mean", "1000")
     assert (settings["dim"], settings["metric"], settings["index_type"]) == ("128", "cosine", "flat")
+    assert (settings["chunking"], settings["anchor_radius"]) == ("anchored", str(999 * 6 // 4))
     assert settings["tool_version"]
+
+
+@pytest.mark.parametrize("chunking", ["anchored", "fixed"])
+def test_either_chunking_covers_every_base_once_and_finds_itself(tmp_path: Path, example_genomes, chunking) -> None:
+    store = GenomeIndex(tmp_path / "index")
+    store.build(example_genomes[:2], model="kmer:6", chunking=chunking)
+    assert store.settings()["chunking"] == chunking
+    assert store.check() == []
+    for path in example_genomes[:2]:
+        assert store.query(path, k=1, mode="chunks")[0]["file"] == str(path.resolve())
+
+
+def test_overlap_needs_fixed_windows(tmp_path: Path, example_genomes) -> None:
+    with pytest.raises(GenomeIndexError, match="--overlap applies to fixed windows"):
+        GenomeIndex(tmp_path / "index").build(example_genomes[:1], model="kmer:6", overlap=10)
+    assert not (tmp_path / "index").exists()
+    GenomeIndex(tmp_path / "index").build(example_genomes[:1], model="kmer:6", overlap=10, chunking="fixed")
+
+
+def test_a_store_from_before_anchored_windows_keeps_fixed_windows(tmp_path: Path, example_genomes) -> None:
+    store = GenomeIndex(tmp_path / "index")
+    store.build(example_genomes[:1], model="kmer:6", chunking="fixed")
+    con = duckdb.connect(str(store.store.db_path))
+    con.execute("DELETE FROM settings WHERE key IN ('chunking', 'anchor_radius')")  # as older versions wrote it
+    con.close()
+    assert (store.settings()["chunking"], store.settings()["anchor_radius"]) == ("fixed", "0")
+    store.build(example_genomes[1:2])
+    assert store.check() == []
+    starts = [s for (s,) in store.sql("SELECT start FROM chunks WHERE start > 0")[1]]
+    assert starts and all(s % 6000 == 0 for s in starts)
 
 
 @pytest.mark.parametrize(
     ("option", "value", "named"),
-    [("layer", 2, "layer"), ("chunk_tokens", 500, "chunk_tokens"), ("overlap", 10, "overlap")],
+    [("layer", 2, "layer"), ("chunk_tokens", 500, "chunk_tokens"), ("chunking", "fixed", "chunking")],
 )
 def test_different_settings_are_refused_naming_the_difference(
     store_copy: Path, tmp_path: Path, option: str, value: int, named: str

@@ -1,0 +1,77 @@
+"""Content-defined cut points: window boundaries that follow the sequence, not its coordinates.
+
+Fixed windows (every 6 kb from a record's start) put a fragment's windows, and a close strain's
+windows, at arbitrary offsets from the stored ones, so similarity depends on how windows happen
+to overlap more than on the sequence. Anchored windows are cut where the sequence itself says:
+at every canonical 16-mer whose hash is the strict minimum among its neighbours within
+`radius` k-mers on either side. The rule looks only at the sequence within `radius` of the cut,
+so a fragment (or a strain) cuts where the stored genome cut wherever that neighbourhood is
+shared, and, because the hash is of canonical k-mers and the cut sits in the k-mer's middle, a
+sequence and its reverse complement have mirrored cuts. Cuts are at least `radius` + 1 bases
+apart and about 2 * `radius` apart on average. A k-mer containing N never anchors a cut.
+
+No library does this for DNA (sourmash and minimizer tools pick k-mers, not window bounds),
+hence a few lines of numpy; scipy's minimum filter would do the sliding minimum, but it goes
+through float64 and so confuses 64-bit hashes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ANCHOR_K = 16  # even, so a cut in the k-mer's middle mirrors exactly onto the reverse strand
+_NO_ANCHOR = np.iinfo(np.uint64).max
+_TO_CODE = bytes(("ACGT".index(chr(b)) if chr(b) in "ACGT" else 4) for b in range(256))
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def kmer_hashes(sequence: bytes, k: int = ANCHOR_K) -> np.ndarray:
+    """Hash of the canonical k-mer starting at each position (the maximum where it holds an N)."""
+    n = len(sequence) - k + 1
+    if n <= 0:
+        return np.empty(0, dtype=np.uint64)
+    code = np.frombuffer(sequence.translate(_TO_CODE), dtype=np.uint8)
+    windows = np.lib.stride_tricks.sliding_window_view(code, k)
+    forward = np.zeros(n, dtype=np.uint64)
+    reverse = np.zeros(n, dtype=np.uint64)
+    for i in range(k):
+        forward = (forward << np.uint64(2)) | (windows[:, i] & 3).astype(np.uint64)
+        reverse = (reverse << np.uint64(2)) | (3 - (windows[:, k - 1 - i] & 3)).astype(np.uint64)
+    hashes = np.minimum(forward, reverse)
+    with np.errstate(over="ignore"):  # a 64-bit multiply-xorshift mix; wrap-around is intended
+        hashes *= _MIX
+        hashes ^= hashes >> np.uint64(29)
+        hashes *= _MIX
+        hashes ^= hashes >> np.uint64(32)
+    hashes[(windows == 4).any(axis=1)] = _NO_ANCHOR
+    return hashes
+
+
+def cut_points(sequence: bytes, radius: int, k: int = ANCHOR_K) -> np.ndarray:
+    """Sorted bp positions (0 < cut < len) at which anchored windows of `sequence` end and begin.
+
+    A k-mer anchors a cut when its hash is below every other hash within `radius` k-mers on
+    both sides and that whole neighbourhood lies inside the sequence (near an end the rule
+    cannot be checked, so no cut is made there).
+    """
+    if radius < 1:
+        raise ValueError(f"anchor radius must be at least 1, got {radius}")
+    hashes = kmer_hashes(sequence, k)
+    n = len(hashes)
+    if n < 2 * radius + 1:
+        return np.empty(0, dtype=np.int64)
+    following = sliding_min(hashes, radius)  # following[i]: the least of the `radius` hashes from i on
+    centre = np.arange(radius, n - radius)
+    own = hashes[centre]
+    anchors = centre[(own < following[centre - radius]) & (own < following[centre + 1]) & (own != _NO_ANCHOR)]
+    return anchors + k // 2
+
+
+def sliding_min(values: np.ndarray, width: int) -> np.ndarray:
+    """out[i] = values[i : i + width].min() for every full window, exactly, in log2(width) passes."""
+    out, span = values, 1
+    while span * 2 <= width:
+        out = np.minimum(out[:-span], out[span:])  # now each entry covers 2 * span values
+        span *= 2
+    rest = width - span
+    return np.minimum(out[: len(out) - rest], out[rest:]) if rest else out
