@@ -37,6 +37,7 @@ from genome_index.store import (
     FORMAT_VERSION,
     INDEX_TYPES,
     LOCK_FILE,
+    SKETCH_SCALED,
     VECTOR_DTYPES,
     BuildLock,
     NewGenome,
@@ -88,10 +89,10 @@ def _stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGen
             dim,
         )
         labels = dict(con.execute("SELECT key, value FROM labels WHERE genome_id = ?", [gid]).fetchall())
-        hashes = con.execute("SELECT hashes FROM sketches WHERE genome_id = ?", [gid]).fetchall()[0][0]
+        hashes, scaled = con.execute("SELECT hashes, scaled FROM sketches WHERE genome_id = ?", [gid]).fetchall()[0]
         chunk_columns = {k: np.asarray(v) for k, v in chunks.items()}
         sketch = np.asarray(hashes, dtype=np.uint64)
-        yield NewGenome(name, file, sha, length, gc, n_count, records, chunk_columns, vectors, labels, sketch)
+        yield NewGenome(name, file, sha, length, gc, n_count, records, chunk_columns, vectors, labels, sketch, scaled)
 
 
 class GenomeIndex:
@@ -140,6 +141,7 @@ class GenomeIndex:
         chunk_tokens: int | None = None,
         overlap: int | None = None,
         chunking: str | None = None,
+        sketch_scaled: int | None = None,
         device: str = "auto",
         dtype: str = "auto",
         batch_tokens: int | None = None,
@@ -181,6 +183,7 @@ class GenomeIndex:
                 chunk_tokens = int(stored["chunk_tokens"]) if chunk_tokens is None else chunk_tokens
                 overlap = int(stored["overlap"]) if overlap is None else overlap
                 chunking = chunking or stored["chunking"]
+                sketch_scaled = sketch_scaled or int(stored["sketch_scaled"])
                 index_type = index_type or stored.get("index_type")
                 vector_dtype = vector_dtype or stored.get("vector_dtype")
             index_type, vector_dtype = index_type or "flat", vector_dtype or "float32"
@@ -193,7 +196,10 @@ class GenomeIndex:
                     model or DEFAULT_MODEL, layer, device, dtype, batch_tokens, chunk_tokens, overlap or 0,
                     trust_remote_code, compile, chunking or "anchored",
                 )  # fmt: skip
-            wanted = self._settings_for(embedder, trust_remote_code, index_type, vector_dtype)
+            sketch_scaled = sketch_scaled or SKETCH_SCALED
+            if sketch_scaled < 1:
+                raise GenomeIndexError(f"--sketch-scaled must be at least 1, got {sketch_scaled}")
+            wanted = self._settings_for(embedder, trust_remote_code, index_type, vector_dtype, sketch_scaled)
             if stored:
                 Store.check_settings(stored, wanted)
             else:
@@ -229,7 +235,7 @@ class GenomeIndex:
 
     @staticmethod
     def _settings_for(
-        embedder: Embedder, trust_remote_code: bool, index_type: str, vector_dtype: str
+        embedder: Embedder, trust_remote_code: bool, index_type: str, vector_dtype: str, sketch_scaled: int
     ) -> dict[str, str]:
         """The settings a build with this embedder fixes (or must match) in the store."""
         return {
@@ -246,6 +252,7 @@ class GenomeIndex:
             "metric": "cosine",
             "index_type": index_type,
             "vector_dtype": vector_dtype,
+            "sketch_scaled": str(sketch_scaled),
             "trust_remote_code": str(trust_remote_code).lower(),
             "tool_version": __version__,
             "format_version": FORMAT_VERSION,
@@ -309,7 +316,8 @@ class GenomeIndex:
         ]
         flat = [c for chunk_lists in view_chunks for chunks in chunk_lists for c in chunks]
         vectors = embed_unique(embedder, flat)
-        query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records)) for q in queries]
+        scaled = int(settings["sketch_scaled"])
+        query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records, scaled), scaled) for q in queries]
         embedded = time.perf_counter()
         rows: list[dict[str, Any]] = []
         with self.store.connect() as con:

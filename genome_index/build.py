@@ -90,7 +90,7 @@ def check_label_names(label_rows: dict[str, dict[str, str]], files: list[Path], 
         )
 
 
-def new_genome(item: EmbeddedGenome, labels: dict[str, str]) -> NewGenome:
+def new_genome(item: EmbeddedGenome, labels: dict[str, str], sketch_scaled: int) -> NewGenome:
     """The rows one embedded genome adds to the store."""
     genome = item.genome
     columns: dict[str, list[Any]] = {k: [] for k in ("record", "start", "end", "n_tokens", "gc", "n_count")}
@@ -125,7 +125,8 @@ def new_genome(item: EmbeddedGenome, labels: dict[str, str]) -> NewGenome:
         chunks={k: np.asarray(v) for k, v in columns.items()},
         vectors=item.vectors,
         labels=labels,
-        sketch=sketch_records(genome.records),
+        sketch=sketch_records(genome.records, sketch_scaled),
+        sketch_scaled=sketch_scaled,
     )
 
 
@@ -218,7 +219,8 @@ class Writer:
         vector_dtype = self.settings.get("vector_dtype", "float32")
         if vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
             item.vectors = item.vectors.astype(np.float16).astype(np.float32)
-        genome_id, chunk_ids = self.store.add_genome(self.cursor, new_genome(item, labels), vector_dtype)
+        new = new_genome(item, labels, int(self.settings["sketch_scaled"]))
+        genome_id, chunk_ids = self.store.add_genome(self.cursor, new, vector_dtype)
         self.report.added.append((genome.name, genome_id, len(chunk_ids)))
         self.report.labelled += bool(labels)
         self.report.bases += genome.length

@@ -150,7 +150,7 @@ Format = Annotated[str, typer.Option("--format", "-f", help="table, tsv, csv or 
 CONFIG_FILE = "genome-index.toml"
 CONFIG_KEYS = {
     "inputs", "index", "model", "layer", "chunk_tokens", "chunking", "overlap", "device", "dtype", "batch_tokens",
-    "labels", "trust_remote_code", "index_type", "vector_dtype", "shard", "compile",
+    "labels", "trust_remote_code", "index_type", "vector_dtype", "sketch_scaled", "shard", "compile",
 }  # fmt: skip
 
 
@@ -241,6 +241,10 @@ def build(
         str | None,
         typer.Option(help="Vectors kept in DuckDB as float32 (default) or float16 (half the disk)."),
     ] = None,
+    sketch_scaled: Annotated[
+        int | None,
+        typer.Option(help="Re-rank sketch keeps 1 in N canonical 21-mers (default 1000; smaller: finer, more disk)."),
+    ] = None,
     shard: Annotated[
         str | None, typer.Option(help="I/N: embed only the I-th of N slices of the inputs (see `merge`).")
     ] = None,
@@ -277,6 +281,7 @@ def build(
             trust_remote_code=bool(pick(trust_remote_code, "trust_remote_code", False)),
             index_type=pick(index_type, "index_type"),
             vector_dtype=pick(vector_dtype, "vector_dtype"),
+            sketch_scaled=pick(sketch_scaled, "sketch_scaled"),
             shard=parse_shard(pick(shard, "shard")),
             compile=bool(pick(compile_model, "compile", False)),
             on_progress=progress,

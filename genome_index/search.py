@@ -222,7 +222,8 @@ class Ranker:
         rows = self.con.execute(
             "SELECT genome_id, hashes FROM sketches WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids]
         ).fetchall()
-        return {gid: sketch.from_hashes(hashes) for gid, hashes in rows}
+        scaled = int(self.settings["sketch_scaled"])
+        return {gid: sketch.from_hashes(hashes, scaled) for gid, hashes in rows}
 
 
 def rank_chunk_mode(

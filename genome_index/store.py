@@ -51,8 +51,9 @@ FIXED_SETTINGS = (
     "metric",
     "index_type",
     "vector_dtype",
+    "sketch_scaled",
 )
-LEGACY_SETTINGS = {"chunking": "fixed", "anchor_radius": "0"}
+LEGACY_SETTINGS = {"chunking": "fixed", "anchor_radius": "0", "sketch_scaled": "1000"}
 INDEX_TYPES = ("flat", "hnsw", "ivf-pq")
 VECTOR_DTYPES = ("float32", "float16")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
@@ -200,6 +201,7 @@ class NewGenome:
     vectors: np.ndarray
     labels: dict[str, str]
     sketch: np.ndarray  # FracMinHash hashes (uint64) of the genome's canonical k-mers
+    sketch_scaled: int = SKETCH_SCALED
 
 
 class BuildLock:
@@ -396,7 +398,7 @@ class Store:
                 {
                     "genome_id": pa.array([genome_id], pa.int32()),
                     "ksize": pa.array([SKETCH_KSIZE], pa.int32()),
-                    "scaled": pa.array([SKETCH_SCALED], pa.int32()),
+                    "scaled": pa.array([genome.sketch_scaled], pa.int32()),
                     "hashes": pa.array([np.sort(genome.sketch).astype(np.uint64)], pa.list_(pa.uint64())),
                 }
             )

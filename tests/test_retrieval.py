@@ -130,6 +130,19 @@ def test_merge_copies_sketches(store: GenomeIndex, tmp_path: Path) -> None:
     assert merged.sql(query)[1] == store.sql(query)[1]
 
 
+def test_sketch_density_is_a_build_setting(tmp_path: Path, example_genomes) -> None:
+    fine = GenomeIndex(tmp_path / "fine")
+    fine.build(example_genomes[:2], model="kmer:6", sketch_scaled=100)
+    assert fine.settings()["sketch_scaled"] == "100"
+    for length, scaled, hashes in fine.sql(
+        "SELECT g.length, s.scaled, len(s.hashes) FROM sketches s JOIN genomes g ON g.id = s.genome_id"
+    )[1]:
+        assert scaled == 100 and 0.5 * length / 100 < hashes < 2 * length / 100
+    assert fine.query(example_genomes[1], k=1)[0]["containment"] == 1.0
+    with pytest.raises(GenomeIndexError, match="sketch_scaled"):
+        fine.build(example_genomes[2:3], sketch_scaled=1000)
+
+
 def test_window_overlap_is_for_fixed_windows(store: GenomeIndex, example_genomes) -> None:
     with pytest.raises(GenomeIndexError, match="--window-overlap applies to stores with fixed windows"):
         store.query(example_genomes[0], window_overlap=0.5)
