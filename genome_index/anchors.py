@@ -31,20 +31,44 @@ def kmer_hashes(sequence: bytes, k: int = ANCHOR_K) -> np.ndarray:
     if n <= 0:
         return np.empty(0, dtype=np.uint64)
     code = np.frombuffer(sequence.translate(_TO_CODE), dtype=np.uint8)
-    windows = np.lib.stride_tricks.sliding_window_view(code, k)
-    forward = np.zeros(n, dtype=np.uint64)
-    reverse = np.zeros(n, dtype=np.uint64)
-    for i in range(k):
-        forward = (forward << np.uint64(2)) | (windows[:, i] & 3).astype(np.uint64)
-        reverse = (reverse << np.uint64(2)) | (3 - (windows[:, k - 1 - i] & 3)).astype(np.uint64)
+    forward, reverse = _packed_kmers(code, k)
     hashes = np.minimum(forward, reverse)
     with np.errstate(over="ignore"):  # a 64-bit multiply-xorshift mix; wrap-around is intended
         hashes *= _MIX
         hashes ^= hashes >> np.uint64(29)
         hashes *= _MIX
         hashes ^= hashes >> np.uint64(32)
-    hashes[(windows == 4).any(axis=1)] = _NO_ANCHOR
+    n_before = np.concatenate(([0], np.cumsum(code == 4)))
+    hashes[n_before[k:] > n_before[:-k]] = _NO_ANCHOR
     return hashes
+
+
+def _packed_kmers(code: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """2-bit packed k-mers at every start, and their reverse complements (N read as T; masked later).
+
+    Built by doubling (an a-mer and the b-mer after it make an (a+b)-mer) in about 2 log2(k)
+    passes over the sequence instead of k.
+    """
+    base = (code & 3).astype(np.uint64)
+    forward, reverse, size = np.empty(0, np.uint64), np.empty(0, np.uint64), 0  # the k-mers built so far
+    power_f, power_r, power = base, np.uint64(3) - base, 1  # the (2^j)-mers
+    remaining = k
+    while True:
+        if remaining & 1:
+            if size == 0:
+                forward, reverse = power_f, power_r
+            else:  # append the power-mer after the size-mer
+                n = len(forward) - power
+                forward = (forward[:n] << np.uint64(2 * power)) | power_f[size : size + n]
+                reverse = (power_r[size : size + n] << np.uint64(2 * size)) | reverse[:n]
+            size += power
+        remaining >>= 1
+        if not remaining:
+            return forward, reverse
+        n = len(power_f) - power
+        power_f = (power_f[:n] << np.uint64(2 * power)) | power_f[power : power + n]
+        power_r = (power_r[power : power + n] << np.uint64(2 * power)) | power_r[:n]
+        power *= 2
 
 
 def cut_points(sequence: bytes, radius: int, k: int = ANCHOR_K) -> np.ndarray:

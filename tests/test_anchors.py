@@ -34,6 +34,27 @@ def test_cuts_match_the_definition(radius: int) -> None:
     assert cut_points(sequence, radius).tolist() == brute_force_cuts(sequence, radius)
 
 
+def reference_hash(kmer: bytes) -> int:
+    """One k-mer at a time: pack both strands 2 bits a base, keep the smaller, mix as anchors does."""
+    if b"N" in kmer:
+        return 2**64 - 1
+    forward = int("".join("ACGT".index(chr(b)).__format__("02b") for b in kmer), 2)
+    reverse = int("".join("ACGT".index(chr(b)).__format__("02b") for b in reverse_complement(kmer)), 2)
+    value, mask, mix = min(forward, reverse), 2**64 - 1, 0x9E3779B97F4A7C15
+    value = (value * mix) & mask
+    value ^= value >> 29
+    value = (value * mix) & mask
+    return value ^ (value >> 32)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 16, 21, 31, 32])
+def test_kmer_hashes_equal_a_kmer_by_kmer_reference(k: int) -> None:
+    sequence = random_dna(300, seed=k) + b"N" + random_dna(40, seed=k + 1)
+    expected = [reference_hash(sequence[i : i + k]) for i in range(len(sequence) - k + 1)]
+    assert kmer_hashes(sequence, k).tolist() == expected
+    assert kmer_hashes(sequence[: k - 1], k).tolist() == []
+
+
 def test_a_canonical_kmer_has_the_hash_of_its_reverse_complement() -> None:
     sequence = random_dna(200)
     forward, reverse = kmer_hashes(sequence), kmer_hashes(reverse_complement(sequence))
