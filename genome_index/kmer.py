@@ -60,7 +60,8 @@ class BaseTokenizer:
         self.bases_per_token = 1.0
         self.max_tokens = MAX_CHUNK_BP
 
-    def tokenize(self, sequence: bytes) -> Tokens:
+    def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens:
+        """One token per base; `cuts` change nothing, as there is no tiling to restart."""
         ids = np.frombuffer(sequence.translate(_TO_CODE), dtype=np.uint8)
         if ids.size and ids.max() > 4:
             raise ValueError("sequence is not normalised: only A, C, G, T and N are allowed")

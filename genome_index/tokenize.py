@@ -63,7 +63,7 @@ class Tokenizer(Protocol):
     pad_id: int
     bases_per_token: float
 
-    def tokenize(self, sequence: bytes) -> Tokens: ...
+    def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens: ...
 
 
 def _special_ids(hf: Any) -> tuple[list[int], list[int]]:
@@ -112,20 +112,34 @@ class KmerTokenizer:
         self.pad_id = int(hf.pad_token_id)
         self.max_tokens = _max_tokens(hf, model_max_positions)
 
-    def tokenize(self, sequence: bytes) -> Tokens:
-        """Tokenize a normalised (A/C/G/T/N) sequence; ids equal the HF tokenizer's, no specials."""
+    def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens:
+        """Tokenize a normalised (A/C/G/T/N) sequence; ids equal the HF tokenizer's, no specials.
+
+        `cuts` (sorted bp positions) restart the k-mer tiling: the tokens equal those of each
+        piece between cuts tokenised on its own, in one vectorised pass.
+        """
         k = self.k
         code = np.frombuffer(sequence.translate(_TO_CODE), dtype=np.uint8)
         if code.size and code.max() > _N_CODE:
             raise ValueError("sequence is not normalised: only A, C, G, T and N are allowed")
         n_pos = np.flatnonzero(code == _N_CODE) if b"N" in sequence else np.empty(0, np.int64)
-        # Segments between Ns: segment i is followed by the N at n_pos[i] (the last by nothing).
-        seg_start = np.concatenate(([0], n_pos + 1))
-        seg_len = np.concatenate((n_pos, [len(code)])) - seg_start
+        # Segments between breaks: an N (followed by its own token) or a cut (by nothing). A cut
+        # on an N changes nothing, since an N restarts the tiling anyway.
+        breaks, is_n = n_pos, np.ones(len(n_pos), dtype=bool)
+        if cuts is not None and len(cuts):
+            cuts = np.asarray(cuts, dtype=np.int64)
+            cuts = cuts[(cuts > 0) & (cuts < len(code))]
+            cuts = cuts[code[cuts] != _N_CODE]
+            breaks = np.concatenate((n_pos, cuts))
+            is_n = np.concatenate((is_n, np.zeros(len(cuts), dtype=bool)))
+            order = np.argsort(breaks, kind="stable")
+            breaks, is_n = breaks[order], is_n[order]
+        seg_start = np.concatenate(([0], breaks + is_n))
+        seg_len = np.concatenate((breaks, [len(code)])) - seg_start
         n_kmers, n_left = seg_len // k, seg_len % k
         seg_tokens = n_kmers + n_left
         # First output index of each segment: all tokens of earlier segments plus their Ns.
-        seg_first = np.concatenate(([0], np.cumsum(seg_tokens[:-1] + 1)))
+        seg_first = np.concatenate(([0], np.cumsum(seg_tokens[:-1] + is_n)))
         total = int(seg_tokens.sum()) + len(n_pos)
         ids = np.empty(total, dtype=np.int32)
         starts = np.empty(total, dtype=np.int64)
@@ -150,7 +164,7 @@ class KmerTokenizer:
         out = seg_first[seg_of_left] + n_kmers[seg_of_left] + i
         ids[out], starts[out], ends[out] = self.single_ids[code[left_start]], left_start, left_start + 1
 
-        out = seg_first[:-1] + seg_tokens[:-1]
+        out = (seg_first[:-1] + seg_tokens[:-1])[is_n]
         ids[out], starts[out], ends[out] = self.single_ids[_N_CODE], n_pos, n_pos + 1
         return Tokens(ids, starts, ends)
 
@@ -183,7 +197,16 @@ class HFTokenizer:
         probe = np.random.default_rng(0).choice(np.frombuffer(b"ACGT", np.uint8), 6000).tobytes()
         self.bases_per_token = len(probe) / max(1, len(self.tokenize(probe)))
 
-    def tokenize(self, sequence: bytes) -> Tokens:
+    def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens:
+        """Tokens of `sequence`, or with `cuts` of each piece between cuts on its own."""
+        if cuts is not None and len(cuts):
+            bounds = [0, *(int(c) for c in cuts), len(sequence)]
+            pieces = [(lo, self.tokenize(sequence[lo:hi])) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+            return Tokens(
+                np.concatenate([t.ids for _, t in pieces]),
+                np.concatenate([t.starts + lo for lo, t in pieces]),
+                np.concatenate([t.ends + lo for lo, t in pieces]),
+            )
         text = sequence.decode("ascii")
         ids = self.hf(text, add_special_tokens=False, verbose=False)["input_ids"]
         pieces = self.hf.convert_ids_to_tokens(ids)
@@ -267,27 +290,35 @@ def anchored_chunks(
     if room < 1:
         raise ValueError(f"chunk size {limit} leaves no room for sequence tokens")
     radius = anchor_radius(tokenizer, limit) if radius is None else radius
-    bounds = [0, *cut_points(sequence, radius).tolist(), len(sequence)]
+    cuts = cut_points(sequence, radius)
+    tokens = tokenizer.tokenize(sequence, cuts)
+    bounds = np.searchsorted(tokens.starts, np.concatenate(([0], cuts, [len(sequence)])))
     chunks = []
-    for lo, hi in itertools.pairwise(bounds):
-        chunks.extend(piece_chunks(sequence, lo, hi, tokenizer, record, limit))
+    for lo, hi in itertools.pairwise(bounds.tolist()):
+        chunks.extend(_split(tokens, lo, hi, tokenizer, record, room))
     return chunks
 
 
 def piece_chunks(sequence: bytes, lo: int, hi: int, tokenizer: Tokenizer, record: int, max_tokens: int) -> list[Chunk]:
     """Windows of the piece sequence[lo:hi], tokenised from its first base: one window, or equal
     parts in token space where the piece holds more than `max_tokens` model tokens."""
+    tokens = tokenizer.tokenize(sequence[lo:hi])
+    shifted = Tokens(tokens.ids, tokens.starts + lo, tokens.ends + lo)
     room = max_tokens - len(tokenizer.prefix) - len(tokenizer.suffix)
+    return _split(shifted, 0, len(tokens), tokenizer, record, room)
+
+
+def _split(tokens: Tokens, lo: int, hi: int, tokenizer: Tokenizer, record: int, room: int) -> list[Chunk]:
+    """Tokens lo..hi as one window, or as equal parts when they are more than `room`."""
     prefix = np.asarray(tokenizer.prefix, dtype=np.int32)
     suffix = np.asarray(tokenizer.suffix, dtype=np.int32)
-    tokens = tokenizer.tokenize(sequence[lo:hi])
-    parts = -(-len(tokens) // room)
-    edges = [len(tokens) * j // parts for j in range(parts + 1)]
+    parts = -(-(hi - lo) // room)
+    edges = [lo + (hi - lo) * j // parts for j in range(parts + 1)]
     return [
         Chunk(
             record=record,
-            start=lo + int(tokens.starts[a]),
-            end=lo + int(tokens.ends[b - 1]),
+            start=int(tokens.starts[a]),
+            end=int(tokens.ends[b - 1]),
             input_ids=np.concatenate((prefix, tokens.ids[a:b], suffix)),
         )
         for a, b in itertools.pairwise(edges)

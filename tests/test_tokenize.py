@@ -165,3 +165,31 @@ def test_real_genomes_chunked_without_loss(tokenizer, staph_dir: Path) -> None:
             chunks = chunk_tokens(tokenizer.tokenize(record.sequence), tokenizer, index)
             assert (covered(chunks, len(record.sequence)) == 1).all()
             assert {c.record for c in chunks} == {index}
+
+
+def tokenize_piece_by_piece(tokenizer, sequence: bytes, cuts: list[int]) -> tuple[list, list, list]:
+    """The obvious reference: tokenise each piece between cuts on its own and shift its spans."""
+    ids, starts, ends = [], [], []
+    bounds = [0, *cuts, len(sequence)]
+    for lo, hi in itertools.pairwise(bounds):
+        tokens = tokenizer.tokenize(sequence[lo:hi])
+        ids += tokens.ids.tolist()
+        starts += (tokens.starts + lo).tolist()
+        ends += (tokens.ends + lo).tolist()
+    return ids, starts, ends
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["kmer tokenizer", "HF tokenizer"])
+def test_cuts_restart_the_tiling_like_separate_pieces(hf_tokenizer, tokenizer, fast: bool) -> None:
+    chosen = tokenizer if fast else HFTokenizer(hf_tokenizer, 1000)
+    rng = np.random.default_rng(17)
+    for sequence in random_sequences(300, seed=17):
+        if len(sequence) < 2:
+            continue
+        cuts = sorted(set(rng.integers(1, len(sequence), int(rng.integers(1, 6))).tolist()))
+        if sequence.find(b"N") > 0:  # a cut on an N and one right after it
+            cuts = sorted({*cuts, sequence.find(b"N"), min(sequence.find(b"N") + 1, len(sequence) - 1)})
+        tokens = chosen.tokenize(sequence, np.array(cuts))
+        assert (tokens.ids.tolist(), tokens.starts.tolist(), tokens.ends.tolist()) == tokenize_piece_by_piece(
+            chosen, sequence, cuts
+        ), (sequence, cuts)
