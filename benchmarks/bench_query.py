@@ -10,7 +10,8 @@ candidates with the exact vectors, as a store does from DuckDB). For each type: 
 index size in memory, median and p99 latency of a 10-chunk query, recall@10 against exact
 search. Then the recall cost of keeping vectors as float16.
 
-Store query: a store of N genomes (3 Mbp each, chunk vectors drawn at random) is filled
+Store query: a store of N genomes (3 Mbp each in windows of the default chunking's mean size,
+chunk vectors drawn at random) is filled
 through the store's own commit path; one 5 Mbp random genome is queried with nt-tiny on the
 CPU, reporting the time spent embedding the query and searching, in both modes.
 """
@@ -96,14 +97,16 @@ def bench_index_types(n: int, dim: int, n_queries: int, types: list[str]) -> Non
 def bench_store_query(n_genomes: int, query_mbp: float) -> None:
     from genome_index.api import GenomeIndex
     from genome_index.embed import Embedder
-    from genome_index.store import NewGenome
+    from genome_index.store import SKETCH_SCALED, NewGenome
 
     rng = np.random.default_rng(1)
     embedder = Embedder("nt-tiny", device="cpu")
-    dim, chunks_per_genome, chunk_bp = embedder.dim, 500, 5994
+    # 3 Mbp per genome in windows of the default chunking's mean size (anchored: about half a full window)
+    chunk_bp = 2997 if embedder.chunking == "anchored" else 5994
+    dim, chunks_per_genome = embedder.dim, 3_000_000 // chunk_bp
     with tempfile.TemporaryDirectory() as tmp:
         index = GenomeIndex(Path(tmp) / "store")
-        settings = GenomeIndex._settings_for(embedder, False, "flat", "float32")
+        settings = GenomeIndex._settings_for(embedder, False, "flat", "float32", SKETCH_SCALED)
         index.store.directory.mkdir()
         index.store.create(settings)
         start = time.perf_counter()
@@ -130,7 +133,7 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
                         "record": np.zeros(chunks_per_genome, int),
                         "start": starts,
                         "end": starts + chunk_bp,
-                        "n_tokens": np.full(chunks_per_genome, 1000),
+                        "n_tokens": np.full(chunks_per_genome, chunk_bp // 6 + 1),
                         "gc": np.full(chunks_per_genome, 0.33),
                         "n_count": np.zeros(chunks_per_genome, int),
                     },
