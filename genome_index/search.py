@@ -1,13 +1,15 @@
 """Query: embed a sequence in every view (both strands, all k-mer frames), search, rank genomes.
 
-Strand never matters: every query is embedded as given and as its reverse complement (each
-chunked from its own start), and a genome keeps its best score over the views; a query and
-its reverse complement therefore produce the same views and the same ranking. For k-mer
-tokenised models (NT: non-overlapping 6-mers) a fragment starting at another offset is
-tokenised into entirely different tokens, so `frames` also embeds the query from offsets
-1..k-1. Optional centring subtracts the store's mean vector before cosine similarity, and
-the re-rank orders the best candidates by k-mer containment (FracMinHash sketches), giving
-every hit a containment and an ANI estimate like Mash or skani.
+Strand never matters: every query is embedded as given and as its reverse complement (each cut
+the store's way: at sequence anchors, or in fixed windows from its own start), and a genome
+keeps its best score over the views; a query and its reverse complement therefore produce the
+same views and the same ranking. For k-mer tokenised models (NT: non-overlapping 6-mers) a
+fragment starting at another offset is tokenised into entirely different tokens, so `frames`
+also embeds the query from offsets 1..k-1 (in an anchored store only its head, the one window
+that does not start at a stored window's start). Optional centring subtracts the store's mean
+vector before cosine similarity, and the re-rank orders the best candidates by k-mer
+containment (FracMinHash sketches), giving every hit a containment and an ANI estimate like
+Mash or skani.
 """
 
 from __future__ import annotations
