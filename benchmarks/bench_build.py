@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--genomes", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--chunking", choices=["anchored", "fixed"], default="anchored")
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -77,7 +78,7 @@ def main() -> None:
         files = make_genomes(tmp_path / "genomes", args.rss_child or args.genomes)
         cuda = args.device != "cpu" and torch.cuda.is_available()
         checkpoint = make_checkpoint(args.shape, tmp_path, "cuda" if cuda else "cpu")
-        embedder = Embedder(str(checkpoint), device=args.device, compile=args.compile)
+        embedder = Embedder(str(checkpoint), device=args.device, compile=args.compile, chunking=args.chunking)
         if args.rss_child:
             GenomeIndex(tmp_path / "store").build(files, embedder=embedder)
             print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -99,7 +100,7 @@ def main() -> None:
     print(f"machine: {describe_machine()}")
     print(
         f"model: {args.shape} ({embedder.device}, {embedder.dtype}, compile={embedder.compiled}), "
-        f"{len(files)} genomes, {bases / 1e6:.2f} Mbp, {tokens:,} tokens"
+        f"{len(files)} genomes, {bases / 1e6:.2f} Mbp, {len(chunks):,} {args.chunking} windows, {tokens:,} tokens"
     )
     print(f"bare engine : {tokens / engine:12,.0f} tokens/s  {bases / engine / 1e6:8.3f} Mbp/s")
     print(f"whole build : {tokens / build:12,.0f} tokens/s  {bases / build / 1e6:8.3f} Mbp/s")

@@ -23,6 +23,7 @@ from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, read_genome
 from genome_index.tokenize import CHUNKINGS, Chunk, Tokenizer, anchor_radius, anchored_chunks, chunk_tokens
 
+GROUP_BATCHES = 16  # embed_genomes sorts at least this many batches' worth of windows together
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -244,8 +245,11 @@ class Embedder:
     def embed_genomes(
         self, paths: Iterable[Path], want: Callable[[Genome], bool] | None = None, lookahead: int = 2
     ) -> Iterator[EmbeddedGenome]:
-        """Read, chunk and embed genomes one by one; the next ones are read while this one runs.
+        """Read, chunk and embed genomes in order; the next ones are read while these run.
 
+        Genomes are embedded in groups of at least GROUP_BATCHES batches' worth of tokens (a
+        large genome alone), so the length-sorted batches are cut from many windows and carry
+        little padding even when the genomes are small or their windows vary in length.
         `want`, called in order before a genome is embedded, may decline it (e.g. a duplicate).
         """
         paths = list(paths)
@@ -256,9 +260,19 @@ class Embedder:
 
         with ThreadPoolExecutor(max_workers=1) as pool:
             ahead: list[Future] = [pool.submit(prepare, p) for p in paths[:lookahead]]
+            group: list[tuple[Genome, list[Chunk]]] = []
+            tokens = 0
             for i in range(len(paths)):
                 genome, chunks = ahead.pop(0).result()
                 if i + lookahead < len(paths):
                     ahead.append(pool.submit(prepare, paths[i + lookahead]))
                 if want is None or want(genome):
-                    yield EmbeddedGenome(genome, chunks, self.embed_chunks(chunks))
+                    group.append((genome, chunks))
+                    tokens += sum(c.n_tokens for c in chunks)
+                if group and (tokens >= GROUP_BATCHES * self.batch_tokens or i == len(paths) - 1):
+                    vectors = self.embed_chunks([c for _, genome_chunks in group for c in genome_chunks])
+                    offset = 0
+                    for genome, genome_chunks in group:
+                        yield EmbeddedGenome(genome, genome_chunks, vectors[offset : offset + len(genome_chunks)])
+                        offset += len(genome_chunks)
+                    group, tokens = [], 0

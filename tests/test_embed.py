@@ -81,6 +81,18 @@ def test_embed_genomes_streams_every_genome(embedder, example_genomes) -> None:
         assert sum(c.end - c.start for c in item.chunks) == item.genome.length
 
 
+@pytest.mark.parametrize("batch_tokens", [1000, 1_000_000], ids=["a genome per group", "all in one group"])
+def test_embedding_genomes_in_groups_equals_one_at_a_time(example_genomes, batch_tokens: int) -> None:
+    """Grouping genomes to cut fuller batches changes no vector; a declined genome is skipped."""
+    engine = Embedder("nt-tiny", device="cpu", batch_tokens=batch_tokens)
+    declined = read_genome(example_genomes[1]).name
+    items = list(engine.embed_genomes(example_genomes, want=lambda g: g.name != declined))
+    assert [i.genome.name for i in items] == [read_genome(p).name for p in example_genomes if p != example_genomes[1]]
+    for item in items:
+        alone = engine.embed_chunks(engine.chunk(item.genome))
+        np.testing.assert_allclose(item.vectors, alone, atol=1e-5)
+
+
 def test_device_and_dtype_choice() -> None:
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_dtype("auto", torch.device("cpu")) == torch.float32
