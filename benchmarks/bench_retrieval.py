@@ -1,6 +1,6 @@
 """Retrieval quality: does the top hit name the genome (and species) a fragment came from?
 
-    python benchmarks/bench_retrieval.py [--fragments 30] [--nt-tiny-fragments 10] [--seed 7]
+    python benchmarks/bench_retrieval.py [--fragments 100] [--nt-tiny-fragments 10] [--seed 7]
 
 The labelled set: S. aureus ATCC 12600 and BPH2947 from ../shared/data/staph (complete
 genomes with their plasmids; the other two assemblies there are near-identical twins of
@@ -8,11 +8,16 @@ these, ANI >= 99.95 %, which no method can tell apart, so they are left out), or
 excerpts when ../shared is missing; plus three synthetic species of distinct composition, three
 genomes each (a 300 kb ancestor with 3 % substitutions per genome) with a 30 kb plasmid.
 Fragments of 2, 10 and 50 kb are cut at random offsets, given 1 % substitutions, and half are
-reverse-complemented. Each configuration queries every fragment once; the table gives top-1
+reverse-complemented. Each model is built three times: with anchored windows (the default),
+with fixed windows, and with anchored windows and a ten times denser re-rank sketch
+(--sketch-scaled 100). Each configuration queries every fragment once; the table gives top-1
 species and exact-genome accuracy before and after the containment re-rank (the same order
 `query --rerank` produces: the top 20 by embedding score, re-ordered by containment) and the
-median query latency. `--genomes DIR... --labels FILE.csv [--label species]` runs the
-same evaluation on your own genomes.
+median query latency. For the default configuration it then lists every exact-genome miss
+with how far the fragment's source region is from the genome ranked first: 21-mers of the
+region (before substitutions) missing from that genome, over 21, about the SNPs between them.
+`--genomes DIR... --labels FILE.csv [--label species]` runs the same evaluation on your own
+genomes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from _machine import describe_machine
 from make_examples import synthetic_sequence
 
+from genome_index.anchors import kmer_hashes
 from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
 from genome_index.evaluate import genome_labels
@@ -71,7 +77,7 @@ def make_set(folder: Path, rng: np.random.Generator) -> dict[Path, str]:
 
 
 def make_fragments(folder: Path, species: dict[Path, str], per_length: int, rng: np.random.Generator) -> list:
-    """(file, length, source genome name, species) for fragments with 1 % substitutions."""
+    """(file, length, source genome name, species, source region) for fragments with 1 % substitutions."""
     genomes = {path: read_genome(path) for path in species}
     fragments = []
     for length in LENGTHS:
@@ -86,7 +92,8 @@ def make_fragments(folder: Path, species: dict[Path, str], per_length: int, rng:
                 piece = reverse_complement(piece)
             file = folder / f"fragment_{length}_{i}.fa"
             file.write_bytes(b">fragment\n" + piece + b"\n")
-            fragments.append((file, length, genomes[path].name, species[path]))
+            region = record.sequence[start : start + length]
+            fragments.append((file, length, genomes[path].name, species[path], region))
     return fragments
 
 
@@ -98,13 +105,16 @@ def top1(rows: list[dict], rerank: bool) -> dict:
     return sorted(head, key=lambda r: -1.0 if r["containment"] is None else r["containment"], reverse=True)[0]
 
 
-def evaluate(index: GenomeIndex, embedder: Embedder, fragments: list, config: dict, species_of: dict) -> list[str]:
+def evaluate(
+    index: GenomeIndex, embedder: Embedder, fragments: list, config: dict, species_of: dict, misses: list
+) -> list[str]:
+    """One line per fragment length; exact-genome misses after re-rank are appended to `misses`."""
     lines = []
     for length in LENGTHS:
         chosen = [f for f in fragments if f[1] == length]
         hits = {False: [0, 0], True: [0, 0]}
         latencies = []
-        for file, _, source, species in chosen:
+        for file, _, source, species, region in chosen:
             start = time.perf_counter()
             rows = index.query(file, k=RERANK_CANDIDATES, rerank=False, embedder=embedder, **config)
             latencies.append(time.perf_counter() - start)
@@ -112,6 +122,8 @@ def evaluate(index: GenomeIndex, embedder: Embedder, fragments: list, config: di
                 best = top1(rows, rerank)
                 hits[rerank][0] += species_of[best["name"]] == species
                 hits[rerank][1] += best["name"] == source
+            if top1(rows, True)["name"] != source:
+                misses.append((length, source, top1(rows, True)["name"], region))
         n = len(chosen)
         lines.append(
             f"{length // 1000:>4} kb  {100 * hits[False][0] / n:6.1f} {100 * hits[False][1] / n:6.1f}   "
@@ -120,20 +132,63 @@ def evaluate(index: GenomeIndex, embedder: Embedder, fragments: list, config: di
     return lines
 
 
+def canonical_21mers(sequence: bytes) -> np.ndarray:
+    """Every distinct canonical 21-mer without N, as the (one-to-one) 64-bit anchor hash of it."""
+    hashes = kmer_hashes(sequence, 21)
+    return np.unique(hashes[hashes != np.iinfo(np.uint64).max])
+
+
+def report_misses(misses: list, paths: dict[str, Path]) -> None:
+    """How close each missed fragment's source region is to the genome that was ranked first:
+    its 21-mers missing from that genome, over 21 (about the SNPs between them)."""
+    full: dict[str, np.ndarray] = {}
+    for length, source, top, region in misses:
+        if top not in full:
+            full[top] = np.unique(
+                np.concatenate([canonical_21mers(r.sequence) for r in read_genome(paths[top]).records])
+            )
+        mine = canonical_21mers(region)
+        missing = int((~np.isin(mine, full[top])).sum())
+        print(
+            f"     miss {length // 1000} kb: from {source}, ranked first {top}: region ~{missing / 21:.1f} SNPs from it"
+        )
+
+
 PLAIN = {"frames": False, "window_overlap": 0.0, "center": False}
-CONFIGS = [
-    ("genome mode", {**PLAIN, "mode": "genome"}),
-    ("genome mode, centred", {**PLAIN, "mode": "genome", "center": True}),
-    ("chunks", {**PLAIN, "mode": "chunks"}),
-    ("chunks, overlap 0.5", {**PLAIN, "mode": "chunks", "window_overlap": 0.5}),
-    ("chunks, frames", {**PLAIN, "mode": "chunks", "frames": True}),
-    ("chunks, frames, centred (the defaults for a fragment)", {"mode": "auto"}),
+DEFAULTS = "chunks, frames, centred (the defaults for a fragment)"
+STORES = [  # (title, build options, query configurations)
+    (
+        "anchored windows (the default)",
+        {"chunking": "anchored"},
+        [
+            ("genome mode", {**PLAIN, "mode": "genome"}),
+            ("genome mode, centred", {**PLAIN, "mode": "genome", "center": True}),
+            ("chunks", {**PLAIN, "mode": "chunks"}),
+            ("chunks, frames", {**PLAIN, "mode": "chunks", "frames": True}),
+            (DEFAULTS, {"mode": "auto"}),
+        ],
+    ),
+    (
+        "fixed windows",
+        {"chunking": "fixed"},
+        [
+            ("chunks", {**PLAIN, "mode": "chunks"}),
+            ("chunks, overlap 0.5", {**PLAIN, "mode": "chunks", "window_overlap": 0.5}),
+            ("chunks, frames", {**PLAIN, "mode": "chunks", "frames": True}),
+            ("chunks, frames, centred", {"mode": "auto"}),
+        ],
+    ),
+    (
+        "anchored windows, --sketch-scaled 100",
+        {"chunking": "anchored", "sketch_scaled": 100},
+        [(DEFAULTS, {"mode": "auto"})],
+    ),
 ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fragments", type=int, default=30, help="fragments per length for kmer:6")
+    parser.add_argument("--fragments", type=int, default=100, help="fragments per length for kmer:6")
     parser.add_argument("--nt-tiny-fragments", type=int, default=10, help="fragments per length for nt-tiny")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--genomes", nargs="*", type=Path, help="your own FASTA files or folders instead")
@@ -151,21 +206,29 @@ def main() -> None:
             species = make_set(folder, rng)
         fragments = make_fragments(folder, species, max(args.fragments, args.nt_tiny_fragments), rng)
         species_of = {read_genome(p).name: s for p, s in species.items()}
+        paths = {read_genome(p).name: p for p in species}
         print(
             f"set: {len(species)} genomes, {len(set(species.values()))} species; fragments per length: "
             f"kmer:6 {args.fragments}, nt-tiny {args.nt_tiny_fragments}; 1 % substitutions, half reverse strand"
         )
         for model, per_length in (("kmer:6", args.fragments), ("nt-tiny", args.nt_tiny_fragments)):
-            embedder = Embedder(model, device="cpu")
-            index = GenomeIndex(folder / f"store-{model.replace(':', '')}")
-            start = time.perf_counter()
-            index.build(list(species), embedder=embedder)
-            print(f"\n== {model}: store built in {time.perf_counter() - start:.0f} s")
-            chosen = [f for f in fragments if int(f[0].stem.split("_")[-1]) < per_length]
-            for name, config in CONFIGS:
-                print(f"-- {name}\n  length  species exact | re-rank: species exact | median ms")
-                for line in evaluate(index, embedder, chosen, config, species_of):
-                    print("  " + line, flush=True)
+            if per_length < 1:
+                continue
+            for number, (title, options, configs) in enumerate(STORES):
+                embedder = Embedder(model, device="cpu", chunking=options["chunking"])
+                index = GenomeIndex(folder / f"store-{model.replace(':', '')}-{number}")
+                start = time.perf_counter()
+                index.build(list(species), embedder=embedder, sketch_scaled=options.get("sketch_scaled"))
+                built = f"{index.info()['counts']['chunks']} chunks, built in {time.perf_counter() - start:.0f} s"
+                print(f"\n== {model}, {title}: {built}")
+                chosen = [f for f in fragments if int(f[0].stem.split("_")[-1]) < per_length]
+                for name, config in configs:
+                    print(f"-- {name}\n  length  species exact | re-rank: species exact | median ms")
+                    misses: list = []
+                    for line in evaluate(index, embedder, chosen, config, species_of, misses):
+                        print("  " + line, flush=True)
+                    if name == DEFAULTS:
+                        report_misses(misses, paths)
 
 
 if __name__ == "__main__":
