@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, read_genome
 from genome_index.tokenize import CHUNKINGS, Chunk, Tokenizer, anchor_radius, anchored_chunks, chunk_tokens
 
-GROUP_BATCHES = 16  # embed_genomes sorts at least this many batches' worth of windows together
+GROUP_BATCHES = 48  # embed_genomes sorts at least this many batches' worth of windows together (padding ~2 %)
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -250,26 +251,37 @@ class Embedder:
         Genomes are embedded in groups of at least GROUP_BATCHES batches' worth of tokens (a
         large genome alone), so the length-sorted batches are cut from many windows and carry
         little padding even when the genomes are small or their windows vary in length.
+        Read-ahead grows to two groups' worth of genomes, so the next group is read while the
+        model runs this one; memory follows the group size, not the number of genomes.
         `want`, called in order before a genome is embedded, may decline it (e.g. a duplicate).
         """
         paths = list(paths)
+        ahead: deque[Future] = deque()
+        submitted = 0
 
         def prepare(path: Path) -> tuple[Genome, list[Chunk]]:
             genome = read_genome(path)
             return genome, self.chunk(genome)
 
+        def read_ahead(pool: ThreadPoolExecutor) -> None:
+            nonlocal submitted
+            while len(ahead) < lookahead and submitted < len(paths):
+                ahead.append(pool.submit(prepare, paths[submitted]))
+                submitted += 1
+
         with ThreadPoolExecutor(max_workers=1) as pool:
-            ahead: list[Future] = [pool.submit(prepare, p) for p in paths[:lookahead]]
+            read_ahead(pool)
             group: list[tuple[Genome, list[Chunk]]] = []
             tokens = 0
             for i in range(len(paths)):
-                genome, chunks = ahead.pop(0).result()
-                if i + lookahead < len(paths):
-                    ahead.append(pool.submit(prepare, paths[i + lookahead]))
+                genome, chunks = ahead.popleft().result()
+                read_ahead(pool)
                 if want is None or want(genome):
                     group.append((genome, chunks))
                     tokens += sum(c.n_tokens for c in chunks)
                 if group and (tokens >= GROUP_BATCHES * self.batch_tokens or i == len(paths) - 1):
+                    lookahead = max(lookahead, 2 * len(group))
+                    read_ahead(pool)
                     vectors = self.embed_chunks([c for _, genome_chunks in group for c in genome_chunks])
                     offset = 0
                     for genome, genome_chunks in group:
