@@ -183,7 +183,7 @@ class GenomeIndex:
                 chunk_tokens = int(stored["chunk_tokens"]) if chunk_tokens is None else chunk_tokens
                 overlap = int(stored["overlap"]) if overlap is None else overlap
                 chunking = chunking or stored["chunking"]
-                sketch_scaled = sketch_scaled or int(stored["sketch_scaled"])
+                sketch_scaled = int(stored["sketch_scaled"]) if sketch_scaled is None else sketch_scaled
                 index_type = index_type or stored.get("index_type")
                 vector_dtype = vector_dtype or stored.get("vector_dtype")
             index_type, vector_dtype = index_type or "flat", vector_dtype or "float32"
@@ -196,7 +196,7 @@ class GenomeIndex:
                     model or DEFAULT_MODEL, layer, device, dtype, batch_tokens, chunk_tokens, overlap or 0,
                     trust_remote_code, compile, chunking or "anchored",
                 )  # fmt: skip
-            sketch_scaled = sketch_scaled or SKETCH_SCALED
+            sketch_scaled = SKETCH_SCALED if sketch_scaled is None else sketch_scaled
             if sketch_scaled < 1:
                 raise GenomeIndexError(f"--sketch-scaled must be at least 1, got {sketch_scaled}")
             wanted = self._settings_for(embedder, trust_remote_code, index_type, vector_dtype, sketch_scaled)

@@ -65,6 +65,41 @@ def test_embed_bad_input_one_line_and_no_output(tmp_path: Path, content: bytes, 
     assert list(tmp_path.iterdir()) == [bad]
 
 
+@pytest.mark.parametrize("chunking", ["anchored", "fixed"])
+def test_embed_windows_follow_the_chunking(tmp_path: Path, example_genomes, chunking: str) -> None:
+    out = tmp_path / "emb.parquet"
+    result = run("embed", example_genomes[0], "--model", "kmer:6", "--chunking", chunking, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out).to_pylist()
+    starts = sorted(r["start"] for r in rows if r["record"] == rows[0]["record"])
+    on_grid = all(s % 6000 == 0 for s in starts)
+    assert on_grid == (chunking == "fixed") and len(starts) > 2
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--chunking", "tiles"], "unknown chunking 'tiles'"),
+        (["--overlap", "10"], "--overlap applies to fixed windows"),
+        (["--sketch-scaled", "0"], "--sketch-scaled must be at least 1"),
+    ],
+)
+def test_build_refuses_bad_window_and_sketch_options(tmp_path: Path, example_genomes, options, fragment) -> None:
+    index = tmp_path / "index"
+    one_line_error(run("build", example_genomes[0], "--index", index, "--model", "kmer:6", *options), fragment)
+    assert not index.exists()
+
+
+def test_build_window_and_sketch_options_are_stored(tmp_path: Path, example_genomes) -> None:
+    index = tmp_path / "index"
+    result = run("build", example_genomes[0], "--index", index, "--model", "kmer:6", "--chunking", "fixed",
+                 "--sketch-scaled", "200", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = sql_rows(index, "SELECT key, value FROM settings WHERE key IN ('chunking', 'sketch_scaled') ORDER BY key")
+    assert rows == [{"key": "chunking", "value": "fixed"}, {"key": "sketch_scaled", "value": "200"}]
+    one_line_error(run("build", example_genomes[1], "--index", index, "--chunking", "anchored"), "built with chunking")
+
+
 def test_embed_bad_layer(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 10)])
     one_line_error(run("embed", fasta, "--out", tmp_path / "e.parquet", "--layer", "9"), "layer 9")
