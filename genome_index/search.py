@@ -98,10 +98,10 @@ def anchored_views(embedder: Embedder, query: Query, frames: bool) -> list[list[
     for sequences in ([r.sequence for r in query.records], [reverse_complement(r.sequence) for r in query.records]):
         per_record = [embedder.chunk_sequence(s, i) for i, s in enumerate(sequences)]
         out.append([c for chunks in per_record for c in chunks])
+        head_ends = [first_cut(embedder, s) for s in sequences] if k > 1 else []
         for offset in range(1, k):
             view: list[Chunk] = []
-            for index, (sequence, chunks) in enumerate(zip(sequences, per_record, strict=True)):
-                head_end = first_cut(embedder, sequence)
+            for index, (sequence, chunks, head_end) in enumerate(zip(sequences, per_record, head_ends, strict=True)):
                 if head_end > offset:
                     view.extend(piece_chunks(sequence, offset, head_end, tokenizer, index, embedder.chunk_tokens))
                 view.extend(c for c in chunks if c.start >= head_end)
