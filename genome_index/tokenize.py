@@ -233,6 +233,17 @@ def make_tokenizer(hf: Any, model_max_positions: int | None = None) -> Tokenizer
     return fast
 
 
+def window_room(tokenizer: Tokenizer, max_tokens: int | None) -> int:
+    """Sequence tokens a window of `max_tokens` model tokens holds (specials take the rest)."""
+    limit = tokenizer.max_tokens if max_tokens is None else max_tokens
+    if limit > tokenizer.max_tokens:
+        raise ValueError(f"chunk size {limit} exceeds the model's maximum of {tokenizer.max_tokens} tokens")
+    room = limit - len(tokenizer.prefix) - len(tokenizer.suffix)
+    if room < 1:
+        raise ValueError(f"chunk size {limit} leaves no room for sequence tokens")
+    return room
+
+
 def chunk_tokens(
     tokens: Tokens, tokenizer: Tokenizer, record: int = 0, max_tokens: int | None = None, overlap: int = 0
 ) -> list[Chunk]:
@@ -241,12 +252,7 @@ def chunk_tokens(
     Windows start every `max_tokens - specials - overlap` tokens; without overlap they cover each
     base exactly once. Nothing is dropped: the last window ends at the record's last token.
     """
-    limit = tokenizer.max_tokens if max_tokens is None else max_tokens
-    if limit > tokenizer.max_tokens:
-        raise ValueError(f"chunk size {limit} exceeds the model's maximum of {tokenizer.max_tokens} tokens")
-    room = limit - len(tokenizer.prefix) - len(tokenizer.suffix)
-    if room < 1:
-        raise ValueError(f"chunk size {limit} leaves no room for sequence tokens")
+    room = window_room(tokenizer, max_tokens)
     if not 0 <= overlap < room:
         raise ValueError(f"overlap must be between 0 and {room - 1} tokens, got {overlap}")
     prefix = np.asarray(tokenizer.prefix, dtype=np.int32)
@@ -269,11 +275,10 @@ def chunk_tokens(
         lo += step
 
 
-def anchor_radius(tokenizer: Tokenizer, max_tokens: int) -> int:
+def anchor_radius(tokenizer: Tokenizer, max_tokens: int | None) -> int:
     """Anchor radius for windows of `max_tokens`: a quarter of the bases a full window holds,
     so anchored windows average about half a full window (measured best for fragments)."""
-    room = max_tokens - len(tokenizer.prefix) - len(tokenizer.suffix)
-    return max(1, int(room * tokenizer.bases_per_token) // 4)
+    return max(1, int(window_room(tokenizer, max_tokens) * tokenizer.bases_per_token) // 4)
 
 
 def anchored_chunks(
@@ -283,13 +288,8 @@ def anchored_chunks(
     piece from its own first base, and split a piece longer than `max_tokens` model tokens into
     equal parts in token space. A piece shared with another sequence therefore gives the same
     model input in both, whatever the offsets of the two sequences. Nothing is dropped."""
-    limit = tokenizer.max_tokens if max_tokens is None else max_tokens
-    if limit > tokenizer.max_tokens:
-        raise ValueError(f"chunk size {limit} exceeds the model's maximum of {tokenizer.max_tokens} tokens")
-    room = limit - len(tokenizer.prefix) - len(tokenizer.suffix)
-    if room < 1:
-        raise ValueError(f"chunk size {limit} leaves no room for sequence tokens")
-    radius = anchor_radius(tokenizer, limit) if radius is None else radius
+    room = window_room(tokenizer, max_tokens)
+    radius = anchor_radius(tokenizer, max_tokens) if radius is None else radius
     cuts = cut_points(sequence, radius)
     tokens = tokenizer.tokenize(sequence, cuts)
     bounds = np.searchsorted(tokens.starts, np.concatenate(([0], cuts, [len(sequence)])))
@@ -304,8 +304,7 @@ def piece_chunks(sequence: bytes, lo: int, hi: int, tokenizer: Tokenizer, record
     parts in token space where the piece holds more than `max_tokens` model tokens."""
     tokens = tokenizer.tokenize(sequence[lo:hi])
     shifted = Tokens(tokens.ids, tokens.starts + lo, tokens.ends + lo)
-    room = max_tokens - len(tokenizer.prefix) - len(tokenizer.suffix)
-    return _split(shifted, 0, len(tokens), tokenizer, record, room)
+    return _split(shifted, 0, len(tokens), tokenizer, record, window_room(tokenizer, max_tokens))
 
 
 def _split(tokens: Tokens, lo: int, hi: int, tokenizer: Tokenizer, record: int, room: int) -> list[Chunk]:
