@@ -45,10 +45,13 @@ from genome_index.store import (
     to_gpu,
     to_matrix,
 )
+from genome_index.tokenize import DEFAULT_CHUNKING
 
 log = logging.getLogger("genome_index")
 
 DEFAULT_INDEX = "genome-index"
+# Settings a query's embedder must share with the store for its vectors to be comparable.
+EMBEDDER_SETTINGS = ("model_revision", "layer", "chunk_tokens", "chunking", "anchor_radius")
 
 
 def shard_files(files: list[Path], i: int, n: int) -> list[Path]:
@@ -194,7 +197,7 @@ class GenomeIndex:
             if embedder is None:
                 embedder = Embedder(
                     model or DEFAULT_MODEL, layer, device, dtype, batch_tokens, chunk_tokens, overlap or 0,
-                    trust_remote_code, compile, chunking or "anchored",
+                    trust_remote_code, compile, chunking or DEFAULT_CHUNKING,
                 )  # fmt: skip
             sketch_scaled = SKETCH_SCALED if sketch_scaled is None else sketch_scaled
             if sketch_scaled < 1:
@@ -300,14 +303,10 @@ class GenomeIndex:
             )
         if embedder is None:
             embedder = self._embedder(settings, model, device, dtype, batch_tokens)
-        elif [
-            embedder.spec.revision,
-            str(embedder.layer),
-            embedder.chunking,
-            str(embedder.chunk_tokens),
-            str(embedder.anchor_radius),
-        ] != [settings[key] for key in ("model_revision", "layer", "chunking", "chunk_tokens", "anchor_radius")]:
-            raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
+        else:
+            given = self._settings_for(embedder, False, "", "", 0)
+            if any(given[key] != settings[key] for key in EMBEDDER_SETTINGS):
+                raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
         started = time.perf_counter()
         queries = queries_of(genome, per_record)
         plans = [resolve_mode(options, q) for q in queries]

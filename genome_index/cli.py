@@ -109,7 +109,7 @@ def embed(
     model: Model = "nt-tiny",
     layer: Layer = None,
     chunk_tokens: ChunkTokens = None,
-    chunking: Annotated[str, typer.Option(help=CHUNKING_HELP)] = "anchored",
+    chunking: Annotated[str | None, typer.Option(help=CHUNKING_HELP + " Default anchored.")] = None,
     overlap: Overlap = 0,
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -122,11 +122,13 @@ def embed(
     from genome_index.export import write_parquet
     from genome_index.fasta import find_fasta_files
     from genome_index.progress import GenomeProgress
+    from genome_index.tokenize import DEFAULT_CHUNKING
 
     files = find_fasta_files(fasta)
     embedder = Embedder(
-        model, layer, device, dtype, batch_tokens, chunk_tokens, overlap, trust_remote_code, chunking=chunking
-    )
+        model, layer, device, dtype, batch_tokens, chunk_tokens, overlap, trust_remote_code,
+        chunking=chunking or DEFAULT_CHUNKING,
+    )  # fmt: skip
     with GenomeProgress("embedding", quiet, total=len(files)) as progress:
 
         def items():  # type: ignore[no-untyped-def]

@@ -22,7 +22,15 @@ import torch
 from genome_index import kmer, models
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, read_genome
-from genome_index.tokenize import CHUNKINGS, Chunk, Tokenizer, anchor_radius, anchored_chunks, chunk_tokens
+from genome_index.tokenize import (
+    CHUNKINGS,
+    DEFAULT_CHUNKING,
+    Chunk,
+    Tokenizer,
+    anchor_radius,
+    anchored_chunks,
+    chunk_tokens,
+)
 
 GROUP_BATCHES = 48  # embed_genomes sorts at least this many batches' worth of windows together (padding ~2 %)
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
@@ -78,7 +86,7 @@ class Embedder:
         overlap: int = 0,
         trust_remote_code: bool = False,
         compile: bool = False,
-        chunking: str = "anchored",
+        chunking: str = DEFAULT_CHUNKING,
         radius: int | None = None,
     ) -> None:
         if chunking not in CHUNKINGS:

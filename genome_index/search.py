@@ -27,7 +27,7 @@ from genome_index.anchors import cut_points
 from genome_index.embed import Embedder
 from genome_index.fasta import Genome, Record, reverse_complement
 from genome_index.store import Store, genome_vector, normalise, search, to_matrix
-from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, chunk_tokens, piece_chunks
+from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks, chunk_tokens, piece_chunks
 
 MODES = ("auto", "genome", "chunks")
 AUTO_GENOME_MODE_FROM_BP = 1_000_000  # auto mode: whole-genome-sized queries use genome mode
@@ -96,9 +96,13 @@ def anchored_views(embedder: Embedder, query: Query, frames: bool) -> list[list[
     k = tokenizer.k if frames and isinstance(tokenizer, KmerTokenizer) else 1
     out = []
     for sequences in ([r.sequence for r in query.records], [reverse_complement(r.sequence) for r in query.records]):
-        per_record = [embedder.chunk_sequence(s, i) for i, s in enumerate(sequences)]
+        cuts = [cut_points(s, embedder.anchor_radius) for s in sequences]
+        per_record = [
+            anchored_chunks(s, tokenizer, i, embedder.chunk_tokens, cuts=c)
+            for i, (s, c) in enumerate(zip(sequences, cuts, strict=True))
+        ]
         out.append([c for chunks in per_record for c in chunks])
-        head_ends = [first_cut(embedder, s) for s in sequences] if k > 1 else []
+        head_ends = [int(c[0]) if len(c) else len(s) for s, c in zip(sequences, cuts, strict=True)]
         for offset in range(1, k):
             view: list[Chunk] = []
             for index, (sequence, chunks, head_end) in enumerate(zip(sequences, per_record, head_ends, strict=True)):
@@ -108,12 +112,6 @@ def anchored_views(embedder: Embedder, query: Query, frames: bool) -> list[list[
             if view:  # records no longer than the offset have nothing left to embed
                 out.append(view)
     return out
-
-
-def first_cut(embedder: Embedder, sequence: bytes) -> int:
-    """Where the first anchored window of `sequence` ends (its length when it has no cut)."""
-    cuts = cut_points(sequence, embedder.anchor_radius)
-    return int(cuts[0]) if len(cuts) else len(sequence)
 
 
 def fixed_views(embedder: Embedder, query: Query, overlap: float, frames: bool) -> list[list[Chunk]]:

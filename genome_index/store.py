@@ -53,12 +53,13 @@ FIXED_SETTINGS = (
     "vector_dtype",
     "sketch_scaled",
 )
-LEGACY_SETTINGS = {"chunking": "fixed", "anchor_radius": "0", "sketch_scaled": "1000"}
 INDEX_TYPES = ("flat", "hnsw", "ivf-pq")
 VECTOR_DTYPES = ("float32", "float16")
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 32
 SKETCH_KSIZE, SKETCH_SCALED = 21, 1000  # FracMinHash of canonical 21-mers, 1 hash kept per ~1,000
+# What a store made before these settings existed was built with.
+LEGACY_SETTINGS = {"chunking": "fixed", "anchor_radius": "0", "sketch_scaled": str(SKETCH_SCALED)}
 RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
 PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
 

@@ -18,6 +18,7 @@ import numpy as np
 from genome_index.anchors import cut_points
 
 CHUNKINGS = ("anchored", "fixed")
+DEFAULT_CHUNKING = "anchored"
 _BASES = "ACGT"
 _N_CODE = 4
 # Byte -> base code (A0 C1 G2 T3 N4); anything else -> 255, rejected.
@@ -282,15 +283,21 @@ def anchor_radius(tokenizer: Tokenizer, max_tokens: int | None) -> int:
 
 
 def anchored_chunks(
-    sequence: bytes, tokenizer: Tokenizer, record: int = 0, max_tokens: int | None = None, radius: int | None = None
+    sequence: bytes,
+    tokenizer: Tokenizer,
+    record: int = 0,
+    max_tokens: int | None = None,
+    radius: int | None = None,
+    cuts: np.ndarray | None = None,
 ) -> list[Chunk]:
-    """Cut one record at its content-defined cut points (`anchors.cut_points`), tokenising each
-    piece from its own first base, and split a piece longer than `max_tokens` model tokens into
-    equal parts in token space. A piece shared with another sequence therefore gives the same
-    model input in both, whatever the offsets of the two sequences. Nothing is dropped."""
+    """Cut one record at its content-defined cut points (`anchors.cut_points`, or `cuts` when the
+    caller has them), tokenising each piece from its own first base, and split a piece longer than
+    `max_tokens` model tokens into equal parts in token space. A piece shared with another
+    sequence therefore gives the same model input in both, whatever the offsets of the two
+    sequences. Nothing is dropped."""
     room = window_room(tokenizer, max_tokens)
-    radius = anchor_radius(tokenizer, max_tokens) if radius is None else radius
-    cuts = cut_points(sequence, radius)
+    if cuts is None:
+        cuts = cut_points(sequence, anchor_radius(tokenizer, max_tokens) if radius is None else radius)
     tokens = tokenizer.tokenize(sequence, cuts)
     bounds = np.searchsorted(tokens.starts, np.concatenate(([0], cuts, [len(sequence)])))
     chunks = []
