@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,13 @@ def staph_dir() -> Path:
     if not STAPH.is_dir():
         pytest.skip(f"real genomes not available ({STAPH} missing)")
     return STAPH
+
+
+def copy_store(built: Path, tmp_path: Path) -> Path:
+    """A private copy of a store built once per module, for a test that changes it."""
+    copy = tmp_path / "index"
+    shutil.copytree(built, copy)
+    return copy
 
 
 def write_fasta(path: Path, records: list[tuple[str, str]], gz: bool = False, eol: str = "\n") -> Path:

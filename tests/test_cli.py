@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genome_index.cli import app
-from tests.conftest import write_fasta
+from tests.conftest import copy_store, write_fasta
 
 runner = CliRunner()
 
@@ -119,11 +119,7 @@ def cli_store(tmp_path_factory, example_genomes) -> Path:
 
 @pytest.fixture
 def store(cli_store: Path, tmp_path: Path) -> Path:
-    import shutil
-
-    copy = tmp_path / "index"
-    shutil.copytree(cli_store, copy)
-    return copy
+    return copy_store(cli_store, tmp_path)
 
 
 def sql_rows(store: Path, statement: str) -> list[dict]:

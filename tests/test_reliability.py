@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.fasta import read_genome
-from tests.conftest import ROOT, write_fasta
+from tests.conftest import ROOT, copy_store, write_fasta
 from tests.test_cli import one_line_error
 
 runner = CliRunner()
@@ -64,9 +63,7 @@ def base_store(tmp_path_factory, genomes) -> Path:
 
 @pytest.fixture
 def store(base_store: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "index"
-    shutil.copytree(base_store, copy)
-    return copy
+    return copy_store(base_store, tmp_path)
 
 
 def build_cmd(index: Path, genomes: list[Path]) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -14,7 +13,7 @@ from genome_index.api import GenomeIndex
 from genome_index.build import read_labels
 from genome_index.errors import GenomeIndexError
 from genome_index.store import FAISS_FILES, BuildLock, Store, genome_vector, normalise
-from tests.conftest import write_fasta
+from tests.conftest import copy_store, write_fasta
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +26,7 @@ def built(tmp_path_factory, example_genomes) -> Path:
 
 @pytest.fixture
 def store_copy(built: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "index"
-    shutil.copytree(built, copy)
-    return copy
+    return copy_store(built, tmp_path)
 
 
 def counts(directory: Path) -> dict[str, int]:
@@ -87,9 +84,10 @@ def test_a_store_from_before_anchored_windows_keeps_fixed_windows(tmp_path: Path
     store = GenomeIndex(tmp_path / "index")
     store.build(example_genomes[:1], model="kmer:6", chunking="fixed")
     con = duckdb.connect(str(store.store.db_path))
-    con.execute("DELETE FROM settings WHERE key IN ('chunking', 'anchor_radius')")  # as older versions wrote it
+    con.execute("DELETE FROM settings WHERE key IN ('chunking', 'anchor_radius', 'sketch_scaled')")  # as before
     con.close()
-    assert (store.settings()["chunking"], store.settings()["anchor_radius"]) == ("fixed", "0")
+    settings = store.settings()
+    assert (settings["chunking"], settings["anchor_radius"], settings["sketch_scaled"]) == ("fixed", "0", "1000")
     store.build(example_genomes[1:2])
     assert store.check() == []
     starts = [s for (s,) in store.sql("SELECT start FROM chunks WHERE start > 0")[1]]
