@@ -194,14 +194,14 @@ class GenomeIndex:
                 raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
             if vector_dtype not in VECTOR_DTYPES:
                 raise GenomeIndexError(f"unknown vector dtype {vector_dtype!r}: use {', '.join(VECTOR_DTYPES)}")
+            sketch_scaled = SKETCH_SCALED if sketch_scaled is None else sketch_scaled
+            if sketch_scaled < 1:
+                raise GenomeIndexError(f"--sketch-scaled must be at least 1, got {sketch_scaled}")
             if embedder is None:
                 embedder = Embedder(
                     model or DEFAULT_MODEL, layer, device, dtype, batch_tokens, chunk_tokens, overlap or 0,
                     trust_remote_code, compile, chunking or DEFAULT_CHUNKING,
                 )  # fmt: skip
-            sketch_scaled = SKETCH_SCALED if sketch_scaled is None else sketch_scaled
-            if sketch_scaled < 1:
-                raise GenomeIndexError(f"--sketch-scaled must be at least 1, got {sketch_scaled}")
             wanted = self._settings_for(embedder, trust_remote_code, index_type, vector_dtype, sketch_scaled)
             if stored:
                 Store.check_settings(stored, wanted)
