@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -166,13 +167,19 @@ def faiss_gpus() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
 
 
+@functools.cache
+def gpu_resources() -> Any:
+    """One faiss GPU workspace for the process: it must outlive every GPU index made with it."""
+    return faiss.StandardGpuResources()
+
+
 def to_gpu(index: faiss.Index) -> faiss.Index:
     """The index copied to the first GPU when a faiss GPU build sees one (flat and IVF indexes;
     others, such as HNSW, stay on the CPU); otherwise the index itself."""
     if not faiss_gpus():
         return index
     try:
-        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        return faiss.index_cpu_to_gpu(gpu_resources(), 0, index)
     except RuntimeError:  # an index type without a GPU implementation
         return index
 
