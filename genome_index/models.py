@@ -187,6 +187,7 @@ def load_model(
         raise _load_error(name, exc) from None
     model.eval()
     truncate(model, layer)
+    fuse_gelu(model)
     return model.to(device)
 
 
@@ -202,6 +203,31 @@ def truncate(model: torch.nn.Module, layer: int) -> None:
         encoder.emb_layer_norm_after = None
     if hasattr(model, "contact_head"):
         model.contact_head = None
+
+
+class FusedGelu(torch.nn.Module):
+    """ESM's feed-forward input layer with its exact (erf) GELU as one kernel.
+
+    transformers' ESM spells GELU out as five elementwise operations, each a pass over the
+    4x-wide activations: on an H100 those passes cost about a sixth of NT-2.5B's forward
+    pass. `F.gelu` computes the same function (and in bf16 rounds once instead of five times).
+    """
+
+    def __init__(self, dense: torch.nn.Linear) -> None:
+        super().__init__()
+        self.dense = dense
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(self.dense(hidden_states))
+
+
+def fuse_gelu(model: torch.nn.Module) -> None:
+    """Swap stock ESM blocks' feed-forward input for `FusedGelu` (same weights, same names)."""
+    from transformers.models.esm.modeling_esm import EsmIntermediate
+
+    for block in getattr(getattr(model, "encoder", None), "layer", []):
+        if type(getattr(block, "intermediate", None)) is EsmIntermediate:
+            block.intermediate = FusedGelu(block.intermediate.dense)
 
 
 def is_truncatable(model: torch.nn.Module) -> bool:
