@@ -1,13 +1,14 @@
 """End-to-end `build` against the bare engine on the same chunks, in one run; and peak memory.
 
     python benchmarks/bench_build.py                          # nt-tiny on CPU
-    python benchmarks/bench_build.py --shape nt-2.5b --compile   # on a GPU
+    python benchmarks/bench_build.py --shape nt-2.5b --genomes 48 --compile --no-rss   # on a GPU
 
 The engine figure is `Embedder.embed_chunks` on every chunk of the genomes, already
 tokenised: the model's pace. The build figure is `GenomeIndex.build` over the same FASTA
 files with the same loaded model: reading, validating, tokenising, embedding, DuckDB
 commits and FAISS adds, start to finish. Their ratio says how busy the build keeps the
-model. Then peak RSS of a whole `build` process for 5 and for 20 genomes.
+model. The warm-up call before the engine figure is timed too: with --compile it is the
+compilation. Then (unless --no-rss) peak RSS of a whole `build` process for 5 and 20 genomes.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
-from bench_embed import SHAPES, make_checkpoint
 
 from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
 from genome_index.fasta import read_genome
+from genome_index.testing import SHAPES, random_checkpoint
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "genomes"
 
@@ -53,6 +54,11 @@ def make_genomes(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def synchronize(cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
+
+
 def peak_rss_of_build(count: int, shape: str) -> float:
     """Peak RSS (MB) of a child process that builds a store of `count` genomes."""
     child = subprocess.run(
@@ -68,6 +74,9 @@ def main() -> None:
     parser.add_argument("--genomes", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--layer", type=int, default=None)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="folder to keep (or reuse) the checkpoint in")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child builds")
     parser.add_argument("--chunking", choices=["anchored", "fixed"], default="anchored")
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -77,8 +86,10 @@ def main() -> None:
         (tmp_path / "genomes").mkdir()
         files = make_genomes(tmp_path / "genomes", args.rss_child or args.genomes)
         cuda = args.device != "cpu" and torch.cuda.is_available()
-        checkpoint = make_checkpoint(args.shape, tmp_path, "cuda" if cuda else "cpu")
-        embedder = Embedder(str(checkpoint), device=args.device, compile=args.compile, chunking=args.chunking)
+        checkpoint = random_checkpoint(args.shape, args.checkpoint or tmp_path / "model", "cuda" if cuda else "cpu")
+        embedder = Embedder(
+            str(checkpoint), args.layer, device=args.device, compile=args.compile, chunking=args.chunking
+        )
         if args.rss_child:
             GenomeIndex(tmp_path / "store").build(files, embedder=embedder)
             print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -87,9 +98,13 @@ def main() -> None:
         chunks = [c for f in files for c in embedder.chunk(read_genome(f))]
         tokens = sum(c.n_tokens for c in chunks)
         bases = sum(c.end - c.start for c in chunks)
+        start = time.perf_counter()
         embedder.embed_chunks(chunks[: max(8, len(chunks) // 20)])  # warm-up (and compile)
+        synchronize(cuda)
+        warm_up = time.perf_counter() - start
         start = time.perf_counter()
         embedder.embed_chunks(chunks)
+        synchronize(cuda)
         engine = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -105,6 +120,9 @@ def main() -> None:
     print(f"bare engine : {tokens / engine:12,.0f} tokens/s  {bases / engine / 1e6:8.3f} Mbp/s")
     print(f"whole build : {tokens / build:12,.0f} tokens/s  {bases / build / 1e6:8.3f} Mbp/s")
     print(f"ratio build / engine: {engine / build:.2f}")
+    print(f"warm-up call before the engine figure{' (compilation)' if embedder.compiled else ''}: {warm_up:.1f} s")
+    if args.no_rss:
+        return
     rss = {count: peak_rss_of_build(count, args.shape) for count in (5, 20)}
     print(f"peak RSS of build: {rss[5]:.0f} MB for 5 genomes, {rss[20]:.0f} MB for 20 genomes")
 

@@ -1,22 +1,43 @@
 #!/usr/bin/env bash
 # Every GPU check of the README in one run, for a lent GPU machine (H100/H200).
 #
-# That machine has torch and transformers but not faiss, duckdb, typer or pyarrow: carry them as
-# wheels for its Python (3.12). Once, here, in the repository root:
-#   echo /.whl/ >> .git/info/exclude
+# That machine has torch, transformers, typer, pyarrow and tqdm but not faiss, duckdb or
+# sourmash: carry them as wheels for its Python (3.12). Once, here, in the repository root:
+#   mkdir -p .git/info && echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-#     --platform manylinux2014_x86_64 -d .whl faiss-cpu duckdb typer click shellingham rich pyarrow tqdm
-# then run this script there with `.whl` carried. It prints, in one run and on one card:
-# the CUDA parity test, engine vs research-loop tokens/s, build vs engine with and without --compile.
-set -euo pipefail
+#     --platform manylinux2014_x86_64 -d .whl faiss-cpu duckdb sourmash screed bitstring bitarray \
+#     cachetools deprecation cffi pycparser
+# then run this script there with `.whl` carried. In one run and on one card it prints: the CUDA
+# parity tests (NT-2.5B shape, layers 20 and 32), engine vs research loop, peak memory by token
+# budget, the layer-20 cut, and whole build vs bare engine with and without --compile.
+# Every step has its own time limit, so one that hangs cannot take the others with it; the
+# whole log is also written to $OUT/gpu_check.log when OUT is set.
+set -uo pipefail
 export PYTHONUNBUFFERED=1
+log=${OUT:-/tmp}/gpu_check.log
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:$PWD"
 fi
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m pytest -q -p no:cacheprovider tests/test_embed.py -k "cuda or reference" 2>&1 | tail -3
-python3 benchmarks/bench_embed.py --shape nt-2.5b
-python3 benchmarks/bench_build.py --shape nt-2.5b --genomes 8
-python3 benchmarks/bench_build.py --shape nt-2.5b --genomes 8 --compile
+export GENOME_INDEX_CHECKPOINTS=/tmp/checkpoints  # the parity test makes the checkpoint, the benchmarks reuse it
+checkpoint=$GENOME_INDEX_CHECKPOINTS/nt-2.5b
+
+step() {  # step LIMIT_SECONDS COMMAND...: run, time and label one check
+  local limit=$1; shift
+  echo "=== $* (limit ${limit}s)"
+  local start=$SECONDS
+  timeout "$limit" "$@"
+  echo "=== exit $? after $((SECONDS - start)) s"
+}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  step 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_embed.py -k "cuda"
+  step 200 python3 benchmarks/bench_embed.py --shape nt-2.5b --checkpoint $checkpoint --probe-budgets
+  step 90 python3 benchmarks/bench_embed.py --shape nt-2.5b --checkpoint $checkpoint --layer 20 --reference-chunks 0
+  step 150 python3 benchmarks/bench_build.py --shape nt-2.5b --checkpoint $checkpoint --genomes 48 --no-rss
+  step 200 python3 benchmarks/bench_build.py --shape nt-2.5b --checkpoint $checkpoint --genomes 48 --no-rss --compile
+} 2>&1 | tee "$log"

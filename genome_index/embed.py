@@ -32,7 +32,8 @@ from genome_index.tokenize import (
     chunk_tokens,
 )
 
-GROUP_BATCHES = 48  # embed_genomes sorts at least this many batches' worth of windows together (padding ~2 %)
+GROUP_BATCHES = 48  # embed_genomes sorts up to this many batches' worth of windows together (padding ~2 %)
+FIRST_GROUP_BATCHES = 4  # ... and starts with groups this small, so the model starts early
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -97,6 +98,7 @@ class Embedder:
         self.overlap = overlap
         self.chunking = chunking
         self.compiled = False
+        self.width_multiple = 1  # batch widths are rounded up to a multiple of this
         self.model: torch.nn.Module | None = None
         if self.kmer is not None:
             self._init_kmer(model, layer)
@@ -116,8 +118,7 @@ class Embedder:
                 f"--batch-tokens {self.batch_tokens} is smaller than one chunk ({self.chunk_tokens} tokens)"
             )
         if self.model is not None and compile and self.device.type == "cuda":  # on CPU it costs more than it saves
-            self.model = torch.compile(self.model, dynamic=True)
-            self.compiled = True
+            self.compile()
 
     def _init_kmer(self, model: str, layer: int | None) -> None:
         assert self.kmer is not None
@@ -138,6 +139,13 @@ class Embedder:
         self.tokenizer = models.load_tokenizer(model, config, trust_remote_code)
         self.model = models.load_model(model, self.layer, self.device, self.dtype, trust_remote_code)
         self._cut = models.is_truncatable(self.model)
+
+    def compile(self, backend: str | Callable = "inductor") -> None:
+        """`torch.compile` the model with dynamic shapes: batch widths and row counts vary with
+        every group, and one graph for all of them costs one compilation, not one per shape."""
+        assert self.model is not None
+        self.model = torch.compile(self.model, dynamic=True, backend=backend)
+        self.compiled = True
 
     @property
     def dim(self) -> int:
@@ -165,7 +173,7 @@ class Embedder:
         order = np.argsort([-c.n_tokens for c in chunks], kind="stable")
         start = 0
         while start < len(order):
-            width = chunks[order[start]].n_tokens
+            width = -(-chunks[order[start]].n_tokens // self.width_multiple) * self.width_multiple
             rows = max(1, self.batch_tokens // width)
             index = order[start : start + rows]
             yield index, self._collate([chunks[i] for i in index], width)
@@ -227,6 +235,8 @@ class Embedder:
             try:
                 for index, ids in self._batches(chunks):
                     lengths = np.array([chunks[i].n_tokens for i in index])
+                    if self.compiled and len(index) == 1:  # a size-1 dimension would compile a second graph
+                        ids, lengths = np.repeat(ids, 2, axis=0), np.repeat(lengths, 2)
                     tensors = torch.from_numpy(ids), torch.from_numpy(lengths)
                     if pinned:
                         tensors = tuple(t.pin_memory() for t in tensors)
@@ -248,7 +258,7 @@ class Embedder:
                 results.append((index, self._forward(ids, lengths, layers)))
             for index, pooled in results:
                 for layer, vectors in pooled.items():
-                    out[layer][index] = vectors.cpu().numpy()
+                    out[layer][index] = vectors[: len(index)].cpu().numpy()
         return out
 
     def embed_genomes(
@@ -256,12 +266,14 @@ class Embedder:
     ) -> Iterator[EmbeddedGenome]:
         """Read, chunk and embed genomes in order; the next ones are read while these run.
 
-        Genomes are embedded in groups of at least GROUP_BATCHES batches' worth of tokens (a
-        large genome alone), so the length-sorted batches are cut from many windows and carry
-        little padding even when the genomes are small or their windows vary in length.
-        Read-ahead grows to two groups' worth of genomes, so the next group is read while the
-        model runs this one; memory follows the group size, not the number of genomes.
-        `want`, called in order before a genome is embedded, may decline it (e.g. a duplicate).
+        Genomes are embedded in groups, so the length-sorted batches are cut from many windows
+        and carry little padding even when the genomes are small or their windows vary in
+        length. The first group is FIRST_GROUP_BATCHES batches' worth of tokens, so the model
+        starts once a few genomes are read; each next group doubles up to GROUP_BATCHES. The
+        last genomes go in halving groups, so the caller's work on one group (commits) overlaps
+        the model's on the next and little of it is left when the model is done. Read-ahead
+        grows to two groups' worth of genomes; memory follows the group size, not the number
+        of genomes. `want`, called in order before a genome is embedded, may decline it.
         """
         paths = list(paths)
         ahead: deque[Future] = deque()
@@ -280,19 +292,38 @@ class Embedder:
         with ThreadPoolExecutor(max_workers=1) as pool:
             read_ahead(pool)
             group: list[tuple[Genome, list[Chunk]]] = []
-            tokens = 0
+            tokens, target = 0, FIRST_GROUP_BATCHES
             for i in range(len(paths)):
                 genome, chunks = ahead.popleft().result()
                 read_ahead(pool)
                 if want is None or want(genome):
                     group.append((genome, chunks))
                     tokens += sum(c.n_tokens for c in chunks)
-                if group and (tokens >= GROUP_BATCHES * self.batch_tokens or i == len(paths) - 1):
+                if group and tokens >= target * self.batch_tokens:
                     lookahead = max(lookahead, 2 * len(group))
                     read_ahead(pool)
-                    vectors = self.embed_chunks([c for _, genome_chunks in group for c in genome_chunks])
-                    offset = 0
-                    for genome, genome_chunks in group:
-                        yield EmbeddedGenome(genome, genome_chunks, vectors[offset : offset + len(genome_chunks)])
-                        offset += len(genome_chunks)
-                    group, tokens = [], 0
+                    yield from self._embed_group(group)
+                    group, tokens, target = [], 0, min(2 * target, GROUP_BATCHES)
+                elif group and i == len(paths) - 1:
+                    yield from self._embed_last(group)
+
+    def _embed_group(self, group: list[tuple[Genome, list[Chunk]]]) -> Iterator[EmbeddedGenome]:
+        """Embed the windows of several genomes together and hand back each genome's share."""
+        vectors = self.embed_chunks([c for _, chunks in group for c in chunks])
+        offset = 0
+        for genome, chunks in group:
+            yield EmbeddedGenome(genome, chunks, vectors[offset : offset + len(chunks)])
+            offset += len(chunks)
+
+    def _embed_last(self, group: list[tuple[Genome, list[Chunk]]]) -> Iterator[EmbeddedGenome]:
+        """The final genomes in groups of about half of what is left, down to the first size."""
+        sizes = [sum(c.n_tokens for c in chunks) for _, chunks in group]
+        left = sum(sizes)
+        while group:
+            half = max(left // 2, FIRST_GROUP_BATCHES * self.batch_tokens)
+            cut, tokens = 0, 0
+            while cut < len(group) and tokens < half:
+                tokens += sizes[cut]
+                cut += 1
+            yield from self._embed_group(group[:cut])
+            group, sizes, left = group[cut:], sizes[cut:], left - tokens

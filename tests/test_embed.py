@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,11 @@ from transformers import AutoModel
 from genome_index.embed import Embedder, pick_device, pick_dtype
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome
-from genome_index.models import BUNDLED
+from genome_index.models import BUNDLED, FusedGelu
 from genome_index.reference import embed_reference
+from genome_index.testing import random_checkpoint
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +55,24 @@ def test_engine_equals_reference(layer, mixed_chunks, full_model, hf_tokenizer) 
 def test_engine_runs_only_the_blocks_it_needs() -> None:
     engine = Embedder("nt-tiny", layer=2, device="cpu")
     assert len(engine.model.encoder.layer) == 2
+    assert all(isinstance(block.intermediate, FusedGelu) for block in engine.model.encoder.layer)
     assert engine.model.encoder.emb_layer_norm_after is None
     last = Embedder("nt-tiny", device="cpu")
     assert len(last.model.encoder.layer) == 4
     assert last.model.encoder.emb_layer_norm_after is not None
+
+
+def test_fused_gelu_computes_what_esm_spells_out(full_model) -> None:
+    stock = full_model.encoder.layer[0].intermediate
+    fused = FusedGelu(stock.dense)
+    x = torch.randn(3, 50, 128) * 4
+    torch.testing.assert_close(fused(x), stock(x), atol=1e-6, rtol=1e-6)
+    from transformers.models.esm.modeling_esm import gelu as spelled_out
+
+    h = (torch.randn(4096) * 4).bfloat16()
+    truth = spelled_out(h.double())
+    one_rounding = (torch.nn.functional.gelu(h).double() - truth).abs().max()
+    assert one_rounding <= (spelled_out(h).double() - truth).abs().max()
 
 
 def test_padding_and_batching_change_no_vector(embedder, mixed_chunks) -> None:
@@ -103,18 +122,118 @@ def test_device_and_dtype_choice() -> None:
         pick_device("tpu:banana")
 
 
+@pytest.mark.parametrize(
+    ("gpu", "bf16", "device", "dtype"),
+    [
+        (True, True, "cuda", torch.bfloat16),
+        (True, False, "cuda", torch.float16),
+        (False, False, "cpu", torch.float32),
+    ],
+    ids=["Ampere or newer", "older GPU", "no GPU"],
+)
+def test_auto_picks_the_gpu_and_its_fastest_exact_enough_dtype(monkeypatch, gpu, bf16, device, dtype) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    chosen = pick_device("auto")
+    assert chosen.type == device
+    assert pick_dtype("auto", chosen) == dtype
+    assert pick_dtype("float32", chosen) == torch.float32
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_requested_without_gpu() -> None:
     with pytest.raises(GenomeIndexError, match="no CUDA GPU"):
         pick_device("cuda")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@cuda
 def test_cuda_agrees_with_cpu(embedder, mixed_chunks) -> None:
     gpu = Embedder("nt-tiny", device="cuda")
+    assert gpu.dtype == torch.bfloat16
     a, b = embedder.embed_chunks(mixed_chunks), gpu.embed_chunks(mixed_chunks)
-    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    assert cosine.min() >= 0.999
+    assert cosines(a, b).min() >= 0.999
+
+
+def test_bfloat16_at_nt_2_5b_width_matches_the_float32_reference_on_cpu(tmp_path, mixed_chunks, hf_tokenizer) -> None:
+    """The GPU's arithmetic (bf16 weights and activations) at the real model's width, two blocks:
+    every chunk's vector within cosine 0.999 of the float32 one-chunk-at-a-time reference."""
+    checkpoint = random_checkpoint("nt-2.5b", tmp_path / "nt-2.5b-2", num_layers=2)
+    chunks = [c for c in mixed_chunks if c.n_tokens <= 350]
+    engine = Embedder(str(checkpoint), device="cpu", dtype="bfloat16")
+    vectors = engine.embed_chunks(chunks)
+    reference_model = AutoModel.from_pretrained(checkpoint, dtype=torch.float32, add_pooling_layer=False).eval()
+    sequences = ["".join(hf_tokenizer.convert_ids_to_tokens(c.input_ids[1:].tolist())) for c in chunks]
+    reference = embed_reference(reference_model, hf_tokenizer, sequences, 2)
+    assert engine.dtype == torch.bfloat16 and vectors.shape == (len(chunks), 2560)
+    assert cosines(vectors, reference).min() >= 0.999
+
+
+@pytest.fixture(scope="module")
+def nt_2_5b(tmp_path_factory):
+    """A random-weight checkpoint of NT-2.5B's exact shape, and its float32 model on the GPU.
+    Kept under $GENOME_INDEX_CHECKPOINTS where set, so the GPU check's benchmarks reuse it."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    shared = os.environ.get("GENOME_INDEX_CHECKPOINTS")
+    folder = Path(shared) / "nt-2.5b" if shared else tmp_path_factory.mktemp("nt-2.5b")
+    checkpoint = random_checkpoint("nt-2.5b", folder, device="cuda")
+    reference = AutoModel.from_pretrained(checkpoint, dtype=torch.float32, add_pooling_layer=False)
+    return checkpoint, reference.eval().to("cuda")
+
+
+@cuda
+@pytest.mark.parametrize("layer", [20, 32])
+def test_cuda_bfloat16_engine_matches_float32_reference_at_nt_2_5b_shape(layer, nt_2_5b, hf_tokenizer) -> None:
+    """bf16, SDPA, length-sorted padded batches and pooling on the device, at a cut layer and at
+    the last: every chunk within cosine 0.999 of the float32 one-chunk reference."""
+    checkpoint, reference_model = nt_2_5b
+    rng = np.random.default_rng(layer)
+    sequence = rng.choice(np.frombuffer(b"ACGT", np.uint8), 200_000).tobytes()
+    sequence = sequence[:5000] + b"N" * 13 + sequence[5000:]
+    engine = Embedder(str(checkpoint), layer=layer, device="cuda")
+    from genome_index.tokenize import chunk_tokens
+
+    windows = chunk_tokens(engine.tokenizer.tokenize(sequence), engine.tokenizer, 0, 1000)
+    chunks = [
+        dataclasses.replace(c, input_ids=c.input_ids[:keep])
+        for c, keep in zip(windows, [1000, 7, 640, 999, 333, 90, 1000, 512], strict=False)
+    ]
+    vectors = engine.embed_chunks(chunks)
+    sequences = ["".join(hf_tokenizer.convert_ids_to_tokens(c.input_ids[1:].tolist())) for c in chunks]
+    torch.backends.cuda.matmul.allow_tf32 = False
+    reference = embed_reference(reference_model, hf_tokenizer, sequences, layer)
+    similarity = cosines(vectors, reference)
+    print(f"layer {layer}: min cosine {similarity.min():.6f} over {len(chunks)} chunks")
+    assert engine.dtype == torch.bfloat16 and len(engine.model.encoder.layer) == layer
+    assert similarity.min() >= 0.999
+
+
+def test_compile_traces_one_graph_for_every_batch_shape(mixed_chunks) -> None:
+    """--compile traces one dynamic-shape graph (here with a counting backend, not inductor):
+    batches of other widths and row counts, one row included, reuse it; vectors do not change."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    engine = Embedder("nt-tiny", device="cpu", batch_tokens=1800)
+    plain = engine.embed_chunks(mixed_chunks)
+    counter = CompileCounter()
+    engine.compile(backend=counter)
+    compiled = engine.embed_chunks(mixed_chunks[:4])
+    assert counter.frame_count == 1
+    rest = engine.embed_chunks(mixed_chunks[4:])
+    alone = [engine.embed_chunks([c]) for c in mixed_chunks[:3]]
+    np.testing.assert_allclose(np.concatenate([compiled, rest]), plain, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(alone), plain[:3], atol=1e-5)
+    assert counter.frame_count == 1
+    torch._dynamo.reset()
+
+
+def test_compile_is_left_off_on_the_cpu() -> None:
+    assert not Embedder("nt-tiny", device="cpu", compile=True).compiled
 
 
 def test_bad_settings_are_clear_errors() -> None:
