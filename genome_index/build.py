@@ -29,6 +29,7 @@ from genome_index.sketch import sketch_records
 from genome_index.store import FAISS_FILES, NewGenome, Store, genome_vector, normalise
 
 FAISS_CHECKPOINT_SECONDS = 60.0
+WRITER_QUEUE_BYTES = 1 << 30  # vectors waiting for the writer: several groups of genomes, so the model never waits
 Progress = Callable[[int, int], None]  # (bases of the genome just done, genomes in this build)
 
 
@@ -148,22 +149,26 @@ class Writer:
         self.incremental = Store.index_type(settings, "chunks") in ("flat", "hnsw")
         self.cursor = con.cursor()
         self.dirty: set[str] = set()
-        self.tasks: queue.Queue = queue.Queue(maxsize=4)
+        self.tasks: queue.Queue = queue.Queue()
+        self.room = threading.Condition()  # guards queued_bytes and error; notified as tasks finish
+        self.queued_bytes = 0
         self.error: BaseException | None = None
         self.ids: dict[str, int] = {}  # genome name -> id, for the report
         self.thread = threading.Thread(target=self._run, name="genome-index-writer", daemon=True)
         self.thread.start()
 
     def put(self, task: tuple) -> None:
-        """Queue a task; raise the writer's error instead of waiting on a dead writer."""
-        while True:
+        """Queue a task, waiting while WRITER_QUEUE_BYTES of vectors are queued already; raise
+        the writer's error instead of waiting on a dead writer."""
+        size = task[1].vectors.nbytes if task[0] == "add" else 0
+        with self.room:
+            self.room.wait_for(
+                lambda: self.error or not self.queued_bytes or self.queued_bytes + size <= WRITER_QUEUE_BYTES
+            )
             if self.error is not None:
                 raise self.error
-            try:
-                self.tasks.put(task, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+            self.queued_bytes += size
+        self.tasks.put((task, size))
 
     def finish(self) -> None:
         """Wait for every queued task, write the FAISS files, and re-raise any error."""
@@ -186,7 +191,7 @@ class Writer:
                 self.tasks.get_nowait()
             except queue.Empty:
                 break
-        self.tasks.put(("stop",))
+        self.tasks.put((("stop",), 0))
         self.thread.join()
         self.cursor.close()
 
@@ -199,7 +204,8 @@ class Writer:
         try:
             self.checked.result()  # nothing is written before every input has been read cleanly
             last_write = time.perf_counter()
-            while (task := self.tasks.get())[0] != "stop":
+            while (queued := self.tasks.get())[0][0] != "stop":
+                task, size = queued
                 if task[0] == "add":
                     self._add(task[1], task[2])
                 else:
@@ -211,8 +217,13 @@ class Writer:
                 if time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
                     self.write_indexes()
                     last_write = time.perf_counter()
+                with self.room:
+                    self.queued_bytes -= size
+                    self.room.notify_all()
         except BaseException as exc:  # handed to the building thread
-            self.error = exc
+            with self.room:
+                self.error = exc
+                self.room.notify_all()
 
     def _add(self, item: EmbeddedGenome, labels: dict[str, str]) -> None:
         genome = item.genome
