@@ -30,6 +30,7 @@ from _machine import describe_machine
 from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
 from genome_index.fasta import read_genome
+from genome_index.settings import ModelOptions, RunOptions
 from genome_index.testing import SHAPES, random_checkpoint
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "genomes"
@@ -88,7 +89,8 @@ def main() -> None:
         cuda = args.device != "cpu" and torch.cuda.is_available()
         checkpoint = random_checkpoint(args.shape, args.checkpoint or tmp_path / "model", "cuda" if cuda else "cpu")
         embedder = Embedder(
-            str(checkpoint), args.layer, device=args.device, compile=args.compile, chunking=args.chunking
+            ModelOptions(str(checkpoint), args.layer, chunking=args.chunking),
+            RunOptions(args.device, compile=args.compile),
         )
         if args.rss_child:
             GenomeIndex(tmp_path / "store").build(files, embedder=embedder)
@@ -114,7 +116,7 @@ def main() -> None:
 
     print(f"machine: {describe_machine()}")
     print(
-        f"model: {args.shape} ({embedder.device}, {embedder.dtype}, compile={embedder.compiled}), "
+        f"model: {args.shape} ({embedder.encoder.device}, {embedder.encoder.dtype}, compile={embedder.compiled}), "
         f"{len(files)} genomes, {bases / 1e6:.2f} Mbp, {len(chunks):,} {args.chunking} windows, {tokens:,} tokens"
     )
     print(f"bare engine : {tokens / engine:12,.0f} tokens/s  {bases / engine / 1e6:8.3f} Mbp/s")

@@ -29,6 +29,7 @@ from _machine import describe_machine
 
 from genome_index.embed import Embedder
 from genome_index.reference import embed_reference
+from genome_index.settings import ModelOptions, RunOptions
 from genome_index.testing import SHAPES, random_checkpoint
 from genome_index.tokenize import chunk_tokens
 
@@ -65,7 +66,7 @@ def probe_budgets(engine: Embedder, start: int, limit: int) -> list[tuple[int, f
     results: list[tuple[int, float | None]] = []
     budget = start
     while budget <= limit:
-        engine.batch_tokens = budget
+        engine.engine.batch_tokens = budget
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         try:
@@ -115,14 +116,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = random_checkpoint(args.shape, args.checkpoint or Path(tmp), device)
         started = time.perf_counter()
-        engine = Embedder(str(checkpoint), args.layer, device, "auto", args.batch_tokens, compile=args.compile)
+        engine = Embedder(
+            ModelOptions(str(checkpoint), args.layer), RunOptions(device, "auto", args.batch_tokens, args.compile)
+        )
         loaded = time.perf_counter() - started
         chunks = random_chunks(engine, n_engine)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         engine_rate, warm_up = time_engine(engine, chunks, cuda)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-        layer, dtype, budget, compiled = engine.layer, engine.dtype, engine.batch_tokens, engine.compiled
+        layer, dtype, budget, compiled = engine.layer, engine.encoder.dtype, engine.batch_tokens, engine.compiled
         budgets = probe_budgets(engine, budget, 8 * 2**20) if cuda and args.probe_budgets else []
         del engine
         if cuda:

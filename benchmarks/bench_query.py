@@ -5,7 +5,7 @@
     python benchmarks/bench_query.py --skip-index-types --store-genomes 1000
 
 Index types: clustered synthetic vectors (a centre per 1,000 vectors plus noise), built with
-genome-index's own `Store.build_faiss` and searched with its `search` (ivf-pq re-scores
+genome-index's own `build_faiss` and searched with its `search` (ivf-pq re-scores
 candidates with the exact vectors, as a store does from DuckDB). For each type: build time,
 index size in memory, median and p99 latency of a 10-chunk query, recall@10 against exact
 search. Then the recall cost of keeping vectors as float16.
@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import faiss
 from _machine import describe_machine
 
-from genome_index.store import INDEX_TYPES, Store, normalise, search
+from genome_index.settings import INDEX_TYPES, QueryOptions, RunOptions, StoreOptions
+from genome_index.store.indexes import build_faiss, search
+from genome_index.store.vectors import normalise
 
 
 def clustered(n: int, dim: int, rng: np.random.Generator, latent: int = 64) -> np.ndarray:
@@ -68,7 +70,7 @@ def bench_index_types(n: int, dim: int, n_queries: int, types: list[str]) -> Non
     print(f"\n{'index':8} {'build s':>9} {'memory MB':>10} {'median ms':>10} {'p99 ms':>8} {'recall@10':>10}")
     for index_type in types:
         start = time.perf_counter()
-        index = Store.build_faiss(ids, vectors, dim, index_type)
+        index = build_faiss(ids, vectors, dim, index_type)
         built = time.perf_counter() - start
         size = faiss.serialize_index(index).nbytes / 1e6
         latencies, recalls = [], []
@@ -97,16 +99,16 @@ def bench_index_types(n: int, dim: int, n_queries: int, types: list[str]) -> Non
 def bench_store_query(n_genomes: int, query_mbp: float) -> None:
     from genome_index.api import GenomeIndex
     from genome_index.embed import Embedder
-    from genome_index.store import SKETCH_SCALED, NewGenome
+    from genome_index.store.writes import NewGenome, add_genome
 
     rng = np.random.default_rng(1)
-    embedder = Embedder("nt-tiny", device="cpu")
+    embedder = Embedder("nt-tiny", RunOptions(device="cpu"))
     # 3 Mbp per genome in windows of the default chunking's mean size (anchored: about half a full window)
-    chunk_bp = 2997 if embedder.chunking == "anchored" else 5994
+    chunk_bp = 2997 if embedder.chunker.chunking == "anchored" else 5994
     dim, chunks_per_genome = embedder.dim, 3_000_000 // chunk_bp
     with tempfile.TemporaryDirectory() as tmp:
         index = GenomeIndex(Path(tmp) / "store")
-        settings = GenomeIndex._settings_for(embedder, False, "flat", "float32", SKETCH_SCALED)
+        settings = embedder.settings(StoreOptions("flat", "float32", 1000))
         index.store.directory.mkdir()
         index.store.create(settings)
         start = time.perf_counter()
@@ -140,11 +142,10 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
                     vectors=rng.normal(size=(chunks_per_genome, dim)).astype(np.float32),
                     labels={},
                     sketch=np.sort(rng.integers(0, 2**63, 3000, dtype=np.uint64)),
+                    sketch_scaled=settings.sketch_scaled,
                 )
-                index.store.add_genome(con, genome)
-            settings = Store.settings(con)
-            for kind in ("chunks", "genomes"):
-                index.store.write_faiss(kind, index.store.rebuild_faiss(con, kind, settings))
+                add_genome(con, genome, settings.vector_dtype)
+            index.store.rewrite_faiss(con, settings)
         filled = time.perf_counter() - start
         query = Path(tmp) / "query.fa"
         sequence = rng.choice(np.frombuffer(b"ACGT", np.uint8), int(query_mbp * 1e6)).tobytes()
@@ -153,7 +154,7 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
         for mode in ("genome", "chunks"):
             timings: dict[str, float] = {}
             start = time.perf_counter()
-            index.query(query, k=10, mode=mode, frames=False, embedder=embedder, timings=timings)
+            index.query(query, QueryOptions(k=10, mode=mode, frames=False), embedder=embedder, timings=timings)
             total = time.perf_counter() - start
             print(
                 f"query {query_mbp:g} Mbp, {mode:6} mode: {total:6.1f} s = "

@@ -41,6 +41,7 @@ from genome_index.embed import Embedder
 from genome_index.evaluate import genome_labels
 from genome_index.fasta import Genome, find_fasta_files, read_genome, reverse_complement
 from genome_index.search import RERANK_CANDIDATES
+from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 STAPH = ROOT.parent / "shared" / "data" / "staph"
@@ -116,7 +117,7 @@ def evaluate(
         latencies = []
         for file, _, source, species, region in chosen:
             start = time.perf_counter()
-            rows = index.query(file, k=RERANK_CANDIDATES, rerank=False, embedder=embedder, **config)
+            rows = index.query(file, QueryOptions(k=RERANK_CANDIDATES, rerank=False, **config), embedder=embedder)
             latencies.append(time.perf_counter() - start)
             for rerank in (False, True):
                 best = top1(rows, rerank)
@@ -215,10 +216,12 @@ def main() -> None:
             if per_length < 1:
                 continue
             for number, (title, options, configs) in enumerate(STORES):
-                embedder = Embedder(model, device="cpu", chunking=options["chunking"])
+                embedder = Embedder(ModelOptions(model, chunking=options["chunking"]), RunOptions(device="cpu"))
                 index = GenomeIndex(folder / f"store-{model.replace(':', '')}-{number}")
                 start = time.perf_counter()
-                index.build(list(species), embedder=embedder, sketch_scaled=options.get("sketch_scaled"))
+                index.build(
+                    list(species), store=StoreOptions(sketch_scaled=options.get("sketch_scaled")), embedder=embedder
+                )
                 built = f"{index.info()['counts']['chunks']} chunks, built in {time.perf_counter() - start:.0f} s"
                 print(f"\n== {model}, {title}: {built}")
                 chosen = [f for f in fragments if int(f[0].stem.split("_")[-1]) < per_length]

@@ -24,6 +24,7 @@ from bench_build import make_genomes
 
 from genome_index.embed import Embedder
 from genome_index.fasta import read_genome
+from genome_index.settings import RunOptions
 from genome_index.testing import SHAPES, random_checkpoint
 
 
@@ -47,7 +48,7 @@ def main() -> None:
         (Path(tmp) / "g").mkdir()
         files = make_genomes(Path(tmp) / "g", args.genomes, seed=1)
         checkpoint = random_checkpoint(args.shape, args.checkpoint or Path(tmp) / "model", "cuda")
-        engine = Embedder(str(checkpoint), device="cuda")
+        engine = Embedder(str(checkpoint), RunOptions(device="cuda"))
         chunks = [c for f in files for c in engine.chunk(read_genome(f))]
         no_cudnn = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
         print(f"machine: {describe_machine()}")

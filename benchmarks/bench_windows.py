@@ -23,6 +23,7 @@ from _machine import describe_machine
 
 from genome_index.embed import Embedder
 from genome_index.fasta import read_genome
+from genome_index.settings import ModelOptions, RunOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 STAPH = ROOT.parent / "shared" / "data" / "staph"
@@ -44,7 +45,9 @@ def main() -> None:
     print(f"genomes: {len(genomes)} from {folder}, {np.mean([g.length for g in genomes]) / 1e6:.2f} Mbp on average")
     print("chunking  windows/genome  mean bp  cut+tokenise s/genome  padding: one genome  all sorted together")
     for chunking in ("fixed", "anchored"):
-        embedder = Embedder("nt-tiny", device="cpu", chunking=chunking, batch_tokens=args.batch_tokens)
+        embedder = Embedder(
+            ModelOptions("nt-tiny", chunking=chunking), RunOptions(device="cpu", batch_tokens=args.batch_tokens)
+        )
         per_genome, seconds = [], []
         for genome in genomes:
             start = time.perf_counter()

@@ -28,6 +28,7 @@ from _machine import describe_machine
 
 from genome_index.api import GenomeIndex
 from genome_index.fasta import read_genome
+from genome_index.settings import QueryOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +72,7 @@ def verify(index: Path, genomes: dict[str, Path]) -> tuple[int, list[str]]:
     if names:
         probe = random.choice(names)
         for mode in ("genome", "chunks"):
-            top = store.query(genomes[probe], k=1, mode=mode, device="cpu")[0]["name"]
+            top = store.query(genomes[probe], QueryOptions(k=1, mode=mode))[0]["name"]
             if top != probe:
                 problems.append(f"self-query ({mode}) of {probe} ranked {top} first")
     problems += store.check()

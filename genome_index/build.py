@@ -1,10 +1,12 @@
-"""The build pipeline: read, embed and commit genomes with the accelerator kept busy.
+"""The build: read, embed and commit genomes with the accelerator kept busy.
 
 Three things run at once: a reader thread reads and tokenises the next genomes (in
-`Embedder.embed_genomes`), the calling thread runs the model, and a writer thread commits
+`pipeline.embed_genomes`), the calling thread runs the model, and a writer thread commits
 finished genomes to DuckDB and adds them to FAISS. A fourth thread reads every input once
 up front to validate it; the writer commits nothing until that check has passed, so a bad
-file anywhere in the inputs leaves the store unchanged.
+file anywhere in the inputs leaves the store unchanged. When the calling thread stops (an
+error, Ctrl-C), every other thread stops with it: the validator after the file it is
+reading, the reader without starting another, the writer after the transaction in hand.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,15 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from genome_index.embed import EmbeddedGenome, Embedder
+from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, gc_fraction, read_genome
+from genome_index.pipeline import EmbeddedGenome
+from genome_index.settings import StoreSettings
 from genome_index.sketch import sketch_records
-from genome_index.store import FAISS_FILES, NewGenome, Store, genome_vector, normalise
+from genome_index.store import FAISS_FILES, Store, reads, writes
+from genome_index.store.vectors import genome_vector, normalise
+from genome_index.store.writes import NewGenome
 
 FAISS_CHECKPOINT_SECONDS = 60.0
 WRITER_QUEUE_BYTES = 1 << 30  # vectors waiting for the writer: several groups of genomes, so the model never waits
@@ -68,10 +74,24 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
     return labels
 
 
-def check_inputs(files: list[Path]) -> None:
-    """Read and validate every FASTA file, raising on the first bad one."""
-    for path in files:
-        read_genome(path)
+def check_inputs(files: list[Path], stop: threading.Event) -> Future:
+    """Read and validate every FASTA file in a thread; the future fails on the first bad one.
+    Setting `stop` ends the check after the file in hand (the future then never completes)."""
+    checked: Future = Future()
+
+    def run() -> None:
+        try:
+            for path in files:
+                if stop.is_set():
+                    return
+                read_genome(path)
+        except BaseException as exc:
+            checked.set_exception(exc)
+        else:
+            checked.set_result(None)
+
+    threading.Thread(target=run, name="genome-index-validator", daemon=True).start()
+    return checked
 
 
 def label_keys(genome: Genome) -> list[str]:
@@ -139,23 +159,28 @@ class Writer:
         store: Store,
         con: duckdb.DuckDBPyConnection,
         indexes: dict[str, Any],
-        settings: dict[str, str],
+        settings: StoreSettings,
         checked: Future,
         report: BuildReport,
     ) -> None:
         self.store, self.indexes, self.checked, self.report = store, indexes, checked, report
         self.settings = settings
         # Exact and HNSW indexes take vectors one genome at a time; IVF-PQ is retrained at the end.
-        self.incremental = Store.index_type(settings, "chunks") in ("flat", "hnsw")
+        self.incremental = settings.index_type in ("flat", "hnsw")
         self.cursor = con.cursor()
         self.dirty: set[str] = set()
         self.tasks: queue.Queue = queue.Queue()
         self.room = threading.Condition()  # guards queued_bytes and error; notified as tasks finish
         self.queued_bytes = 0
         self.error: BaseException | None = None
-        self.ids: dict[str, int] = {}  # genome name -> id, for the report
+        self.stopping = threading.Event()
+        self.wake = threading.Event()  # set when the input check ends or the writer is abandoned
+        checked.add_done_callback(lambda _: self.wake.set())
         self.thread = threading.Thread(target=self._run, name="genome-index-writer", daemon=True)
+
+    def start(self) -> Writer:
         self.thread.start()
+        return self
 
     def put(self, task: tuple) -> None:
         """Queue a task, waiting while WRITER_QUEUE_BYTES of vectors are queued already; raise
@@ -186,13 +211,16 @@ class Writer:
 
     def abandon(self) -> None:
         """Stop after the task in progress (its transaction completes or rolls back)."""
+        self.stopping.set()
+        self.wake.set()
         while True:
             try:
                 self.tasks.get_nowait()
             except queue.Empty:
                 break
         self.tasks.put((("stop",), 0))
-        self.thread.join()
+        if self.thread.is_alive():
+            self.thread.join()
         self.cursor.close()
 
     def write_indexes(self) -> None:
@@ -202,7 +230,10 @@ class Writer:
 
     def _run(self) -> None:
         try:
-            self.checked.result()  # nothing is written before every input has been read cleanly
+            self.wake.wait()  # nothing is written before every input has been read cleanly
+            if self.stopping.is_set():
+                return
+            self.checked.result()
             last_write = time.perf_counter()
             while (queued := self.tasks.get())[0][0] != "stop":
                 task, size = queued
@@ -210,9 +241,7 @@ class Writer:
                     self._add(task[1], task[2])
                 else:
                     _, genome_id, labels = task
-                    self.cursor.execute("BEGIN")
-                    Store.set_labels(self.cursor, genome_id, labels)
-                    self.cursor.execute("COMMIT")
+                    writes.relabel(self.cursor, genome_id, labels)
                     self.report.labelled += 1
                 if time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
                     self.write_indexes()
@@ -227,11 +256,11 @@ class Writer:
 
     def _add(self, item: EmbeddedGenome, labels: dict[str, str]) -> None:
         genome = item.genome
-        vector_dtype = self.settings.get("vector_dtype", "float32")
+        vector_dtype = self.settings.vector_dtype
         if vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
             item.vectors = item.vectors.astype(np.float16).astype(np.float32)
-        new = new_genome(item, labels, int(self.settings["sketch_scaled"]))
-        genome_id, chunk_ids = self.store.add_genome(self.cursor, new, vector_dtype)
+        new = new_genome(item, labels, self.settings.sketch_scaled)
+        genome_id, chunk_ids = writes.add_genome(self.cursor, new, vector_dtype)
         self.report.added.append((genome.name, genome_id, len(chunk_ids)))
         self.report.labelled += bool(labels)
         self.report.bases += genome.length
@@ -253,52 +282,54 @@ def run_build(
     """Embed every new genome of `files` into `store` (whose lock the caller holds)."""
     started = time.perf_counter()
     report = BuildReport()
-    with store.connect(read_only=False) as con, ThreadPoolExecutor(max_workers=1) as checker:
-        checked = checker.submit(check_inputs, files)
-        settings = Store.settings(con)
-        by_sha = dict(con.execute("SELECT sha256, name FROM genomes").fetchall())
-        ids = dict(con.execute("SELECT name, id FROM genomes").fetchall())
-        stored_files = {f for (f,) in con.execute("SELECT file FROM genomes").fetchall()}
-        check_label_names(label_rows, files, set(ids) | stored_files)
-        indexes: dict[str, Any] = {}
-        rebuilt = set()
-        for kind in FAISS_FILES:
-            indexes[kind], was_rebuilt = store.load_faiss(con, kind, settings)
-            if was_rebuilt:
-                rebuilt.add(kind)
-        writer = Writer(store, con, indexes, settings, checked, report)
-        writer.dirty.update(rebuilt)
-        seen_in_run: dict[str, str] = {}
+    stop = threading.Event()
+    checked = check_inputs(files, stop)
+    try:
+        with store.connect(read_only=False) as con:
+            settings = reads.settings(con)
+            stored = reads.genomes_by_sha(con)
+            names = {name for _, name, _ in stored.values()} | {file for _, _, file in stored.values()}
+            check_label_names(label_rows, files, names)
+            indexes: dict[str, Any] = {}
+            rebuilt = set()
+            for kind in FAISS_FILES:
+                indexes[kind], was_rebuilt = store.load_faiss(con, kind, settings)
+                if was_rebuilt:
+                    rebuilt.add(kind)
+            writer = Writer(store, con, indexes, settings, checked, report).start()
+            writer.dirty.update(rebuilt)
+            seen_in_run: dict[str, str] = {}
 
-        def labels_of(genome: Genome) -> dict[str, str]:
-            return next((label_rows[k] for k in label_keys(genome) if k in label_rows), {})
+            def labels_of(genome: Genome) -> dict[str, str]:
+                return next((label_rows[k] for k in label_keys(genome) if k in label_rows), {})
 
-        def want(genome: Genome) -> bool:
-            sha = genome.sha256
-            stored_name = by_sha.get(sha) or seen_in_run.get(sha)
-            if stored_name is None:
-                seen_in_run[sha] = genome.name
-                return True
-            if sha in by_sha:
-                target = report.already if stored_name == genome.name else report.duplicates
-                target.append((str(genome.path), stored_name))
-                if labels_of(genome) and stored_name in ids:
-                    writer.put(("relabel", ids[stored_name], labels_of(genome)))
-            else:
-                report.duplicates.append((str(genome.path), stored_name))
-            if on_progress:
-                on_progress(0, len(files))
-            return False
-
-        try:
-            for item in embedder.embed_genomes(files, want=want):
-                writer.put(("add", item, labels_of(item.genome)))
+            def want(genome: Genome) -> bool:
+                sha = genome.sha256
+                if sha not in stored and sha not in seen_in_run:
+                    seen_in_run[sha] = genome.name
+                    return True
+                if sha in stored:
+                    genome_id, stored_name, _ = stored[sha]
+                    target = report.already if stored_name == genome.name else report.duplicates
+                    target.append((str(genome.path), stored_name))
+                    if labels_of(genome):
+                        writer.put(("relabel", genome_id, labels_of(genome)))
+                else:
+                    report.duplicates.append((str(genome.path), seen_in_run[sha]))
                 if on_progress:
-                    on_progress(item.genome.length, len(files))
-            writer.finish()
-        except BaseException:
-            writer.abandon()
-            checked.cancel()
-            raise
+                    on_progress(0, len(files))
+                return False
+
+            try:
+                for item in embedder.embed_genomes(files, want=want):
+                    writer.put(("add", item, labels_of(item.genome)))
+                    if on_progress:
+                        on_progress(item.genome.length, len(files))
+                writer.finish()
+            except BaseException:
+                writer.abandon()
+                raise
+    finally:
+        stop.set()
     report.seconds = time.perf_counter() - started
     return report

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from genome_index.errors import GenomeIndexError
+from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions, help_of, option_names
 
 app = typer.Typer(
     help="Embed genome assemblies with DNA transformers; search them with FAISS and SQL.",
@@ -32,10 +33,12 @@ def _version(value: bool) -> None:
 
 
 class _StderrHandler(logging.Handler):
-    """Log records as plain lines on whatever sys.stderr is at the moment of writing."""
+    """The library's log records as plain lines on whatever sys.stderr is at the moment of
+    writing; warnings say `notice:` (the library's own messages carry no prefix)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        typer.echo(self.format(record), err=True)
+        prefix = "notice: " if record.levelno >= logging.WARNING else ""
+        typer.echo(prefix + self.format(record), err=True)
 
 
 def _setup_logging() -> None:
@@ -45,14 +48,52 @@ def _setup_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
+CONFIG_FILE = "genome-index.toml"
+BUILD_ONLY = {"inputs", "index", "labels", "shard"}  # TOML keys besides the settings
+
+
+def read_config() -> dict[str, Any]:
+    """Options from ./genome-index.toml, if there is one."""
+    path = Path(CONFIG_FILE)
+    if not path.is_file():
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GenomeIndexError(f"{path}: not valid TOML ({exc})") from None
+    known = option_names() | BUILD_ONLY
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise GenomeIndexError(f"{path}: unknown option(s) {unknown}; known: {sorted(known)}")
+    if isinstance(config.get("inputs"), str):
+        config["inputs"] = [config["inputs"]]
+    return config
+
+
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """Embed genome assemblies with DNA transformers; search them with FAISS and SQL."""
     _setup_logging()
+    try:
+        config = read_config()
+    except GenomeIndexError as exc:
+        typer.echo(f"genome-index: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if config:  # genome-index.toml gives the defaults of every command's matching options
+        commands = ctx.command.commands  # type: ignore[attr-defined]
+        ctx.default_map = {
+            name: {key: value for key, value in config.items() if key in {p.name for p in command.params}}
+            for name, command in commands.items()
+        }
 
 
 def user_errors(func: F) -> F:
@@ -82,110 +123,42 @@ def log(message: str, quiet: bool = False) -> None:
         typer.echo(message, err=True)
 
 
-Model = Annotated[str, typer.Option("--model", "-m", help="nt-tiny, a local checkpoint folder or a Hub id.")]
-Layer = Annotated[
-    int | None,
-    typer.Option(help="Hidden state to pool: 0 = embedding output, default the last, negative from the end."),
-]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Dtype = Annotated[str, typer.Option(help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16.")]
-BatchTokens = Annotated[int | None, typer.Option(help="Tokens per batch (default 65536 on CUDA, 8192 on CPU).")]
-ChunkTokens = Annotated[
-    int | None, typer.Option(help="Tokens per chunk, <cls> included (default: the model's maximum).")
-]
-Overlap = Annotated[int, typer.Option(help="Tokens shared by consecutive fixed windows of a record.")]
-CHUNKING_HELP = "anchored (cut where the sequence says, so shared sequence gets the same windows) or fixed."
-TrustRemoteCode = Annotated[
-    bool, typer.Option("--trust-remote-code", help="Allow a Hub model to run its own Python code.")
-]
+def opt(name: str, *flags: str, **extra: Any) -> Any:
+    """A typer option whose help text comes from `settings` (written there once)."""
+    return typer.Option(*flags, help=help_of(name), **extra)
+
+
+# Options that are settings: their names, help and defaults live in genome_index.settings.
+Model = Annotated[str | None, opt("model", "--model", "-m")]
+Layer = Annotated[int | None, opt("layer")]
+ChunkTokens = Annotated[int | None, opt("chunk_tokens")]
+Chunking = Annotated[str | None, opt("chunking")]
+Overlap = Annotated[int | None, opt("overlap")]
+TrustRemoteCode = Annotated[bool | None, opt("trust_remote_code", "--trust-remote-code")]
+Device = Annotated[str, opt("device")]
+Dtype = Annotated[str, opt("dtype")]
+BatchTokens = Annotated[int | None, opt("batch_tokens")]
+Compile = Annotated[bool, opt("compile", "--compile")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary on stderr.")]
-
-
-@app.command()
-@user_errors
-def embed(
-    fasta: Annotated[list[Path], typer.Argument(help="FASTA files or folders (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write, one row per chunk.")],
-    model: Model = "nt-tiny",
-    layer: Layer = None,
-    chunk_tokens: ChunkTokens = None,
-    chunking: Annotated[str | None, typer.Option(help=CHUNKING_HELP + " Default anchored.")] = None,
-    overlap: Overlap = 0,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
-    batch_tokens: BatchTokens = None,
-    trust_remote_code: TrustRemoteCode = False,
-    quiet: Quiet = False,
-) -> None:
-    """Write raw chunk embeddings (file, genome, record, start, end, n_tokens, embedding) to Parquet."""
-    from genome_index.embed import Embedder
-    from genome_index.export import write_parquet
-    from genome_index.fasta import find_fasta_files
-    from genome_index.progress import GenomeProgress
-    from genome_index.tokenize import DEFAULT_CHUNKING
-
-    files = find_fasta_files(fasta)
-    embedder = Embedder(
-        model, layer, device, dtype, batch_tokens, chunk_tokens, overlap, trust_remote_code,
-        chunking=chunking or DEFAULT_CHUNKING,
-    )  # fmt: skip
-    with GenomeProgress("embedding", quiet, total=len(files)) as progress:
-
-        def items():  # type: ignore[no-untyped-def]
-            for item in embedder.embed_genomes(files):
-                progress(item.genome.length)
-                yield item
-
-        rows = write_parquet(items(), out, embedder.dim)
-    log(
-        f"wrote {rows} chunk embeddings of {len(files)} genome(s) to {out} "
-        f"(model {model}, layer {embedder.layer}, dim {embedder.dim})",
-        quiet,
-    )
-
-
 IndexDir = Annotated[
     Path | None,
     typer.Option("--index", "-i", help="Store folder (default: $GENOME_INDEX, else ./genome-index)."),
 ]
 Format = Annotated[str, typer.Option("--format", "-f", help="table, tsv, csv or json.")]
-CONFIG_FILE = "genome-index.toml"
-CONFIG_KEYS = {
-    "inputs", "index", "model", "layer", "chunk_tokens", "chunking", "overlap", "device", "dtype", "batch_tokens",
-    "labels", "trust_remote_code", "index_type", "vector_dtype", "sketch_scaled", "shard", "compile",
-}  # fmt: skip
 
 
-def read_config() -> dict[str, Any]:
-    """Options from ./genome-index.toml, if there is one (flags given on the command line win)."""
-    path = Path(CONFIG_FILE)
-    if not path.is_file():
-        return {}
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise GenomeIndexError(f"{path}: not valid TOML ({exc})") from None
-    unknown = sorted(set(config) - CONFIG_KEYS)
-    if unknown:
-        raise GenomeIndexError(f"{path}: unknown option(s) {unknown}; known: {sorted(CONFIG_KEYS)}")
-    if isinstance(config.get("inputs"), str):
-        config["inputs"] = [config["inputs"]]
-    return config
+def model_options(
+    model: str | None, layer: int | None = None, chunk_tokens: int | None = None, chunking: str | None = None,
+    overlap: int | None = None, trust_remote_code: bool | None = None,
+) -> ModelOptions:  # fmt: skip
+    return ModelOptions(model, layer, chunk_tokens, chunking, overlap, trust_remote_code)
 
 
-def index_dir(flag: Path | None, config: dict[str, Any] | None = None) -> Path:
-    """--index, else the config file's index, else $GENOME_INDEX, else ./genome-index."""
+def index_dir(flag: Path | None) -> Path:
+    """--index (or the config file's index), else $GENOME_INDEX, else ./genome-index."""
     from genome_index.api import default_index_dir
 
-    if flag is not None:
-        return flag
-    if config and config.get("index"):
-        return Path(config["index"])
-    return default_index_dir()
+    return flag if flag is not None else default_index_dir()
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -208,84 +181,92 @@ def check_format(fmt: str) -> None:
 
 @app.command()
 @user_errors
+def embed(
+    fasta: Annotated[list[Path], typer.Argument(help="FASTA files or folders (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write, one row per chunk.")],
+    model: Model = None,
+    layer: Layer = None,
+    chunk_tokens: ChunkTokens = None,
+    chunking: Chunking = None,
+    overlap: Overlap = None,
+    trust_remote_code: TrustRemoteCode = None,
+    device: Device = RunOptions.device,
+    dtype: Dtype = RunOptions.dtype,
+    batch_tokens: BatchTokens = None,
+    quiet: Quiet = False,
+) -> None:
+    """Write raw chunk embeddings (file, genome, record, start, end, n_tokens, embedding) to Parquet."""
+    from genome_index.embed import Embedder
+    from genome_index.export import write_parquet
+    from genome_index.fasta import find_fasta_files
+    from genome_index.progress import GenomeProgress
+
+    files = find_fasta_files(fasta)
+    options = model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code)
+    embedder = Embedder(options, RunOptions(device, dtype, batch_tokens))
+    with GenomeProgress("embedding", quiet, total=len(files)) as progress:
+
+        def items():  # type: ignore[no-untyped-def]
+            for item in embedder.embed_genomes(files):
+                progress(item.genome.length)
+                yield item
+
+        rows = write_parquet(items(), out, embedder.dim)
+    log(
+        f"wrote {rows} chunk embeddings of {len(files)} genome(s) to {out} "
+        f"(model {embedder.spec.name}, layer {embedder.layer}, dim {embedder.dim})",
+        quiet,
+    )
+
+
+@app.command()
+@user_errors
 def build(
-    paths: Annotated[
+    inputs: Annotated[
         list[Path] | None,
         typer.Argument(help="FASTA files or folders (default: `inputs` in genome-index.toml)."),
     ] = None,
     index: IndexDir = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="nt-tiny, a checkpoint folder or a Hub id (default: the store's, else NT 2.5B).",
-        ),
-    ] = None,
+    model: Model = None,
     layer: Layer = None,
     chunk_tokens: ChunkTokens = None,
-    chunking: Annotated[str | None, typer.Option(help=CHUNKING_HELP + " Default anchored.")] = None,
-    overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive fixed windows (default 0).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
+    chunking: Chunking = None,
+    overlap: Overlap = None,
+    trust_remote_code: TrustRemoteCode = None,
+    index_type: Annotated[str | None, opt("index_type")] = None,
+    vector_dtype: Annotated[str | None, opt("vector_dtype")] = None,
+    sketch_scaled: Annotated[int | None, opt("sketch_scaled")] = None,
+    device: Device = RunOptions.device,
+    dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
+    compile: Compile = RunOptions.compile,
     labels: Annotated[
         Path | None, typer.Option(help="CSV with a `file` or `name` column and any label columns.")
-    ] = None,
-    trust_remote_code: Annotated[
-        bool | None, typer.Option("--trust-remote-code", help="Allow a Hub model to run its own Python code.")
-    ] = None,
-    index_type: Annotated[
-        str | None,
-        typer.Option(help="Chunk index: flat (exact, default), hnsw or ivf-pq. Fixed by the first build."),
-    ] = None,
-    vector_dtype: Annotated[
-        str | None,
-        typer.Option(help="Vectors kept in DuckDB as float32 (default) or float16 (half the disk)."),
-    ] = None,
-    sketch_scaled: Annotated[
-        int | None,
-        typer.Option(help="Re-rank sketch keeps 1 in N canonical 21-mers (default 1000; smaller: finer, more disk)."),
     ] = None,
     shard: Annotated[
         str | None, typer.Option(help="I/N: embed only the I-th of N slices of the inputs (see `merge`).")
     ] = None,
-    compile_model: Annotated[
-        bool | None, typer.Option("--compile", help="torch.compile the model (CUDA only; ignored on CPU).")
-    ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Embed FASTA genomes into a store; the first build fixes its model, layer and chunking."""
+    """Embed FASTA genomes into a store; the first build fixes its model, layer and windows.
+
+    Options left out follow the store (or their defaults for a new one). Every option may also
+    come from ./genome-index.toml; flags given here win.
+    """
     from genome_index.api import GenomeIndex
     from genome_index.progress import GenomeProgress
 
-    config = read_config()
-    inputs = [str(p) for p in paths] if paths else config.get("inputs")
     if not inputs:
         raise GenomeIndexError("no input: give FASTA files or folders, or `inputs` in genome-index.toml")
-    store = GenomeIndex(index_dir(index, config))
-
-    def pick(value: Any, key: str, default: Any = None) -> Any:
-        return value if value is not None else config.get(key, default)
-
+    store = GenomeIndex(index_dir(index))
     with GenomeProgress("building", quiet) as progress:
         report = store.build(
             inputs,
-            model=pick(model, "model"),
-            layer=pick(layer, "layer"),
-            chunk_tokens=pick(chunk_tokens, "chunk_tokens"),
-            overlap=pick(overlap, "overlap"),
-            chunking=pick(chunking, "chunking"),
-            device=pick(device, "device", "auto"),
-            dtype=pick(dtype, "dtype", "auto"),
-            batch_tokens=pick(batch_tokens, "batch_tokens"),
-            labels=pick(labels, "labels"),
-            trust_remote_code=bool(pick(trust_remote_code, "trust_remote_code", False)),
-            index_type=pick(index_type, "index_type"),
-            vector_dtype=pick(vector_dtype, "vector_dtype"),
-            sketch_scaled=pick(sketch_scaled, "sketch_scaled"),
-            shard=parse_shard(pick(shard, "shard")),
-            compile=bool(pick(compile_model, "compile", False)),
+            model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code),
+            StoreOptions(index_type, vector_dtype, sketch_scaled),
+            RunOptions(device, dtype, batch_tokens, compile),
+            labels=labels,
+            shard=parse_shard(shard),
             on_progress=progress,
         )
     for file, name in report.duplicates:
@@ -311,35 +292,20 @@ def build(
 @user_errors
 def query(
     fasta: Annotated[Path, typer.Argument(help="Query FASTA (a genome, contig or fragment).")],
-    k: Annotated[int, typer.Option("-k", help="Genomes to report per query.")] = 10,
+    k: Annotated[int, opt("k", "-k")] = QueryOptions.k,
     index: IndexDir = None,
-    mode: Annotated[
-        str,
-        typer.Option(
-            help="auto (genome for queries of 1 Mbp or more, else chunks), genome (the query's mean vector "
-            "vs genome vectors) or chunks (chunk-by-chunk votes)."
-        ),
-    ] = "auto",
-    per_record: Annotated[bool, typer.Option("--per-record", help="Each record is its own query.")] = False,
-    window_overlap: Annotated[
-        float | None, typer.Option(help="Overlap of query windows, a fraction of a window (default 0).")
-    ] = None,
-    frames: Annotated[
-        bool | None,
-        typer.Option("--frames/--no-frames", help="Embed all k frames of a k-mer model (default: in chunks mode)."),
-    ] = None,
-    center: Annotated[
-        bool, typer.Option("--center/--no-center", help="Subtract the store's mean vector before the cosine.")
-    ] = True,
-    rerank: Annotated[
-        bool, typer.Option("--rerank/--no-rerank", help="Re-order the best 20 hits by k-mer containment.")
-    ] = True,
+    mode: Annotated[str, opt("mode")] = QueryOptions.mode,
+    per_record: Annotated[bool, opt("per_record", "--per-record")] = QueryOptions.per_record,
+    window_overlap: Annotated[float | None, opt("window_overlap")] = None,
+    frames: Annotated[bool | None, opt("frames", "--frames/--no-frames")] = None,
+    center: Annotated[bool, opt("center", "--center/--no-center")] = QueryOptions.center,
+    rerank: Annotated[bool, opt("rerank", "--rerank/--no-rerank")] = QueryOptions.rerank,
     fmt: Format = "table",
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Must be the store's model (read from the store anyway).")
     ] = None,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
+    device: Device = RunOptions.device,
+    dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
 ) -> None:
     """Nearest stored genomes to a sequence, with the store's own model, layer and pooling."""
@@ -347,11 +313,9 @@ def query(
     from genome_index.output import render_dicts
 
     check_format(fmt)
-    store = GenomeIndex.open(index_dir(index, read_config()))
-    rows = store.query(
-        fasta, k=k, mode=mode, per_record=per_record, window_overlap=window_overlap, frames=frames,
-        center=center, rerank=rerank, device=device, dtype=dtype, model=model, batch_tokens=batch_tokens,
-    )  # fmt: skip
+    store = GenomeIndex.open(index_dir(index))
+    options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank)
+    rows = store.query(fasta, options, RunOptions(device, dtype, batch_tokens), model=model)
     typer.echo(render_dicts(rows, fmt), nl=False)
 
 
@@ -367,7 +331,7 @@ def sql(
     from genome_index.output import render
 
     check_format(fmt)
-    columns, rows = GenomeIndex.open(index_dir(index, read_config())).sql(statement)
+    columns, rows = GenomeIndex.open(index_dir(index)).sql(statement)
     typer.echo(render(columns, rows, fmt), nl=False)
 
 
@@ -379,7 +343,7 @@ def info(index: IndexDir = None, fmt: Format = "table") -> None:
     from genome_index.output import render
 
     check_format(fmt)
-    details = GenomeIndex.open(index_dir(index, read_config())).info()
+    details = GenomeIndex.open(index_dir(index)).info()
     rows: list[tuple[str, Any]] = [("directory", details["directory"])]
     rows += [(f"count.{k}", v) for k, v in details["counts"].items()]
     rows.append(("count.bases", details["bases"]))
@@ -398,7 +362,7 @@ def remove(
     """Remove genomes: their rows, vectors and index entries."""
     from genome_index.api import GenomeIndex
 
-    removed = GenomeIndex.open(index_dir(index, read_config())).remove(genomes)
+    removed = GenomeIndex.open(index_dir(index)).remove(genomes)
     for gid, name in removed:
         log(f"removed genome {gid} {name}", quiet)
 
@@ -413,7 +377,7 @@ def reindex(
     """Rebuild the FAISS files from the vectors stored in DuckDB (optionally as another type)."""
     from genome_index.api import GenomeIndex
 
-    sizes = GenomeIndex.open(index_dir(index, read_config())).reindex(index_type)
+    sizes = GenomeIndex.open(index_dir(index)).reindex(index_type)
     log(f"rebuilt FAISS indexes: {sizes['chunks']} chunk vectors, {sizes['genomes']} genome vectors", quiet)
 
 
@@ -453,7 +417,7 @@ def compare(
     from genome_index.output import render_dicts
 
     check_format(fmt)
-    result = GenomeIndex.open(index_dir(index, read_config())).compare(out, label)
+    result = GenomeIndex.open(index_dir(index)).compare(out, label)
     typer.echo(render_dicts(result["summary"], fmt), nl=False)
     log("wrote " + ", ".join(result["files"].values()))
 
@@ -468,10 +432,14 @@ def evaluate(
         list[str], typer.Option("--model", "-m", help="Model to evaluate (repeat for several; kmer:K too).")
     ],
     layers: Annotated[str, typer.Option(help="'all' or a list such as 0,4,8,-1.")] = "all",
+    chunk_tokens: ChunkTokens = None,
+    chunking: Chunking = None,
+    trust_remote_code: TrustRemoteCode = None,
     fmt: Format = "table",
     plot: Annotated[Path | None, typer.Option(help="PNG of accuracy by layer, one line per model.")] = None,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
+    device: Device = RunOptions.device,
+    dtype: Dtype = RunOptions.dtype,
+    batch_tokens: BatchTokens = None,
     quiet: Quiet = False,
 ) -> None:
     """Score every (model, layer) on a label: nearest-neighbour accuracy, within/between, silhouette."""
@@ -480,8 +448,11 @@ def evaluate(
     from genome_index.progress import GenomeProgress
 
     check_format(fmt)
+    windows = model_options(None, chunk_tokens=chunk_tokens, chunking=chunking, trust_remote_code=trust_remote_code)
     with GenomeProgress("evaluating", quiet) as progress:
-        rows = run_evaluate(fasta, labels, label, model, layers, device, dtype, on_progress=progress)
+        rows = run_evaluate(
+            fasta, labels, label, model, layers, windows, RunOptions(device, dtype, batch_tokens), on_progress=progress
+        )
     typer.echo(render_dicts(rows, fmt), nl=False)
     if plot is not None:
         from genome_index.compare import plot_accuracy_by_layer
@@ -493,10 +464,10 @@ def evaluate(
 @app.command()
 @user_errors
 def check(index: IndexDir = None) -> None:
-    """Verify a store: complete genomes, chunk coverage, vectors, FAISS ids equal to DuckDB's."""
+    """Verify a store: complete genomes, chunk coverage, vectors, sketches, FAISS ids equal to DuckDB's."""
     from genome_index.api import GenomeIndex
 
-    store = GenomeIndex.open(index_dir(index, read_config()))
+    store = GenomeIndex.open(index_dir(index))
     problems = store.check()
     for problem in problems:
         typer.echo(f"problem: {problem}", err=True)

@@ -1,5 +1,8 @@
 """Genome-by-genome comparison: similarity matrix, clustered heatmap, 2-D maps, label summary.
 
+Plots are drawn on `matplotlib.figure.Figure` objects and saved to files: no pyplot, no
+backend chosen for the process, so importing this never changes a notebook's plotting.
+
 Also the metrics `evaluate` reports per (model, layer): leave-one-out nearest-neighbour
 accuracy of a label, mean within- and between-label similarity, and silhouette.
 """
@@ -10,18 +13,17 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-from genome_index.store import normalise
+from genome_index.store.vectors import normalise
 
 
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -120,7 +122,8 @@ def plot_heatmap(path: Path, names: Sequence[str], similarity: np.ndarray, title
     if n > 2:
         order = leaves_list(linkage(squareform(1.0 - similarity, checks=False), method="average"))
     size = min(4 + 0.25 * n, 24)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    fig = Figure(figsize=(size + 1.5, size))
+    ax = fig.subplots()
     image = ax.imshow(similarity[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
     ticks = [names[i] for i in order]
     ax.set_xticks(range(n), ticks, rotation=90, fontsize=_font_size(n))
@@ -129,7 +132,6 @@ def plot_heatmap(path: Path, names: Sequence[str], similarity: np.ndarray, title
     fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_map(
@@ -141,9 +143,10 @@ def plot_map(
     axes: tuple[str, str],
 ) -> None:
     """2-D scatter of genomes coloured by label, with a legend (and names when they fit)."""
-    fig, ax = plt.subplots(figsize=(8, 6.5))
+    fig = Figure(figsize=(8, 6.5))
+    ax = fig.subplots()
     groups = sorted(set(labels))
-    colours = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    colours = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
     for i, group in enumerate(groups):
         rows = [j for j, label in enumerate(labels) if label == group]
         ax.scatter(coords[rows, 0], coords[rows, 1], s=40, color=colours(i % colours.N), label=group or "(none)")
@@ -156,7 +159,6 @@ def plot_map(
     ax.legend(title="label", fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def pca_coords(vectors: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
@@ -185,7 +187,8 @@ def umap_coords(vectors: np.ndarray) -> np.ndarray | None:
 
 def plot_accuracy_by_layer(path: Path, rows: Sequence[dict]) -> None:
     """Nearest-neighbour accuracy against layer, one line per model."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     for model in dict.fromkeys(r["model"] for r in rows):
         points = sorted((r["layer"], r["nn_accuracy"]) for r in rows if r["model"] == model)
         xs, ys = zip(*points, strict=True)
@@ -198,4 +201,27 @@ def plot_accuracy_by_layer(path: Path, rows: Sequence[dict]) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+
+def write_comparison(
+    out: Path, names: list[str], vectors: np.ndarray, groups: list[str], label: str | None, model: str
+) -> dict[str, Any]:
+    """Matrix (TSV), heatmap, PCA (and UMAP) maps and the label summary of genome vectors in
+    `out`: the files written and the summary rows."""
+    groups = groups if label else [""] * len(names)
+    out.mkdir(parents=True, exist_ok=True)
+    similarity = cosine_matrix(vectors)
+    files = {"matrix": out / "similarity.tsv", "heatmap": out / "heatmap.png", "pca": out / "pca.png"}
+    write_matrix(files["matrix"], names, similarity)
+    plot_heatmap(files["heatmap"], names, similarity, f"Cosine similarity of genome vectors ({model})")
+    coords, axes = pca_coords(vectors)
+    what = f"coloured by {label}" if label else "all genomes"
+    plot_map(files["pca"], coords, names, groups, f"PCA of genome vectors ({model}), {what}", axes)
+    umap = umap_coords(vectors)
+    if umap is not None:
+        files["umap"] = out / "umap.png"
+        plot_map(files["umap"], umap, names, groups, f"UMAP ({model}), {what}", ("UMAP 1", "UMAP 2"))
+    summary = group_summary(similarity, groups)
+    files["summary"] = out / "summary.tsv"
+    write_summary(files["summary"], summary)
+    return {"files": {k: str(v) for k, v in files.items()}, "summary": summary}

@@ -7,6 +7,7 @@ scored against the label with `compare.label_scores`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ import numpy as np
 from genome_index.build import label_keys, read_labels
 from genome_index.compare import cosine_matrix, label_scores
 from genome_index.embed import Embedder
+from genome_index.encoders import describe
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, find_fasta_files, read_genome
-from genome_index.kmer import kmer_size
-from genome_index.models import describe, resolve_layer
-from genome_index.store import genome_vector
+from genome_index.models import resolve_layer
+from genome_index.settings import ModelOptions, RunOptions
+from genome_index.store.vectors import genome_vector
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -56,11 +58,12 @@ def evaluate(
     label: str,
     models: Sequence[str],
     layers: str = "all",
-    device: str = "auto",
-    dtype: str = "auto",
+    windows: ModelOptions | None = None,
+    run: RunOptions | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (model, layer): nn_accuracy, within, between, gap, silhouette of `label`."""
+    """One row per (model, layer): nn_accuracy, within, between, gap, silhouette of `label`.
+    `windows` gives every model the same window and code options (its model and layer are ignored)."""
     files = find_fasta_files(list(paths))
     if len(files) < 3:
         raise GenomeIndexError("evaluate needs at least 3 genomes")
@@ -69,9 +72,10 @@ def evaluate(
         raise GenomeIndexError(f"every genome has the same {label!r}: nothing to separate")
     rows = []
     for model in models:
-        n_layers = 0 if kmer_size(model) else describe(model).num_layers
-        wanted = parse_layers(layers, n_layers) if n_layers else [0]
-        embedder = Embedder(model, layer=max(wanted), device=device, dtype=dtype)
+        template = windows or ModelOptions()
+        n_layers = describe(model, bool(template.trust_remote_code)).num_layers
+        wanted = parse_layers(layers, n_layers) if n_layers else [0]  # one hidden state: the layers are moot
+        embedder = Embedder(dataclasses.replace(template, model=model, layer=max(wanted)), run)
         vectors: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}
         for path in files:
             genome = read_genome(path)

@@ -1,9 +1,10 @@
-"""`kmer:K`: the classic baseline as an embedder: canonical K-mer frequency profile per chunk.
+"""`kmer:K`: the classic baseline as an encoder: canonical K-mer frequency profile per chunk.
 
 No weights: each chunk's vector is the frequency of every canonical K-mer (a K-mer and its
 reverse complement counted as one, so strand does not matter) among the chunk's K-mers that
 contain no N. It goes wherever a model name goes, so transformer layers are always compared
-with it. Chunks are cut in bases (6,000 by default, about one NT chunk).
+with it. Chunks are cut in bases (6,000 by default, about one NT chunk); a batch's padding is
+N, which no counted K-mer contains, so padded rows count exactly their own bases.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from genome_index.errors import GenomeIndexError
-from genome_index.tokenize import Chunk, Tokens
+from genome_index.models import ModelSpec, resolve_layer
+from genome_index.settings import ModelOptions, RunOptions
+from genome_index.tokenize import Tokens
 
 KMER_MODEL = re.compile(r"^kmer:(\d+)$")
 K_RANGE = range(3, 9)
 DEFAULT_CHUNK_BP = 6000
 MAX_CHUNK_BP = 1_000_000
 REVISION = "builtin:canonical-kmer-frequency:v1"
+BATCH_BASES = 1 << 20  # bases per batch: profiles are cheap, so big batches only save overhead
 _TO_CODE = bytes(("ACGTN".index(chr(b)) if chr(b) in "ACGTN" else 255) for b in range(256))
 
 
@@ -69,21 +74,46 @@ class BaseTokenizer:
         return Tokens(ids.astype(np.int32), starts, starts + 1)
 
 
-def profiles(chunks: Sequence[Chunk], k: int) -> np.ndarray:
-    """Canonical K-mer frequencies (rows sum to 1; all zero where a chunk has no N-free K-mer)."""
+def spec(model: str) -> ModelSpec:
+    """The identity and shape of `kmer:K`: one "layer" (0), one column per canonical K-mer."""
+    k = kmer_size(model)
+    assert k is not None
+    return ModelSpec(model, model, REVISION, 0, canonical_columns(k)[1], MAX_CHUNK_BP)
+
+
+class KmerEncoder:
+    """`kmer:K` behind the encoder interface: profiles of padded rows of base codes, on the CPU."""
+
+    def __init__(self, options: ModelOptions, run: RunOptions) -> None:
+        self.spec = spec(options.model or "")
+        self.k = kmer_size(self.spec.name) or 0
+        self.layer = resolve_layer(options.layer, 0)
+        self.tokenizer = BaseTokenizer()
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.compiled = False
+        self.default_chunk_tokens = DEFAULT_CHUNK_BP
+        self.default_batch_tokens = BATCH_BASES
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        vectors = torch.from_numpy(batch_profiles(ids.numpy(), self.k))
+        return dict.fromkeys(layers, vectors)
+
+
+def batch_profiles(codes: np.ndarray, k: int) -> np.ndarray:
+    """Canonical K-mer frequencies of each row of base codes (rows sum to 1; all zero where a
+    row has no N-free K-mer). Padding is N (4), so it adds nothing."""
     columns, dim = canonical_columns(k)
-    out = np.zeros((len(chunks), dim), dtype=np.float32)
-    for row, chunk in enumerate(chunks):
-        bases = chunk.input_ids.astype(np.int64)
-        if len(bases) < k:
-            continue
-        windows = np.lib.stride_tricks.sliding_window_view(bases, k)
-        clean = (windows < 4).all(axis=1)
-        numbers = np.zeros(len(windows), dtype=np.int64)
-        for position in range(k):
-            numbers = (numbers << 2) | (windows[:, position] & 3)
-        counts = np.bincount(columns[numbers[clean]], minlength=dim)
-        total = counts.sum()
-        if total:
-            out[row] = counts / total
+    rows, width = codes.shape
+    out = np.zeros((rows, dim), dtype=np.float32)
+    if width < k:
+        return out
+    windows = np.lib.stride_tricks.sliding_window_view(codes.astype(np.int64), k, axis=1)
+    clean = (windows < 4).all(axis=2)
+    numbers = np.zeros(windows.shape[:2], dtype=np.int64)
+    for position in range(k):
+        numbers = (numbers << 2) | (windows[:, :, position] & 3)
+    row_of = np.broadcast_to(np.arange(rows)[:, None], numbers.shape)
+    counts = np.bincount((row_of * dim + columns[numbers])[clean], minlength=rows * dim).reshape(rows, dim)
+    totals = counts.sum(axis=1, keepdims=True)
+    np.divide(counts, np.where(totals == 0, 1, totals), out=out, casting="unsafe")
     return out

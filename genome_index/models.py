@@ -7,11 +7,13 @@ reach the device, so they cost neither memory nor time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,21 +106,30 @@ def _load_error(name: str, exc: Exception) -> GenomeIndexError:
     )
 
 
-def _quiet_transformers() -> None:
-    """Keep transformers' load reports and progress bars off our stderr (we report ourselves)."""
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Keep transformers' load reports and progress bars off stderr while we load (we report
+    ourselves), and give the process its own settings back afterwards."""
     from transformers.utils import logging
 
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def load_config(name: str, trust_remote_code: bool = False) -> Any:
     """The model's transformers config (small download for Hub ids)."""
     from transformers import AutoConfig
 
-    _quiet_transformers()
     try:
-        return AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
+        with quiet_transformers():
+            return AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise GenomeIndexError(
@@ -154,7 +165,8 @@ def load_tokenizer(name: str, config: Any, trust_remote_code: bool = False) -> T
     from transformers import AutoTokenizer
 
     try:
-        hf = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
+        with quiet_transformers():
+            hf = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
     positions = getattr(config, "max_position_embeddings", None)
@@ -179,10 +191,11 @@ def load_model(
     if attn:
         kwargs["attn_implementation"] = attn
     try:
-        if config.model_type == "esm":
-            model = EsmModel.from_pretrained(resolve(name), add_pooling_layer=False, **kwargs)
-        else:
-            model = AutoModel.from_pretrained(resolve(name), **kwargs)
+        with quiet_transformers():
+            if config.model_type == "esm":
+                model = EsmModel.from_pretrained(resolve(name), add_pooling_layer=False, **kwargs)
+            else:
+                model = AutoModel.from_pretrained(resolve(name), **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
     model.eval()
@@ -233,6 +246,11 @@ def fuse_gelu(model: torch.nn.Module) -> None:
 def is_truncatable(model: torch.nn.Module) -> bool:
     """True when `truncate` cut the model, so its last_hidden_state is the wanted layer."""
     return getattr(model.config, "model_type", None) == "esm"
+
+
+def hidden_state_module(model: torch.nn.Module, layer: int) -> torch.nn.Module:
+    """The module whose output is hidden_states[layer] of a cut ESM model (0: the embeddings)."""
+    return model.embeddings if layer == 0 else model.encoder.layer[layer - 1]
 
 
 def describe(name: str, trust_remote_code: bool = False) -> ModelSpec:

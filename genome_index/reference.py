@@ -1,7 +1,9 @@
-"""The slow, obvious embedding the engine must reproduce (the original research-code loop).
+"""The slow, obvious embeddings the fast paths must reproduce.
 
-HF tokenizer, one chunk at a time, the full model with all hidden states, masked mean of
-`hidden_states[layer]`. Used by the parity tests and as the baseline in benchmarks.
+`embed_reference` is the original research-code loop: HF tokenizer, one chunk at a time, the
+full model with all hidden states, masked mean of `hidden_states[layer]`. `kmer_profiles`
+counts each chunk's K-mers one window at a time. Used by the parity tests and as the baseline
+in benchmarks.
 """
 
 from __future__ import annotations
@@ -26,3 +28,21 @@ def embed_reference(model: Any, hf_tokenizer: Any, sequences: Sequence[str], lay
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             vectors.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu().numpy()[0])
     return np.stack(vectors)
+
+
+def kmer_profiles(chunks: Sequence[Any], k: int) -> np.ndarray:
+    """Canonical K-mer frequencies of each chunk on its own, K-mer by K-mer."""
+    from genome_index.kmer import canonical_columns
+
+    columns, dim = canonical_columns(k)
+    out = np.zeros((len(chunks), dim), dtype=np.float32)
+    for row, chunk in enumerate(chunks):
+        counts = np.zeros(dim)
+        codes = chunk.input_ids.tolist()
+        for start in range(len(codes) - k + 1):
+            window = codes[start : start + k]
+            if max(window) < 4:
+                counts[columns[int("".join(map(str, window)), 4)]] += 1
+        if counts.sum():
+            out[row] = counts / counts.sum()
+    return out

@@ -14,6 +14,7 @@ Mash or skani.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,27 +26,17 @@ import numpy as np
 from genome_index import sketch
 from genome_index.anchors import cut_points
 from genome_index.embed import Embedder
+from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, Record, reverse_complement
-from genome_index.store import Store, genome_vector, normalise, search, to_matrix
+from genome_index.settings import QueryOptions, StoreSettings
+from genome_index.store import Store, reads
+from genome_index.store.indexes import search, to_gpu
+from genome_index.store.vectors import genome_vector, normalise, rescore
 from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks, chunk_tokens, piece_chunks
 
-MODES = ("auto", "genome", "chunks")
 AUTO_GENOME_MODE_FROM_BP = 1_000_000  # auto mode: whole-genome-sized queries use genome mode
 CHUNK_HITS = 50  # neighbours looked at per query chunk in chunks mode
 RERANK_CANDIDATES = 20  # genomes re-ordered by containment
-
-
-@dataclass
-class QueryOptions:
-    """How a query is embedded and ranked; None means the measured default for the mode."""
-
-    k: int = 10
-    mode: str = "auto"
-    per_record: bool = False
-    window_overlap: float | None = None
-    frames: bool | None = None
-    center: bool = True
-    rerank: bool = True
 
 
 @dataclass
@@ -79,7 +70,7 @@ def resolve_mode(options: QueryOptions, query: Query) -> tuple[str, float, bool]
 
 def views(embedder: Embedder, query: Query, overlap: float, frames: bool) -> list[list[Chunk]]:
     """Chunk lists of every view of the query: both strands, and each k-mer frame if asked."""
-    if embedder.chunking == "anchored":
+    if embedder.chunker.chunking == "anchored":
         return anchored_views(embedder, query, frames)
     return fixed_views(embedder, query, overlap, frames)
 
@@ -92,14 +83,13 @@ def anchored_views(embedder: Embedder, query: Query, frames: bool) -> list[list[
     an arbitrary offset inside a stored window, so `frames` re-tokenises just the head from
     offsets 1..k-1, each giving a view that shares all its other windows with the first.
     """
-    tokenizer = embedder.tokenizer
+    tokenizer, size = embedder.tokenizer, embedder.chunker.chunk_tokens
     k = tokenizer.k if frames and isinstance(tokenizer, KmerTokenizer) else 1
     out = []
     for sequences in ([r.sequence for r in query.records], [reverse_complement(r.sequence) for r in query.records]):
-        cuts = [cut_points(s, embedder.anchor_radius) for s in sequences]
+        cuts = [cut_points(s, embedder.chunker.anchor_radius) for s in sequences]
         per_record = [
-            anchored_chunks(s, tokenizer, i, embedder.chunk_tokens, cuts=c)
-            for i, (s, c) in enumerate(zip(sequences, cuts, strict=True))
+            anchored_chunks(s, tokenizer, i, size, cuts=c) for i, (s, c) in enumerate(zip(sequences, cuts, strict=True))
         ]
         out.append([c for chunks in per_record for c in chunks])
         head_ends = [int(c[0]) if len(c) else len(s) for s, c in zip(sequences, cuts, strict=True)]
@@ -107,7 +97,7 @@ def anchored_views(embedder: Embedder, query: Query, frames: bool) -> list[list[
             view: list[Chunk] = []
             for index, (sequence, chunks, head_end) in enumerate(zip(sequences, per_record, head_ends, strict=True)):
                 if head_end > offset:
-                    view.extend(piece_chunks(sequence, offset, head_end, tokenizer, index, embedder.chunk_tokens))
+                    view.extend(piece_chunks(sequence, offset, head_end, tokenizer, index, size))
                 view.extend(c for c in chunks if c.start >= head_end)
             if view:  # records no longer than the offset have nothing left to embed
                 out.append(view)
@@ -122,8 +112,8 @@ def fixed_views(embedder: Embedder, query: Query, overlap: float, frames: bool) 
     exactly), the others are shifted by a fraction of a window (overlap 0.5: two tilings half a
     window apart).
     """
-    tokenizer = embedder.tokenizer
-    room = embedder.chunk_tokens - len(tokenizer.prefix) - len(tokenizer.suffix)
+    tokenizer, size = embedder.tokenizer, embedder.chunker.chunk_tokens
+    room = size - len(tokenizer.prefix) - len(tokenizer.suffix)
     tilings = max(1, round(1 / (1 - overlap)))
     shifts = sorted({j * room // tilings for j in range(tilings)})
     k = tokenizer.k if frames and isinstance(tokenizer, KmerTokenizer) else 1
@@ -138,7 +128,7 @@ def fixed_views(embedder: Embedder, query: Query, overlap: float, frames: bool) 
                     if shift and shift >= len(tokens):
                         continue
                     part = Tokens(tokens.ids[shift:], tokens.starts[shift:] + offset, tokens.ends[shift:] + offset)
-                    chunks.extend(chunk_tokens(part, tokenizer, index, embedder.chunk_tokens))
+                    chunks.extend(chunk_tokens(part, tokenizer, index, size))
                 if chunks:
                     out.append(chunks)
     return out
@@ -158,19 +148,15 @@ def embed_unique(embedder: Embedder, chunks: list[Chunk]) -> np.ndarray:
 class Ranker:
     """Scores stored genomes against embedded query views, on one open store connection."""
 
-    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection, settings: dict[str, str], center: bool) -> None:
-        self.store, self.con, self.settings, self.center = store, con, settings, center
-        self.dim = int(settings["dim"])
+    def __init__(self, con: duckdb.DuckDBPyConnection, settings: StoreSettings, center: bool) -> None:
+        self.con, self.settings, self.center = con, settings, center
+        self.dim = settings.dim
         self._means: tuple[np.ndarray, np.ndarray] | None = None
 
     def means(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean of all normalised chunk vectors and mean of the genome vectors (for centring)."""
         if self._means is None:
-            table = self.con.sql("SELECT vector, chunk_sum FROM genome_vectors").to_arrow_table()
-            sums = to_matrix(table.column("chunk_sum"), self.dim).astype(np.float64)
-            count = self.con.execute("SELECT count(*) FROM chunks").fetchall()[0][0]
-            genome_mean = to_matrix(table.column("vector"), self.dim).astype(np.float64).mean(axis=0)
-            self._means = (sums.sum(axis=0) / max(count, 1)).astype(np.float32), genome_mean.astype(np.float32)
+            self._means = reads.vector_means(self.con, self.dim)
         return self._means
 
     def genome_mode(self, index: faiss.Index, view_vectors: list[np.ndarray]) -> dict[int, tuple[float, int]]:
@@ -178,7 +164,7 @@ class Ranker:
         queries = np.stack([genome_vector(v) for v in view_vectors])
         best: dict[int, tuple[float, int]] = {}
         if self.center:
-            ids, stored = self.store.stored_vectors(self.con, "genomes", self.dim)
+            ids, stored = reads.vectors(self.con, "genomes", self.dim)
             mean = self.means()[1]
             scores = normalise(queries - mean) @ normalise(stored - mean).T
             ids_matrix = np.broadcast_to(ids, scores.shape)
@@ -194,36 +180,28 @@ class Ranker:
         """Nearest stored chunks of normalised query chunks, centred when asked."""
 
         def fetch(ids: np.ndarray) -> np.ndarray:
-            return Store.fetch_chunk_vectors(self.con, ids, self.dim)
+            return reads.chunk_vectors(self.con, ids, self.dim)
 
         def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             if not self.center:
                 return search(index, queries, k, fetch)
             _, candidates = search(index, queries, 2 * k, fetch)
-            unique = np.unique(candidates[candidates >= 0])
             mean = self.means()[0]
-            stored = normalise(normalise(fetch(unique)) - mean)
-            centred = normalise(queries - mean)
-            position = np.searchsorted(unique, np.where(candidates >= 0, candidates, unique[0]))
-            scores = np.einsum("qd,qcd->qc", centred, stored[position])
-            scores[candidates < 0] = -np.inf
-            order = np.argsort(-scores, axis=1)[:, :k]
-            return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
+            return rescore(
+                normalise(queries - mean), candidates, lambda ids: normalise(normalise(fetch(ids)) - mean), k
+            )
 
         return run
 
     def genome_of(self, chunk_ids: np.ndarray) -> dict[int, int]:
         """chunk id -> genome id for the chunks a search returned."""
-        wanted = sorted({int(i) for i in chunk_ids.ravel() if i >= 0})
-        rows = self.con.execute("SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [wanted])
-        return dict(rows.fetchall())
+        return reads.genomes_of_chunks(self.con, sorted({int(i) for i in chunk_ids.ravel() if i >= 0}))
 
     def sketches(self, genome_ids: list[int]) -> dict[int, Any]:
-        rows = self.con.execute(
-            "SELECT genome_id, hashes FROM sketches WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids]
-        ).fetchall()
-        scaled = int(self.settings["sketch_scaled"])
-        return {gid: sketch.from_hashes(hashes, scaled) for gid, hashes in rows}
+        scaled = self.settings.sketch_scaled
+        return {
+            gid: sketch.from_hashes(hashes, scaled) for gid, hashes in reads.sketch_hashes(self.con, genome_ids).items()
+        }
 
 
 def rank_chunk_mode(
@@ -282,3 +260,63 @@ def order_hits(
     if rerank:
         hits.sort(key=lambda hit: -1.0 if hit[3] is None else hit[3], reverse=True)  # stable: score breaks ties
     return hits[:k]
+
+
+def run_query(
+    store: Store, genome: Genome, options: QueryOptions, embedder: Embedder, settings: StoreSettings
+) -> tuple[list[dict[str, Any]], float]:
+    """Hit rows of every query in `genome` (one, or one per record), and the seconds spent
+    embedding them; the rest of the time is the search."""
+    if options.window_overlap and settings.chunking != "fixed":
+        raise GenomeIndexError(
+            "--window-overlap applies to stores with fixed windows; this store's windows are anchored "
+            "to the sequence, so a query's windows already line up with the stored ones"
+        )
+    started = time.perf_counter()
+    queries = queries_of(genome, options.per_record)
+    plans = [resolve_mode(options, q) for q in queries]
+    view_chunks = [views(embedder, q, overlap, frames) for q, (_, overlap, frames) in zip(queries, plans, strict=True)]
+    vectors = embed_unique(embedder, [c for chunk_lists in view_chunks for chunks in chunk_lists for c in chunks])
+    query_sketches = [
+        sketch.from_hashes(sketch.sketch_records(q.records, settings.sketch_scaled), settings.sketch_scaled)
+        for q in queries
+    ]
+    embedded = time.perf_counter() - started
+    rows: list[dict[str, Any]] = []
+    with store.connect() as con:
+        ranker = Ranker(con, settings, options.center)
+        indexes = {}
+        for kind in {"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans}:
+            indexes[kind], rebuilt = store.load_faiss(con, kind, settings)
+            if rebuilt:
+                store.save_repair(kind, indexes[kind])
+            if indexes[kind].ntotal == 0:
+                raise GenomeIndexError(f"{store.directory}: the store holds no genomes yet")
+            indexes[kind] = to_gpu(indexes[kind])  # searches run on the GPU with a faiss GPU build
+        details = reads.genome_details(con)
+        offset = 0
+        for query, (mode, _, _), chunk_lists, query_sketch in zip(
+            queries, plans, view_chunks, query_sketches, strict=True
+        ):
+            view_vectors = []
+            for chunks in chunk_lists:
+                view_vectors.append(vectors[offset : offset + len(chunks)])
+                offset += len(chunks)
+            if mode == "genome":
+                ranked = ranker.genome_mode(indexes["genomes"], view_vectors)
+            else:
+                ranked = rank_chunk_mode(ranker.chunk_search(indexes["chunks"]), view_vectors, ranker.genome_of)
+            hits = order_hits(ranked, query_sketch, ranker.sketches, options.k, options.rerank)
+            for rank, (gid, score, support, contained, ani) in enumerate(hits, start=1):
+                row: dict[str, Any] = {"query": query.name} if options.per_record else {}
+                row.update({
+                    "rank": rank, "genome_id": gid, "name": details[gid]["name"], "file": details[gid]["file"],
+                    "score": round(score, 6), "mode": mode,
+                })  # fmt: skip
+                if mode == "chunks":
+                    row["support"] = support
+                row["containment"] = None if contained is None else round(contained, 4)
+                row["ani_estimate"] = None if ani is None else round(ani, 4)
+                row.update(details[gid]["labels"])
+                rows.append(row)
+    return rows, embedded

@@ -14,14 +14,14 @@ import numpy as np
 import sourmash
 
 from genome_index.fasta import Record
-from genome_index.store import SKETCH_KSIZE, SKETCH_SCALED
+from genome_index.store.schema import SKETCH_KSIZE
 
 
-def new_minhash(scaled: int = SKETCH_SCALED) -> sourmash.MinHash:
+def new_minhash(scaled: int) -> sourmash.MinHash:
     return sourmash.MinHash(n=0, ksize=SKETCH_KSIZE, scaled=scaled)
 
 
-def sketch_records(records: Sequence[Record], scaled: int = SKETCH_SCALED) -> np.ndarray:
+def sketch_records(records: Sequence[Record], scaled: int) -> np.ndarray:
     """Sorted uint64 hashes of the records' canonical k-mers (k-mers with N are skipped)."""
     minhash = new_minhash(scaled)
     for record in records:
@@ -29,7 +29,7 @@ def sketch_records(records: Sequence[Record], scaled: int = SKETCH_SCALED) -> np
     return np.array(sorted(minhash.hashes), dtype=np.uint64)
 
 
-def from_hashes(hashes: Sequence[int] | np.ndarray, scaled: int = SKETCH_SCALED) -> sourmash.MinHash:
+def from_hashes(hashes: Sequence[int] | np.ndarray, scaled: int) -> sourmash.MinHash:
     minhash = new_minhash(scaled)
     minhash.add_many([int(h) for h in hashes])
     return minhash

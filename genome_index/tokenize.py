@@ -17,8 +17,6 @@ import numpy as np
 
 from genome_index.anchors import cut_points
 
-CHUNKINGS = ("anchored", "fixed")
-DEFAULT_CHUNKING = "anchored"
 _BASES = "ACGT"
 _N_CODE = 4
 # Byte -> base code (A0 C1 G2 T3 N4); anything else -> 255, rejected.

@@ -32,8 +32,9 @@ def tokenizer(hf_tokenizer):
 @pytest.fixture(scope="session")
 def embedder():
     from genome_index.embed import Embedder
+    from genome_index.settings import RunOptions
 
-    return Embedder("nt-tiny", device="cpu")
+    return Embedder("nt-tiny", RunOptions(device="cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,17 @@
-"""Run `genome-index build ...` and SIGKILL itself at a chosen point: the crash tests' driver.
+"""Run `genome-index build ...` and signal itself at a chosen point: the crash and Ctrl-C tests' driver.
 
-    python tests/kill_helper.py PHASE N build ARGS...
+    python tests/kill_helper.py SIGNAL PHASE N build ARGS...
 
-PHASE is where the process dies, on the N-th time it gets there:
-  embed   inside the engine, between two batches of a genome
-  commit  inside a genome's DuckDB transaction, after its rows are inserted, before COMMIT
-  faiss   after a file is written in full, before it is renamed into place (the N-th rename:
-          the first creates metadata.duckdb, later ones replace FAISS files)
+SIGNAL is KILL (the process dies on the spot) or INT (Ctrl-C). PHASE is where, on the N-th
+time the process gets there:
+  validate  in the input check, before it reads an input file
+  read      in the reader, before it reads a genome to embed
+  embed     inside the encoder, between two batches
+  commit    inside a genome's DuckDB transaction, after its rows are inserted, before COMMIT
+  faiss     after a file is written in full, before it is renamed into place (the N-th rename:
+            the first creates metadata.duckdb, later ones replace FAISS files)
+With INT, the moment of the signal (time.monotonic) is printed to stderr as `signalled T`, so
+the test can time how long the build takes to stop.
 """
 
 from __future__ import annotations
@@ -14,40 +19,52 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
-from genome_index import embed, store
+from genome_index import build, encoders, pipeline
 from genome_index.cli import main
+from genome_index.store import writes
 
-PHASE, WHEN = sys.argv[1], int(sys.argv[2])
+SIGNAL = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}[sys.argv[1]]
+PHASE, WHEN = sys.argv[2], int(sys.argv[3])
 calls = {"n": 0}
 
 
-def die_on_nth(func):  # type: ignore[no-untyped-def]
+def maybe_signal() -> None:
+    calls["n"] += 1
+    if calls["n"] == WHEN:
+        print(f"signalled {time.monotonic()}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), SIGNAL)
+        if SIGNAL == signal.SIGINT:
+            time.sleep(0.5)  # where the signal arrives in another thread, let the main thread take it
+
+
+def signal_on_nth(func):  # type: ignore[no-untyped-def]
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == WHEN:
-            os.kill(os.getpid(), signal.SIGKILL)
+        maybe_signal()
         return func(*args, **kwargs)
 
     return wrapper
 
 
-if PHASE == "embed":
-    embed.Embedder._forward = die_on_nth(embed.Embedder._forward)
+if PHASE == "validate":
+    build.read_genome = signal_on_nth(build.read_genome)
+elif PHASE == "read":
+    pipeline.read_genome = signal_on_nth(pipeline.read_genome)
+elif PHASE == "embed":
+    encoders.TransformerEncoder.forward = signal_on_nth(encoders.TransformerEncoder.forward)
 elif PHASE == "commit":
-    store.Store.set_labels = staticmethod(die_on_nth(store.Store.set_labels))
+    writes.set_labels = signal_on_nth(writes.set_labels)
 elif PHASE == "faiss":
     real_replace = os.replace
 
-    def replace_then_maybe_die(src, dst):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == WHEN:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def replace_then_maybe_signal(src, dst):  # type: ignore[no-untyped-def]
+        maybe_signal()
         real_replace(src, dst)
 
-    os.replace = replace_then_maybe_die
+    os.replace = replace_then_maybe_signal
 else:
     raise SystemExit(f"unknown phase {PHASE}")
 
-sys.argv = ["genome-index", *sys.argv[3:]]
+sys.argv = ["genome-index", *sys.argv[4:]]
 main()

@@ -13,9 +13,11 @@ import pytest
 from genome_index import build
 from genome_index.api import GenomeIndex
 from genome_index.build import BuildReport, Writer
-from genome_index.embed import FIRST_GROUP_BATCHES, GROUP_BATCHES, EmbeddedGenome, Embedder
+from genome_index.embed import Embedder
 from genome_index.fasta import read_genome
-from genome_index.store import FAISS_FILES, Store
+from genome_index.pipeline import FIRST_GROUP_BATCHES, GROUP_BATCHES, EmbeddedGenome
+from genome_index.settings import RunOptions
+from genome_index.store import FAISS_FILES, Store, reads
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def group_sizes(engine: Embedder, paths: list[Path], monkeypatch) -> list[int]:
 def test_groups_start_small_double_and_end_halving(labelled_genomes, kmer_engine, monkeypatch) -> None:
     paths = labelled_genomes[0] * 4  # 48 genomes of 30-60 k tokens each
     tokens = [sum(c.n_tokens for c in kmer_engine.chunk(read_genome(p))) for p in paths]
-    monkeypatch.setattr(kmer_engine, "batch_tokens", max(tokens) // 2)
+    monkeypatch.setattr(kmer_engine.engine, "batch_tokens", max(tokens) // 2)
     sizes = group_sizes(kmer_engine, paths, monkeypatch)
     budget = kmer_engine.batch_tokens
     assert sum(sizes) == sum(tokens)
@@ -62,7 +64,7 @@ def open_store(tmp_path, example_genomes):
     GenomeIndex(tmp_path / "index").build(example_genomes[:1], model="kmer:6")
     store = Store(tmp_path / "index")
     with store.connect(read_only=False) as con:
-        settings = Store.settings(con)
+        settings = reads.settings(con)
         indexes = {kind: store.load_faiss(con, kind, settings)[0] for kind in FAISS_FILES}
         yield store, con, indexes, settings
 
@@ -78,7 +80,7 @@ def test_writer_queues_a_whole_group_while_the_model_runs_on(open_store, labelle
     group of genomes is handed over at once even while the writer is still busy."""
     checked: Future = Future()  # the writer waits on this, as on the input check in a build
     report = BuildReport()
-    writer = Writer(*open_store, checked, report)
+    writer = Writer(*open_store, checked, report).start()
     items = [embedded(kmer_engine, p) for p in labelled_genomes[0][1:]]
     handing_over = threading.Thread(target=lambda: [writer.put(("add", item, {})) for item in items], daemon=True)
     handing_over.start()
@@ -95,7 +97,7 @@ def test_writer_waits_when_the_byte_bound_is_reached_and_resumes(
     monkeypatch.setattr(build, "WRITER_QUEUE_BYTES", 1)
     checked: Future = Future()
     report = BuildReport()
-    writer = Writer(*open_store, checked, report)
+    writer = Writer(*open_store, checked, report).start()
     first, second = (embedded(kmer_engine, p) for p in example_genomes[1:3])
     writer.put(("add", first, {}))  # an empty queue always takes one task
     blocked = threading.Thread(target=writer.put, args=(("add", second, {}),))
@@ -112,7 +114,7 @@ def test_writer_waits_when_the_byte_bound_is_reached_and_resumes(
 def test_a_dead_writer_raises_in_put_instead_of_hanging(open_store, example_genomes, kmer_engine, monkeypatch) -> None:
     monkeypatch.setattr(build, "WRITER_QUEUE_BYTES", 1)
     checked: Future = Future()
-    writer = Writer(*open_store, checked, BuildReport())
+    writer = Writer(*open_store, checked, BuildReport()).start()
     item = embedded(kmer_engine, example_genomes[1])
     writer.put(("add", item, {}))
     checked.set_exception(ValueError("input 3 is not FASTA"))
@@ -122,9 +124,9 @@ def test_a_dead_writer_raises_in_put_instead_of_hanging(open_store, example_geno
 
 
 def test_rounded_batch_widths_change_no_vector(example_genomes) -> None:
-    engine = Embedder("nt-tiny", device="cpu", batch_tokens=4000)
+    engine = Embedder("nt-tiny", RunOptions(device="cpu", batch_tokens=4000))
     chunks = engine.chunk(read_genome(example_genomes[0]))[:12]
     plain = engine.embed_chunks(chunks)
-    engine.width_multiple = 64
-    assert {ids.shape[1] % 64 for _, ids in engine._batches(chunks)} == {0}
+    engine.engine.width_multiple = 64
+    assert {ids.shape[1] % 64 for _, ids, _ in engine.engine.batches(chunks)} == {0}
     np.testing.assert_allclose(engine.embed_chunks(chunks), plain, atol=1e-5)

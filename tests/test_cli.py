@@ -45,9 +45,20 @@ def test_embed_writes_one_row_per_chunk(tmp_path: Path, example_genomes) -> None
     assert "layer 2" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["embed", "build"])
+def test_one_default_model_and_one_line_on_how_to_choose_offline(tmp_path: Path, monkeypatch, command: str) -> None:
+    """Every command defaults to the same model; offline, a plain command says how to choose."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 100)])
+    where = ["--out", tmp_path / "e.parquet"] if command == "embed" else ["--index", tmp_path / "index"]
+    one_line_error(run(command, fasta, *where), "nucleotide-transformer-2.5b-multi-species", "--model nt-tiny")
+    assert not (tmp_path / "index").exists()
+
+
 def test_embed_quiet_prints_nothing(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 100)])
-    result = run("embed", fasta, "--out", tmp_path / "e.parquet", "--quiet")
+    result = run("embed", fasta, "--model", "nt-tiny", "--out", tmp_path / "e.parquet", "--quiet")
     assert result.exit_code == 0
     assert result.stderr == "" and result.stdout == ""
 
@@ -60,7 +71,7 @@ def test_embed_bad_input_one_line_and_no_output(tmp_path: Path, content: bytes, 
     bad = tmp_path / "bad.fa"
     bad.write_bytes(content)
     out = tmp_path / "e.parquet"
-    one_line_error(run("embed", bad, "--out", out), fragment, "bad.fa")
+    one_line_error(run("embed", bad, "--model", "nt-tiny", "--out", out), fragment, "bad.fa")
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [bad]
 
@@ -102,7 +113,9 @@ def test_build_window_and_sketch_options_are_stored(tmp_path: Path, example_geno
 
 def test_embed_bad_layer(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 10)])
-    one_line_error(run("embed", fasta, "--out", tmp_path / "e.parquet", "--layer", "9"), "layer 9")
+    one_line_error(
+        run("embed", fasta, "--model", "nt-tiny", "--out", tmp_path / "e.parquet", "--layer", "9"), "layer 9"
+    )
 
 
 # -- build / query / sql / info / remove / reindex ----------------------------------------
@@ -341,11 +354,7 @@ def test_query_during_a_build_fails_with_one_line(store: Path, example_genomes) 
 
 
 def test_second_build_fails_fast_naming_the_lock(store: Path, example_genomes) -> None:
-    from genome_index.store import BuildLock
+    from genome_index.store.lock import write_lock
 
-    lock = BuildLock(store)
-    lock.acquire()
-    try:
+    with write_lock(store):
         one_line_error(run("build", example_genomes[0], "--index", store), "build.lock")
-    finally:
-        lock.release()

@@ -19,6 +19,7 @@ from genome_index.errors import GenomeIndexError
 from genome_index.evaluate import evaluate, parse_layers
 from genome_index.fasta import Genome, Record, read_genome, reverse_complement
 from genome_index.kmer import canonical_columns
+from genome_index.settings import QueryOptions
 
 runner = CliRunner()
 
@@ -54,9 +55,9 @@ def test_kmer_model_builds_and_queries(tmp_path: Path, example_genomes) -> None:
     store = GenomeIndex(tmp_path / "index")
     store.build(example_genomes, model="kmer:5")
     settings = store.settings()
-    assert (settings["model"], settings["dim"], settings["layer"]) == ("kmer:5", "512", "0")
+    assert (settings.model, settings.dim, settings.layer) == ("kmer:5", 512, 0)
     for path in example_genomes:
-        assert store.query(path, k=1, mode="chunks")[0]["name"] == read_genome(path).name
+        assert store.query(path, QueryOptions(k=1, mode="chunks"))[0]["name"] == read_genome(path).name
 
 
 def test_parse_layers() -> None:
@@ -85,7 +86,7 @@ def test_cosine_matrix_is_symmetric_with_unit_diagonal() -> None:
 
 def test_evaluate_kmer6_separates_the_groups(labelled_genomes) -> None:
     files, labels = labelled_genomes
-    rows = evaluate(files, labels, "species", ["kmer:6", "nt-tiny"], layers="0,2,-1", device="cpu")
+    rows = evaluate(files, labels, "species", ["kmer:6", "nt-tiny"], layers="0,2,-1")
     assert [(r["model"], r["layer"]) for r in rows] == [("kmer:6", 0), ("nt-tiny", 0), ("nt-tiny", 2), ("nt-tiny", 4)]
     kmer = rows[0]
     assert kmer["genomes"] == len(files)

@@ -11,11 +11,13 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from genome_index.embed import Embedder, pick_device, pick_dtype
+from genome_index.embed import Embedder
+from genome_index.encoders import pick_device, pick_dtype
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome
 from genome_index.models import BUNDLED, FusedGelu
 from genome_index.reference import embed_reference
+from genome_index.settings import ModelOptions, RunOptions
 from genome_index.testing import random_checkpoint
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -44,7 +46,7 @@ def mixed_chunks(tokenizer, example_genomes):
 
 @pytest.mark.parametrize("layer", [0, 2, 4])
 def test_engine_equals_reference(layer, mixed_chunks, full_model, hf_tokenizer) -> None:
-    engine = Embedder("nt-tiny", layer=layer, device="cpu", batch_tokens=1800)
+    engine = Embedder(ModelOptions("nt-tiny", layer=layer), RunOptions(device="cpu", batch_tokens=1800))
     vectors = engine.embed_chunks(mixed_chunks)
     sequences = ["".join(hf_tokenizer.convert_ids_to_tokens(c.input_ids[1:].tolist())) for c in mixed_chunks]
     reference = embed_reference(full_model, hf_tokenizer, sequences, layer)
@@ -53,13 +55,14 @@ def test_engine_equals_reference(layer, mixed_chunks, full_model, hf_tokenizer) 
 
 
 def test_engine_runs_only_the_blocks_it_needs() -> None:
-    engine = Embedder("nt-tiny", layer=2, device="cpu")
-    assert len(engine.model.encoder.layer) == 2
-    assert all(isinstance(block.intermediate, FusedGelu) for block in engine.model.encoder.layer)
-    assert engine.model.encoder.emb_layer_norm_after is None
-    last = Embedder("nt-tiny", device="cpu")
-    assert len(last.model.encoder.layer) == 4
-    assert last.model.encoder.emb_layer_norm_after is not None
+    engine = Embedder(ModelOptions("nt-tiny", layer=2), RunOptions(device="cpu"))
+    model = engine.encoder.model
+    assert len(model.encoder.layer) == 2
+    assert all(isinstance(block.intermediate, FusedGelu) for block in model.encoder.layer)
+    assert model.encoder.emb_layer_norm_after is None
+    last = Embedder("nt-tiny", RunOptions(device="cpu")).encoder.model
+    assert len(last.encoder.layer) == 4
+    assert last.encoder.emb_layer_norm_after is not None
 
 
 def test_fused_gelu_computes_what_esm_spells_out(full_model) -> None:
@@ -103,7 +106,7 @@ def test_embed_genomes_streams_every_genome(embedder, example_genomes) -> None:
 @pytest.mark.parametrize("batch_tokens", [1000, 1_000_000], ids=["a genome per group", "all in one group"])
 def test_embedding_genomes_in_groups_equals_one_at_a_time(example_genomes, batch_tokens: int) -> None:
     """Grouping genomes to cut fuller batches changes no vector; a declined genome is skipped."""
-    engine = Embedder("nt-tiny", device="cpu", batch_tokens=batch_tokens)
+    engine = Embedder("nt-tiny", RunOptions(device="cpu", batch_tokens=batch_tokens))
     declined = read_genome(example_genomes[1]).name
     items = list(engine.embed_genomes(example_genomes, want=lambda g: g.name != declined))
     assert [i.genome.name for i in items] == [read_genome(p).name for p in example_genomes if p != example_genomes[1]]
@@ -152,8 +155,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @cuda
 def test_cuda_agrees_with_cpu(embedder, mixed_chunks) -> None:
-    gpu = Embedder("nt-tiny", device="cuda")
-    assert gpu.dtype == torch.bfloat16
+    gpu = Embedder("nt-tiny", RunOptions(device="cuda"))
+    assert gpu.encoder.dtype == torch.bfloat16
     a, b = embedder.embed_chunks(mixed_chunks), gpu.embed_chunks(mixed_chunks)
     assert cosines(a, b).min() >= 0.999
 
@@ -163,12 +166,12 @@ def test_bfloat16_at_nt_2_5b_width_matches_the_float32_reference_on_cpu(tmp_path
     every chunk's vector within cosine 0.999 of the float32 one-chunk-at-a-time reference."""
     checkpoint = random_checkpoint("nt-2.5b", tmp_path / "nt-2.5b-2", num_layers=2)
     chunks = [c for c in mixed_chunks if c.n_tokens <= 350]
-    engine = Embedder(str(checkpoint), device="cpu", dtype="bfloat16")
+    engine = Embedder(str(checkpoint), RunOptions(device="cpu", dtype="bfloat16"))
     vectors = engine.embed_chunks(chunks)
     reference_model = AutoModel.from_pretrained(checkpoint, dtype=torch.float32, add_pooling_layer=False).eval()
     sequences = ["".join(hf_tokenizer.convert_ids_to_tokens(c.input_ids[1:].tolist())) for c in chunks]
     reference = embed_reference(reference_model, hf_tokenizer, sequences, 2)
-    assert engine.dtype == torch.bfloat16 and vectors.shape == (len(chunks), 2560)
+    assert engine.encoder.dtype == torch.bfloat16 and vectors.shape == (len(chunks), 2560)
     assert cosines(vectors, reference).min() >= 0.999
 
 
@@ -194,7 +197,7 @@ def test_cuda_bfloat16_engine_matches_float32_reference_at_nt_2_5b_shape(layer, 
     rng = np.random.default_rng(layer)
     sequence = rng.choice(np.frombuffer(b"ACGT", np.uint8), 200_000).tobytes()
     sequence = sequence[:5000] + b"N" * 13 + sequence[5000:]
-    engine = Embedder(str(checkpoint), layer=layer, device="cuda")
+    engine = Embedder(ModelOptions(str(checkpoint), layer=layer), RunOptions(device="cuda"))
     from genome_index.tokenize import chunk_tokens
 
     windows = chunk_tokens(engine.tokenizer.tokenize(sequence), engine.tokenizer, 0, 1000)
@@ -208,7 +211,7 @@ def test_cuda_bfloat16_engine_matches_float32_reference_at_nt_2_5b_shape(layer, 
     reference = embed_reference(reference_model, hf_tokenizer, sequences, layer)
     similarity = cosines(vectors, reference)
     print(f"layer {layer}: min cosine {similarity.min():.6f} over {len(chunks)} chunks")
-    assert engine.dtype == torch.bfloat16 and len(engine.model.encoder.layer) == layer
+    assert engine.encoder.dtype == torch.bfloat16 and len(engine.encoder.model.encoder.layer) == layer
     assert similarity.min() >= 0.999
 
 
@@ -218,10 +221,10 @@ def test_compile_traces_one_graph_for_every_batch_shape(mixed_chunks) -> None:
     from torch._dynamo.testing import CompileCounter
 
     torch._dynamo.reset()
-    engine = Embedder("nt-tiny", device="cpu", batch_tokens=1800)
+    engine = Embedder("nt-tiny", RunOptions(device="cpu", batch_tokens=1800))
     plain = engine.embed_chunks(mixed_chunks)
     counter = CompileCounter()
-    engine.compile(backend=counter)
+    engine.encoder.compile(backend=counter)
     compiled = engine.embed_chunks(mixed_chunks[:4])
     assert counter.frame_count == 1
     rest = engine.embed_chunks(mixed_chunks[4:])
@@ -232,12 +235,8 @@ def test_compile_traces_one_graph_for_every_batch_shape(mixed_chunks) -> None:
     torch._dynamo.reset()
 
 
-def test_compile_is_left_off_on_the_cpu() -> None:
-    assert not Embedder("nt-tiny", device="cpu", compile=True).compiled
-
-
 def test_bad_settings_are_clear_errors() -> None:
     with pytest.raises(GenomeIndexError, match="chunk-tokens"):
-        Embedder("nt-tiny", device="cpu", chunk_tokens=5000)
+        Embedder(ModelOptions("nt-tiny", chunk_tokens=5000), RunOptions(device="cpu"))
     with pytest.raises(GenomeIndexError, match="batch-tokens"):
-        Embedder("nt-tiny", device="cpu", batch_tokens=10)
+        Embedder("nt-tiny", RunOptions(device="cpu", batch_tokens=10))

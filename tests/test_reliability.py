@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.fasta import read_genome
+from genome_index.settings import QueryOptions
 from tests.conftest import ROOT, copy_store, write_fasta
 from tests.test_cli import one_line_error
 
@@ -57,7 +58,7 @@ def genomes(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def base_store(tmp_path_factory, genomes) -> Path:
     index = tmp_path_factory.mktemp("base") / "index"
-    GenomeIndex(index).build(genomes[:2], model="nt-tiny", device="cpu")
+    GenomeIndex(index).build(genomes[:2], model="nt-tiny")
     return index
 
 
@@ -77,9 +78,9 @@ def assert_recovers(index: Path, genomes: list[Path]) -> None:
         stored = [name for (name,) in store.sql("SELECT name FROM genomes ORDER BY id")[1]]
         if stored:
             path = next(p for p in genomes if p.stem == stored[0])
-            assert store.query(path, k=1, mode=mode, device="cpu")[0]["name"] == stored[0]
+            assert store.query(path, QueryOptions(k=1, mode=mode))[0]["name"] == stored[0]
     assert store.check() == []
-    store.build(genomes, device="cpu")
+    store.build(genomes)
     assert store.check() == []
     names = [name for (name,) in store.sql("SELECT name FROM genomes")[1]]
     assert sorted(names) == sorted(p.stem for p in genomes)
@@ -92,6 +93,7 @@ def test_kill_9_at_a_chosen_point(tmp_path: Path, genomes, phase: str, when: int
         [
             sys.executable,
             str(ROOT / "tests" / "kill_helper.py"),
+            "KILL",
             phase,
             str(when),
             *build_cmd(index, genomes),
@@ -120,11 +122,10 @@ def test_kill_9_at_a_random_moment(tmp_path: Path, genomes) -> None:
 def test_stale_lock_of_a_killed_process_does_not_block(store: Path, genomes) -> None:
     holder_code = (
         "import pathlib, sys, time\n"
-        "from genome_index.store import BuildLock\n"
-        "lock = BuildLock(pathlib.Path(sys.argv[1]))\n"
-        "lock.acquire()\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(60)\n"
+        "from genome_index.store.lock import write_lock\n"
+        "with write_lock(pathlib.Path(sys.argv[1])):\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(60)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", holder_code, str(store)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -273,7 +274,7 @@ def test_accepted_inputs_are_built_and_found(tmp_path: Path, name: str) -> None:
     assert result.exit_code == 0, result.output
     store = GenomeIndex.open(index)
     assert store.check() == []
-    assert store.query(fasta, k=1, device="cpu")[0]["name"] == name
+    assert store.query(fasta, QueryOptions(k=1))[0]["name"] == name
 
 
 def test_ten_thousand_tiny_records_and_a_unicode_file_name(tmp_path: Path) -> None:
@@ -285,4 +286,4 @@ def test_ten_thousand_tiny_records_and_a_unicode_file_name(tmp_path: Path) -> No
     store = GenomeIndex.open(index)
     assert store.sql("SELECT count(*) FROM records")[1] == [(10_000,)]
     assert store.check() == []
-    assert store.query(fasta, k=1, device="cpu")[0]["name"] == "génome_株"
+    assert store.query(fasta, QueryOptions(k=1))[0]["name"] == "génome_株"

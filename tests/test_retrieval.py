@@ -13,8 +13,10 @@ from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Record, read_genome, reverse_complement
-from genome_index.search import AUTO_GENOME_MODE_FROM_BP, Query, QueryOptions, Ranker, order_hits, resolve_mode, views
-from genome_index.store import Store, normalise
+from genome_index.search import AUTO_GENOME_MODE_FROM_BP, Query, Ranker, order_hits, resolve_mode, views
+from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
+from genome_index.store import reads
+from genome_index.store.vectors import normalise
 from tests.conftest import write_fasta
 
 
@@ -31,14 +33,16 @@ def test_auto_mode_and_its_defaults() -> None:
 
 
 def test_fixed_window_views_cover_strands_frames_and_tilings() -> None:
-    embedder = Embedder("nt-tiny", device="cpu", chunking="fixed")
+    embedder = Embedder(ModelOptions("nt-tiny", chunking="fixed"), RunOptions(device="cpu"))
     query = query_of(20_000)
     assert len(views(embedder, query, 0.0, False)) == 2
     assert len(views(embedder, query, 0.0, True)) == 12
     assert len(views(embedder, query, 0.5, True)) == 24
     first = views(embedder, query, 0.5, False)[0]
     assert first[0].start == 0 and all(c.n_tokens <= 1000 for c in first)
-    assert len(views(Embedder("kmer:6", chunking="fixed"), query, 0.0, True)) == 2  # k-mer profiles have no frames
+    assert (
+        len(views(Embedder(ModelOptions("kmer:6", chunking="fixed")), query, 0.0, True)) == 2
+    )  # k-mer profiles have no frames
 
 
 def test_anchored_views_differ_only_in_the_head(embedder) -> None:
@@ -47,7 +51,7 @@ def test_anchored_views_differ_only_in_the_head(embedder) -> None:
     query = Query("q", [Record("r", "r", sequence)])
     plain, with_frames = views(embedder, query, 0.0, False), views(embedder, query, 0.0, True)
     assert len(plain) == 2 and len(with_frames) == 12
-    head_end = cut_points(sequence, embedder.anchor_radius)[0]
+    head_end = cut_points(sequence, embedder.chunker.anchor_radius)[0]
     forward = with_frames[:6]
     tails = {tuple((c.start, c.end) for c in view if c.start >= head_end) for view in forward}
     assert len(tails) == 1 and len(next(iter(tails))) >= 3
@@ -61,7 +65,7 @@ RANDOM_30KB = np.random.default_rng(11).choice(np.frombuffer(b"ACGT", np.uint8),
 @pytest.mark.parametrize("chunking", ["anchored", "fixed"])
 @pytest.mark.parametrize("sequence", [(b"ACGGTACCTTGA" * 700)[:8000], RANDOM_30KB], ids=["repeat", "random"])
 def test_views_of_a_query_and_its_reverse_complement_are_the_same(chunking: str, sequence: bytes) -> None:
-    embedder = Embedder("nt-tiny", device="cpu", chunking=chunking)
+    embedder = Embedder(ModelOptions("nt-tiny", chunking=chunking), RunOptions(device="cpu"))
     overlap = 0.5 if chunking == "fixed" else 0.0
     forward = views(embedder, Query("q", [Record("r", "", sequence)]), overlap, True)
     reverse = views(embedder, Query("q", [Record("r", "", reverse_complement(sequence))]), overlap, True)
@@ -87,15 +91,15 @@ def test_every_genome_keeps_a_sketch(store: GenomeIndex, example_genomes) -> Non
 
 
 def test_hits_carry_containment_and_ani(store: GenomeIndex, example_genomes) -> None:
-    hits = store.query(example_genomes[2], k=4)
+    hits = store.query(example_genomes[2], QueryOptions(k=4))
     assert hits[0]["name"] == read_genome(example_genomes[2]).name
     assert hits[0]["containment"] == 1.0 and hits[0]["ani_estimate"] == 1.0
     assert all(h["containment"] < 0.5 for h in hits[1:])
 
 
 def test_rerank_orders_by_containment_and_keeps_score_order_on_ties() -> None:
-    genome = {gid: sketch.from_hashes(range(gid * 100, gid * 100 + 50)) for gid in (1, 2, 3)}
-    query = sketch.from_hashes([*range(300, 340), *range(100, 105)])  # mostly genome 3
+    genome = {gid: sketch.from_hashes(range(gid * 100, gid * 100 + 50), 1000) for gid in (1, 2, 3)}
+    query = sketch.from_hashes([*range(300, 340), *range(100, 105)], 1000)  # mostly genome 3
     ranked = {1: (0.99, 0), 2: (0.98, 0), 3: (0.90, 0)}
     lookup = lambda ids: {g: genome[g] for g in ids}  # noqa: E731
     assert [h[0] for h in order_hits(ranked, query, lookup, 3, rerank=False)] == [1, 2, 3]
@@ -103,15 +107,15 @@ def test_rerank_orders_by_containment_and_keeps_score_order_on_ties() -> None:
     assert [h[0] for h in reranked] == [3, 1, 2]
     assert reranked[0][3] == pytest.approx(40 / 45)
     assert reranked[0][4] == pytest.approx((40 / 45) ** (1 / 21))
-    empty = sketch.from_hashes([])
+    empty = sketch.from_hashes([], 1000)
     assert [h[0] for h in order_hits(ranked, empty, lookup, 3, rerank=True)] == [1, 2, 3]
 
 
 def test_center_uses_the_mean_of_normalised_chunk_vectors(store: GenomeIndex) -> None:
     with store.store.connect() as con:
-        settings = Store.settings(con)
-        _, vectors = Store.stored_vectors(con, "chunks", int(settings["dim"]))
-        chunk_mean, _ = Ranker(store.store, con, settings, center=True).means()
+        settings = reads.settings(con)
+        _, vectors = reads.vectors(con, "chunks", settings.dim)
+        chunk_mean, _ = Ranker(con, settings, center=True).means()
     assert np.allclose(chunk_mean, normalise(vectors).mean(axis=0), atol=1e-5)
 
 
@@ -120,7 +124,7 @@ def test_centred_query_still_finds_a_fragment(store: GenomeIndex, example_genome
     fragment = genome.records[0].sequence[33_333:63_333]
     query = write_fasta(tmp_path / "frag.fa", [("frag", reverse_complement(fragment).decode())])
     for center in (False, True):
-        assert store.query(query, k=1, center=center)[0]["name"] == genome.name
+        assert store.query(query, QueryOptions(k=1, center=center))[0]["name"] == genome.name
 
 
 def test_merge_copies_sketches(store: GenomeIndex, tmp_path: Path) -> None:
@@ -132,25 +136,25 @@ def test_merge_copies_sketches(store: GenomeIndex, tmp_path: Path) -> None:
 
 def test_sketch_density_is_a_build_setting(tmp_path: Path, example_genomes) -> None:
     fine = GenomeIndex(tmp_path / "fine")
-    fine.build(example_genomes[:2], model="kmer:6", sketch_scaled=100)
-    assert fine.settings()["sketch_scaled"] == "100"
+    fine.build(example_genomes[:2], model="kmer:6", store=StoreOptions(sketch_scaled=100))
+    assert fine.settings().sketch_scaled == 100
     for length, scaled, hashes in fine.sql(
         "SELECT g.length, s.scaled, len(s.hashes) FROM sketches s JOIN genomes g ON g.id = s.genome_id"
     )[1]:
         assert scaled == 100 and 0.5 * length / 100 < hashes < 2 * length / 100
-    assert fine.query(example_genomes[1], k=1)[0]["containment"] == 1.0
+    assert fine.query(example_genomes[1], QueryOptions(k=1))[0]["containment"] == 1.0
     with pytest.raises(GenomeIndexError, match="sketch_scaled"):
-        fine.build(example_genomes[2:3], sketch_scaled=1000)
+        fine.build(example_genomes[2:3], store=StoreOptions(sketch_scaled=1000))
 
 
 def test_window_overlap_is_for_fixed_windows(store: GenomeIndex, example_genomes) -> None:
     with pytest.raises(GenomeIndexError, match="--window-overlap applies to stores with fixed windows"):
-        store.query(example_genomes[0], window_overlap=0.5)
+        store.query(example_genomes[0], QueryOptions(window_overlap=0.5))
 
 
 def test_sketch_ignores_strand_and_n() -> None:
     sequence = bytes(np.random.default_rng(3).choice(np.frombuffer(b"ACGT", np.uint8), 50_000))
-    a = sketch.sketch_records([Record("a", "", sequence)])
-    b = sketch.sketch_records([Record("b", "", reverse_complement(sequence))])
+    a = sketch.sketch_records([Record("a", "", sequence)], 1000)
+    b = sketch.sketch_records([Record("b", "", reverse_complement(sequence))], 1000)
     assert np.array_equal(a, b) and len(a) > 10
-    assert len(sketch.sketch_records([Record("n", "", b"N" * 5000)])) == 0
+    assert len(sketch.sketch_records([Record("n", "", b"N" * 5000)], 1000)) == 0

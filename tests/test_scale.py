@@ -13,7 +13,10 @@ from genome_index.api import GenomeIndex, shard_files
 from genome_index.cli import app
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.store import INDEX_TYPES, PQ_MIN_TRAINING, Store, faiss_gpus, make_faiss, normalise, search, to_gpu
+from genome_index.settings import INDEX_TYPES, ModelOptions, QueryOptions, RunOptions, StoreOptions
+from genome_index.store import reads
+from genome_index.store.indexes import PQ_MIN_TRAINING, build_faiss, faiss_gpus, make_faiss, search, to_gpu
+from genome_index.store.vectors import normalise
 
 runner = CliRunner()
 
@@ -35,8 +38,8 @@ def clustered(n: int, dim: int, seed: int = 0, latent: int = 16) -> np.ndarray:
 def test_every_index_type_finds_the_true_neighbours(index_type: str) -> None:
     vectors = clustered(PQ_MIN_TRAINING + 2000, 64)
     ids = np.arange(5, 5 + len(vectors), dtype=np.int64)
-    index = Store.build_faiss(ids, vectors, 64, index_type)
-    exact = Store.build_faiss(ids, vectors, 64, "flat")
+    index = build_faiss(ids, vectors, 64, index_type)
+    exact = build_faiss(ids, vectors, 64, "flat")
     queries = normalise(vectors[:50] + 0.05)
     found = search(index, queries, 10, lambda wanted: vectors[wanted - 5])[1]
     truth = exact.search(queries, 10)[1]
@@ -47,24 +50,24 @@ def test_every_index_type_finds_the_true_neighbours(index_type: str) -> None:
 
 def test_ivf_pq_falls_back_to_exact_for_few_vectors() -> None:
     vectors = clustered(500, 32)
-    index = Store.build_faiss(np.arange(500), vectors, 32, "ivf-pq")
+    index = build_faiss(np.arange(500), vectors, 32, "ivf-pq")
     assert isinstance(index.index, type(make_faiss("flat", 32, 0).index))
 
 
 def test_unknown_index_type(tmp_path: Path, example_genomes) -> None:
     with pytest.raises(GenomeIndexError, match="unknown index type"):
-        GenomeIndex(tmp_path / "i").build(example_genomes[:1], model="nt-tiny", device="cpu", index_type="lsh")
+        GenomeIndex(tmp_path / "i").build(example_genomes[:1], model="nt-tiny", store=StoreOptions(index_type="lsh"))
 
 
 def test_hnsw_store_and_reindex_to_another_type(tmp_path: Path, example_genomes) -> None:
     index = tmp_path / "index"
     assert run("build", *example_genomes, "--index", index, "--model", "nt-tiny", "--index-type", "hnsw").exit_code == 0
     store = GenomeIndex.open(index)
-    assert store.settings()["index_type"] == "hnsw"
-    assert store.query(example_genomes[2], k=1, mode="chunks", device="cpu")[0]["name"] == "BPH2947"
+    assert store.settings().index_type == "hnsw"
+    assert store.query(example_genomes[2], QueryOptions(k=1, mode="chunks"))[0]["name"] == "BPH2947"
     result = run("reindex", "--index", index, "--index-type", "flat")
     assert result.exit_code == 0, result.output
-    assert store.settings()["index_type"] == "flat"
+    assert store.settings().index_type == "flat"
     assert store.check() == []
     result = run("build", example_genomes[0], "--index", index, "--index-type", "hnsw")
     assert result.exit_code == 1 and "built with index_type" in result.stderr
@@ -72,20 +75,20 @@ def test_hnsw_store_and_reindex_to_another_type(tmp_path: Path, example_genomes)
 
 def test_float16_vectors_half_the_bytes_same_answers(tmp_path: Path, example_genomes) -> None:
     half, full = GenomeIndex(tmp_path / "half"), GenomeIndex(tmp_path / "full")
-    half.build(example_genomes, model="nt-tiny", device="cpu", vector_dtype="float16")
-    full.build(example_genomes, model="nt-tiny", device="cpu")
+    half.build(example_genomes, model="nt-tiny", store=StoreOptions(vector_dtype="float16"))
+    full.build(example_genomes, model="nt-tiny")
     con = duckdb.connect(str(tmp_path / "half" / "metadata.duckdb"), read_only=True)
     kind, size = con.execute("SELECT typeof(vector), octet_length(vector) FROM chunk_vectors LIMIT 1").fetchall()[0]
-    _, vectors16 = Store.stored_vectors(con, "chunks", 128)
+    _, vectors16 = reads.vectors(con, "chunks", 128)
     con.close()
     assert (kind, size) == ("BLOB", 128 * 2)
     con = duckdb.connect(str(tmp_path / "full" / "metadata.duckdb"), read_only=True)
-    _, vectors32 = Store.stored_vectors(con, "chunks", 128)
+    _, vectors32 = reads.vectors(con, "chunks", 128)
     con.close()
     assert np.allclose(vectors16, vectors32, rtol=1e-3, atol=1e-3)
     assert half.check() == []
     for path in example_genomes:
-        assert half.query(path, k=1, device="cpu")[0]["name"] == full.query(path, k=1, device="cpu")[0]["name"]
+        assert half.query(path, QueryOptions(k=1))[0]["name"] == full.query(path, QueryOptions(k=1))[0]["name"]
     half.reindex()
     assert half.check() == []
 
@@ -106,7 +109,7 @@ def test_shards_merge_into_the_store_a_single_build_makes(tmp_path: Path, exampl
     result = run("merge", tmp_path / "merged", tmp_path / "shard1", tmp_path / "shard2")
     assert result.exit_code == 0, result.output
     assert "merged 4 genome(s)" in result.stderr
-    GenomeIndex(tmp_path / "single").build([folder], model="nt-tiny", device="cpu")
+    GenomeIndex(tmp_path / "single").build([folder], model="nt-tiny")
 
     def content(name: str):
         con = duckdb.connect(str(tmp_path / name / "metadata.duckdb"), read_only=True)
@@ -127,19 +130,19 @@ def test_shards_merge_into_the_store_a_single_build_makes(tmp_path: Path, exampl
 
 
 def test_merge_refuses_different_settings(tmp_path: Path, example_genomes) -> None:
-    GenomeIndex(tmp_path / "a").build(example_genomes[:1], model="nt-tiny", device="cpu", layer=2)
-    GenomeIndex(tmp_path / "b").build(example_genomes[1:2], model="nt-tiny", device="cpu")
+    GenomeIndex(tmp_path / "a").build(example_genomes[:1], model=ModelOptions("nt-tiny", layer=2))
+    GenomeIndex(tmp_path / "b").build(example_genomes[1:2], model="nt-tiny")
     result = run("merge", tmp_path / "out", tmp_path / "a", tmp_path / "b")
     assert result.exit_code == 1 and "built with layer" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_compile_is_ignored_on_cpu() -> None:
-    assert not Embedder("nt-tiny", device="cpu", compile=True).compiled
+    assert not Embedder("nt-tiny", RunOptions(device="cpu", compile=True)).compiled
 
 
 def test_without_a_faiss_gpu_build_indexes_stay_on_the_cpu() -> None:
-    index = Store.build_faiss(np.arange(10), clustered(10, 8), 8)
+    index = build_faiss(np.arange(10), clustered(10, 8), 8)
     if faiss_gpus():
         pytest.skip("a faiss GPU build sees a GPU here; the GPU test covers this machine")
     assert to_gpu(index) is index
@@ -149,7 +152,7 @@ def test_without_a_faiss_gpu_build_indexes_stay_on_the_cpu() -> None:
 def test_gpu_search_equals_cpu_search() -> None:
     vectors = clustered(5000, 64)
     ids = np.arange(3, 5003)
-    cpu = Store.build_faiss(ids, vectors, 64)
+    cpu = build_faiss(ids, vectors, 64)
     gpu = to_gpu(cpu)
     assert gpu is not cpu
     queries = normalise(vectors[:20])

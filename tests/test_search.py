@@ -10,6 +10,7 @@ import pytest
 from genome_index.api import GenomeIndex
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome, reverse_complement
+from genome_index.settings import QueryOptions
 from tests.conftest import write_fasta
 
 
@@ -17,7 +18,7 @@ from tests.conftest import write_fasta
 def index(tmp_path_factory, example_genomes) -> GenomeIndex:
     directory = tmp_path_factory.mktemp("search") / "index"
     store = GenomeIndex(directory)
-    store.build(example_genomes, model="nt-tiny", device="cpu")
+    store.build(example_genomes, model="nt-tiny")
     return store
 
 
@@ -29,7 +30,7 @@ def write_reverse_complement(source: Path, target: Path) -> Path:
 @pytest.mark.parametrize("mode", ["genome", "chunks"])
 def test_every_genome_finds_itself_first(index: GenomeIndex, example_genomes, mode: str) -> None:
     for path in example_genomes:
-        hits = index.query(path, k=3, mode=mode, device="cpu")
+        hits = index.query(path, QueryOptions(k=3, mode=mode))
         assert hits[0]["name"] == read_genome(path).name
         assert hits[0]["score"] >= 0.999
         assert [h["rank"] for h in hits] == [1, 2, 3]
@@ -39,8 +40,8 @@ def test_every_genome_finds_itself_first(index: GenomeIndex, example_genomes, mo
 def test_reverse_complement_gives_the_same_hits(index: GenomeIndex, example_genomes, tmp_path, mode) -> None:
     source = example_genomes[1]
     flipped = write_reverse_complement(source, tmp_path / "rc.fa")
-    forward = index.query(source, k=4, mode=mode, device="cpu")
-    reverse = index.query(flipped, k=4, mode=mode, device="cpu")
+    forward = index.query(source, QueryOptions(k=4, mode=mode))
+    reverse = index.query(flipped, QueryOptions(k=4, mode=mode))
     assert [h["name"] for h in forward] == [h["name"] for h in reverse]
     for a, b in zip(forward, reverse, strict=True):
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
@@ -54,7 +55,7 @@ def test_fragment_of_reverse_strand_in_chunk_mode(index: GenomeIndex, example_ge
     window = 999 * 6  # bp in one full chunk of N-free sequence
     fragment = genome.records[0].sequence[window * 5 : window * 7 + 500]
     query = write_fasta(tmp_path / "frag.fa", [("frag", reverse_complement(fragment).decode())])
-    hits = index.query(query, k=2, mode="chunks", device="cpu")
+    hits = index.query(query, QueryOptions(k=2, mode="chunks"))
     assert hits[0]["name"] == genome.name
     assert hits[0]["support"] >= 1
 
@@ -62,20 +63,20 @@ def test_fragment_of_reverse_strand_in_chunk_mode(index: GenomeIndex, example_ge
 def test_per_record_queries(index: GenomeIndex, example_genomes) -> None:
     path = example_genomes[0]
     records = read_genome(path).records
-    hits = index.query(path, k=2, per_record=True, device="cpu")
+    hits = index.query(path, QueryOptions(k=2, per_record=True))
     assert [h["query"] for h in hits] == [r.id for r in records for _ in range(2)]
     assert [h["rank"] for h in hits] == [1, 2] * len(records)
 
 
 def test_k_larger_than_the_store(index: GenomeIndex, example_genomes) -> None:
-    assert len(index.query(example_genomes[0], k=50, device="cpu")) == len(example_genomes)
+    assert len(index.query(example_genomes[0], QueryOptions(k=50))) == len(example_genomes)
 
 
 def test_bad_query_arguments(index: GenomeIndex, example_genomes, tmp_path) -> None:
     with pytest.raises(GenomeIndexError, match="unknown mode"):
-        index.query(example_genomes[0], mode="fast")
+        index.query(example_genomes[0], QueryOptions(mode="fast"))
     with pytest.raises(GenomeIndexError, match="at least 1"):
-        index.query(example_genomes[0], k=0)
+        index.query(example_genomes[0], QueryOptions(k=0))
     bad = tmp_path / "p.fa"
     bad.write_text(">p\nMKTAYIAKQRQISFVKSHFSRQLEE\n")
     with pytest.raises(GenomeIndexError, match="protein"):
@@ -90,14 +91,14 @@ def test_query_with_another_model_is_refused(index: GenomeIndex, example_genomes
     data[-1] ^= 0xFF  # different weights, same shape
     weights.write_bytes(bytes(data))
     with pytest.raises(GenomeIndexError, match="not the model this store was built with"):
-        index.query(example_genomes[0], model=str(other), device="cpu")
-    assert index.query(example_genomes[0], k=1, model="nt-tiny", device="cpu")[0]["rank"] == 1
+        index.query(example_genomes[0], model=str(other))
+    assert index.query(example_genomes[0], QueryOptions(k=1), model="nt-tiny")[0]["rank"] == 1
 
 
 def test_empty_store_has_no_answers(tmp_path) -> None:
     fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGTTGCAAC" * 100)])
     store = GenomeIndex(tmp_path / "index")
-    store.build([fasta], model="nt-tiny", device="cpu")
+    store.build([fasta], model="nt-tiny")
     store.remove(["g"])
     with pytest.raises(GenomeIndexError, match="holds no genomes"):
-        store.query(fasta, device="cpu")
+        store.query(fasta)

@@ -12,7 +12,11 @@ import pytest
 from genome_index.api import GenomeIndex
 from genome_index.build import read_labels
 from genome_index.errors import GenomeIndexError
-from genome_index.store import FAISS_FILES, BuildLock, Store, genome_vector, normalise
+from genome_index.settings import ModelOptions, QueryOptions
+from genome_index.store import FAISS_FILES, Store, reads
+from genome_index.store.indexes import build_faiss
+from genome_index.store.lock import write_lock
+from genome_index.store.vectors import genome_vector, normalise
 from tests.conftest import copy_store, write_fasta
 
 
@@ -20,7 +24,7 @@ from tests.conftest import copy_store, write_fasta
 def built(tmp_path_factory, example_genomes) -> Path:
     """One store over the example genomes, built once; tests copy it before changing it."""
     directory = tmp_path_factory.mktemp("store") / "index"
-    GenomeIndex(directory).build(example_genomes, model="nt-tiny", device="cpu")
+    GenomeIndex(directory).build(example_genomes, model="nt-tiny")
     return directory
 
 
@@ -55,39 +59,45 @@ def test_build_stores_every_genome_completely(built: Path, example_genomes) -> N
 
 def test_settings_are_recorded(built: Path) -> None:
     settings = GenomeIndex.open(built).settings()
-    assert settings["model"] == "nt-tiny"
-    assert settings["model_revision"].startswith("sha256:")
-    assert (settings["layer"], settings["pooling"], settings["chunk_tokens"]) == ("4", "mean", "1000")
-    assert (settings["dim"], settings["metric"], settings["index_type"]) == ("128", "cosine", "flat")
-    assert (settings["chunking"], settings["anchor_radius"]) == ("anchored", str(999 * 6 // 4))
-    assert settings["tool_version"]
+    assert settings.model == "nt-tiny"
+    assert settings.model_revision.startswith("sha256:")
+    assert (settings.layer, settings.pooling, settings.chunk_tokens) == (4, "mean", 1000)
+    assert (settings.dim, settings.metric, settings.index_type) == (128, "cosine", "flat")
+    assert (settings.chunking, settings.anchor_radius) == ("anchored", 999 * 6 // 4)
+    assert settings.tool_version
+    stored = dict(
+        duckdb.connect(str(built / "metadata.duckdb"), read_only=True).sql("SELECT * FROM settings").fetchall()
+    )
+    assert stored["layer"] == "4" and stored["trust_remote_code"] == "false"  # the SQL surface: text
 
 
 @pytest.mark.parametrize("chunking", ["anchored", "fixed"])
 def test_either_chunking_covers_every_base_once_and_finds_itself(tmp_path: Path, example_genomes, chunking) -> None:
     store = GenomeIndex(tmp_path / "index")
-    store.build(example_genomes[:2], model="kmer:6", chunking=chunking)
-    assert store.settings()["chunking"] == chunking
+    store.build(example_genomes[:2], model=ModelOptions("kmer:6", chunking=chunking))
+    assert store.settings().chunking == chunking
     assert store.check() == []
     for path in example_genomes[:2]:
-        assert store.query(path, k=1, mode="chunks")[0]["file"] == str(path.resolve())
+        assert store.query(path, QueryOptions(k=1, mode="chunks"))[0]["file"] == str(path.resolve())
 
 
 def test_overlap_needs_fixed_windows(tmp_path: Path, example_genomes) -> None:
     with pytest.raises(GenomeIndexError, match="--overlap applies to fixed windows"):
-        GenomeIndex(tmp_path / "index").build(example_genomes[:1], model="kmer:6", overlap=10)
+        GenomeIndex(tmp_path / "index").build(example_genomes[:1], model=ModelOptions("kmer:6", overlap=10))
     assert not (tmp_path / "index").exists()
-    GenomeIndex(tmp_path / "index").build(example_genomes[:1], model="kmer:6", overlap=10, chunking="fixed")
+    GenomeIndex(tmp_path / "index").build(
+        example_genomes[:1], model=ModelOptions("kmer:6", overlap=10, chunking="fixed")
+    )
 
 
 def test_a_store_from_before_anchored_windows_keeps_fixed_windows(tmp_path: Path, example_genomes) -> None:
     store = GenomeIndex(tmp_path / "index")
-    store.build(example_genomes[:1], model="kmer:6", chunking="fixed")
+    store.build(example_genomes[:1], model=ModelOptions("kmer:6", chunking="fixed"))
     con = duckdb.connect(str(store.store.db_path))
     con.execute("DELETE FROM settings WHERE key IN ('chunking', 'anchor_radius', 'sketch_scaled')")  # as before
     con.close()
     settings = store.settings()
-    assert (settings["chunking"], settings["anchor_radius"], settings["sketch_scaled"]) == ("fixed", "0", "1000")
+    assert (settings.chunking, settings.anchor_radius, settings.sketch_scaled) == ("fixed", 0, 1000)
     store.build(example_genomes[1:2])
     assert store.check() == []
     starts = [s for (s,) in store.sql("SELECT start FROM chunks WHERE start > 0")[1]]
@@ -104,7 +114,7 @@ def test_different_settings_are_refused_naming_the_difference(
     fasta = write_fasta(tmp_path / "new.fa", [("r", "ACGTTGCA" * 200)])
     before = counts(store_copy)
     with pytest.raises(GenomeIndexError, match=f"built with {named}"):
-        GenomeIndex(store_copy).build([fasta], device="cpu", **{option: value})
+        GenomeIndex(store_copy).build([fasta], ModelOptions(**{option: value}))
     assert counts(store_copy) == before
 
 
@@ -115,8 +125,8 @@ def test_faiss_ids_equal_duckdb_ids_and_vectors_are_normalised(built: Path) -> N
         ids = np.sort(faiss.vector_to_array(index.id_map))
         expected = con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"]
         assert np.array_equal(ids, expected)
-        stored_ids, vectors = Store.stored_vectors(con, kind, 128)
-        rebuilt = Store.build_faiss(stored_ids, vectors, 128)
+        stored_ids, vectors = reads.vectors(con, kind, 128)
+        rebuilt = build_faiss(stored_ids, vectors, 128)
         assert np.allclose(rebuilt.reconstruct_batch(stored_ids), index.reconstruct_batch(stored_ids))
         assert np.allclose(np.linalg.norm(index.reconstruct_batch(stored_ids), axis=1), 1, atol=1e-5)
     con.close()
@@ -142,20 +152,18 @@ def test_damaged_faiss_file_is_rebuilt_from_duckdb(store_copy: Path, damage: str
         faiss.write_index(faiss.IndexIDMap2(faiss.IndexFlatIP(128)), str(path))
     store = Store(store_copy)
     with store.connect() as con, caplog.at_level("WARNING", logger="genome_index"):
-        index, rebuilt = store.load_faiss(con, "chunks", Store.settings(con))
+        index, rebuilt = store.load_faiss(con, "chunks", reads.settings(con))
     assert rebuilt
     assert index.ntotal == counts(store_copy)["chunks"]
     assert "rebuilt from the vectors" in caplog.text
 
 
-def test_build_lock_is_exclusive_and_released(tmp_path: Path) -> None:
-    first, second = BuildLock(tmp_path), BuildLock(tmp_path)
-    first.acquire()
-    with pytest.raises(GenomeIndexError, match=r"another genome-index process \(pid \d+\)"):
-        second.acquire()
-    first.release()
-    second.acquire()
-    second.release()
+def test_write_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    with write_lock(tmp_path):
+        with pytest.raises(GenomeIndexError, match=r"another genome-index process \(pid \d+\)"), write_lock(tmp_path):
+            pass
+    with write_lock(tmp_path):
+        pass
 
 
 def test_not_a_store(tmp_path: Path) -> None:
@@ -166,7 +174,7 @@ def test_not_a_store(tmp_path: Path) -> None:
         GenomeIndex.open(tmp_path / "absent")
     fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 50)])
     with pytest.raises(GenomeIndexError, match="not a genome-index store and not empty"):
-        GenomeIndex(tmp_path).build([fasta], model="nt-tiny", device="cpu")
+        GenomeIndex(tmp_path).build([fasta], model="nt-tiny")
 
 
 def test_foreign_duckdb_file_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,98 @@
+"""The batching engine: chunks in, one pooled vector per chunk out, in the order given.
+
+In the manner of sentence-transformers' `encode`: sort chunks by length, batch them under a
+token budget, run under `torch.inference_mode()`, pool on the device, restore the input order.
+A producer thread pads (and on CUDA pins) the next batches while the encoder runs this one;
+it stops as soon as the consumer does, error or not, and drops what it holds.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from genome_index.encoders import Encoder
+from genome_index.errors import GenomeIndexError
+from genome_index.tokenize import Chunk
+
+AHEAD = 3  # batches padded ahead of the encoder
+
+
+class BatchEngine:
+    """Embeds chunks with an encoder in length-sorted batches of at most `batch_tokens` tokens."""
+
+    def __init__(self, encoder: Encoder, batch_tokens: int) -> None:
+        self.encoder = encoder
+        self.batch_tokens = batch_tokens
+        self.width_multiple = 1  # batch widths rounded up to a multiple of this (fewer distinct shapes)
+
+    def batches(self, chunks: Sequence[Chunk]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(chunk indices, padded ids, lengths) of length-sorted batches, longest first."""
+        order = np.argsort([-c.n_tokens for c in chunks], kind="stable")
+        pad_id = self.encoder.tokenizer.pad_id
+        start = 0
+        while start < len(order):
+            width = -(-chunks[order[start]].n_tokens // self.width_multiple) * self.width_multiple
+            index = order[start : start + max(1, self.batch_tokens // width)]
+            ids = np.full((len(index), width), pad_id, dtype=np.int64)
+            for row, i in enumerate(index):
+                ids[row, : chunks[i].n_tokens] = chunks[i].input_ids
+            lengths = np.array([chunks[i].n_tokens for i in index])
+            if self.encoder.compiled and len(index) == 1:  # a size-1 dimension would compile a second graph
+                ids, lengths = np.repeat(ids, 2, axis=0), np.repeat(lengths, 2)
+            yield index, ids, lengths
+            start += len(index)
+
+    def embed(self, chunks: Sequence[Chunk], layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """float32 vectors of the chunks at each of `layers` (all <= the encoder's), in order."""
+        encoder = self.encoder
+        bad = [layer for layer in layers if not 0 <= layer <= encoder.layer]
+        if bad:
+            raise GenomeIndexError(f"layer {bad[0]} is not computed by an embedder cut at layer {encoder.layer}")
+        out = {layer: np.empty((len(chunks), encoder.spec.dim), dtype=np.float32) for layer in layers}
+        if not chunks:
+            return out
+        pin = encoder.device.type == "cuda"
+        pending: queue.Queue = queue.Queue(maxsize=AHEAD)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for index, ids, lengths in self.batches(chunks):
+                    tensors = torch.from_numpy(ids), torch.from_numpy(lengths)
+                    if pin:
+                        tensors = tuple(t.pin_memory() for t in tensors)
+                    if stop.is_set():
+                        return
+                    pending.put((index, tensors))
+                pending.put(None)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                pending.put(exc)
+
+        producer = threading.Thread(target=produce, name="genome-index-batches", daemon=True)
+        producer.start()
+        results: list[tuple[np.ndarray, dict[int, torch.Tensor]]] = []
+        try:
+            with torch.inference_mode():
+                while (item := pending.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    index, (ids, lengths) = item
+                    ids = ids.to(encoder.device, non_blocking=True)
+                    lengths = lengths.to(encoder.device, non_blocking=True)
+                    results.append((index, encoder.forward(ids, lengths, layers)))
+                for index, pooled in results:
+                    for layer, vectors in pooled.items():
+                        out[layer][index] = vectors[: len(index)].cpu().numpy()
+        finally:
+            stop.set()
+            while producer.is_alive():  # make room, so a producer blocked on a full queue sees `stop`
+                try:
+                    pending.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+        return out

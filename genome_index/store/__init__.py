@@ -1,0 +1,209 @@
+"""The on-disk store: DuckDB (source of truth: settings, metadata, vectors) plus FAISS files.
+
+Layout of an index directory:
+
+    metadata.duckdb   tables settings, state, genomes, records, chunks, chunk_vectors,
+                      genome_vectors, sketches, labels (the public SQL surface, see README)
+    chunks.faiss      inner-product index over L2-normalised chunk vectors, ids = chunks.id
+    genomes.faiss     the same over genome vectors, ids = genomes.id
+    build.lock        held (flock) by the one process allowed to write
+
+A genome is committed to DuckDB in one transaction (`writes`); the FAISS files (`indexes`)
+are derived, written atomically after commits, checked against DuckDB on open and rebuilt
+from the stored vectors when they disagree. `Store` ties the files of one directory together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import faiss
+
+from genome_index.errors import GenomeIndexError
+from genome_index.settings import StoreSettings
+from genome_index.store import reads
+from genome_index.store.indexes import build_faiss, first_line, read_verified, write_atomically
+from genome_index.store.lock import LOCK_FILE, write_lock
+from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database
+
+log = logging.getLogger("genome_index")
+
+__all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
+
+
+class Store:
+    """One index directory: its connections, its write lock, its FAISS files."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.db_path = self.directory / DB_FILE
+
+    def exists(self) -> bool:
+        return self.db_path.is_file()
+
+    def require(self) -> None:
+        """Fail with one clear line when the directory holds no store."""
+        if not self.directory.exists():
+            raise GenomeIndexError(f"no genome-index store at {self.directory} (create one with `genome-index build`)")
+        if not self.exists():
+            raise GenomeIndexError(f"{self.directory} is not a genome-index store (no {DB_FILE})")
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to metadata.duckdb that cannot touch other files; errors become one line."""
+        config = {"enable_external_access": False, "lock_configuration": True}
+        try:
+            con = duckdb.connect(str(self.db_path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise GenomeIndexError(
+                    f"{self.directory}: the store is being written by another process (a running build?); "
+                    "try again when it has finished"
+                ) from None
+            raise GenomeIndexError(f"{self.db_path}: cannot open ({first_line(exc)})") from None
+        except duckdb.Error as exc:
+            raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
+        try:
+            if not reads.scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'settings'"):
+                raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")
+            yield con
+        except duckdb.IOException as exc:
+            raise GenomeIndexError(
+                f"{self.db_path}: cannot write ({first_line(exc)}); disk full or read-only? "
+                "The store keeps every genome committed before this one"
+            ) from None
+        except duckdb.Error as exc:
+            raise GenomeIndexError(f"{self.db_path}: database error ({first_line(exc)})") from None
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The write lock and a writable connection, for one command that changes the store."""
+        self.require()
+        with write_lock(self.directory), self.connect(read_only=False) as con:
+            yield con
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The write lock alone (a build holds it before the store exists)."""
+        return write_lock(self.directory)
+
+    def settings(self) -> StoreSettings:
+        self.require()
+        with self.connect() as con:
+            return reads.settings(con)
+
+    # -- creating -------------------------------------------------------------------------
+
+    def prepare_directory(self) -> bool:
+        """Make the store's folder, refusing an unrelated non-empty one; True if it was made."""
+        folder = self.directory
+        if folder.exists() and not folder.is_dir():
+            raise GenomeIndexError(f"{folder}: exists and is not a folder")
+        if folder.is_dir() and not self.exists():
+            ours = {LOCK_FILE, DB_FILE + ".creating", *FAISS_FILES.values()}
+            others = [p.name for p in folder.iterdir() if p.name not in ours]
+            if others:
+                raise GenomeIndexError(
+                    f"{folder} is not a genome-index store and not empty (has {others[0]!r}); choose another --index"
+                )
+        made = not folder.exists()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GenomeIndexError(f"{folder}: cannot create ({exc.strerror})") from None
+        return made
+
+    def create(self, settings: StoreSettings) -> None:
+        """An empty store with its fixed settings (the folder must exist)."""
+        if self.db_path.exists():
+            raise GenomeIndexError(f"{self.db_path} exists already")
+        create_database(self.db_path, settings)
+
+    def discard_if_empty(self, made_directory: bool) -> None:
+        """After a failed first build that committed no genome, leave no trace of the store."""
+        if self.exists():
+            try:
+                with self.connect() as con:
+                    if reads.genome_count(con):
+                        return  # genomes were committed: keep them, complete, for the next build
+            except GenomeIndexError:
+                return
+        names = [DB_FILE, DB_FILE + ".wal", DB_FILE + ".creating", DB_FILE + ".creating.wal"]
+        names += [n + suffix for n in FAISS_FILES.values() for suffix in ("", ".tmp")]
+        if made_directory:
+            names.append(LOCK_FILE)
+        for name in names:
+            (self.directory / name).unlink(missing_ok=True)
+        if made_directory:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()
+
+    # -- FAISS files ----------------------------------------------------------------------
+
+    def faiss_path(self, kind: str) -> Path:
+        return self.directory / FAISS_FILES[kind]
+
+    def rebuild_faiss(self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings) -> faiss.Index:
+        """The index of one kind built afresh from the vectors stored in DuckDB."""
+        ids, vectors = reads.vectors(con, kind, settings.dim)
+        return build_faiss(ids, vectors, settings.dim, settings.index_type if kind == "chunks" else "flat")
+
+    def write_faiss(self, kind: str, index: faiss.Index) -> None:
+        write_atomically(self.faiss_path(kind), index)
+
+    def rewrite_faiss(self, con: duckdb.DuckDBPyConnection, settings: StoreSettings) -> dict[str, int]:
+        """Every FAISS file rebuilt from DuckDB and written; the vectors in each."""
+        sizes = {}
+        for kind in FAISS_FILES:
+            index = self.rebuild_faiss(con, kind, settings)
+            self.write_faiss(kind, index)
+            sizes[kind] = index.ntotal
+        return sizes
+
+    def verify_faiss(
+        self, con: duckdb.DuckDBPyConnection, kind: str, dim: int
+    ) -> tuple[faiss.Index | None, str | None]:
+        """The FAISS file of one kind when it holds exactly DuckDB's ids, else what is wrong."""
+        return read_verified(self.faiss_path(kind), reads.ids(con, kind), dim)
+
+    def load_faiss(
+        self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings
+    ) -> tuple[faiss.Index, bool]:
+        """The FAISS index of one kind, checked against DuckDB's ids; rebuilt from it when they
+        disagree. Returns the index and whether it was rebuilt (and so should be written)."""
+        index, problem = self.verify_faiss(con, kind, settings.dim)
+        if index is not None:
+            return index, False
+        if reads.genome_count(con) or self.faiss_path(kind).exists():
+            log.warning("%s %s; rebuilt from the vectors in %s", FAISS_FILES[kind], problem, DB_FILE)
+        return self.rebuild_faiss(con, kind, settings), True
+
+    def save_repair(self, kind: str, index: faiss.Index) -> None:
+        """Persist a FAISS file repaired during a read, unless a writer holds the store."""
+        try:
+            with write_lock(self.directory):
+                self.write_faiss(kind, index)
+        except GenomeIndexError as exc:
+            if "another genome-index process" not in str(exc):
+                log.warning("%s", exc)
+
+    # -- checking -------------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Every inconsistency found (empty: consistent). Repairs nothing."""
+        self.require()
+        with self.connect() as con:
+            settings = reads.settings(con)
+            problems = reads.inconsistencies(con, settings)
+            for kind in FAISS_FILES:
+                if not len(reads.ids(con, kind)) and not self.faiss_path(kind).exists():
+                    continue  # a store killed before its first genome committed: no index is owed yet
+                _, problem = self.verify_faiss(con, kind, settings.dim)
+                if problem is not None:
+                    problems.append(f"{FAISS_FILES[kind]} {problem}")
+        return problems

@@ -1,0 +1,147 @@
+"""The FAISS files: derived from the vectors in DuckDB, written atomically, verified on open.
+
+Inner-product indexes over L2-normalised vectors (so scores are cosines), wrapped in an id
+map so that FAISS ids are the DuckDB ids. The chunk index has the store's index type; the
+genome index is always exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from genome_index.errors import GenomeIndexError
+from genome_index.settings import INDEX_TYPES
+from genome_index.store.vectors import normalise, rescore
+
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+IVF_NPROBE = 32
+RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
+PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
+
+
+def make_faiss(index_type: str, dim: int, n_vectors: int) -> faiss.Index:
+    """An empty FAISS index of one of INDEX_TYPES, inner product (cosine on normalised vectors),
+    wrapped so that its ids are the DuckDB ids. ivf-pq must still be trained."""
+    if index_type == "flat":
+        inner = faiss.IndexFlatIP(dim)
+    elif index_type == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    elif index_type == "ivf-pq":
+        nlist = max(1, min(int(np.sqrt(max(n_vectors, 1))), n_vectors // 39 or 1))
+        m = next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)  # 4-d sub-vectors
+        inner = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
+    return faiss.IndexIDMap2(inner)
+
+
+def build_faiss(ids: np.ndarray, vectors: np.ndarray, dim: int, index_type: str = "flat") -> faiss.Index:
+    """An index of `index_type` over the normalised vectors, ids as given, trained if needed."""
+    if index_type == "ivf-pq" and len(ids) < PQ_MIN_TRAINING:
+        index_type = "flat"  # too few vectors to train product quantisers; exact is fast here
+    index = make_faiss(index_type, dim, len(ids))
+    vectors = normalise(vectors) if len(ids) else np.empty((0, dim), dtype=np.float32)
+    if not index.is_trained:
+        rng = np.random.default_rng(0)
+        sample = vectors[rng.choice(len(vectors), min(len(vectors), 256 * 256), replace=False)]
+        index.train(sample)
+    if len(ids):
+        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+    return tune(index)
+
+
+def tune(index: faiss.Index) -> faiss.Index:
+    """Set the search-time accuracy knobs of an approximate index (not all are saved in files)."""
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+    elif isinstance(inner, faiss.IndexIVF):
+        inner.nprobe = min(IVF_NPROBE, inner.nlist)
+    return index
+
+
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    fetch: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids) for normalised queries. For a product-quantised index, `fetch`
+    (ids -> their exact vectors) re-scores RERANK x k candidates exactly: the compressed codes
+    pick candidates, the stored vectors decide."""
+    k = min(k, index.ntotal)
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if fetch is None or not isinstance(inner, faiss.IndexIVFPQ):
+        return index.search(queries, k)
+    _, candidates = index.search(queries, min(k * RERANK, index.ntotal))
+    return rescore(queries, candidates, lambda ids: normalise(fetch(ids)), k)
+
+
+def faiss_gpus() -> int:
+    """GPUs a faiss GPU build can use (0 with faiss-cpu)."""
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+@functools.cache
+def gpu_resources() -> Any:
+    """One faiss GPU workspace for the process: it must outlive every GPU index made with it."""
+    return faiss.StandardGpuResources()
+
+
+def to_gpu(index: faiss.Index) -> faiss.Index:
+    """The index copied to the first GPU when a faiss GPU build sees one (flat and IVF indexes;
+    others, such as HNSW, stay on the CPU); otherwise the index itself."""
+    if not faiss_gpus():
+        return index
+    try:
+        return faiss.index_cpu_to_gpu(gpu_resources(), 0, index)
+    except RuntimeError:  # an index type without a GPU implementation
+        return index
+
+
+def read_verified(path: Path, expected_ids: np.ndarray, dim: int) -> tuple[faiss.Index | None, str | None]:
+    """The index in `path` and None when it holds exactly `expected_ids` (sorted) at `dim`;
+    else None and what is wrong with it."""
+    if not path.exists():
+        return None, "missing"
+    try:
+        index = faiss.read_index(str(path))
+    except (RuntimeError, MemoryError) as exc:
+        return None, f"unreadable: {first_line(exc)}"
+    if not hasattr(index, "id_map") or index.d != dim:
+        return None, "not an index of this store"
+    ids = np.sort(faiss.vector_to_array(index.id_map))
+    if not np.array_equal(ids, np.asarray(expected_ids, dtype=np.int64)):
+        return None, f"holds {len(ids)} ids, metadata.duckdb {len(expected_ids)}"
+    return tune(index), None
+
+
+def write_atomically(path: Path, index: faiss.Index) -> None:
+    """Replace one FAISS file atomically: write a temp file, fsync, rename, fsync the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise GenomeIndexError(f"{path}: cannot write the FAISS index ({first_line(exc)})") from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

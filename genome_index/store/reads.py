@@ -1,0 +1,205 @@
+"""Reads: every query the library runs against a store, on an open connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from genome_index.errors import GenomeIndexError
+from genome_index.settings import StoreSettings
+from genome_index.store.vectors import to_matrix
+from genome_index.store.writes import NewGenome
+
+KINDS = {"chunks": ("chunks", "chunk_vectors", "chunk_id"), "genomes": ("genomes", "genome_vectors", "genome_id")}
+
+
+def settings(con: duckdb.DuckDBPyConnection) -> StoreSettings:
+    """The store's fixed settings (stores older than a setting read with its old value)."""
+    return StoreSettings.from_rows(dict(con.execute("SELECT key, value FROM settings").fetchall()))
+
+
+def scalar(con: duckdb.DuckDBPyConnection, statement: str, params: list[Any] | None = None) -> Any:
+    return con.execute(statement, params or []).fetchall()[0][0]
+
+
+def genome_count(con: duckdb.DuckDBPyConnection) -> int:
+    return int(scalar(con, "SELECT count(*) FROM genomes"))
+
+
+def genomes_by_sha(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str, str]]:
+    """SHA-256 -> (id, name, file) of every stored genome."""
+    rows = con.execute("SELECT sha256, id, name, file FROM genomes").fetchall()
+    return {sha: (gid, name, file) for sha, gid, name, file in rows}
+
+
+def genome_names(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    return dict(con.execute("SELECT id, name FROM genomes ORDER BY id").fetchall())
+
+
+def ids(con: duckdb.DuckDBPyConnection, kind: str) -> np.ndarray:
+    """The sorted DuckDB ids of one kind ('chunks' or 'genomes'): what its FAISS file must hold."""
+    table = KINDS[kind][0]
+    return np.asarray(con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"], dtype=np.int64)
+
+
+def vectors(con: duckdb.DuckDBPyConnection, kind: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """All ids and vectors of one kind, ordered by id."""
+    _, table, column = KINDS[kind]
+    result = con.sql(f"SELECT {column} AS id, vector FROM {table} ORDER BY id").to_arrow_table()
+    return result.column("id").to_numpy().astype(np.int64), to_matrix(result.column("vector"), dim)
+
+
+def chunk_vectors(con: duckdb.DuckDBPyConnection, chunk_ids: np.ndarray, dim: int) -> np.ndarray:
+    """Stored vectors of the given chunk ids (sorted ascending), in that order."""
+    result = con.sql(
+        "SELECT vector FROM chunk_vectors WHERE chunk_id IN (SELECT UNNEST($1)) ORDER BY chunk_id",
+        params=[np.asarray(chunk_ids).tolist()],
+    ).to_arrow_table()
+    return to_matrix(result.column("vector"), dim)
+
+
+def genomes_of_chunks(con: duckdb.DuckDBPyConnection, chunk_ids: list[int]) -> dict[int, int]:
+    """chunk id -> genome id."""
+    rows = con.execute("SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [chunk_ids])
+    return dict(rows.fetchall())
+
+
+def vector_means(con: duckdb.DuckDBPyConnection, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of all normalised chunk vectors, and mean of the genome vectors (for centring)."""
+    table = con.sql("SELECT vector, chunk_sum FROM genome_vectors").to_arrow_table()
+    sums = to_matrix(table.column("chunk_sum"), dim).astype(np.float64)
+    count = scalar(con, "SELECT count(*) FROM chunks")
+    genome_mean = to_matrix(table.column("vector"), dim).astype(np.float64).mean(axis=0)
+    return (sums.sum(axis=0) / max(count, 1)).astype(np.float32), genome_mean.astype(np.float32)
+
+
+def sketch_hashes(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> dict[int, list[int]]:
+    rows = con.execute("SELECT genome_id, hashes FROM sketches WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids])
+    return dict(rows.fetchall())
+
+
+def label_keys(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [k for (k,) in con.execute("SELECT DISTINCT key FROM labels ORDER BY key").fetchall()]
+
+
+def genome_details(con: duckdb.DuckDBPyConnection) -> dict[int, dict[str, Any]]:
+    """Genome id -> name, file and every label key (empty where the genome has none)."""
+    keys = label_keys(con)
+    details = {
+        gid: {"name": name, "file": file, "labels": dict.fromkeys(keys, "")}
+        for gid, name, file in con.execute("SELECT id, name, file FROM genomes").fetchall()
+    }
+    for gid, key, value in con.execute("SELECT genome_id, key, value FROM labels").fetchall():
+        details[gid]["labels"][key] = value
+    return details
+
+
+def named_genome_vectors(
+    con: duckdb.DuckDBPyConnection, dim: int, label: str | None
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Genome names (sorted), their genome vectors, and each one's value of `label` ('' if none)."""
+    table = con.sql(
+        "SELECT g.name, v.vector, l.value FROM genomes g JOIN genome_vectors v ON v.genome_id = g.id "
+        "LEFT JOIN labels l ON l.genome_id = g.id AND l.key = $1 ORDER BY g.name",
+        params=[label or ""],
+    ).to_arrow_table()
+    values = [v or "" for v in table.column("value").to_pylist()]
+    return table.column("name").to_pylist(), to_matrix(table.column("vector"), dim), values
+
+
+def summary(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
+    """Row counts of genomes, records and chunks, and the stored bases."""
+    counts = {table: int(scalar(con, f"SELECT count(*) FROM {table}")) for table in ("genomes", "records", "chunks")}
+    return counts, int(scalar(con, "SELECT coalesce(sum(length), 0) FROM genomes"))
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, statement: str) -> tuple[list[str], list[tuple]]:
+    """A user's statement on a read-only connection: its column names and rows."""
+    try:
+        cursor = con.execute(statement)
+    except duckdb.Error as exc:
+        message = str(exc).strip().splitlines()[0]
+        if "read-only" in message or "read only" in message:
+            raise GenomeIndexError(f"the store is read-only through `sql`: {message}") from None
+        raise GenomeIndexError(f"SQL error: {message}") from None
+    columns = [d[0] for d in cursor.description or []]
+    return columns, cursor.fetchall() if columns else []
+
+
+def stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGenome]:
+    """Every genome of a store, with its records, chunks, vectors, sketch and labels, one at a time."""
+    genomes = con.execute("SELECT id, name, file, sha256, length, gc, n_count FROM genomes ORDER BY id").fetchall()
+    for gid, name, file, sha, length, gc, n_count in genomes:
+        records = [
+            {"name": n, "description": d, "length": ln, "gc": g, "n_count": nc}
+            for n, d, ln, g, nc in con.execute(
+                "SELECT name, description, length, gc, n_count FROM records WHERE genome_id = ? ORDER BY idx", [gid]
+            ).fetchall()
+        ]
+        chunks = con.execute(
+            'SELECT r.idx AS record, c.start, c."end" AS "end", c.n_tokens, c.gc, c.n_count FROM chunks c '
+            "JOIN records r ON r.id = c.record_id WHERE c.genome_id = ? ORDER BY c.id",
+            [gid],
+        ).fetchnumpy()
+        table = con.sql(
+            "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
+            "WHERE c.genome_id = $1 ORDER BY c.id",
+            params=[gid],
+        ).to_arrow_table()
+        labels = dict(con.execute("SELECT key, value FROM labels WHERE genome_id = ?", [gid]).fetchall())
+        hashes, scaled = con.execute("SELECT hashes, scaled FROM sketches WHERE genome_id = ?", [gid]).fetchall()[0]
+        yield NewGenome(
+            name, file, sha, length, gc, n_count, records, {k: np.asarray(v) for k, v in chunks.items()},
+            to_matrix(table.column("vector"), dim), labels, np.asarray(hashes, dtype=np.uint64), scaled,
+        )  # fmt: skip
+
+
+# What `check` verifies in DuckDB: each problem and the count of rows that have it.
+CONSISTENCY = {
+    "genomes whose records do not add up to their length": """
+        SELECT count(*) FROM genomes g LEFT JOIN (SELECT genome_id, sum(length) AS bp,
+        count(*) AS n FROM records GROUP BY genome_id) r ON r.genome_id = g.id
+        WHERE r.bp IS DISTINCT FROM g.length OR r.n IS DISTINCT FROM g.n_records""",
+    "genomes whose chunk count differs from n_chunks": """
+        SELECT count(*) FROM genomes g LEFT JOIN (SELECT genome_id, count(*) AS n
+        FROM chunks GROUP BY genome_id) c ON c.genome_id = g.id
+        WHERE c.n IS DISTINCT FROM g.n_chunks""",
+    "chunks without a vector": """SELECT count(*) FROM chunks c
+        LEFT JOIN chunk_vectors v ON v.chunk_id = c.id WHERE v.chunk_id IS NULL""",
+    "vectors without a chunk": """SELECT count(*) FROM chunk_vectors v
+        LEFT JOIN chunks c ON c.id = v.chunk_id WHERE c.id IS NULL""",
+    "genomes without a genome vector": """SELECT count(*) FROM genomes g
+        LEFT JOIN genome_vectors v ON v.genome_id = g.id WHERE v.genome_id IS NULL""",
+    "genomes without a sketch": """SELECT count(*) FROM genomes g
+        LEFT JOIN sketches s ON s.genome_id = g.id WHERE s.genome_id IS NULL""",
+    "rows of genomes that do not exist": """SELECT (SELECT count(*) FROM records WHERE
+        genome_id NOT IN (SELECT id FROM genomes)) + (SELECT count(*) FROM chunks WHERE
+        genome_id NOT IN (SELECT id FROM genomes)) + (SELECT count(*) FROM genome_vectors WHERE
+        genome_id NOT IN (SELECT id FROM genomes)) + (SELECT count(*) FROM sketches WHERE
+        genome_id NOT IN (SELECT id FROM genomes)) + (SELECT count(*) FROM labels WHERE
+        genome_id NOT IN (SELECT id FROM genomes))""",
+}
+COVERAGE = {  # only for stores without overlapping windows
+    "records not covered exactly once by their chunks": """
+        SELECT count(*) FROM records r LEFT JOIN (SELECT record_id,
+        sum("end" - start) AS bp, min(start) AS lo, max("end") AS hi FROM chunks
+        GROUP BY record_id) c ON c.record_id = r.id
+        WHERE c.bp IS DISTINCT FROM r.length OR c.lo <> 0 OR c.hi <> r.length""",
+}
+
+
+def inconsistencies(con: duckdb.DuckDBPyConnection, settings: StoreSettings) -> list[str]:
+    """'<count> <problem>' for each problem of CONSISTENCY (and COVERAGE) that some rows have."""
+    checks = {**CONSISTENCY, **(COVERAGE if settings.overlap == 0 else {})}
+    dim = settings.dim
+    width = f"octet_length(vector) <> {2 * dim}" if settings.vector_dtype == "float16" else f"len(vector) <> {dim}"
+    checks["chunk vectors of another width than the store's"] = f"SELECT count(*) FROM chunk_vectors WHERE {width}"
+    problems = []
+    for problem, statement in checks.items():
+        count = scalar(con, statement)
+        if count:
+            problems.append(f"{count} {problem}")
+    return problems

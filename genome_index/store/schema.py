@@ -1,0 +1,58 @@
+"""The store's files and DuckDB schema, and the creation of an empty store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from genome_index.settings import StoreSettings
+
+DB_FILE = "metadata.duckdb"
+FAISS_FILES = {"chunks": "chunks.faiss", "genomes": "genomes.faiss"}
+SKETCH_KSIZE = 21  # FracMinHash of canonical 21-mers
+
+SCHEMA = """
+CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE state (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE genomes (
+    id INTEGER PRIMARY KEY, name VARCHAR NOT NULL, file VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL UNIQUE, length BIGINT NOT NULL, gc DOUBLE NOT NULL,
+    n_count BIGINT NOT NULL, n_records INTEGER NOT NULL, n_chunks INTEGER NOT NULL,
+    added_at TIMESTAMP NOT NULL);
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY, genome_id INTEGER NOT NULL, idx INTEGER NOT NULL,
+    name VARCHAR NOT NULL, description VARCHAR NOT NULL, length BIGINT NOT NULL,
+    gc DOUBLE NOT NULL, n_count BIGINT NOT NULL);
+CREATE TABLE chunks (
+    id BIGINT PRIMARY KEY, genome_id INTEGER NOT NULL, record_id INTEGER NOT NULL,
+    start BIGINT NOT NULL, "end" BIGINT NOT NULL, n_tokens INTEGER NOT NULL,
+    gc DOUBLE NOT NULL, n_count INTEGER NOT NULL);
+CREATE TABLE chunk_vectors (chunk_id BIGINT PRIMARY KEY, vector {vector_type} NOT NULL);
+CREATE TABLE genome_vectors (genome_id INTEGER PRIMARY KEY, vector FLOAT[{dim}] NOT NULL,
+    chunk_sum FLOAT[{dim}] NOT NULL);
+CREATE TABLE sketches (genome_id INTEGER PRIMARY KEY, ksize INTEGER NOT NULL, scaled INTEGER NOT NULL,
+    hashes UBIGINT[] NOT NULL);
+CREATE TABLE labels (genome_id INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR,
+    PRIMARY KEY (genome_id, key));
+INSERT INTO state VALUES ('next_genome_id', 1), ('next_record_id', 1), ('next_chunk_id', 1);
+"""
+
+
+def create_database(path: Path, settings: StoreSettings) -> None:
+    """An empty store database with its fixed settings, appearing complete or not at all."""
+    tmp = path.with_name(path.name + ".creating")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):  # from a build killed while creating
+        leftover.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp), config={"enable_external_access": False})
+    try:
+        con.execute("BEGIN")
+        vector_type = "BLOB" if settings.vector_dtype == "float16" else f"FLOAT[{settings.dim}]"
+        con.execute(SCHEMA.format(dim=settings.dim, vector_type=vector_type))
+        con.executemany("INSERT INTO settings VALUES (?, ?)", sorted(settings.rows().items()))
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp, path)

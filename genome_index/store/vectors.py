@@ -1,0 +1,55 @@
+"""Vectors as the store keeps them: normalised for cosine, FLOAT[dim] or float16 BLOB columns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32 and contiguous for FAISS."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+def genome_vector(chunk_vectors: np.ndarray) -> np.ndarray:
+    """Mean of the normalised chunk vectors, normalised (the original research method)."""
+    return normalise(normalise(chunk_vectors).mean(axis=0, keepdims=True))[0]
+
+
+def vectors_column(vectors: np.ndarray, dtype: str = "float32") -> pa.Array:
+    """(n, dim) vectors as an Arrow column: FLOAT[dim] for float32, one float16 BLOB per row."""
+    if dtype == "float16":
+        half = np.ascontiguousarray(vectors, dtype="<f2")
+        return pa.array([row.tobytes() for row in half], pa.binary())
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
+
+
+def to_matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """A vector column fetched from DuckDB (FLOAT[dim] or float16 BLOB) as (n, dim) float32."""
+    if len(column) == 0:
+        return np.empty((0, dim), dtype=np.float32)
+    array = column.combine_chunks()
+    if pa.types.is_binary(array.type):
+        return np.frombuffer(b"".join(array.to_pylist()), dtype="<f2").reshape(-1, dim).astype(np.float32)
+    return array.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def rescore(
+    queries: np.ndarray, candidates: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids) of each query among its candidate ids (-1: none), scored exactly:
+    `fetch(ids)` gives the vectors of the sorted unique ids, in the space of the queries."""
+    unique = np.unique(candidates[candidates >= 0])
+    scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
+    if len(unique):
+        vectors = fetch(unique)
+        position = np.searchsorted(unique, np.where(candidates >= 0, candidates, unique[0]))
+        scores = np.einsum("qd,qcd->qc", queries, vectors[position])
+        scores[candidates < 0] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)

@@ -1,0 +1,159 @@
+"""Writes: every change to a store happens inside `transaction()`, which rolls back on any error."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from genome_index.store.schema import SKETCH_KSIZE
+from genome_index.store.vectors import genome_vector, normalise, vectors_column
+
+
+@dataclass
+class NewGenome:
+    """Everything one genome adds to the store, ready to commit in one transaction."""
+
+    name: str
+    file: str
+    sha256: str
+    length: int
+    gc: float
+    n_count: int
+    records: list[dict[str, Any]]
+    chunks: dict[str, np.ndarray]  # record (index), start, end, n_tokens, gc, n_count
+    vectors: np.ndarray
+    labels: dict[str, str]
+    sketch: np.ndarray  # FracMinHash hashes (uint64) of the genome's canonical k-mers
+    sketch_scaled: int
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN ... COMMIT, rolled back on any exception (Ctrl-C included)."""
+    con.execute("BEGIN")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has already ended it
+            con.execute("ROLLBACK")
+        raise
+
+
+def _next_ids(con: duckdb.DuckDBPyConnection, key: str, count: int) -> int:
+    first = con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchall()[0][0]
+    con.execute("UPDATE state SET value = ? WHERE key = ?", [first + count, key])
+    return int(first)
+
+
+def add_genome(con: duckdb.DuckDBPyConnection, genome: NewGenome, vector_dtype: str) -> tuple[int, np.ndarray]:
+    """Commit one genome (rows, vectors, sketch, labels) in one transaction; its id and chunk ids."""
+    n_chunks = len(genome.vectors)
+    n_records = len(genome.records)
+    with transaction(con):
+        genome_id = _next_ids(con, "next_genome_id", 1)
+        first_record = _next_ids(con, "next_record_id", n_records)
+        first_chunk = _next_ids(con, "next_chunk_id", n_chunks)
+        added_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        con.execute(
+            "INSERT INTO genomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [genome_id, genome.name, genome.file, genome.sha256, genome.length, genome.gc, genome.n_count,
+             n_records, n_chunks, added_at],
+        )  # fmt: skip
+        records = pa.table(
+            {
+                "id": pa.array(range(first_record, first_record + n_records), pa.int32()),
+                "genome_id": pa.array([genome_id] * n_records, pa.int32()),
+                "idx": pa.array(range(n_records), pa.int32()),
+                "name": [r["name"] for r in genome.records],
+                "description": [r["description"] for r in genome.records],
+                "length": pa.array([r["length"] for r in genome.records], pa.int64()),
+                "gc": pa.array([r["gc"] for r in genome.records], pa.float64()),
+                "n_count": pa.array([r["n_count"] for r in genome.records], pa.int64()),
+            }
+        )
+        chunk_ids = np.arange(first_chunk, first_chunk + n_chunks, dtype=np.int64)
+        c = genome.chunks
+        chunks = pa.table(
+            {
+                "id": chunk_ids,
+                "genome_id": np.full(n_chunks, genome_id, dtype=np.int32),
+                "record_id": (c["record"] + first_record).astype(np.int32),
+                "start": c["start"].astype(np.int64),
+                "end": c["end"].astype(np.int64),
+                "n_tokens": c["n_tokens"].astype(np.int32),
+                "gc": c["gc"].astype(np.float64),
+                "n_count": c["n_count"].astype(np.int32),
+            }
+        )
+        vectors = pa.table({"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors, vector_dtype)})
+        genome_vectors = pa.table(
+            {
+                "genome_id": pa.array([genome_id], pa.int32()),
+                "vector": vectors_column(genome_vector(genome.vectors)[None, :]),
+                "chunk_sum": vectors_column(normalise(genome.vectors).sum(axis=0, keepdims=True)),
+            }
+        )
+        sketch = pa.table(
+            {
+                "genome_id": pa.array([genome_id], pa.int32()),
+                "ksize": pa.array([SKETCH_KSIZE], pa.int32()),
+                "scaled": pa.array([genome.sketch_scaled], pa.int32()),
+                "hashes": pa.array([np.sort(genome.sketch).astype(np.uint64)], pa.list_(pa.uint64())),
+            }
+        )
+        for name, table in (
+            ("records", records),
+            ("chunks", chunks),
+            ("chunk_vectors", vectors),
+            ("genome_vectors", genome_vectors),
+            ("sketches", sketch),
+        ):
+            con.register("incoming", table)
+            con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
+            con.unregister("incoming")
+        set_labels(con, genome_id, genome.labels)
+    return genome_id, chunk_ids
+
+
+def set_labels(con: duckdb.DuckDBPyConnection, genome_id: int, labels: dict[str, str]) -> None:
+    """Set (or replace) labels of one genome; inside the caller's transaction."""
+    for key, value in labels.items():
+        con.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?)", [genome_id, key, value])
+
+
+def relabel(con: duckdb.DuckDBPyConnection, genome_id: int, labels: dict[str, str]) -> None:
+    """Set labels of a stored genome in their own transaction."""
+    with transaction(con):
+        set_labels(con, genome_id, labels)
+
+
+def remove_genomes(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> None:
+    """Delete genomes with all their rows in one transaction."""
+    with transaction(con):
+        con.execute(
+            "DELETE FROM chunk_vectors WHERE chunk_id IN (SELECT id FROM chunks WHERE genome_id IN (SELECT UNNEST(?)))",
+            [genome_ids],
+        )
+        for table, column in (
+            ("chunks", "genome_id"),
+            ("records", "genome_id"),
+            ("genome_vectors", "genome_id"),
+            ("sketches", "genome_id"),
+            ("labels", "genome_id"),
+            ("genomes", "id"),
+        ):
+            con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT UNNEST(?))", [genome_ids])
+
+
+def set_setting(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    """Change one stored setting (reindex changes the index type) in its own transaction."""
+    with transaction(con):
+        con.execute("UPDATE settings SET value = ? WHERE key = ?", [value, key])
