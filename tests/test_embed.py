@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,28 @@ def test_order_is_restored(embedder, mixed_chunks) -> None:
     forward = embedder.embed_chunks(mixed_chunks)
     backward = embedder.embed_chunks(mixed_chunks[::-1])
     assert np.abs(forward - backward[::-1]).max() < 1e-5
+
+
+def test_an_error_in_the_forward_pass_stops_the_batch_thread(mixed_chunks, monkeypatch) -> None:
+    """CUDA out of memory or any other error: the producer thread ends and drops its batches."""
+    engine = Embedder(ModelOptions("nt-tiny", chunk_tokens=600), RunOptions(device="cpu", batch_tokens=600))
+    calls = {"n": 0}
+    forward = engine.encoder.forward
+
+    def failing(*args):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return forward(*args)
+
+    monkeypatch.setattr(engine.encoder, "forward", failing)
+    for _ in range(3):
+        calls["n"] = 0
+        with pytest.raises(RuntimeError, match="out of memory"):
+            engine.embed_chunks(mixed_chunks)
+    assert not [t for t in threading.enumerate() if t.name == "genome-index-batches"]
+    monkeypatch.setattr(engine.encoder, "forward", forward)
+    assert engine.embed_chunks(mixed_chunks).shape == (len(mixed_chunks), 128)
 
 
 def test_empty_input(embedder) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -106,17 +107,43 @@ def test_kill_9_at_a_chosen_point(tmp_path: Path, genomes, phase: str, when: int
 
 
 def test_kill_9_at_a_random_moment(tmp_path: Path, genomes) -> None:
+    """SIGKILL at a random instant after the store appears: the next build completes it."""
     index = tmp_path / "index"
     child = subprocess.Popen(
         [sys.executable, "-m", "genome_index.cli", *build_cmd(index, genomes)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(7)
+    deadline = time.monotonic() + 60
+    while not (index / "metadata.duckdb").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(random.uniform(0, 1.5))
     child.send_signal(signal.SIGKILL)
     child.wait()
-    if index.joinpath("metadata.duckdb").exists():
+    assert (index / "metadata.duckdb").exists()
+    assert_recovers(index, genomes)
+
+
+@pytest.mark.parametrize(("phase", "when"), [("validate", 2), ("read", 2), ("embed", 2), ("commit", 1), ("faiss", 2)])
+def test_ctrl_c_stops_a_build_within_two_seconds_and_leaves_it_consistent(
+    tmp_path: Path, genomes, phase: str, when: int
+) -> None:
+    index = tmp_path / "index"
+    child = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "INT", phase, str(when), *build_cmd(index, genomes)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    ended = time.monotonic()
+    assert child.returncode == 130, child.stderr
+    assert child.stderr.rstrip().endswith("genome-index: interrupted")
+    signalled = float(re.search(r"signalled (\S+)", child.stderr).group(1))
+    assert ended - signalled < 2.0
+    if (index / "metadata.duckdb").exists():
         assert_recovers(index, genomes)
+    else:  # stopped before its first commit: a first build leaves nothing behind
+        assert not index.exists()
 
 
 def test_stale_lock_of_a_killed_process_does_not_block(store: Path, genomes) -> None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
 import faiss
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from genome_index.api import GenomeIndex
 from genome_index.build import read_labels
+from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
-from genome_index.settings import ModelOptions, QueryOptions
+from genome_index.settings import ModelOptions, QueryOptions, StoreOptions
 from genome_index.store import FAISS_FILES, Store, reads
 from genome_index.store.indexes import build_faiss
 from genome_index.store.lock import write_lock
@@ -193,3 +196,87 @@ def test_labels_csv_needs_file_or_name_column(tmp_path: Path) -> None:
     bad.write_text("genome,species\na.fa,x\n")
     with pytest.raises(GenomeIndexError, match="'file' or 'name' column"):
         read_labels(bad)
+
+
+@pytest.fixture(scope="module")
+def kmer_store(tmp_path_factory, example_genomes) -> Path:
+    """A kmer:6 store of two genomes (float16 vectors, so a wrong-width vector can be planted)."""
+    directory = tmp_path_factory.mktemp("check") / "index"
+    GenomeIndex(directory).build(example_genomes[:2], "kmer:6", StoreOptions(vector_dtype="float16"))
+    return directory
+
+
+DAMAGE = {  # what is done to a consistent store, and exactly what `check` must say of it (patterns)
+    "a missing chunk row": (
+        "DELETE FROM chunks WHERE id = 3",
+        ["1 genomes whose chunk count differs from n_chunks", "1 vectors without a chunk",
+         "1 records not covered exactly once by their chunks", r"chunks.faiss holds (\d+) ids, metadata.duckdb \d+"],
+    ),
+    "a missing chunk vector": ("DELETE FROM chunk_vectors WHERE chunk_id = 3", ["1 chunks without a vector"]),
+    "a vector of the wrong width": (
+        "UPDATE chunk_vectors SET vector = '\\x00\\x3c'::BLOB WHERE chunk_id = 3",
+        ["1 chunk vectors of another width than the store's"],
+    ),
+    "a genome with no genome vector": (
+        "DELETE FROM genome_vectors WHERE genome_id = 2", ["1 genomes without a genome vector"]
+    ),
+    "a missing sketch": ("DELETE FROM sketches WHERE genome_id = 1", ["1 genomes without a sketch"]),
+    "a missing record": (
+        "DELETE FROM records WHERE genome_id = 1",
+        ["1 genomes whose records do not add up to their length"],
+    ),
+    "rows of a deleted genome": (
+        "DELETE FROM genomes WHERE id = 2",
+        [r"\d+ rows of genomes that do not exist", "genomes.faiss holds 2 ids, metadata.duckdb 1"],
+    ),
+    "a chunk that loses bases": (
+        'UPDATE chunks SET "end" = "end" - 5 WHERE id = 2',
+        ["1 records not covered exactly once by their chunks"],
+    ),
+}  # fmt: skip
+
+
+def damaged(store: Path, statement: str) -> Path:
+    con = duckdb.connect(str(store / "metadata.duckdb"))
+    con.execute(statement)
+    con.close()
+    return store
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_check_reports_exactly_what_is_wrong(kmer_store: Path, tmp_path: Path, damage: str) -> None:
+    statement, expected = DAMAGE[damage]
+    store = damaged(copy_store(kmer_store, tmp_path), statement)
+    problems = GenomeIndex.open(store).check()
+    assert len(problems) == len(expected), problems
+    assert all(re.fullmatch(pattern, problem) for pattern, problem in zip(expected, problems, strict=True)), problems
+    result = CliRunner().invoke(app, ["check", "--index", str(store)])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[:-1] == [f"problem: {p}" for p in problems]
+    assert lines[-1].startswith(f"genome-index: error: {store}: {len(problems)} problem(s)")
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [("delete", "chunks.faiss missing"), ("other ids", "chunks.faiss holds 1 ids, metadata.duckdb")],
+)
+def test_check_reports_a_faiss_file_that_disagrees(
+    kmer_store: Path, tmp_path: Path, damage: str, expected: str
+) -> None:
+    store = copy_store(kmer_store, tmp_path)
+    path = store / FAISS_FILES["chunks"]
+    if damage == "delete":
+        path.unlink()
+    else:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(2080))
+        index.add_with_ids(np.ones((1, 2080), dtype=np.float32), np.array([999], dtype=np.int64))
+        faiss.write_index(index, str(path))
+    problems = GenomeIndex.open(store).check()
+    assert len(problems) == 1 and problems[0].startswith(expected)
+
+
+def test_check_of_a_consistent_store(kmer_store: Path) -> None:
+    assert GenomeIndex.open(kmer_store).check() == []
+    result = CliRunner().invoke(app, ["check", "--index", str(kmer_store)])
+    assert result.exit_code == 0 and result.stdout.strip().endswith("consistent")
