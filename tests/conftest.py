@@ -49,6 +49,17 @@ def staph_dir() -> Path:
     return STAPH
 
 
+@pytest.fixture(scope="session")
+def nt_tiny_store(tmp_path_factory, example_genomes) -> Path:
+    """The four example genomes embedded with nt-tiny, built once for the whole session: tests
+    read it as it is, or `copy_store` it before changing anything."""
+    from genome_index.api import GenomeIndex
+
+    directory = tmp_path_factory.mktemp("nt-tiny-store") / "index"
+    GenomeIndex(directory).build(example_genomes, model="nt-tiny")
+    return directory
+
+
 def copy_store(built: Path, tmp_path: Path) -> Path:
     """A private copy of a store built once per module, for a test that changes it."""
     copy = tmp_path / "index"

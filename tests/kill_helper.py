@@ -6,7 +6,7 @@ SIGNAL is KILL (the process dies on the spot) or INT (Ctrl-C). PHASE is where, o
 time the process gets there:
   validate  in the input check, before it reads an input file
   read      in the reader, before it reads a genome to embed
-  embed     inside the encoder, between two batches
+  embed     inside the encoder (transformer or kmer:K), between two batches
   commit    inside a genome's DuckDB transaction, after its rows are inserted, before COMMIT
   faiss     after a file is written in full, before it is renamed into place (the N-th rename:
             the first creates metadata.duckdb, later ones replace FAISS files)
@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 
-from genome_index import build, encoders, pipeline
+from genome_index import build, encoders, kmer, pipeline
 from genome_index.cli import main
 from genome_index.store import writes
 
@@ -52,7 +52,8 @@ if PHASE == "validate":
 elif PHASE == "read":
     pipeline.read_genome = signal_on_nth(pipeline.read_genome)
 elif PHASE == "embed":
-    encoders.TransformerEncoder.forward = signal_on_nth(encoders.TransformerEncoder.forward)
+    for encoder in (encoders.TransformerEncoder, kmer.KmerEncoder):
+        encoder.forward = signal_on_nth(encoder.forward)
 elif PHASE == "commit":
     writes.set_labels = signal_on_nth(writes.set_labels)
 elif PHASE == "faiss":

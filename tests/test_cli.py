@@ -121,18 +121,17 @@ def test_embed_bad_layer(tmp_path: Path) -> None:
 # -- build / query / sql / info / remove / reindex ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cli_store(tmp_path_factory, example_genomes) -> Path:
-    directory = tmp_path_factory.mktemp("cli") / "index"
-    result = run("build", example_genomes[0].parent, "--model", "nt-tiny", "--index", directory, "--device", "cpu")
+@pytest.fixture
+def store(nt_tiny_store: Path, tmp_path: Path) -> Path:
+    return copy_store(nt_tiny_store, tmp_path)
+
+
+def test_build_a_folder_and_say_what_was_added(tmp_path: Path, example_genomes) -> None:
+    result = run("build", example_genomes[0].parent, "--model", "kmer:6", "--index", tmp_path / "index")
     assert result.exit_code == 0, result.output
     assert f"added {len(example_genomes)} genome(s)" in result.stderr
-    return directory
-
-
-@pytest.fixture
-def store(cli_store: Path, tmp_path: Path) -> Path:
-    return copy_store(cli_store, tmp_path)
+    again = run("build", example_genomes[0].parent, "--index", tmp_path / "index")
+    assert f"nothing new to add to {tmp_path / 'index'}; {len(example_genomes)} already stored" in again.stderr
 
 
 def sql_rows(store: Path, statement: str) -> list[dict]:

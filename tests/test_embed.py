@@ -126,7 +126,7 @@ def test_embed_genomes_streams_every_genome(embedder, example_genomes) -> None:
         assert sum(c.end - c.start for c in item.chunks) == item.genome.length
 
 
-@pytest.mark.parametrize("batch_tokens", [1000, 1_000_000], ids=["a genome per group", "all in one group"])
+@pytest.mark.parametrize("batch_tokens", [1000, 40_000], ids=["a genome per group", "all in one group"])
 def test_embedding_genomes_in_groups_equals_one_at_a_time(example_genomes, batch_tokens: int) -> None:
     """Grouping genomes to cut fuller batches changes no vector; a declined genome is skipped."""
     engine = Embedder("nt-tiny", RunOptions(device="cpu", batch_tokens=batch_tokens))
@@ -185,15 +185,15 @@ def test_cuda_agrees_with_cpu(embedder, mixed_chunks) -> None:
 
 
 def test_bfloat16_at_nt_2_5b_width_matches_the_float32_reference_on_cpu(tmp_path, mixed_chunks, hf_tokenizer) -> None:
-    """The GPU's arithmetic (bf16 weights and activations) at the real model's width, two blocks:
+    """The GPU's arithmetic (bf16 weights and activations) at the real model's width, one block:
     every chunk's vector within cosine 0.999 of the float32 one-chunk-at-a-time reference."""
-    checkpoint = random_checkpoint("nt-2.5b", tmp_path / "nt-2.5b-2", num_layers=2)
+    checkpoint = random_checkpoint("nt-2.5b", tmp_path / "nt-2.5b-1", num_layers=1)
     chunks = [c for c in mixed_chunks if c.n_tokens <= 350]
     engine = Embedder(str(checkpoint), RunOptions(device="cpu", dtype="bfloat16"))
     vectors = engine.embed_chunks(chunks)
     reference_model = AutoModel.from_pretrained(checkpoint, dtype=torch.float32, add_pooling_layer=False).eval()
     sequences = ["".join(hf_tokenizer.convert_ids_to_tokens(c.input_ids[1:].tolist())) for c in chunks]
-    reference = embed_reference(reference_model, hf_tokenizer, sequences, 2)
+    reference = embed_reference(reference_model, hf_tokenizer, sequences, 1)
     assert engine.encoder.dtype == torch.bfloat16 and vectors.shape == (len(chunks), 2560)
     assert cosines(vectors, reference).min() >= 0.999
 

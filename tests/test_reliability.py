@@ -59,7 +59,7 @@ def genomes(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def base_store(tmp_path_factory, genomes) -> Path:
     index = tmp_path_factory.mktemp("base") / "index"
-    GenomeIndex(index).build(genomes[:2], model="nt-tiny")
+    GenomeIndex(index).build(genomes[:2], model="kmer:6")
     return index
 
 
@@ -68,8 +68,9 @@ def store(base_store: Path, tmp_path: Path) -> Path:
     return copy_store(base_store, tmp_path)
 
 
-def build_cmd(index: Path, genomes: list[Path]) -> list[str]:
-    return ["build", *map(str, genomes), "--index", str(index), "--model", "nt-tiny", "--device", "cpu", "-q"]
+def build_cmd(index: Path, genomes: list[Path], model: str = "kmer:6") -> list[str]:
+    """A quiet build; kmer:6 unless the model matters (these tests are about the store)."""
+    return ["build", *map(str, genomes), "--index", str(index), "--model", model, "-q"]
 
 
 def assert_recovers(index: Path, genomes: list[Path]) -> None:
@@ -97,7 +98,7 @@ def test_kill_9_at_a_chosen_point(tmp_path: Path, genomes, phase: str, when: int
             "KILL",
             phase,
             str(when),
-            *build_cmd(index, genomes),
+            *build_cmd(index, genomes, "nt-tiny" if phase == "embed" else "kmer:6"),
         ],
         capture_output=True,
         text=True,
@@ -129,8 +130,10 @@ def test_ctrl_c_stops_a_build_within_two_seconds_and_leaves_it_consistent(
     tmp_path: Path, genomes, phase: str, when: int
 ) -> None:
     index = tmp_path / "index"
+    model = "nt-tiny" if phase == "embed" else "kmer:6"
+    helper = [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "INT", phase, str(when)]
     child = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "INT", phase, str(when), *build_cmd(index, genomes)],
+        [*helper, *build_cmd(index, genomes, model)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -221,8 +224,8 @@ def test_read_only_filesystem(tmp_path: Path, genomes) -> None:
 def test_full_disk_keeps_what_was_committed(tmp_path: Path, genomes) -> None:
     with tmpfs(tmp_path / "small", "1500k") as mount:
         index = mount / "index"
-        assert run(*build_cmd(index, genomes[:1])).exit_code == 0
-        result = run(*build_cmd(index, genomes))
+        assert run(*build_cmd(index, genomes[:1], "nt-tiny")).exit_code == 0  # the tmpfs is sized for nt-tiny
+        result = run(*build_cmd(index, genomes, "nt-tiny"))
         assert result.exit_code == 1, result.output
         one_line_error(result, "metadata.duckdb")
         store = GenomeIndex.open(index)
@@ -308,7 +311,7 @@ def test_ten_thousand_tiny_records_and_a_unicode_file_name(tmp_path: Path) -> No
     records = [(f"contig_{i}", "ACGTTGCAAGGT"[: 1 + i % 12]) for i in range(10_000)]
     fasta = write_fasta(tmp_path / "génome_株.fa", records)
     index = tmp_path / "index"
-    result = run(*build_cmd(index, [fasta]))
+    result = run(*build_cmd(index, [fasta], "kmer:3"))  # 32 columns: the self-query of 10,000 records stays quick
     assert result.exit_code == 0, result.output
     store = GenomeIndex.open(index)
     assert store.sql("SELECT count(*) FROM records")[1] == [(10_000,)]

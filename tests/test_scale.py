@@ -61,7 +61,7 @@ def test_unknown_index_type(tmp_path: Path, example_genomes) -> None:
 
 def test_hnsw_store_and_reindex_to_another_type(tmp_path: Path, example_genomes) -> None:
     index = tmp_path / "index"
-    assert run("build", *example_genomes, "--index", index, "--model", "nt-tiny", "--index-type", "hnsw").exit_code == 0
+    assert run("build", *example_genomes, "--index", index, "--model", "kmer:6", "--index-type", "hnsw").exit_code == 0
     store = GenomeIndex.open(index)
     assert store.settings().index_type == "hnsw"
     assert store.query(example_genomes[2], QueryOptions(k=1, mode="chunks"))[0]["name"] == "BPH2947"
@@ -75,17 +75,17 @@ def test_hnsw_store_and_reindex_to_another_type(tmp_path: Path, example_genomes)
 
 def test_float16_vectors_half_the_bytes_same_answers(tmp_path: Path, example_genomes) -> None:
     half, full = GenomeIndex(tmp_path / "half"), GenomeIndex(tmp_path / "full")
-    half.build(example_genomes, model="nt-tiny", store=StoreOptions(vector_dtype="float16"))
-    full.build(example_genomes, model="nt-tiny")
+    half.build(example_genomes, model="kmer:4", store=StoreOptions(vector_dtype="float16"))
+    full.build(example_genomes, model="kmer:4")
     con = duckdb.connect(str(tmp_path / "half" / "metadata.duckdb"), read_only=True)
     kind, size = con.execute("SELECT typeof(vector), octet_length(vector) FROM chunk_vectors LIMIT 1").fetchall()[0]
-    _, vectors16 = reads.vectors(con, "chunks", 128)
+    _, vectors16 = reads.vectors(con, "chunks", 136)
     con.close()
-    assert (kind, size) == ("BLOB", 128 * 2)
+    assert (kind, size) == ("BLOB", 136 * 2)
     con = duckdb.connect(str(tmp_path / "full" / "metadata.duckdb"), read_only=True)
-    _, vectors32 = reads.vectors(con, "chunks", 128)
+    _, vectors32 = reads.vectors(con, "chunks", 136)
     con.close()
-    assert np.allclose(vectors16, vectors32, rtol=1e-3, atol=1e-3)
+    assert np.allclose(vectors16, vectors32, rtol=1e-3, atol=1e-5)
     assert half.check() == []
     for path in example_genomes:
         assert half.query(path, QueryOptions(k=1))[0]["name"] == full.query(path, QueryOptions(k=1))[0]["name"]
@@ -104,12 +104,12 @@ def test_shards_partition_the_inputs(example_genomes) -> None:
 def test_shards_merge_into_the_store_a_single_build_makes(tmp_path: Path, example_genomes) -> None:
     folder = example_genomes[0].parent
     for i in (1, 2):
-        result = run("build", folder, "--index", tmp_path / f"shard{i}", "--model", "nt-tiny", "--shard", f"{i}/2")
+        result = run("build", folder, "--index", tmp_path / f"shard{i}", "--model", "kmer:6", "--shard", f"{i}/2")
         assert result.exit_code == 0, result.output
     result = run("merge", tmp_path / "merged", tmp_path / "shard1", tmp_path / "shard2")
     assert result.exit_code == 0, result.output
     assert "merged 4 genome(s)" in result.stderr
-    GenomeIndex(tmp_path / "single").build([folder], model="nt-tiny")
+    GenomeIndex(tmp_path / "single").build([folder], model="kmer:6")
 
     def content(name: str):
         con = duckdb.connect(str(tmp_path / name / "metadata.duckdb"), read_only=True)
@@ -130,10 +130,11 @@ def test_shards_merge_into_the_store_a_single_build_makes(tmp_path: Path, exampl
 
 
 def test_merge_refuses_different_settings(tmp_path: Path, example_genomes) -> None:
-    GenomeIndex(tmp_path / "a").build(example_genomes[:1], model=ModelOptions("nt-tiny", layer=2))
-    GenomeIndex(tmp_path / "b").build(example_genomes[1:2], model="nt-tiny")
+    GenomeIndex(tmp_path / "a").build(example_genomes[:1], model=ModelOptions("kmer:6", chunking="fixed"))
+    GenomeIndex(tmp_path / "b").build(example_genomes[1:2], model="kmer:6")
     result = run("merge", tmp_path / "out", tmp_path / "a", tmp_path / "b")
-    assert result.exit_code == 1 and "built with layer" in result.stderr
+    one_line = f"{tmp_path / 'a'} was built with chunking 'fixed', {tmp_path / 'b'} with 'anchored'"
+    assert result.exit_code == 1 and one_line in result.stderr
     assert not (tmp_path / "out").exists()
 
 

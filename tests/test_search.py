@@ -11,15 +11,12 @@ from genome_index.api import GenomeIndex
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome, reverse_complement
 from genome_index.settings import QueryOptions
-from tests.conftest import write_fasta
+from tests.conftest import copy_store, write_fasta
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory, example_genomes) -> GenomeIndex:
-    directory = tmp_path_factory.mktemp("search") / "index"
-    store = GenomeIndex(directory)
-    store.build(example_genomes, model="nt-tiny")
-    return store
+def index(nt_tiny_store: Path, tmp_path_factory) -> GenomeIndex:
+    return GenomeIndex(copy_store(nt_tiny_store, tmp_path_factory.mktemp("search")))
 
 
 def write_reverse_complement(source: Path, target: Path) -> Path:

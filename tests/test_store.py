@@ -24,11 +24,9 @@ from tests.conftest import copy_store, write_fasta
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, example_genomes) -> Path:
-    """One store over the example genomes, built once; tests copy it before changing it."""
-    directory = tmp_path_factory.mktemp("store") / "index"
-    GenomeIndex(directory).build(example_genomes, model="nt-tiny")
-    return directory
+def built(nt_tiny_store: Path) -> Path:
+    """The session's nt-tiny store of the example genomes; tests copy it before changing it."""
+    return nt_tiny_store
 
 
 @pytest.fixture
