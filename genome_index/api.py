@@ -18,7 +18,7 @@ from genome_index import __version__
 from genome_index.build import BuildReport, Progress, read_labels, run_build
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import find_fasta_files, read_genome
+from genome_index.fasta import Genome, find_fasta_files, read_genome
 from genome_index.kmer import kmer_size
 from genome_index.search import run_query
 from genome_index.settings import (
@@ -170,6 +170,7 @@ class GenomeIndex:
         stored = settings.model_options()
         if model is not None and model not in (settings.model, settings.model_source):
             self._refuse_other_model(ModelOptions(model=model), settings)
+        run = dataclasses.replace(run, batch_tokens=run.batch_tokens or settings.batch_tokens or None)
         embedder = Embedder(dataclasses.replace(stored, model=model or stored.model), run)
         if embedder.spec.revision != settings.model_revision:
             raise GenomeIndexError(
@@ -199,21 +200,35 @@ class GenomeIndex:
             "disk_bytes": {p.name: p.stat().st_size for p in files if p.exists()},
         }
 
-    def compare(self, out: str | Path, label: str | None = None) -> dict[str, Any]:
+    def compare(self, out: str | Path, label: str | None = None, ani: bool = False) -> dict[str, Any]:
         """Write the genome-by-genome cosine matrix (TSV), a clustered heatmap, a PCA map (and
-        UMAP when umap-learn is installed) coloured by `label`, and a within/between summary."""
+        UMAP when umap-learn is installed) coloured by `label`, and a within/between summary;
+        with `ani`, also skani's whole-genome ANI matrix (ani.tsv), from the genome files."""
         from genome_index import compare
+        from genome_index.ani import ani_matrix
 
         self.store.require()
         with self.store.connect() as con:
             settings = reads.settings(con)
             names, vectors, groups = reads.named_genome_vectors(con, settings.dim, label)
             keys = reads.label_keys(con)
+            files = reads.genome_files(con)
         if len(names) < 2:
             raise GenomeIndexError(f"{self.directory}: compare needs at least 2 genomes")
         if label is not None and label not in keys:
             raise GenomeIndexError(f"no label {label!r} in this store (labels: {', '.join(keys) or 'none'})")
-        return compare.write_comparison(Path(out), names, vectors, groups, label, settings.model)
+        identity = ani_matrix([self._stored_file(name, *files[name]) for name in names]) if ani else None
+        return compare.write_comparison(Path(out), names, vectors, groups, label, settings.model, identity)
+
+    @staticmethod
+    def _stored_file(name: str, file: str, sha256: str) -> Genome:
+        """A stored genome read again from its file, which must still hold the same sequence."""
+        if not Path(file).is_file():
+            raise GenomeIndexError(f"genome {name}: its file {file} is gone (ANI reads the genome files)")
+        genome = read_genome(file)
+        if genome.sha256 != sha256:
+            raise GenomeIndexError(f"genome {name}: {file} no longer holds the sequence that was stored")
+        return genome
 
     def check(self) -> list[str]:
         """Every inconsistency of the store (empty: consistent); repairs nothing.

@@ -19,14 +19,19 @@ class Chunker:
         chunk_tokens: int,
         overlap: int = 0,
         radius: int | None = None,
+        model: str = "",
     ) -> None:
         if chunking not in CHUNKINGS:
             raise GenomeIndexError(f"unknown chunking {chunking!r}: use {', '.join(CHUNKINGS)}")
         if overlap and chunking != "fixed":
             raise GenomeIndexError("--overlap applies to fixed windows: add --chunking fixed")
-        limit = tokenizer.max_tokens
-        if not 1 < chunk_tokens <= limit:
-            raise GenomeIndexError(f"--chunk-tokens {chunk_tokens}: this model takes 2..{limit} tokens")
+        limit = tokenizer.max_tokens  # 0: the model states none
+        if not chunk_tokens:
+            raise GenomeIndexError(
+                f"model {model!r} states no maximum input length: give the window size with --chunk-tokens N"
+            )
+        if chunk_tokens < 2 or (limit and chunk_tokens > limit):
+            raise GenomeIndexError(f"--chunk-tokens {chunk_tokens}: this model takes 2..{limit or 'any'} tokens")
         self.tokenizer = tokenizer
         self.chunking = chunking
         self.chunk_tokens = chunk_tokens

@@ -135,6 +135,8 @@ ChunkTokens = Annotated[int | None, opt("chunk_tokens")]
 Chunking = Annotated[str | None, opt("chunking")]
 Overlap = Annotated[int | None, opt("overlap")]
 TrustRemoteCode = Annotated[bool | None, opt("trust_remote_code", "--trust-remote-code")]
+Pooling = Annotated[str | None, opt("pooling")]
+ModelPackage = Annotated[str | None, opt("model_package")]
 Device = Annotated[str, opt("device")]
 Dtype = Annotated[str, opt("dtype")]
 BatchTokens = Annotated[int | None, opt("batch_tokens")]
@@ -149,9 +151,13 @@ Format = Annotated[str, typer.Option("--format", "-f", help="table, tsv, csv or 
 
 def model_options(
     model: str | None, layer: int | None = None, chunk_tokens: int | None = None, chunking: str | None = None,
-    overlap: int | None = None, trust_remote_code: bool | None = None,
+    overlap: int | None = None, trust_remote_code: bool | None = None, pooling: str | None = None,
+    model_package: str | None = None,
 ) -> ModelOptions:  # fmt: skip
-    return ModelOptions(model, layer, chunk_tokens, chunking, overlap, trust_remote_code)
+    return ModelOptions(
+        model=model, layer=layer, chunk_tokens=chunk_tokens, chunking=chunking, overlap=overlap,
+        trust_remote_code=trust_remote_code, pooling=pooling, model_package=model_package,
+    )  # fmt: skip
 
 
 def index_dir(flag: Path | None) -> Path:
@@ -190,6 +196,8 @@ def embed(
     chunking: Chunking = None,
     overlap: Overlap = None,
     trust_remote_code: TrustRemoteCode = None,
+    pooling: Pooling = None,
+    model_package: ModelPackage = None,
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
@@ -202,7 +210,7 @@ def embed(
     from genome_index.progress import GenomeProgress
 
     files = find_fasta_files(fasta)
-    options = model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code)
+    options = model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package)
     embedder = Embedder(options, RunOptions(device, dtype, batch_tokens))
     with GenomeProgress("embedding", quiet, total=len(files)) as progress:
 
@@ -233,6 +241,8 @@ def build(
     chunking: Chunking = None,
     overlap: Overlap = None,
     trust_remote_code: TrustRemoteCode = None,
+    pooling: Pooling = None,
+    model_package: ModelPackage = None,
     index_type: Annotated[str | None, opt("index_type")] = None,
     vector_dtype: Annotated[str | None, opt("vector_dtype")] = None,
     sketch_scaled: Annotated[int | None, opt("sketch_scaled")] = None,
@@ -262,7 +272,7 @@ def build(
     with GenomeProgress("building", quiet) as progress:
         report = store.build(
             inputs,
-            model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code),
+            model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package),
             StoreOptions(index_type, vector_dtype, sketch_scaled),
             RunOptions(device, dtype, batch_tokens, compile),
             labels=labels,
@@ -410,6 +420,9 @@ def compare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the matrix, plots and summary.")] = Path(
         "compare"
     ),
+    ani: Annotated[
+        bool, typer.Option("--ani", help="Also whole-genome ANI of every pair with skani (ani.tsv), from the files.")
+    ] = False,
     fmt: Format = "table",
 ) -> None:
     """Genome-by-genome cosine matrix, clustered heatmap, PCA/UMAP maps and a label summary."""
@@ -417,7 +430,7 @@ def compare(
     from genome_index.output import render_dicts
 
     check_format(fmt)
-    result = GenomeIndex.open(index_dir(index)).compare(out, label)
+    result = GenomeIndex.open(index_dir(index)).compare(out, label, ani)
     typer.echo(render_dicts(result["summary"], fmt), nl=False)
     log("wrote " + ", ".join(result["files"].values()))
 
@@ -435,6 +448,16 @@ def evaluate(
     chunk_tokens: ChunkTokens = None,
     chunking: Chunking = None,
     trust_remote_code: TrustRemoteCode = None,
+    pooling: Pooling = None,
+    model_package: ModelPackage = None,
+    ani: Annotated[
+        bool,
+        typer.Option(
+            "--ani",
+            help="Correlate each layer's cosine with whole-genome ANI (skani) over pairs >= 80 %; with --plot, "
+            "also a scatter (PLOT-ani.png).",
+        ),
+    ] = False,
     fmt: Format = "table",
     plot: Annotated[Path | None, typer.Option(help="PNG of accuracy by layer, one line per model.")] = None,
     device: Device = RunOptions.device,
@@ -448,17 +471,26 @@ def evaluate(
     from genome_index.progress import GenomeProgress
 
     check_format(fmt)
-    windows = model_options(None, chunk_tokens=chunk_tokens, chunking=chunking, trust_remote_code=trust_remote_code)
+    windows = model_options(
+        None, chunk_tokens=chunk_tokens, chunking=chunking, trust_remote_code=trust_remote_code, pooling=pooling,
+        model_package=model_package,
+    )  # fmt: skip
+    pairs: dict = {}
     with GenomeProgress("evaluating", quiet) as progress:
         rows = run_evaluate(
-            fasta, labels, label, model, layers, windows, RunOptions(device, dtype, batch_tokens), on_progress=progress
-        )
+            fasta, labels, label, model, layers, windows, RunOptions(device, dtype, batch_tokens),
+            on_progress=progress, ani=ani, pairs=pairs,
+        )  # fmt: skip
     typer.echo(render_dicts(rows, fmt), nl=False)
     if plot is not None:
-        from genome_index.compare import plot_accuracy_by_layer
+        from genome_index.compare import plot_accuracy_by_layer, plot_ani
 
         plot_accuracy_by_layer(plot, rows)
         log(f"wrote {plot}", quiet)
+        if ani:
+            scatter = plot.with_name(f"{plot.stem}-ani{plot.suffix}")
+            plot_ani(scatter, pairs, rows)
+            log(f"wrote {scatter}", quiet)
 
 
 @app.command()

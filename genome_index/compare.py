@@ -23,6 +23,7 @@ from scipy.spatial.distance import squareform
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
+from genome_index.ani import write_ani
 from genome_index.store.vectors import normalise
 
 
@@ -204,10 +205,16 @@ def plot_accuracy_by_layer(path: Path, rows: Sequence[dict]) -> None:
 
 
 def write_comparison(
-    out: Path, names: list[str], vectors: np.ndarray, groups: list[str], label: str | None, model: str
+    out: Path,
+    names: list[str],
+    vectors: np.ndarray,
+    groups: list[str],
+    label: str | None,
+    model: str,
+    ani: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Matrix (TSV), heatmap, PCA (and UMAP) maps and the label summary of genome vectors in
-    `out`: the files written and the summary rows."""
+    `out`, and with `ani` (skani's matrix) ani.tsv: the files written and the summary rows."""
     groups = groups if label else [""] * len(names)
     out.mkdir(parents=True, exist_ok=True)
     similarity = cosine_matrix(vectors)
@@ -221,7 +228,33 @@ def write_comparison(
     if umap is not None:
         files["umap"] = out / "umap.png"
         plot_map(files["umap"], umap, names, groups, f"UMAP ({model}), {what}", ("UMAP 1", "UMAP 2"))
+    if ani is not None:
+        files["ani"] = out / "ani.tsv"
+        write_ani(files["ani"], names, ani)
     summary = group_summary(similarity, groups)
     files["summary"] = out / "summary.tsv"
     write_summary(files["summary"], summary)
     return {"files": {k: str(v) for k, v in files.items()}, "summary": summary}
+
+
+def plot_ani(path: Path, pairs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]], rows: Sequence[dict]) -> None:
+    """Embedding cosine against skani ANI for every genome pair, at each model's layer whose
+    cosine tracks ANI best (highest Spearman)."""
+    fig = Figure(figsize=(7, 5.5))
+    ax = fig.subplots()
+    for model in dict.fromkeys(r["model"] for r in rows):
+        scored = [r for r in rows if r["model"] == model and np.isfinite(r.get("ani_spearman", np.nan))]
+        if not scored:
+            continue
+        best = max(scored, key=lambda r: r["ani_spearman"])
+        cosines, anis = pairs[(model, best["layer"])]
+        seen = ~np.isnan(anis)
+        label = f"{model}, layer {best['layer']} (Spearman {best['ani_spearman']:.2f}, {best['ani_pairs']} pairs)"
+        ax.scatter(100 * anis[seen], cosines[seen], s=18, alpha=0.8, label=label)
+    ax.set_xlabel("whole-genome ANI by skani (%)")
+    ax.set_ylabel("cosine similarity of genome vectors")
+    ax.set_title("Does embedding similarity track relatedness?")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

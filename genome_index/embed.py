@@ -39,6 +39,7 @@ class Embedder:
             options.chunk_tokens or self.encoder.default_chunk_tokens,
             options.overlap or 0,
             options.anchor_radius,
+            model=self.encoder.spec.name,
         )
         batch_tokens = run.batch_tokens or max(self.encoder.default_batch_tokens, self.chunker.chunk_tokens)
         if batch_tokens < self.chunker.chunk_tokens:
@@ -47,6 +48,8 @@ class Embedder:
             )
         self.engine = BatchEngine(self.encoder, batch_tokens)
         self.trust_remote_code = bool(options.trust_remote_code)
+        self.model_package = options.model_package or ""
+        self.asked_batch_tokens = run.batch_tokens or 0
 
     # what the parts say of the model and its windows
     @property
@@ -73,6 +76,15 @@ class Embedder:
     def compiled(self) -> bool:
         return self.encoder.compiled
 
+    @property
+    def model_class(self) -> str:
+        """The class that runs: `module.Class` of a transformer, `builtin` for kmer:K."""
+        model = getattr(self.encoder, "model", None)
+        if model is None:
+            return "builtin"
+        model = getattr(model, "_orig_mod", model)  # compiled
+        return f"{type(model).__module__}.{type(model).__name__}"
+
     def settings(self, store: StoreOptions) -> StoreSettings:
         """The fixed settings of a store built with this embedder and these store options."""
         assert store.index_type and store.vector_dtype and store.sketch_scaled
@@ -81,7 +93,8 @@ class Embedder:
             layer=self.layer, chunk_tokens=self.chunker.chunk_tokens, chunking=self.chunker.chunking,
             anchor_radius=self.chunker.anchor_radius, overlap=self.chunker.overlap, dim=self.dim,
             index_type=store.index_type, vector_dtype=store.vector_dtype, sketch_scaled=store.sketch_scaled,
-            trust_remote_code=self.trust_remote_code, tool_version=__version__,
+            trust_remote_code=self.trust_remote_code, pooling=self.encoder.pooling, model_package=self.model_package,
+            model_class=self.model_class, batch_tokens=self.asked_batch_tokens, tool_version=__version__,
         )  # fmt: skip
 
     # the work

@@ -34,10 +34,14 @@ class BatchEngine:
         """(chunk indices, padded ids, lengths) of length-sorted batches, longest first."""
         order = np.argsort([-c.n_tokens for c in chunks], kind="stable")
         pad_id = self.encoder.tokenizer.pad_id
+        exact = self.encoder.exact_lengths  # padding would change the vectors: one length a batch
         start = 0
         while start < len(order):
-            width = -(-chunks[order[start]].n_tokens // self.width_multiple) * self.width_multiple
+            longest = chunks[order[start]].n_tokens
+            width = longest if exact else -(-longest // self.width_multiple) * self.width_multiple
             index = order[start : start + max(1, self.batch_tokens // width)]
+            if exact:
+                index = index[: int(np.sum([chunks[i].n_tokens == longest for i in index]))]
             ids = np.full((len(index), width), pad_id, dtype=np.int64)
             for row, i in enumerate(index):
                 ids[row, : chunks[i].n_tokens] = chunks[i].input_ids

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from genome_index.ani import ani_correlation, ani_matrix
 from genome_index.build import label_keys, read_labels
 from genome_index.compare import cosine_matrix, label_scores
 from genome_index.embed import Embedder
@@ -61,19 +62,27 @@ def evaluate(
     windows: ModelOptions | None = None,
     run: RunOptions | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    ani: bool = False,
+    pairs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (model, layer): nn_accuracy, within, between, gap, silhouette of `label`.
-    `windows` gives every model the same window and code options (its model and layer are ignored)."""
+    `windows` gives every model the same window and code options (its model and layer are ignored).
+
+    With `ani`, whole-genome ANI of every pair (skani) is computed once, and each row gains the
+    Spearman correlation of cosine with ANI over the pairs skani reports (>= 80 %) and their
+    count; `pairs`, if given, receives each (model, layer)'s (cosines, ANIs) for a scatter plot.
+    """
     files = find_fasta_files(list(paths))
     if len(files) < 3:
         raise GenomeIndexError("evaluate needs at least 3 genomes")
     labels = genome_labels([Genome(p) for p in files], Path(labels_csv), label)
     if len(set(labels)) < 2:
         raise GenomeIndexError(f"every genome has the same {label!r}: nothing to separate")
+    identity = ani_matrix([read_genome(p) for p in files]) if ani else None
     rows = []
     for model in models:
         template = windows or ModelOptions()
-        n_layers = describe(model, bool(template.trust_remote_code)).num_layers
+        n_layers = describe(model, bool(template.trust_remote_code), template.model_package).num_layers
         wanted = parse_layers(layers, n_layers) if n_layers else [0]  # one hidden state: the layers are moot
         embedder = Embedder(dataclasses.replace(template, model=model, layer=max(wanted)), run)
         vectors: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}
@@ -85,11 +94,19 @@ def evaluate(
             if on_progress:
                 on_progress(genome.length, len(files) * len(models))
         for layer in wanted:
-            scores = label_scores(cosine_matrix(np.stack(vectors[layer])), labels)
-            rows.append({
+            similarity = cosine_matrix(np.stack(vectors[layer]))
+            scores = label_scores(similarity, labels)
+            row = {
                 "model": model, "layer": layer, "genomes": len(files),
                 "nn_accuracy": round(scores.nn_accuracy, 4), "within": round(scores.within, 4),
                 "between": round(scores.between, 4), "gap": round(scores.gap, 4),
                 "silhouette": round(scores.silhouette, 4),
-            })  # fmt: skip
+            }  # fmt: skip
+            if identity is not None:
+                rho, count = ani_correlation(similarity, identity)
+                row.update(ani_spearman=round(rho, 4), ani_pairs=count)
+                if pairs is not None:
+                    upper = np.triu_indices(len(files), k=1)
+                    pairs[(model, layer)] = (similarity[upper], identity[upper])
+            rows.append(row)
     return rows

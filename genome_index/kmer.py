@@ -91,6 +91,8 @@ class KmerEncoder:
         self.tokenizer = BaseTokenizer()
         self.device, self.dtype = torch.device("cpu"), torch.float32
         self.compiled = False
+        self.pooling = "mean"  # the profile: the mean of the chunk's one-hot K-mer counts
+        self.exact_lengths = False
         self.default_chunk_tokens = DEFAULT_CHUNK_BP
         self.default_batch_tokens = BATCH_BASES
 

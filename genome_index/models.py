@@ -1,8 +1,19 @@
-"""Resolve a model name (`nt-tiny`, a local checkpoint folder, a Hub id) and load it.
+"""Resolve a model name (`nt-tiny`, a local checkpoint folder, a Hub id) and load it, right or not at all.
 
-Every model, the bundled one included, goes through the same `from_pretrained` calls. The
-loaded model is cut after the chosen layer: the blocks above it are dropped before the weights
-reach the device, so they cost neither memory nor time.
+Three ways a checkpoint's classes are found, and each is loaded so that no weight is ever
+left random without a word:
+
+- a class that ships with transformers (`model_type` known to it): `from_pretrained`, and the
+  load report is read: a weight of the encoder that is missing, unused or of another shape
+  refuses the checkpoint in one line (heads such as `lm_head` may be unused);
+- the checkpoint's own code (`auto_map` in config.json): only with `--trust-remote-code`,
+  whatever its `model_type`; built on the CPU the ordinary way (their `__init__` often builds
+  buffers that transformers' meta-device initialisation breaks) and then filled with
+  `load_state_dict`, read the same strict way;
+- classes a package registers when imported (GPN: `--model-package gpn.model`): as custom code.
+
+Encoder-decoder checkpoints load their encoder only. Stock ESM (Nucleotide Transformer v1) is
+cut after the chosen layer, so the blocks above cost neither memory nor time.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
 import json
 import os
 import socket
@@ -25,19 +37,27 @@ from genome_index.errors import GenomeIndexError
 from genome_index.tokenize import Tokenizer, make_tokenizer
 
 BUNDLED = {"nt-tiny": Path(__file__).parent / "assets" / "nt-tiny"}
-DEFAULT_MODEL = "InstaDeepAI/nucleotide-transformer-2.5b-multi-species"
+# Modules of a checkpoint that may go unused when only the encoder is loaded.
+HEADS = ("lm_head", "cls", "classifier", "pooler", "qa_outputs", "score", "contact_head", "predictions", "head",
+         "decoder")  # fmt: skip
+# Config attributes that bound the input length, and those that give the width and depth.
+LENGTH_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len", "max_sequence_length", "seq_length")
+WIDTHS = ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")
+DEPTHS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+SANE_LENGTH = 10_000_000  # tokenizers say 1e30 when they know no limit
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where a model comes from and what identifies its exact weights."""
+    """Where a model comes from, what identifies its exact weights, and its shape."""
 
     name: str
     source: str
     revision: str
     num_layers: int
     dim: int
-    max_tokens: int
+    max_tokens: int  # 0: the checkpoint states no limit
+    model_class: str = ""
 
 
 def resolve(name: str) -> str:
@@ -80,11 +100,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+def _weights_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+
+
 def _weights_hash(folder: Path) -> str:
     """SHA-256 of a local checkpoint's weight files: identifies exactly which weights built a store."""
     digest = hashlib.sha256()
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    for file in files:
+    for file in _weights_files(folder):
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
@@ -98,10 +121,14 @@ def _revision(source: str, config: Any) -> str:
     return getattr(config, "_commit_hash", None) or "unknown"
 
 
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:240]
+
+
 def _load_error(name: str, exc: Exception) -> GenomeIndexError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return GenomeIndexError(
-        f"cannot load model {name!r} ({reason[:200]}); the Hugging Face Hub may be unreachable: "
+        f"cannot load model {name!r} ({_reason(exc)}); the Hugging Face Hub may be unreachable: "
         "use --model nt-tiny or a local checkpoint folder"
     )
 
@@ -123,29 +150,64 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def load_config(name: str, trust_remote_code: bool = False) -> Any:
-    """The model's transformers config (small download for Hub ids)."""
-    from transformers import AutoConfig
+def import_package(package: str | None) -> None:
+    """Import the package that registers a model's classes with transformers (GPN: gpn.model)."""
+    if package:
+        try:
+            importlib.import_module(package)
+        except ImportError as exc:
+            raise GenomeIndexError(f"--model-package {package!r} cannot be imported ({_reason(exc)})") from None
+
+
+def raw_config(name: str) -> dict[str, Any]:
+    """config.json as written, before any class reads it."""
+    from transformers import PretrainedConfig
 
     try:
         with quiet_transformers():
+            return PretrainedConfig.get_config_dict(resolve(name))[0]
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from None
+
+
+def load_config(name: str, trust_remote_code: bool = False, package: str | None = None) -> Any:
+    """The model's transformers config; a config that names its own code needs --trust-remote-code."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    import_package(package)
+    raw = raw_config(name)
+    if raw.get("auto_map") and not trust_remote_code:
+        raise GenomeIndexError(
+            f"model {name!r} runs its own code (auto_map in its config.json): pass --trust-remote-code if you trust it"
+        )
+    model_type = raw.get("model_type")
+    if not raw.get("auto_map") and model_type not in CONFIG_MAPPING:
+        raise GenomeIndexError(
+            f"model {name!r}: transformers does not know model_type {model_type!r}; if a package registers it "
+            "(GPN: gpn.model), name it with --model-package"
+        )
+    try:
+        with quiet_transformers():
             return AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise GenomeIndexError(
-                f"model {name!r} runs its own code from the Hub: pass --trust-remote-code if you trust it"
-            ) from None
+    except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
-    except OSError as exc:
-        raise _load_error(name, exc) from None
+
+
+def _first_int(config: Any, names: tuple[str, ...]) -> int | None:
+    for attr in names:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
 
 
 def num_layers(config: Any) -> int:
-    """Transformer blocks in the model (hidden states are this plus one)."""
-    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(getattr(config, attr, None), int):
-            return int(getattr(config, attr))
-    raise GenomeIndexError("cannot tell how many layers the model has")
+    """Blocks in the model (hidden states 0..num_layers)."""
+    depth = _first_int(config, DEPTHS)
+    if depth is None:
+        raise GenomeIndexError(f"cannot tell how many layers the model has (its config has none of {DEPTHS})")
+    return depth
 
 
 def resolve_layer(layer: int | None, n_layers: int) -> int:
@@ -160,8 +222,25 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
     return resolved
 
 
+def position_limit(config: Any) -> int | None:
+    """The longest input the model's position table or config allows (None: no limit stated)."""
+    limits = [v for v in (getattr(config, attr, None) for attr in LENGTH_LIMITS) if isinstance(v, int) and v > 0]
+    if not limits:
+        return None
+    limit = min(limits)
+    if getattr(config, "model_type", None) == "esm" and getattr(config, "position_embedding_type", None) == "absolute":
+        limit -= int(getattr(config, "pad_token_id", 0) or 0) + 1  # ESM positions start at pad+1
+    return limit
+
+
+def window_limit(tokenizer_limit: int | None, config: Any) -> int:
+    """The smallest of the tokenizer's, the position table's and the config's limits; 0 if none."""
+    known = [v for v in (tokenizer_limit, position_limit(config)) if v and 0 < v < SANE_LENGTH]
+    return min(known) if known else 0
+
+
 def load_tokenizer(name: str, config: Any, trust_remote_code: bool = False) -> Tokenizer:
-    """The model's own HF tokenizer, wrapped in the fast k-mer tokenizer when that is exact."""
+    """The model's own HF tokenizer, wrapped in a fast exact tokenizer where one reproduces it."""
     from transformers import AutoTokenizer
 
     try:
@@ -169,10 +248,120 @@ def load_tokenizer(name: str, config: Any, trust_remote_code: bool = False) -> T
             hf = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions and getattr(config, "position_embedding_type", None) == "absolute":
-        positions -= int(getattr(config, "pad_token_id", 0) or 0) + 1  # ESM positions start at pad+1
-    return make_tokenizer(hf, positions)
+    return make_tokenizer(hf, window_limit(getattr(hf, "model_max_length", None), config))
+
+
+def describe(name: str, trust_remote_code: bool = False, package: str | None = None) -> ModelSpec:
+    """Identity and shape of a model, read from its config (no weights loaded). `dim` is 0
+    where the config does not say; the loaded model tells."""
+    config = load_config(name, trust_remote_code, package)
+    source = resolve(name)
+    tokenizer_limit = None
+    cfg_path = Path(source) / "tokenizer_config.json"
+    if cfg_path.is_file():
+        tokenizer_limit = json.loads(cfg_path.read_text()).get("model_max_length")
+    return ModelSpec(
+        name=name,
+        source=source if name not in BUNDLED else name,
+        revision=_revision(source, config),
+        num_layers=num_layers(config),
+        dim=_first_int(config, WIDTHS) or 0,
+        max_tokens=window_limit(tokenizer_limit, config),
+    )
+
+
+# -- the model's classes and weights -----------------------------------------------------
+
+AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM",
+                "AutoModelForPreTraining", "AutoModelForTokenClassification")  # fmt: skip
+
+
+def model_class(name: str, config: Any, trust_remote_code: bool) -> type:
+    """The class that holds this checkpoint's weights: its own (auto_map), a registered one, or stock."""
+    from transformers import dynamic_module_utils
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    auto_map = getattr(config, "auto_map", None) or {}
+    entry = next((auto_map[key] for key in AUTO_CLASSES if key in auto_map), None)
+    if entry is not None:
+        reference = entry[0] if isinstance(entry, list | tuple) else entry
+        with quiet_transformers():
+            return dynamic_module_utils.get_class_from_dynamic_module(reference, resolve(name))
+    try:
+        return MODEL_MAPPING[type(config)]
+    except KeyError:
+        raise GenomeIndexError(
+            f"model {name!r}: no model class for model_type {config.model_type!r}; if it ships its own code, "
+            "its config.json needs auto_map (and --trust-remote-code)"
+        ) from None
+
+
+def _check_weights(name: str, cls: type, missing: list[str], unexpected: list[str], mismatched: list[Any]) -> None:
+    """Refuse a load that left encoder weights random or dropped some of the checkpoint's."""
+    missing = sorted(k for k in missing if k.split(".")[0] not in HEADS)  # heads we never run (pooler...)
+    unexpected = sorted(k for k in unexpected if k.split(".")[0] not in HEADS)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weight(s) of {cls.__name__} missing from the checkpoint (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} of the checkpoint's weights unused (e.g. {unexpected[0]})")
+    if mismatched:
+        first = mismatched[0][0] if isinstance(mismatched[0], tuple | list) else mismatched[0]
+        problems.append(f"{len(mismatched)} weight(s) of another shape (e.g. {first})")
+    if problems:
+        raise GenomeIndexError(
+            f"model {name!r} does not load into {cls.__name__}: {'; '.join(problems)}. It would run with random "
+            "weights; if the checkpoint ships its own code, its config.json needs auto_map (and --trust-remote-code)"
+        )
+
+
+def _state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder (safetensors or PyTorch files, sharded or not)."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for file in _weights_files(folder):
+        if file.suffix == ".safetensors":
+            state.update(load_file(str(file)))
+        else:
+            state.update(torch.load(file, map_location="cpu", weights_only=True))
+    if not state:
+        raise GenomeIndexError(f"{folder}: no weight files (*.safetensors or *.bin)")
+    return state
+
+
+def _local_folder(name: str) -> Path:
+    """The checkpoint as a folder: itself, or the Hub snapshot in the local cache."""
+    source = resolve(name)
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source))
+    except Exception as exc:
+        raise _load_error(name, exc) from None
+
+
+def _load_own_code(name: str, cls: type, config: Any) -> torch.nn.Module:
+    """A class that is not transformers' own: built the ordinary way on the CPU (its buffers
+    computed by its own `__init__`), then filled from the checkpoint, strictly."""
+    try:
+        with quiet_transformers():
+            model = cls(config)
+    except Exception as exc:
+        raise GenomeIndexError(f"model {name!r}: its own code fails to build the model ({_reason(exc)})") from None
+    state = _state_dict(_local_folder(name))
+    own = set(model.state_dict())
+    prefix = getattr(cls, "base_model_prefix", "") + "."
+    if prefix != "." and not own & set(state) and any(k.startswith(prefix) for k in state):
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise GenomeIndexError(f"model {name!r} does not load into {cls.__name__}: {_reason(exc)}") from None
+    _check_weights(name, cls, list(result.missing_keys), list(result.unexpected_keys), [])
+    return model
 
 
 def load_model(
@@ -181,33 +370,42 @@ def load_model(
     device: torch.device,
     dtype: torch.dtype,
     trust_remote_code: bool = False,
+    package: str | None = None,
 ) -> torch.nn.Module:
-    """Load the encoder, keep only the blocks needed for hidden state `layer`, move to device."""
-    from transformers import AutoModel, EsmModel
-
-    config = load_config(name, trust_remote_code)
-    attn = "sdpa" if device.type == "cuda" else None
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if attn:
-        kwargs["attn_implementation"] = attn
-    try:
-        with quiet_transformers():
-            if config.model_type == "esm":
-                model = EsmModel.from_pretrained(resolve(name), add_pooling_layer=False, **kwargs)
-            else:
-                model = AutoModel.from_pretrained(resolve(name), **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name, exc) from None
+    """The encoder with every weight from the checkpoint, in eval mode on `device`; stock ESM is
+    cut after hidden state `layer`."""
+    config = load_config(name, trust_remote_code, package)
+    cls = model_class(name, config, trust_remote_code)
+    if cls.__module__.startswith("transformers."):
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if device.type == "cuda" and getattr(cls, "_supports_sdpa", False):
+            kwargs["attn_implementation"] = "sdpa"
+        try:
+            with quiet_transformers():
+                model, info = cls.from_pretrained(resolve(name), output_loading_info=True, **kwargs)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise _load_error(name, exc) from None
+        report = [list(info[key]) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")]
+        _check_weights(name, cls, *report)
+    else:
+        model = _load_own_code(name, cls, config).to(dtype)
+    base = getattr(model, "base_model", model)
+    if isinstance(base, torch.nn.Module):  # a head class (auto_map named no AutoModel): its encoder
+        model = base
+    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        model = model.get_encoder()
     model.eval()
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
     truncate(model, layer)
     fuse_gelu(model)
     return model.to(device)
 
 
 def truncate(model: torch.nn.Module, layer: int) -> None:
-    """Drop the blocks above `layer` (ESM). Below the last layer the final norm goes too, since
-    hidden_states[L] for L < num_layers is the raw block output."""
-    if getattr(model.config, "model_type", None) != "esm":
+    """Drop the blocks above `layer` (stock ESM). Below the last layer the final norm goes too,
+    since hidden_states[L] for L < num_layers is the raw block output."""
+    if not is_truncatable(model):
         return
     encoder = model.encoder
     n_layers = len(encoder.layer)
@@ -244,28 +442,12 @@ def fuse_gelu(model: torch.nn.Module) -> None:
 
 
 def is_truncatable(model: torch.nn.Module) -> bool:
-    """True when `truncate` cut the model, so its last_hidden_state is the wanted layer."""
-    return getattr(model.config, "model_type", None) == "esm"
+    """True for stock ESM, which `truncate` cuts so its last_hidden_state is the wanted layer."""
+    from transformers import EsmModel
+
+    return type(model) is EsmModel
 
 
 def hidden_state_module(model: torch.nn.Module, layer: int) -> torch.nn.Module:
     """The module whose output is hidden_states[layer] of a cut ESM model (0: the embeddings)."""
     return model.embeddings if layer == 0 else model.encoder.layer[layer - 1]
-
-
-def describe(name: str, trust_remote_code: bool = False) -> ModelSpec:
-    """Identity and shape of a model, read from its config (no weights loaded)."""
-    config = load_config(name, trust_remote_code)
-    source = resolve(name)
-    tokenizer_limit = None
-    cfg_path = Path(source) / "tokenizer_config.json"
-    if cfg_path.is_file():
-        tokenizer_limit = json.loads(cfg_path.read_text()).get("model_max_length")
-    return ModelSpec(
-        name=name,
-        source=source if name not in BUNDLED else name,
-        revision=_revision(source, config),
-        num_layers=num_layers(config),
-        dim=int(config.hidden_size),
-        max_tokens=int(tokenizer_limit or getattr(config, "max_position_embeddings", 0)),
-    )

@@ -15,8 +15,11 @@ import numpy as np
 import torch
 
 
-def embed_reference(model: Any, hf_tokenizer: Any, sequences: Sequence[str], layer: int) -> np.ndarray:
-    """Mean of hidden_states[layer] over the attention mask, for each sequence separately."""
+def embed_reference(
+    model: Any, hf_tokenizer: Any, sequences: Sequence[str], layer: int, pooling: str = "mean"
+) -> np.ndarray:
+    """Each sequence on its own: hidden_states[layer] (the model's own output for the last
+    layer), pooled as the mean over the attention mask, the first token or the last."""
     device = next(model.parameters()).device
     vectors = []
     with torch.no_grad():
@@ -24,9 +27,17 @@ def embed_reference(model: Any, hf_tokenizer: Any, sequences: Sequence[str], lay
             encoded = hf_tokenizer(sequence, return_tensors="pt")
             ids = encoded["input_ids"].to(device)
             mask = encoded["attention_mask"].to(device)
-            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            vectors.append(((hidden * weights).sum(1) / weights.sum(1)).float().cpu().numpy()[0])
+            output = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            last = len(output.hidden_states) - 1
+            hidden = output.last_hidden_state if layer == last else output.hidden_states[layer]
+            if pooling == "cls":
+                vector = hidden[0, 0]
+            elif pooling == "last":
+                vector = hidden[0, -1]
+            else:
+                weights = mask.unsqueeze(-1).to(hidden.dtype)
+                vector = ((hidden * weights).sum(1) / weights.sum(1))[0]
+            vectors.append(vector.float().cpu().numpy())
     return np.stack(vectors)
 
 

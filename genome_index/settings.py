@@ -56,6 +56,13 @@ class ModelOptions:
     overlap: int | None = option("tokens shared by consecutive fixed windows", fallback=0)
     trust_remote_code: bool | None = option("allow a Hub model to run its own Python code", fallback=False)
     anchor_radius: int | None = option("anchor radius in bp (a store's own; else derived from the window)", cli=False)
+    pooling: str | None = option(
+        "mean (over the attention mask), cls (first token) or last (last token); default last for causal models, "
+        "else mean"
+    )
+    model_package: str | None = option(
+        "a Python package to import first, for models that register their classes on import (GPN: gpn.model)"
+    )
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,9 @@ class StoreSettings:
     sketch_scaled: int
     trust_remote_code: bool = False
     pooling: str = POOLING
+    model_package: str = ""
+    model_class: str = ""  # the class that ran, e.g. transformers.models.esm.modeling_esm.EsmModel
+    batch_tokens: int = 0  # the build's batch size, a query's default (0: the device's default)
     metric: str = METRIC
     tool_version: str = ""
     format_version: str = FORMAT_VERSION
@@ -195,6 +205,7 @@ class StoreSettings:
         return ModelOptions(
             model=self.model_source, layer=self.layer, chunk_tokens=self.chunk_tokens, chunking=self.chunking,
             overlap=self.overlap, trust_remote_code=self.trust_remote_code, anchor_radius=self.anchor_radius,
+            pooling=self.pooling, model_package=self.model_package or None,
         )  # fmt: skip
 
     def store_options(self) -> StoreOptions:

@@ -10,6 +10,7 @@ vocabulary. It is ~1000x faster on whole genomes; `HFTokenizer` wraps any other 
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,20 +77,25 @@ def _special_ids(hf: Any) -> tuple[list[int], list[int]]:
     return prefix, suffix
 
 
-def _max_tokens(hf: Any, model_max_positions: int | None) -> int:
-    """The longest input (specials included) the model takes."""
-    limit = getattr(hf, "model_max_length", None)
-    if not limit or limit > 1_000_000:
-        limit = model_max_positions
-    if not limit:
-        raise ValueError("cannot tell the model's maximum input length")
-    return int(limit)
+def _single_id(hf: Any, text: str) -> int | None:
+    """The one known token `text` becomes, as written or lower-cased; None if neither."""
+    for form in (text, text.lower()):
+        ids = hf(form, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and ids[0] != hf.unk_token_id:
+            return int(ids[0])
+    return None
+
+
+def _unknown_id(hf: Any) -> int:
+    if hf.unk_token_id is None:
+        raise ValueError("the vocabulary has no N and no unknown token")
+    return int(hf.unk_token_id)
 
 
 class KmerTokenizer:
     """Vectorised tokenizer for k-mer vocabularies (Nucleotide Transformer style)."""
 
-    def __init__(self, hf: Any, model_max_positions: int | None = None) -> None:
+    def __init__(self, hf: Any, max_tokens: int) -> None:
         vocab: dict[str, int] = hf.get_vocab()
         dna = [tok for tok in vocab if tok and set(tok) <= set("ACGTN")]
         self.k = max((len(tok) for tok in dna), default=0)
@@ -109,7 +115,7 @@ class KmerTokenizer:
         self.bases_per_token = float(self.k)
         self.prefix, self.suffix = _special_ids(hf)
         self.pad_id = int(hf.pad_token_id)
-        self.max_tokens = _max_tokens(hf, model_max_positions)
+        self.max_tokens = max_tokens
 
     def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens:
         """Tokenize a normalised (A/C/G/T/N) sequence; ids equal the HF tokenizer's, no specials.
@@ -184,30 +190,81 @@ def _expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, np.arange(len(owner)) - first[owner]
 
 
-class HFTokenizer:
-    """Any Hugging Face tokenizer (BPE, single characters...), with bp spans from token strings."""
+class CharTokenizer:
+    """One token per base, for character vocabularies (HyenaDNA, Caduceus, GPN, character
+    ModernBERT): each base looked up in the case the vocabulary uses; an N where the
+    vocabulary has none becomes its unknown token, one per N."""
 
-    def __init__(self, hf: Any, model_max_positions: int | None = None) -> None:
+    def __init__(self, hf: Any, max_tokens: int) -> None:
+        ids = {base: _single_id(hf, base) for base in "ACGTN"}
+        if any(ids[base] is None for base in "ACGT"):
+            raise ValueError("not a character vocabulary")
+        self.lower = _single_id(hf, "A") != hf("A", add_special_tokens=False)["input_ids"][0]
+        self.code_ids = np.array([*(ids[b] for b in "ACGT"), ids["N"] if ids["N"] is not None else _unknown_id(hf)])
+        self.name = "char"
+        self.bases_per_token = 1.0
+        self.prefix, self.suffix = _special_ids(hf)
+        self.pad_id = int(hf.pad_token_id if hf.pad_token_id is not None else 0)
+        self.max_tokens = max_tokens
+
+    def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens:
+        """One token per base; `cuts` change nothing, as there is no tiling to restart."""
+        code = np.frombuffer(sequence.translate(_TO_CODE), dtype=np.uint8)
+        if code.size and code.max() > _N_CODE:
+            raise ValueError("sequence is not normalised: only A, C, G, T and N are allowed")
+        starts = np.arange(len(code), dtype=np.int64)
+        return Tokens(self.code_ids[code].astype(np.int32), starts, starts + 1)
+
+    def text(self, sequence: bytes) -> str:
+        """The sequence as the HF tokenizer should see it (the vocabulary's case)."""
+        text = sequence.decode("ascii")
+        return text.lower() if self.lower else text
+
+
+class HFTokenizer:
+    """Any Hugging Face tokenizer (BPE, single characters...), with bp spans from token strings.
+    Sequence goes in the vocabulary's case; where the vocabulary has no N, N-free stretches are
+    tokenised apart and each N becomes one unknown token."""
+
+    def __init__(self, hf: Any, max_tokens: int) -> None:
         self.hf = hf
         self.name = "hf"
         self.prefix, self.suffix = _special_ids(hf)
         self.pad_id = int(hf.pad_token_id if hf.pad_token_id is not None else 0)
-        self.max_tokens = _max_tokens(hf, model_max_positions)
+        self.max_tokens = max_tokens
+        upper = hf("ACGT", add_special_tokens=False)["input_ids"]
+        self.lower = hf.unk_token_id is not None and hf.unk_token_id in upper
+        self.n_id = _single_id(hf, "N")
+        if self.n_id is None:
+            self.n_id = _unknown_id(hf)
+            self.split_n = True
+        else:
+            self.split_n = False
         probe = np.random.default_rng(0).choice(np.frombuffer(b"ACGT", np.uint8), 6000).tobytes()
         self.bases_per_token = len(probe) / max(1, len(self.tokenize(probe)))
 
     def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens:
         """Tokens of `sequence`, or with `cuts` of each piece between cuts on its own."""
-        if cuts is not None and len(cuts):
-            bounds = [0, *(int(c) for c in cuts), len(sequence)]
-            pieces = [(lo, self.tokenize(sequence[lo:hi])) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+        bounds = [0, *(int(c) for c in cuts), len(sequence)] if cuts is not None and len(cuts) else []
+        if self.split_n and b"N" in sequence:
+            n_runs = [m.span() for m in re.finditer(rb"N+", sequence)]
+            bounds = sorted({0, len(sequence), *bounds, *(p for span in n_runs for p in span)})
+        if bounds:
+            pieces = [(lo, self._piece(sequence[lo:hi])) for lo, hi in itertools.pairwise(bounds) if hi > lo]
             return Tokens(
                 np.concatenate([t.ids for _, t in pieces]),
                 np.concatenate([t.starts + lo for lo, t in pieces]),
                 np.concatenate([t.ends + lo for lo, t in pieces]),
             )
+        return self._piece(sequence)
+
+    def _piece(self, sequence: bytes) -> Tokens:
+        """Tokens of a stretch that is all N (where N is unknown: one token each) or tokenised whole."""
+        if self.split_n and sequence[:1] == b"N":
+            starts = np.arange(len(sequence), dtype=np.int64)
+            return Tokens(np.full(len(sequence), self.n_id, dtype=np.int32), starts, starts + 1)
         text = sequence.decode("ascii")
-        ids = self.hf(text, add_special_tokens=False, verbose=False)["input_ids"]
+        ids = self.hf(text.lower() if self.lower else text, add_special_tokens=False, verbose=False)["input_ids"]
         pieces = self.hf.convert_ids_to_tokens(ids)
         lengths = np.array([len(p.lstrip("#").lstrip("Ġ▁")) for p in pieces], dtype=np.int64)
         if int(lengths.sum()) != len(sequence):
@@ -220,22 +277,32 @@ class HFTokenizer:
 _PROBE = b"ACGTACGTTGCA" + b"N" + b"ACGTA" + b"NNN" + b"GGCATTACGATC" + b"NN" + b"T" + b"ACGTTGCAACGTAC"
 
 
-def make_tokenizer(hf: Any, model_max_positions: int | None = None) -> Tokenizer:
-    """The fast k-mer tokenizer when it reproduces `hf` exactly on a probe, else the HF one."""
+def make_tokenizer(hf: Any, max_tokens: int | None = None) -> Tokenizer:
+    """A fast exact tokenizer (k-mer or character) when it reproduces `hf` on a probe, else the
+    HF one. `max_tokens` is the model's input limit (0: none stated; None: the tokenizer's)."""
+    if max_tokens is None:
+        stated = getattr(hf, "model_max_length", None) or 0
+        max_tokens = int(stated) if 0 < stated < 10_000_000 else 0
     try:
-        fast = KmerTokenizer(hf, model_max_positions)
+        kmer = KmerTokenizer(hf, max_tokens)
+        if kmer.tokenize(_PROBE).ids.tolist() == list(hf(_PROBE.decode(), add_special_tokens=False)["input_ids"]):
+            return kmer
     except ValueError:
-        return HFTokenizer(hf, model_max_positions)
-    reference = hf(_PROBE.decode(), add_special_tokens=False)["input_ids"]
-    if fast.tokenize(_PROBE).ids.tolist() != list(reference):
-        return HFTokenizer(hf, model_max_positions)
-    return fast
+        pass
+    try:
+        char = CharTokenizer(hf, max_tokens)
+        reference = hf(char.text(_PROBE), add_special_tokens=False)["input_ids"]
+        if char.tokenize(_PROBE).ids.tolist() == list(reference):
+            return char
+    except ValueError:
+        pass
+    return HFTokenizer(hf, max_tokens)
 
 
 def window_room(tokenizer: Tokenizer, max_tokens: int | None) -> int:
     """Sequence tokens a window of `max_tokens` model tokens holds (specials take the rest)."""
     limit = tokenizer.max_tokens if max_tokens is None else max_tokens
-    if limit > tokenizer.max_tokens:
+    if tokenizer.max_tokens and limit > tokenizer.max_tokens:
         raise ValueError(f"chunk size {limit} exceeds the model's maximum of {tokenizer.max_tokens} tokens")
     room = limit - len(tokenizer.prefix) - len(tokenizer.suffix)
     if room < 1:

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 
 from genome_index.fasta import read_genome
 from genome_index.models import BUNDLED
-from genome_index.tokenize import HFTokenizer, KmerTokenizer, chunk_tokens, make_tokenizer
+from genome_index.tokenize import CharTokenizer, HFTokenizer, KmerTokenizer, chunk_tokens, make_tokenizer
 
 
 def hf_ids(hf, sequence: bytes) -> list[int]:
@@ -89,7 +89,7 @@ def test_tables_come_from_the_vocabulary_not_hard_coded(tmp_path: Path, hf_token
     assert fast.tokenize(b"ACGTAC").ids.tolist() != make_tokenizer(hf_tokenizer).tokenize(b"ACGTAC").ids.tolist()
 
 
-def test_single_character_vocabulary_falls_back_to_hf(tmp_path: Path) -> None:
+def test_single_character_vocabulary_gets_the_character_tokenizer(tmp_path: Path) -> None:
     folder = tmp_path / "chars"
     folder.mkdir()
     (folder / "vocab.txt").write_text("\n".join(["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", *"ACGTN"]))
@@ -98,8 +98,12 @@ def test_single_character_vocabulary_falls_back_to_hf(tmp_path: Path) -> None:
     )
     hf = AutoTokenizer.from_pretrained(folder)
     tokenizer = make_tokenizer(hf)
-    assert isinstance(tokenizer, HFTokenizer)
+    assert isinstance(tokenizer, CharTokenizer)
     assert tokenizer.suffix == [hf.eos_token_id]
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        sequence = bytes(rng.choice(np.frombuffer(b"ACGTN", np.uint8), rng.integers(1, 300)))
+        assert tokenizer.tokenize(sequence).ids.tolist() == hf_ids(hf, sequence)
     tokens = tokenizer.tokenize(b"ACGNNT")
     assert tokens.ids.tolist() == hf_ids(hf, b"ACGNNT")
     assert tokens.starts.tolist() == [0, 1, 2, 3, 4, 5]

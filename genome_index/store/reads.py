@@ -35,6 +35,11 @@ def genomes_by_sha(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str, 
     return {sha: (gid, name, file) for sha, gid, name, file in rows}
 
 
+def genome_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
+    """Genome name -> (file it was read from, SHA-256 of its sequence)."""
+    return {name: (file, sha) for name, file, sha in con.execute("SELECT name, file, sha256 FROM genomes").fetchall()}
+
+
 def genome_names(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
     return dict(con.execute("SELECT id, name FROM genomes ORDER BY id").fetchall())
 
