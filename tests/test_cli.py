@@ -326,6 +326,11 @@ def test_config_file_and_env(tmp_path: Path, example_genomes, monkeypatch) -> No
     assert result.exit_code == 0, result.output
     assert (tmp_path / "from-env" / "metadata.duckdb").exists()
     assert sql_rows(tmp_path / "from-env", "SELECT value FROM settings WHERE key = 'layer'") == [{"value": "2"}]
+    result = run("build", "--index", tmp_path / "flagged", "--layer", "1")  # a flag beats the file
+    assert result.exit_code == 0, result.output
+    assert sql_rows(tmp_path / "flagged", "SELECT value FROM settings WHERE key = 'layer'") == [{"value": "1"}]
+    (work / "genome-index.toml").write_text(f'index = "{tmp_path / "flagged"}"\n')  # every command's default
+    assert run("sql", "SELECT count(*) AS n FROM genomes", "--format", "csv").stdout == "n\n1\n"
     (work / "genome-index.toml").write_text('modle = "x"\n')
     one_line_error(run("build"), "unknown option")
 
