@@ -12,7 +12,7 @@ left random without a word:
   `load_state_dict`, read the same strict way;
 - classes a package registers when imported (GPN: `--model-package gpn.model`): as custom code.
 
-Encoder-decoder checkpoints load their encoder only. Stock ESM (Nucleotide Transformer v1) is
+Encoder-decoder families load their encoder class only (T5EncoderModel). Stock ESM (Nucleotide Transformer v1) is
 cut after the chosen layer, so the blocks above cost neither memory nor time.
 """
 
@@ -37,9 +37,11 @@ from genome_index.errors import GenomeIndexError
 from genome_index.tokenize import Tokenizer, make_tokenizer
 
 BUNDLED = {"nt-tiny": Path(__file__).parent / "assets" / "nt-tiny"}
-# Modules of a checkpoint that may go unused when only the encoder is loaded.
+# Modules of a checkpoint that may go unused when only the encoder is loaded, and modules of
+# the encoder class that may be missing from a checkpoint because we never run them.
 HEADS = ("lm_head", "cls", "classifier", "pooler", "qa_outputs", "score", "contact_head", "predictions", "head",
          "decoder")  # fmt: skip
+NEVER_RUN = ("pooler", "contact_head")
 # Config attributes that bound the input length, and those that give the width and depth.
 LENGTH_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len", "max_sequence_length", "seq_length")
 WIDTHS = ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")
@@ -288,17 +290,21 @@ def model_class(name: str, config: Any, trust_remote_code: bool) -> type:
         with quiet_transformers():
             return dynamic_module_utils.get_class_from_dynamic_module(reference, resolve(name))
     try:
-        return MODEL_MAPPING[type(config)]
+        cls = MODEL_MAPPING[type(config)]
     except KeyError:
         raise GenomeIndexError(
             f"model {name!r}: no model class for model_type {config.model_type!r}; if it ships its own code, "
             "its config.json needs auto_map (and --trust-remote-code)"
         ) from None
+    import transformers
+
+    # An encoder-decoder family's encoder alone (T5Model -> T5EncoderModel): no decoder loads or runs.
+    return getattr(transformers, cls.__name__.replace("Model", "EncoderModel"), cls)
 
 
 def _check_weights(name: str, cls: type, missing: list[str], unexpected: list[str], mismatched: list[Any]) -> None:
     """Refuse a load that left encoder weights random or dropped some of the checkpoint's."""
-    missing = sorted(k for k in missing if k.split(".")[0] not in HEADS)  # heads we never run (pooler...)
+    missing = sorted(k for k in missing if k.split(".")[0] not in NEVER_RUN)
     unexpected = sorted(k for k in unexpected if k.split(".")[0] not in HEADS)
     problems = []
     if missing:
@@ -392,8 +398,6 @@ def load_model(
     base = getattr(model, "base_model", model)
     if isinstance(base, torch.nn.Module):  # a head class (auto_map named no AutoModel): its encoder
         model = base
-    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-        model = model.get_encoder()
     model.eval()
     if getattr(model, "pooler", None) is not None:
         model.pooler = None

@@ -171,10 +171,22 @@ def test_what_ran_is_recorded_and_the_encoder_of_an_encoder_decoder(checkpoints,
     store = GenomeIndex(tmp_path / "t5")
     store.build(paths[:1], options("t5", checkpoints), run=RunOptions(device="cpu", batch_tokens=5000))
     settings = store.settings()
-    assert settings.model_class.endswith("T5Stack")  # the encoder stack alone: no decoder runs
+    assert settings.model_class.endswith("T5EncoderModel")  # the encoder alone: no decoder loads or runs
     assert settings.batch_tokens == 5000
     llama = Embedder(options("llama-char", checkpoints, pooling="mean"), CPU)
     assert llama.encoder.causal and llama.encoder.pooling == "mean"
+
+
+def test_an_encoder_only_checkpoint_of_an_encoder_decoder_family(checkpoints, tmp_path: Path) -> None:
+    from transformers import T5EncoderModel
+
+    folder = tmp_path / "t5-encoder"
+    shutil.copytree(checkpoints["t5"], folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    T5EncoderModel.from_pretrained(checkpoints["t5"]).save_pretrained(folder)
+    full = Embedder(options("t5", checkpoints), CPU)
+    encoder_only = Embedder(ModelOptions(model=str(folder)), CPU)
+    chunks = full.chunker.chunk_sequence(random_dna(600, 7).encode())
+    np.testing.assert_allclose(encoder_only.embed_chunks(chunks), full.embed_chunks(chunks), atol=1e-6)
 
 
 def test_padding_sensitive_models_batch_one_length_at_a_time(checkpoints) -> None:
