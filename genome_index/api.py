@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from genome_index import __version__
-from genome_index.build import BuildReport, Progress, read_labels, run_build
+from genome_index.build import BuildReport, Progress, read_labels, run_build, unique_names
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, find_fasta_files, read_genome
@@ -87,6 +87,7 @@ class GenomeIndex:
         run: RunOptions | None = None,
         *,
         labels: str | Path | None = None,
+        labels_from_duplicates: bool = False,
         shard: tuple[int, int] | None = None,
         embedder: Embedder | None = None,
         on_progress: Progress | None = None,
@@ -97,17 +98,18 @@ class GenomeIndex:
         disagree with the store are refused, naming the difference. Every input is read and
         checked before anything is committed, so a bad file changes nothing. `on_progress(bases,
         total)` is called once per input genome. `shard=(i, n)` takes only the i-th (1-based) of
-        n deterministic slices of the sorted inputs. An `embedder` reuses a loaded model.
+        n deterministic slices of the sorted inputs; one labels CSV may serve every shard. An
+        `embedder` reuses a loaded model. A duplicate's labels (another file holding a stored
+        sequence) are ignored unless `labels_from_duplicates`.
         """
         started = time.perf_counter()
-        files = find_fasta_files(list(paths))
-        if shard is not None:
-            files = shard_files(files, *shard)
+        inputs = find_fasta_files(list(paths))
+        files = shard_files(inputs, *shard) if shard is not None else inputs
         label_rows = read_labels(Path(labels)) if labels else {}
         made_directory = self.store.prepare_directory()
-        with self.store.lock():
-            new_store = not self.store.exists()
-            try:
+        new_store = not self.store.exists()
+        try:
+            with self.store.lock():
                 stored = None if new_store else self.store.settings()
                 asked, store_options = resolve(as_model_options(model), store or StoreOptions(), stored)
                 if stored is not None and asked.model not in (stored.model, stored.model_source):
@@ -118,11 +120,11 @@ class GenomeIndex:
                     self.store.create(wanted)
                 elif (difference := stored.difference(wanted)) is not None:
                     raise GenomeIndexError(differs(difference))
-                report = run_build(self.store, files, embedder, label_rows, on_progress)
-            except BaseException:
-                if new_store:
-                    self.store.discard_if_empty(made_directory)
-                raise
+                report = run_build(self.store, files, embedder, label_rows, on_progress, inputs, labels_from_duplicates)
+        except BaseException:
+            if new_store:
+                self.store.discard_if_empty(made_directory)
+            raise
         report.seconds = time.perf_counter() - started
         return report
 
@@ -179,11 +181,12 @@ class GenomeIndex:
             )
         return embedder
 
-    def sql(self, statement: str) -> tuple[list[str], list[tuple]]:
-        """Run one read-only SQL statement; writes and access to other files are refused."""
+    def sql(self, statement: str, timeout: float = 60.0, memory_limit: str = "2GB") -> tuple[list[str], list[tuple]]:
+        """Run one read-only SQL statement: writes, files and a temporary folder are out of its
+        reach, it may use `memory_limit` of memory and is stopped after `timeout` seconds."""
         self.store.require()
-        with self.store.connect(read_only=True) as con:
-            return reads.run_sql(con, statement)
+        with self.store.connect(read_only=True, memory_limit=memory_limit) as con:
+            return reads.run_sql(con, statement, timeout)
 
     def info(self) -> dict[str, Any]:
         """Settings, counts and disk use."""
@@ -245,8 +248,11 @@ class GenomeIndex:
     def merge(self, sources: Sequence[str | Path], on_progress: Progress | None = None) -> BuildReport:
         """Copy every genome of other stores built with the same settings into this one.
 
-        Ids are renumbered, genomes already here (same SHA-256) are skipped, and the FAISS
-        files are rebuilt from the merged vectors. This store is created if it does not exist.
+        Ids are renumbered and the FAISS files rebuilt from the merged vectors; this store is
+        created if it does not exist. Genomes already here (same SHA-256) are skipped; of one
+        sequence in several sources, the copy whose file sorts first is kept (as a single build
+        of all the inputs keeps the first), however the inputs were split. A name already taken
+        gets the folders that tell it apart (a/x), as in a build.
         """
         started = time.perf_counter()
         stores = [Store(source) for source in sources]
@@ -261,61 +267,99 @@ class GenomeIndex:
                     f"{stores[0].directory} was built with {name} {have!r}, {other.directory} with {want!r}; "
                     "only stores built with the same settings merge"
                 )
+        winners: dict[str, tuple[str, int]] = {}  # sha -> (file, source) of the copy kept
+        total = 0
+        for number, source in enumerate(stores):
+            with source.connect() as src:
+                for sha, (_, _, file) in reads.genomes_by_sha(src).items():
+                    winners[sha] = min(winners.get(sha, (file, number)), (file, number))
+                    total += 1
         made_directory = self.store.prepare_directory()
+        new_store = not self.store.exists()
         report = BuildReport()
-        with self.store.lock():
-            if self.store.exists():
-                if (difference := self.store.settings().difference(first)) is not None:
-                    raise GenomeIndexError(differs(difference))
-            else:
-                try:
+        try:
+            with self.store.lock():
+                if new_store:
                     self.store.create(dataclasses.replace(first, tool_version=__version__))
-                except BaseException:
-                    self.store.discard_if_empty(made_directory)
-                    raise
-            with self.store.connect(read_only=False) as con:
-                settings = reads.settings(con)
-                by_sha = {sha: name for sha, (_, name, _) in reads.genomes_by_sha(con).items()}
-                total = 0
-                for source in stores:
-                    with source.connect() as src:
-                        total += reads.genome_count(src)
-                for source in stores:
-                    with source.connect() as src:
-                        for genome in reads.stored_genomes(src, settings.dim):
-                            if genome.sha256 in by_sha:
-                                report.duplicates.append((f"{source.directory}:{genome.name}", by_sha[genome.sha256]))
-                            else:
-                                gid, chunk_ids = writes.add_genome(con, genome, settings.vector_dtype)
-                                by_sha[genome.sha256] = genome.name
-                                report.added.append((genome.name, gid, len(chunk_ids)))
-                                report.bases += genome.length
-                            if on_progress:
-                                on_progress(genome.length, total)
-                self.store.rewrite_faiss(con, settings)
+                elif (difference := self.store.settings().difference(first)) is not None:
+                    raise GenomeIndexError(differs(difference))
+                with self.store.connect(read_only=False) as con:
+                    settings = reads.settings(con)
+                    here = {sha: name for sha, (_, name, _) in reads.genomes_by_sha(con).items()}
+                    names = set(here.values())
+                    for number, source in enumerate(stores):
+                        with source.connect() as src:
+                            for genome in reads.stored_genomes(src, settings.dim):
+                                kept = here.get(genome.sha256)
+                                if kept is None and winners[genome.sha256][1] == number:
+                                    name = unique_names([Path(genome.file)], names)[Path(genome.file)]
+                                    genome = dataclasses.replace(genome, name=name) if name != genome.name else genome
+                                    gid, chunk_ids = writes.add_genome(con, genome, settings.vector_dtype)
+                                    here[genome.sha256] = genome.name
+                                    names.add(genome.name)
+                                    report.added.append((genome.name, gid, len(chunk_ids)))
+                                    report.bases += genome.length
+                                else:
+                                    same = kept or Path(winners[genome.sha256][0]).name
+                                    report.duplicates.append((f"{source.directory}:{genome.name}", same))
+                                if on_progress:
+                                    on_progress(genome.length, total)
+                    self._rewrite_faiss(con, settings, f"{len(report.added)} genome(s) were merged into")
+        except BaseException:
+            if new_store:
+                self.store.discard_if_empty(made_directory)
+            raise
         report.seconds = time.perf_counter() - started
         return report
 
+    def _rewrite_faiss(self, con: Any, settings: StoreSettings, committed: str) -> dict[str, int]:
+        """Rebuild and write every FAISS file; if writing fails, say what was committed anyway."""
+        try:
+            return self.store.rewrite_faiss(con, settings)
+        except GenomeIndexError as exc:
+            raise GenomeIndexError(
+                f"{committed} metadata.duckdb, but {exc}; the next command rebuilds the FAISS files from it"
+            ) from None
+
     def remove(self, genomes: Sequence[str]) -> list[tuple[int, str]]:
-        """Remove genomes (by id or name) with their rows, vectors and FAISS entries."""
+        """Remove genomes with their rows, vectors and FAISS entries. Each is named by its name
+        or its id, or explicitly `name:X` / `id:N` (needed where a name is also another genome's id)."""
         with self.store.writing() as con:
             names = reads.genome_names(con)
             by_name = {name: gid for gid, name in names.items()}
             chosen: dict[int, str] = {}
             for ident in genomes:
-                gid = int(ident) if ident.isdigit() and int(ident) in names else by_name.get(ident)
-                if gid is None:
-                    raise GenomeIndexError(f"no genome {ident!r} in {self.directory} (give a name or id)")
+                gid = self._genome_id(ident, names, by_name)
                 chosen[gid] = names[gid]
             writes.remove_genomes(con, list(chosen))
-            self.store.rewrite_faiss(con, reads.settings(con))  # right for every index type
+            removed = ", ".join(f"{gid} {name}" for gid, name in sorted(chosen.items()))
+            self._rewrite_faiss(con, reads.settings(con), f"genome(s) {removed} were removed from")
         return sorted(chosen.items())
+
+    def _genome_id(self, ident: str, names: dict[int, str], by_name: dict[str, int]) -> int:
+        """The genome `ident` means: `id:N`, `name:X`, or a bare name or id that is not both."""
+        kind, _, value = ident.partition(":") if ident.startswith(("id:", "name:")) else ("", "", ident)
+        as_id = int(value) if value.isdigit() and int(value) in names and kind != "name" else None
+        as_name = by_name.get(value) if kind != "id" else None
+        if as_id is not None and as_name is not None and as_id != as_name:
+            raise GenomeIndexError(
+                f"{ident!r} is the id of genome {names[as_id]!r} and the name of genome {as_name}: "
+                f"write id:{value} or name:{value}"
+            )
+        found = as_id if as_id is not None else as_name
+        if found is None:
+            raise GenomeIndexError(f"no genome {ident!r} in {self.directory} (give a name, an id, name:X or id:N)")
+        return found
 
     def reindex(self, index_type: str | None = None) -> dict[str, int]:
         """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type."""
         if index_type is not None and index_type not in INDEX_TYPES:
             raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
         with self.store.writing() as con:
+            settings = reads.settings(con)
+            if index_type is not None:  # the file first: killed in between, file and setting disagree: it is rebuilt
+                settings = dataclasses.replace(settings, index_type=index_type)
+            sizes = self.store.rewrite_faiss(con, settings)
             if index_type is not None:
                 writes.set_setting(con, "index_type", index_type)
-            return self.store.rewrite_faiss(con, reads.settings(con))
+            return sizes

@@ -11,6 +11,7 @@ reading, the reader without starting another, the writer after the transaction i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import queue
 import threading
@@ -46,9 +47,14 @@ class BuildReport:
     added: list[tuple[str, int, int]] = field(default_factory=list)  # name, genome id, chunks
     already: list[tuple[str, str]] = field(default_factory=list)  # file, stored genome name
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # file, name of the same sequence
-    labelled: int = 0
+    labels_ignored: list[str] = field(default_factory=list)  # duplicates whose labels were not applied
+    labelled_ids: set[int] = field(default_factory=set)  # genomes whose labels this run set
     bases: int = 0
     seconds: float = 0.0
+
+    @property
+    def labelled(self) -> int:
+        return len(self.labelled_ids)
 
 
 def read_labels(path: Path) -> dict[str, dict[str, str]]:
@@ -75,44 +81,83 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
 
 
 def check_inputs(files: list[Path], stop: threading.Event) -> Future:
-    """Read and validate every FASTA file in a thread; the future fails on the first bad one.
-    Setting `stop` ends the check after the file in hand (the future then never completes)."""
+    """Read and validate every FASTA file in a thread; the future gives each file's sequence
+    hash, or fails on the first bad file. Setting `stop` ends the check after the file in hand
+    (the future then never completes)."""
     checked: Future = Future()
 
     def run() -> None:
+        hashes = {}
         try:
             for path in files:
                 if stop.is_set():
                     return
-                read_genome(path)
+                hashes[path] = read_genome(path).sha256
         except BaseException as exc:
             checked.set_exception(exc)
         else:
-            checked.set_result(None)
+            checked.set_result(hashes)
 
     threading.Thread(target=run, name="genome-index-validator", daemon=True).start()
     return checked
 
 
-def label_keys(genome: Genome) -> list[str]:
-    """The names a labels CSV may use for a genome: file name, path, and genome name."""
-    return [genome.path.name, str(genome.path), genome.name]
+def label_keys(genome: Genome, name: str | None = None) -> list[str]:
+    """The names a labels CSV may use for a genome: file name, path, its name in the store
+    (`name`, where it differs from the file stem) and its file stem."""
+    return list(dict.fromkeys([genome.path.name, str(genome.path), *([name] if name else []), genome.name]))
 
 
 def check_label_names(label_rows: dict[str, dict[str, str]], files: list[Path], stored: set[str]) -> None:
-    """Refuse labels that name neither an input nor a stored genome (name or file)."""
-    known = set(stored)
+    """Refuse labels that name neither an input nor a stored genome (name or file), or that name
+    several inputs at once (the same file name in two folders). `files` are all the inputs, a
+    shard's others included: one labels CSV serves every shard."""
+    known: dict[str, list[Path]] = {}
     for path in files:
-        known.update(label_keys(Genome(path)))
-    unknown = sorted(set(label_rows) - known)
+        for key in label_keys(Genome(path)):
+            known.setdefault(key, []).append(path)
+    unknown = sorted(set(label_rows) - set(known) - stored)
     if unknown:
         raise GenomeIndexError(
-            f"labels name {len(unknown)} genome(s) neither in this build nor in the store, e.g. {unknown[0]!r}"
+            f"labels name {len(unknown)} genome(s) neither in these inputs nor in the store, e.g. {unknown[0]!r}"
+        )
+    ambiguous = sorted(key for key in label_rows if len(set(known.get(key, []))) > 1)
+    if ambiguous:
+        paths = sorted(str(p) for p in set(known[ambiguous[0]]))
+        raise GenomeIndexError(
+            f"labels name {ambiguous[0]!r}, which fits {len(paths)} inputs ({', '.join(paths[:3])}): use their paths"
         )
 
 
-def new_genome(item: EmbeddedGenome, labels: dict[str, str], sketch_scaled: int) -> NewGenome:
-    """The rows one embedded genome adds to the store."""
+def unique_names(files: list[Path], taken: set[str]) -> dict[Path, str]:
+    """Each input's genome name: its file stem; where that stem is another input's too or a
+    stored genome's, the fewest trailing folders that tell them apart (a/x, b/x), and where
+    folders cannot (x.fa beside x.fna.gz), the file name with its suffixes."""
+    stems = {path: Genome(path).name for path in files}
+    clashes: dict[str, list[Path]] = {}
+    for path, stem in stems.items():
+        clashes.setdefault(stem, []).append(path)
+    names: dict[Path, str] = {}
+    for stem, group in clashes.items():
+        if len(group) == 1 and stem not in taken:
+            names[group[0]] = stem
+            continue
+        depth = max(len(p.parts) for p in group)
+        for last, folders in [(last, folders) for last in ("stem", "file") for folders in range(depth)]:
+            candidates = {
+                p: "/".join([*p.parent.parts[len(p.parent.parts) - folders :], stems[p] if last == "stem" else p.name])
+                for p in group
+            }
+            if len(set(candidates.values())) == len(group) and not set(candidates.values()) & taken:
+                names.update(candidates)
+                break
+        else:
+            names.update({p: str(p) for p in group})
+    return names
+
+
+def new_genome(item: EmbeddedGenome, name: str, labels: dict[str, str], sketch_scaled: int) -> NewGenome:
+    """The rows one embedded genome adds to the store, under `name`."""
     genome = item.genome
     columns: dict[str, list[Any]] = {k: [] for k in ("record", "start", "end", "n_tokens", "gc", "n_count")}
     for chunk in item.chunks:
@@ -127,7 +172,7 @@ def new_genome(item: EmbeddedGenome, labels: dict[str, str], sketch_scaled: int)
         ):
             columns[key].append(value)
     return NewGenome(
-        name=genome.name,
+        name=name,
         file=str(genome.path),
         sha256=genome.sha256,
         length=genome.length,
@@ -209,8 +254,10 @@ class Writer:
         finally:
             self.cursor.close()
 
-    def abandon(self) -> None:
-        """Stop after the task in progress (its transaction completes or rolls back)."""
+    def abandon(self, save: bool = True) -> None:
+        """Stop after the task in progress (its transaction completes or rolls back); with
+        `save`, bring the FAISS files up to what was committed (best effort: a later command
+        rebuilds them anyway). Ctrl-C does not save: it must stop at once."""
         self.stopping.set()
         self.wake.set()
         while True:
@@ -221,11 +268,23 @@ class Writer:
         self.tasks.put((("stop",), 0))
         if self.thread.is_alive():
             self.thread.join()
+        if save and self.dirty and (self.incremental or not self.report.added):
+            with contextlib.suppress(GenomeIndexError):
+                self.write_indexes()
         self.cursor.close()
 
     def write_indexes(self) -> None:
-        for kind in sorted(self.dirty):
-            self.store.write_faiss(kind, self.indexes[kind])
+        """Write the changed FAISS files; if that fails, say what was committed nonetheless."""
+        try:
+            for kind in sorted(self.dirty):
+                self.store.write_faiss(kind, self.indexes[kind])
+        except GenomeIndexError as exc:
+            if not self.report.added:
+                raise
+            raise GenomeIndexError(
+                f"{len(self.report.added)} genome(s) were added to metadata.duckdb, but {exc}; "
+                "the next command rebuilds the FAISS files from it"
+            ) from None
         self.dirty.clear()
 
     def _run(self) -> None:
@@ -233,16 +292,22 @@ class Writer:
             self.wake.wait()  # nothing is written before every input has been read cleanly
             if self.stopping.is_set():
                 return
-            self.checked.result()
+            validated = self.checked.result()
             last_write = time.perf_counter()
             while (queued := self.tasks.get())[0][0] != "stop":
                 task, size = queued
                 if task[0] == "add":
-                    self._add(task[1], task[2])
+                    item = task[1]
+                    if validated.get(item.genome.path) != item.genome.sha256:
+                        raise GenomeIndexError(
+                            f"{item.genome.path} changed while the build ran (it no longer holds what was "
+                            "checked); it was not stored: build again to add it"
+                        )
+                    self._add(item, task[2], task[3])
                 else:
                     _, genome_id, labels = task
                     writes.relabel(self.cursor, genome_id, labels)
-                    self.report.labelled += 1
+                    self.report.labelled_ids.add(genome_id)
                 if time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
                     self.write_indexes()
                     last_write = time.perf_counter()
@@ -254,15 +319,16 @@ class Writer:
                 self.error = exc
                 self.room.notify_all()
 
-    def _add(self, item: EmbeddedGenome, labels: dict[str, str]) -> None:
+    def _add(self, item: EmbeddedGenome, name: str, labels: dict[str, str]) -> None:
         genome = item.genome
         vector_dtype = self.settings.vector_dtype
         if vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
             item.vectors = item.vectors.astype(np.float16).astype(np.float32)
-        new = new_genome(item, labels, self.settings.sketch_scaled)
+        new = new_genome(item, name, labels, self.settings.sketch_scaled)
         genome_id, chunk_ids = writes.add_genome(self.cursor, new, vector_dtype)
-        self.report.added.append((genome.name, genome_id, len(chunk_ids)))
-        self.report.labelled += bool(labels)
+        self.report.added.append((name, genome_id, len(chunk_ids)))
+        if labels:
+            self.report.labelled_ids.add(genome_id)
         self.report.bases += genome.length
         if self.incremental:
             self.indexes["chunks"].add_with_ids(normalise(item.vectors), chunk_ids)
@@ -278,8 +344,15 @@ def run_build(
     embedder: Embedder,
     label_rows: dict[str, dict[str, str]],
     on_progress: Progress | None = None,
+    all_inputs: list[Path] | None = None,
+    labels_from_duplicates: bool = False,
 ) -> BuildReport:
-    """Embed every new genome of `files` into `store` (whose lock the caller holds)."""
+    """Embed every new genome of `files` into `store` (whose lock the caller holds).
+
+    `all_inputs` (a sharded build's every input) may be named by the labels too. A stored
+    genome built again takes the labels given for it; a duplicate (another file with a stored
+    sequence) does not, unless `labels_from_duplicates`.
+    """
     started = time.perf_counter()
     report = BuildReport()
     stop = threading.Event()
@@ -288,8 +361,9 @@ def run_build(
         with store.connect(read_only=False) as con:
             settings = reads.settings(con)
             stored = reads.genomes_by_sha(con)
-            names = {name for _, name, _ in stored.values()} | {file for _, _, file in stored.values()}
-            check_label_names(label_rows, files, names)
+            names = {name for _, name, _ in stored.values()}
+            check_label_names(label_rows, all_inputs or files, names | {file for _, _, file in stored.values()})
+            run_names = unique_names(files, names)
             indexes: dict[str, Any] = {}
             rebuilt = set()
             for kind in FAISS_FILES:
@@ -301,33 +375,39 @@ def run_build(
             seen_in_run: dict[str, str] = {}
 
             def labels_of(genome: Genome) -> dict[str, str]:
-                return next((label_rows[k] for k in label_keys(genome) if k in label_rows), {})
+                keys = label_keys(genome, run_names.get(genome.path))
+                return next((label_rows[k] for k in keys if k in label_rows), {})
 
             def want(genome: Genome) -> bool:
                 sha = genome.sha256
                 if sha not in stored and sha not in seen_in_run:
-                    seen_in_run[sha] = genome.name
+                    seen_in_run[sha] = run_names[genome.path]
                     return True
+                labels = labels_of(genome)
                 if sha in stored:
                     genome_id, stored_name, _ = stored[sha]
-                    target = report.already if stored_name == genome.name else report.duplicates
-                    target.append((str(genome.path), stored_name))
-                    if labels_of(genome):
-                        writer.put(("relabel", genome_id, labels_of(genome)))
+                    again = stored_name in (genome.name, run_names[genome.path])
+                    (report.already if again else report.duplicates).append((str(genome.path), stored_name))
+                    if labels and (again or labels_from_duplicates):
+                        writer.put(("relabel", genome_id, labels))
+                    elif labels:
+                        report.labels_ignored.append(str(genome.path))
                 else:
                     report.duplicates.append((str(genome.path), seen_in_run[sha]))
+                    if labels:
+                        report.labels_ignored.append(str(genome.path))
                 if on_progress:
                     on_progress(0, len(files))
                 return False
 
             try:
                 for item in embedder.embed_genomes(files, want=want):
-                    writer.put(("add", item, labels_of(item.genome)))
+                    writer.put(("add", item, run_names[item.genome.path], labels_of(item.genome)))
                     if on_progress:
                         on_progress(item.genome.length, len(files))
                 writer.finish()
-            except BaseException:
-                writer.abandon()
+            except BaseException as exc:
+                writer.abandon(save=not isinstance(exc, KeyboardInterrupt))
                 raise
     finally:
         stop.set()

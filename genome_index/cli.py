@@ -10,11 +10,37 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from genome_index.errors import GenomeIndexError
-from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions, help_of, option_names
+from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions, help_of, option_types
+
+
+class OneLineErrors(TyperGroup):
+    """Argument errors as one line and a hint (`genome-index: error: ... (see CMD --help)`), as
+    every other error is, instead of click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            typer.echo("genome-index: interrupted", err=True)
+            sys.exit(130)
+        except typer.TyperException as exc:  # click's usage and parameter errors (typer vendors click)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help
+                exc.show()  # type: ignore[attr-defined]
+                sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"genome-index: error: {exc.format_message()}{hint}", err=True)  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Embed genome assemblies with DNA transformers; search them with FAISS and SQL.",
     no_args_is_help=True,
     add_completion=False,
@@ -49,7 +75,13 @@ def _setup_logging() -> None:
 
 
 CONFIG_FILE = "genome-index.toml"
-BUILD_ONLY = {"inputs", "index", "labels", "shard"}  # TOML keys besides the settings
+TYPE_NAMES = {str: "string", int: "whole number", float: "number", bool: "true or false", list: "list of paths"}
+FILE_ONLY_TYPES = {"inputs": list, "index": str, "labels": str, "shard": str}  # TOML keys besides the settings
+# Options that run code: a file that travels with data (a cloned folder) must never turn them on.
+NOT_FROM_FILES = {
+    "trust_remote_code": "pass --trust-remote-code (or set GENOME_INDEX_TRUST_REMOTE_CODE=1) yourself",
+    "model_package": "pass --model-package yourself",
+}
 
 
 def read_config() -> dict[str, Any]:
@@ -65,13 +97,28 @@ def read_config() -> dict[str, Any]:
         config = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GenomeIndexError(f"{path}: not valid TOML ({exc})") from None
-    known = option_names() | BUILD_ONLY
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise GenomeIndexError(f"{path}: unknown option(s) {unknown}; known: {sorted(known)}")
-    if isinstance(config.get("inputs"), str):
-        config["inputs"] = [config["inputs"]]
+    types = {**option_types(), **FILE_ONLY_TYPES}
+    for key, value in config.items():
+        if key in NOT_FROM_FILES:
+            raise GenomeIndexError(
+                f"{path}: {key} cannot come from a file that travels with data; {NOT_FROM_FILES[key]}"
+            )
+        if key not in types:
+            raise GenomeIndexError(f"{path}: unknown option {key!r}; known: {sorted(set(types) - set(NOT_FROM_FILES))}")
+        if key == "inputs" and isinstance(value, str):
+            config[key] = value = [value]
+        if not _of_type(value, types[key]):
+            raise GenomeIndexError(f"{path}: {key} = {value!r} should be a {TYPE_NAMES[types[key]]}")
     return config
+
+
+def _of_type(value: Any, wanted: type) -> bool:
+    """A TOML value of the option's type (true/false is no number, a whole number is a number)."""
+    if wanted is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if wanted is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, wanted) and isinstance(value, bool) == (wanted is bool)
 
 
 @app.callback()
@@ -134,7 +181,9 @@ Layer = Annotated[int | None, opt("layer")]
 ChunkTokens = Annotated[int | None, opt("chunk_tokens")]
 Chunking = Annotated[str | None, opt("chunking")]
 Overlap = Annotated[int | None, opt("overlap")]
-TrustRemoteCode = Annotated[bool | None, opt("trust_remote_code", "--trust-remote-code")]
+TrustRemoteCode = Annotated[
+    bool | None, opt("trust_remote_code", "--trust-remote-code", envvar="GENOME_INDEX_TRUST_REMOTE_CODE")
+]
 Pooling = Annotated[str | None, opt("pooling")]
 ModelPackage = Annotated[str | None, opt("model_package")]
 Device = Annotated[str, opt("device")]
@@ -335,13 +384,15 @@ def sql(
     statement: Annotated[str, typer.Argument(help="One SQL statement (read-only).")],
     index: IndexDir = None,
     fmt: Format = "table",
+    timeout: Annotated[float, typer.Option(help="Stop the statement after this many seconds.")] = 60.0,
+    memory_limit: Annotated[str, typer.Option(help="Memory the statement may use, e.g. 2GB.")] = "2GB",
 ) -> None:
     """Run read-only SQL over the store's tables (genomes, records, chunks, labels, ...)."""
     from genome_index.api import GenomeIndex
     from genome_index.output import render
 
     check_format(fmt)
-    columns, rows = GenomeIndex.open(index_dir(index)).sql(statement)
+    columns, rows = GenomeIndex.open(index_dir(index)).sql(statement, timeout, memory_limit)
     typer.echo(render(columns, rows, fmt), nl=False)
 
 

@@ -32,6 +32,10 @@ class Embedder:
         asked = ModelOptions(model=model) if isinstance(model, str) else model or ModelOptions()
         options, _ = resolve(asked, StoreOptions(), None)
         run = run or RunOptions()
+        if options.chunk_tokens is not None and options.chunk_tokens < 2:
+            raise GenomeIndexError(f"--chunk-tokens {options.chunk_tokens}: a window holds at least 2 tokens")
+        if run.batch_tokens is not None and run.batch_tokens < 1:
+            raise GenomeIndexError(f"--batch-tokens {run.batch_tokens}: must be at least 1")
         self.encoder: Encoder = load_encoder(options, run)
         self.chunker = Chunker(
             self.encoder.tokenizer,

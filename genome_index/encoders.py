@@ -14,12 +14,11 @@ from typing import Any, Protocol
 import torch
 
 from genome_index import kmer, models
+from genome_index.devices import pick_device, pick_dtype
 from genome_index.errors import GenomeIndexError
 from genome_index.models import ModelSpec
-from genome_index.settings import DEVICES_HELP, DTYPES, ModelOptions, RunOptions
+from genome_index.settings import ModelOptions, RunOptions
 from genome_index.tokenize import Tokenizer
-
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Encoder(Protocol):
@@ -39,32 +38,6 @@ class Encoder(Protocol):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """Pooled float32 vectors of each row (its first `lengths` ids) at each of `layers`."""
         ...
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto` -> the first CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise GenomeIndexError(f"unknown device {device!r}: use {DEVICES_HELP}") from None
-    if chosen.type not in ("cpu", "cuda"):
-        raise GenomeIndexError(f"unsupported device {device!r}: use {DEVICES_HELP}")
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise GenomeIndexError(f"device {device!r} asked for, but no CUDA GPU is available")
-    return chosen
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto` -> bfloat16 on CUDA (float16 where bf16 is missing), float32 on the CPU."""
-    if dtype == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if dtype not in TORCH_DTYPES:
-        raise GenomeIndexError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}")
-    return TORCH_DTYPES[dtype]
 
 
 POOLINGS = ("mean", "cls", "last")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from genome_index.devices import pick_device
 from genome_index.errors import GenomeIndexError
 from genome_index.models import ModelSpec, resolve_layer
 from genome_index.settings import ModelOptions, RunOptions
@@ -89,6 +90,7 @@ class KmerEncoder:
         self.k = kmer_size(self.spec.name) or 0
         self.layer = resolve_layer(options.layer, 0)
         self.tokenizer = BaseTokenizer()
+        pick_device(run.device)  # a device asked for must exist, though profiles run on the CPU
         self.device, self.dtype = torch.device("cpu"), torch.float32
         self.compiled = False
         self.pooling = "mean"  # the profile: the mean of the chunk's one-hot K-mer counts

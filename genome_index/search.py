@@ -14,6 +14,7 @@ Mash or skani.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from genome_index.store.indexes import search, to_gpu
 from genome_index.store.vectors import genome_vector, normalise, rescore
 from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks, chunk_tokens, piece_chunks
 
+log = logging.getLogger("genome_index")
 AUTO_GENOME_MODE_FROM_BP = 1_000_000  # auto mode: whole-genome-sized queries use genome mode
 CHUNK_HITS = 50  # neighbours looked at per query chunk in chunks mode
 RERANK_CANDIDATES = 20  # genomes re-ordered by containment
@@ -150,6 +152,9 @@ class Ranker:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, settings: StoreSettings, center: bool) -> None:
         self.con, self.settings, self.center = con, settings, center
+        if center and reads.genome_count(con) < 2:  # the mean of one genome is that genome: nothing would be left
+            log.warning("the store holds one genome: centring needs two or more, so this query is not centred")
+            self.center = False
         self.dim = settings.dim
         self._means: tuple[np.ndarray, np.ndarray] | None = None
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from genome_index.errors import GenomeIndexError
 
@@ -124,11 +124,17 @@ def help_of(name: str) -> str:
     raise KeyError(name)
 
 
-def option_names() -> set[str]:
-    """Every option a user may set (on the command line or in genome-index.toml)."""
-    return {
-        f.name for cls in (ModelOptions, StoreOptions, RunOptions) for f in dataclasses.fields(cls) if f.metadata["cli"]
-    }
+def option_types() -> dict[str, type]:
+    """Every option a user may set (on the command line or in genome-index.toml), with the
+    type of its value (int for `int | None`)."""
+    types = {}
+    for cls in (ModelOptions, StoreOptions, RunOptions):
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata["cli"]:
+                kinds = (hints[f.name], *get_args(hints[f.name]))
+                types[f.name] = next(t for t in (bool, int, float, str) if t in kinds)
+    return types
 
 
 def _fill(options: Any, stored: Any | None) -> Any:

@@ -75,6 +75,11 @@ def embedded(engine: Embedder, path: Path) -> EmbeddedGenome:
     return EmbeddedGenome(genome, chunks, engine.embed_chunks(chunks))
 
 
+def validated(items: list[EmbeddedGenome]) -> dict[Path, str]:
+    """What the input check hands the writer: each file's sequence hash."""
+    return {item.genome.path: item.genome.sha256 for item in items}
+
+
 def test_writer_queues_a_whole_group_while_the_model_runs_on(open_store, labelled_genomes, kmer_engine) -> None:
     """Queueing is bounded by the bytes of waiting vectors, not by a handful of genomes: a
     group of genomes is handed over at once even while the writer is still busy."""
@@ -82,11 +87,13 @@ def test_writer_queues_a_whole_group_while_the_model_runs_on(open_store, labelle
     report = BuildReport()
     writer = Writer(*open_store, checked, report).start()
     items = [embedded(kmer_engine, p) for p in labelled_genomes[0][1:]]
-    handing_over = threading.Thread(target=lambda: [writer.put(("add", item, {})) for item in items], daemon=True)
+    handing_over = threading.Thread(
+        target=lambda: [writer.put(("add", item, item.genome.name, {})) for item in items], daemon=True
+    )
     handing_over.start()
     handing_over.join(5)
     assert not handing_over.is_alive()  # eleven genomes queued while the writer has written none
-    checked.set_result(None)
+    checked.set_result(validated(items))
     writer.finish()
     assert len(report.added) == len(items)
 
@@ -99,12 +106,12 @@ def test_writer_waits_when_the_byte_bound_is_reached_and_resumes(
     report = BuildReport()
     writer = Writer(*open_store, checked, report).start()
     first, second = (embedded(kmer_engine, p) for p in example_genomes[1:3])
-    writer.put(("add", first, {}))  # an empty queue always takes one task
-    blocked = threading.Thread(target=writer.put, args=(("add", second, {}),))
+    writer.put(("add", first, first.genome.name, {}))  # an empty queue always takes one task
+    blocked = threading.Thread(target=writer.put, args=(("add", second, second.genome.name, {}),))
     blocked.start()
     blocked.join(0.3)
     assert blocked.is_alive()
-    checked.set_result(None)
+    checked.set_result(validated([first, second]))
     blocked.join(10)
     assert not blocked.is_alive()
     writer.finish()
@@ -116,10 +123,10 @@ def test_a_dead_writer_raises_in_put_instead_of_hanging(open_store, example_geno
     checked: Future = Future()
     writer = Writer(*open_store, checked, BuildReport()).start()
     item = embedded(kmer_engine, example_genomes[1])
-    writer.put(("add", item, {}))
+    writer.put(("add", item, item.genome.name, {}))
     checked.set_exception(ValueError("input 3 is not FASTA"))
     with pytest.raises(ValueError, match="not FASTA"):
-        writer.put(("add", item, {}))
+        writer.put(("add", item, item.genome.name, {}))
     writer.abandon()
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoModel
 
+from genome_index.devices import pick_device, pick_dtype
 from genome_index.embed import Embedder
-from genome_index.encoders import pick_device, pick_dtype
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome
 from genome_index.models import BUNDLED, FusedGelu

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import faiss
@@ -31,6 +33,13 @@ from genome_index.store.lock import LOCK_FILE, write_lock
 from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database
 
 log = logging.getLogger("genome_index")
+# What this tool leaves in a folder that holds no store yet (a first build killed or failed):
+# a folder of nothing else is still ours to build in.
+LEFTOVERS = {
+    LOCK_FILE, DB_FILE, DB_FILE + ".wal", DB_FILE + ".tmp", DB_FILE + ".creating", DB_FILE + ".creating.wal",
+    *(name + suffix for name in FAISS_FILES.values() for suffix in ("", ".tmp")),
+}  # fmt: skip
+TABLES = ("settings", "state", "genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "labels")
 
 __all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
 
@@ -53,18 +62,26 @@ class Store:
             raise GenomeIndexError(f"{self.directory} is not a genome-index store (no {DB_FILE})")
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to metadata.duckdb that cannot touch other files; errors become one line."""
-        config = {"enable_external_access": False, "lock_configuration": True}
+    def connect(self, read_only: bool = True, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to metadata.duckdb that cannot touch other files; errors become one line.
+        With `memory_limit` (for users' SQL), it also has no temporary folder to spill into or
+        to reach, and cannot use more memory than that."""
+        config: dict[str, Any] = {"enable_external_access": False, "lock_configuration": True}
+        if memory_limit is not None:
+            config.update(temp_directory="", memory_limit=memory_limit)
         try:
             con = duckdb.connect(str(self.db_path), read_only=read_only, config=config)
+        except duckdb.InvalidInputException as exc:
+            if memory_limit is not None and "memory" in str(exc).lower():
+                raise GenomeIndexError(f"--memory-limit {memory_limit!r}: {first_line(exc)}") from None
+            raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise GenomeIndexError(
                     f"{self.directory}: the store is being written by another process (a running build?); "
                     "try again when it has finished"
                 ) from None
-            raise GenomeIndexError(f"{self.db_path}: cannot open ({first_line(exc)})") from None
+            raise GenomeIndexError(f"{self.db_path}: cannot open ({first_line(exc)}); is it damaged?") from None
         except duckdb.Error as exc:
             raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
         try:
@@ -72,6 +89,8 @@ class Store:
                 raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")
             yield con
         except duckdb.IOException as exc:
+            if read_only or _is_read_error(exc):
+                raise GenomeIndexError(f"{self.db_path}: cannot read ({first_line(exc)}); is it damaged?") from None
             raise GenomeIndexError(
                 f"{self.db_path}: cannot write ({first_line(exc)}); disk full or read-only? "
                 "The store keeps every genome committed before this one"
@@ -105,8 +124,7 @@ class Store:
         if folder.exists() and not folder.is_dir():
             raise GenomeIndexError(f"{folder}: exists and is not a folder")
         if folder.is_dir() and not self.exists():
-            ours = {LOCK_FILE, DB_FILE + ".creating", *FAISS_FILES.values()}
-            others = [p.name for p in folder.iterdir() if p.name not in ours]
+            others = [p.name for p in folder.iterdir() if p.name not in LEFTOVERS]
             if others:
                 raise GenomeIndexError(
                     f"{folder} is not a genome-index store and not empty (has {others[0]!r}); choose another --index"
@@ -122,7 +140,12 @@ class Store:
         """An empty store with its fixed settings (the folder must exist)."""
         if self.db_path.exists():
             raise GenomeIndexError(f"{self.db_path} exists already")
-        create_database(self.db_path, settings)
+        try:
+            create_database(self.db_path, settings)
+        except (duckdb.Error, OSError) as exc:
+            raise GenomeIndexError(
+                f"{self.db_path}: cannot create ({first_line(exc)}); disk full or read-only?"
+            ) from None
 
     def discard_if_empty(self, made_directory: bool) -> None:
         """After a failed first build that committed no genome, leave no trace of the store."""
@@ -133,12 +156,12 @@ class Store:
                         return  # genomes were committed: keep them, complete, for the next build
             except GenomeIndexError:
                 return
-        names = [DB_FILE, DB_FILE + ".wal", DB_FILE + ".creating", DB_FILE + ".creating.wal"]
-        names += [n + suffix for n in FAISS_FILES.values() for suffix in ("", ".tmp")]
-        if made_directory:
-            names.append(LOCK_FILE)
-        for name in names:
-            (self.directory / name).unlink(missing_ok=True)
+        for name in LEFTOVERS - ({LOCK_FILE} if not made_directory else set()):
+            path = self.directory / name
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         if made_directory:
             with contextlib.suppress(OSError):
                 self.directory.rmdir()
@@ -166,17 +189,19 @@ class Store:
         return sizes
 
     def verify_faiss(
-        self, con: duckdb.DuckDBPyConnection, kind: str, dim: int
+        self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings
     ) -> tuple[faiss.Index | None, str | None]:
-        """The FAISS file of one kind when it holds exactly DuckDB's ids, else what is wrong."""
-        return read_verified(self.faiss_path(kind), reads.ids(con, kind), dim)
+        """The FAISS file of one kind when it holds exactly DuckDB's ids in the store's index
+        type (the genome index is always flat), else what is wrong."""
+        index_type = settings.index_type if kind == "chunks" else "flat"
+        return read_verified(self.faiss_path(kind), reads.ids(con, kind), settings.dim, index_type)
 
     def load_faiss(
         self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings
     ) -> tuple[faiss.Index, bool]:
         """The FAISS index of one kind, checked against DuckDB's ids; rebuilt from it when they
         disagree. Returns the index and whether it was rebuilt (and so should be written)."""
-        index, problem = self.verify_faiss(con, kind, settings.dim)
+        index, problem = self.verify_faiss(con, kind, settings)
         if index is not None:
             return index, False
         if reads.genome_count(con) or self.faiss_path(kind).exists():
@@ -195,15 +220,27 @@ class Store:
     # -- checking -------------------------------------------------------------------------
 
     def check(self) -> list[str]:
-        """Every inconsistency found (empty: consistent). Repairs nothing."""
+        """Every inconsistency found (empty: consistent). Repairs nothing. Every table is read in
+        full first, so DuckDB verifies the checksum of every block of the file."""
         self.require()
         with self.connect() as con:
+            for table in TABLES:
+                try:
+                    for _ in con.sql(f"SELECT * FROM {table}").to_arrow_reader(65_536):
+                        pass
+                except duckdb.Error as exc:
+                    return [f"{DB_FILE} is damaged: reading {table} fails ({first_line(exc)})"]
             settings = reads.settings(con)
             problems = reads.inconsistencies(con, settings)
             for kind in FAISS_FILES:
                 if not len(reads.ids(con, kind)) and not self.faiss_path(kind).exists():
                     continue  # a store killed before its first genome committed: no index is owed yet
-                _, problem = self.verify_faiss(con, kind, settings.dim)
+                _, problem = self.verify_faiss(con, kind, settings)
                 if problem is not None:
                     problems.append(f"{FAISS_FILES[kind]} {problem}")
         return problems
+
+
+def _is_read_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in ("checksum", "corrupt", "could not read", "read ", "truncated"))

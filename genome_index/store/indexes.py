@@ -107,9 +107,24 @@ def to_gpu(index: faiss.Index) -> faiss.Index:
         return index
 
 
-def read_verified(path: Path, expected_ids: np.ndarray, dim: int) -> tuple[faiss.Index | None, str | None]:
-    """The index in `path` and None when it holds exactly `expected_ids` (sorted) at `dim`;
-    else None and what is wrong with it."""
+def index_kind(index: faiss.Index) -> str:
+    """Which of INDEX_TYPES an index is."""
+    inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        return "hnsw"
+    return "ivf-pq" if isinstance(inner, faiss.IndexIVFPQ) else "flat"
+
+
+def expected_kind(index_type: str, n_vectors: int) -> str:
+    """The kind of index `build_faiss` makes of `n_vectors` for a store of `index_type`."""
+    return "flat" if index_type == "ivf-pq" and n_vectors < PQ_MIN_TRAINING else index_type
+
+
+def read_verified(
+    path: Path, expected_ids: np.ndarray, dim: int, index_type: str = "flat"
+) -> tuple[faiss.Index | None, str | None]:
+    """The index in `path` and None when it holds exactly `expected_ids` (sorted) at `dim`, of
+    the kind the store's `index_type` makes; else None and what is wrong with it."""
     if not path.exists():
         return None, "missing"
     try:
@@ -121,6 +136,9 @@ def read_verified(path: Path, expected_ids: np.ndarray, dim: int) -> tuple[faiss
     ids = np.sort(faiss.vector_to_array(index.id_map))
     if not np.array_equal(ids, np.asarray(expected_ids, dtype=np.int64)):
         return None, f"holds {len(ids)} ids, metadata.duckdb {len(expected_ids)}"
+    kind, wanted = index_kind(index), expected_kind(index_type, len(expected_ids))
+    if kind != wanted:
+        return None, f"is a {kind} index, the store's index_type says {wanted}"
     return tune(index), None
 
 

@@ -31,10 +31,13 @@ def write_lock(directory: Path) -> Iterator[None]:
                 f"{directory}: another genome-index process (pid {holder}) is writing to this "
                 f"store (lock {path}); wait for it to finish"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        except OSError as exc:
+            raise GenomeIndexError(f"{directory}: cannot write the lock ({exc.strerror}); disk full?") from None
         try:
             yield
         finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +12,7 @@ import numpy as np
 
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import StoreSettings
+from genome_index.store.indexes import first_line
 from genome_index.store.vectors import to_matrix
 from genome_index.store.writes import NewGenome
 
@@ -121,17 +124,46 @@ def summary(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
     return counts, int(scalar(con, "SELECT coalesce(sum(length), 0) FROM genomes"))
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, statement: str) -> tuple[list[str], list[tuple]]:
-    """A user's statement on a read-only connection: its column names and rows."""
+def run_sql(con: duckdb.DuckDBPyConnection, statement: str, timeout: float) -> tuple[list[str], list[tuple]]:
+    """One user statement on a read-only connection: its column names and rows. It runs in a
+    worker thread, so Ctrl-C (here a KeyboardInterrupt) and `timeout` seconds both stop it at once."""
     try:
-        cursor = con.execute(statement)
+        count = len(con.extract_statements(statement))
     except duckdb.Error as exc:
-        message = str(exc).strip().splitlines()[0]
-        if "read-only" in message or "read only" in message:
-            raise GenomeIndexError(f"the store is read-only through `sql`: {message}") from None
-        raise GenomeIndexError(f"SQL error: {message}") from None
-    columns = [d[0] for d in cursor.description or []]
-    return columns, cursor.fetchall() if columns else []
+        raise GenomeIndexError(f"SQL error: {first_line(exc)}") from None
+    if count != 1:
+        raise GenomeIndexError("no SQL statement given" if not count else f"one SQL statement at a time (got {count})")
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            cursor = con.execute(statement)
+            columns = [d[0] for d in cursor.description or []]
+            outcome["result"] = (columns, cursor.fetchall() if columns else [])
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="genome-index-sql", daemon=True)
+    started = time.monotonic()
+    worker.start()
+    try:
+        while worker.is_alive() and time.monotonic() - started < timeout:
+            worker.join(0.05)
+    finally:
+        if worker.is_alive():  # timed out, or Ctrl-C is on its way up
+            con.interrupt()
+            worker.join()
+    if "result" in outcome:
+        return outcome["result"]
+    error = outcome.get("error")
+    if isinstance(error, duckdb.InterruptException) or error is None:
+        raise GenomeIndexError(f"SQL stopped after {timeout:g} s (allow longer with --timeout)")
+    message = first_line(error)
+    if "read-only" in message or "read only" in message:
+        raise GenomeIndexError(f"the store is read-only through `sql`: {message}") from None
+    if "Out of Memory" in message:
+        raise GenomeIndexError(f"SQL ran out of memory ({message}); allow more with --memory-limit") from None
+    raise GenomeIndexError(f"SQL error: {message}") from None
 
 
 def stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGenome]:

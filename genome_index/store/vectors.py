@@ -40,16 +40,24 @@ def to_matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
 
 
 def rescore(
-    queries: np.ndarray, candidates: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], k: int
+    queries: np.ndarray, candidates: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], k: int, block: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) of each query among its candidate ids (-1: none), scored exactly:
-    `fetch(ids)` gives the vectors of the sorted unique ids, in the space of the queries."""
-    unique = np.unique(candidates[candidates >= 0])
-    scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
-    if len(unique):
-        vectors = fetch(unique)
-        position = np.searchsorted(unique, np.where(candidates >= 0, candidates, unique[0]))
-        scores = np.einsum("qd,qcd->qc", queries, vectors[position])
-        scores[candidates < 0] = -np.inf
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
+    `fetch(ids)` gives the vectors of the sorted unique ids, in the space of the queries. Done
+    `block` queries at a time, so memory stays bounded however long the query is."""
+    width = min(k, candidates.shape[1])
+    scores = np.empty((len(queries), width), dtype=np.float32)
+    ids = np.empty((len(queries), width), dtype=np.int64)
+    for lo in range(0, len(queries), block):
+        part = candidates[lo : lo + block]
+        unique = np.unique(part[part >= 0])
+        exact = np.full(part.shape, -np.inf, dtype=np.float32)
+        if len(unique):
+            vectors = fetch(unique)
+            position = np.searchsorted(unique, np.where(part >= 0, part, unique[0]))
+            exact = np.einsum("qd,qcd->qc", queries[lo : lo + block], vectors[position])
+            exact[part < 0] = -np.inf
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :width]
+        scores[lo : lo + block] = np.take_along_axis(exact, order, 1)
+        ids[lo : lo + block] = np.take_along_axis(part, order, 1)
+    return scores, ids
