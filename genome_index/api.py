@@ -318,7 +318,8 @@ class GenomeIndex:
             return self.store.rewrite_faiss(con, settings)
         except GenomeIndexError as exc:
             raise GenomeIndexError(
-                f"{committed} metadata.duckdb, but {exc}; the next command rebuilds the FAISS files from it"
+                f"{committed} metadata.duckdb, but {exc}; `genome-index reindex` (or the next build) rebuilds "
+                "the FAISS files from it"
             ) from None
 
     def remove(self, genomes: Sequence[str]) -> list[tuple[int, str]]:

@@ -283,7 +283,7 @@ class Writer:
                 raise
             raise GenomeIndexError(
                 f"{len(self.report.added)} genome(s) were added to metadata.duckdb, but {exc}; "
-                "the next command rebuilds the FAISS files from it"
+                "`genome-index reindex` (or the next build) rebuilds the FAISS files from it"
             ) from None
         self.dirty.clear()
 
@@ -362,7 +362,8 @@ def run_build(
             settings = reads.settings(con)
             stored = reads.genomes_by_sha(con)
             names = {name for _, name, _ in stored.values()}
-            check_label_names(label_rows, all_inputs or files, names | {file for _, _, file in stored.values()})
+            stored_files = {key for _, _, file in stored.values() for key in (file, Path(file).name)}
+            check_label_names(label_rows, all_inputs or files, names | stored_files)
             run_names = unique_names(files, names)
             indexes: dict[str, Any] = {}
             rebuilt = set()

@@ -302,6 +302,12 @@ def build(
     labels: Annotated[
         Path | None, typer.Option(help="CSV with a `file` or `name` column and any label columns.")
     ] = None,
+    labels_from_duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--labels-from-duplicates", help="Let a duplicate file's labels replace those of the genome it repeats."
+        ),
+    ] = False,
     shard: Annotated[
         str | None, typer.Option(help="I/N: embed only the I-th of N slices of the inputs (see `merge`).")
     ] = None,
@@ -325,11 +331,14 @@ def build(
             StoreOptions(index_type, vector_dtype, sketch_scaled),
             RunOptions(device, dtype, batch_tokens, compile),
             labels=labels,
+            labels_from_duplicates=labels_from_duplicates,
             shard=parse_shard(shard),
             on_progress=progress,
         )
+    ignored = set(report.labels_ignored)
     for file, name in report.duplicates:
-        log(f"duplicate: {file} has the same sequence as stored genome {name!r}; not embedded again", quiet)
+        note = ", its labels ignored (--labels-from-duplicates applies them)" if file in ignored else ""
+        log(f"duplicate: {file} has the same sequence as stored genome {name!r}; not embedded again{note}", quiet)
     chunks = sum(n for _, _, n in report.added)
     rate = report.bases / report.seconds / 1e6 if report.seconds else 0.0
     summary = (

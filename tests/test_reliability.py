@@ -317,3 +317,264 @@ def test_ten_thousand_tiny_records_and_a_unicode_file_name(tmp_path: Path) -> No
     assert store.sql("SELECT count(*) FROM records")[1] == [(10_000,)]
     assert store.check() == []
     assert store.query(fasta, QueryOptions(k=1))[0]["name"] == "génome_株"
+
+
+# -- issue 13: labels, messages, shards, names, limits, leftovers, changed inputs ------
+
+
+def twins(folder: Path, genomes: list[Path]) -> list[Path]:
+    """a.fa and b.fa hold the same sequence under other names (a GenBank/RefSeq pair); c.fa another."""
+    folder.mkdir(exist_ok=True)
+    first, other = (read_genome(p).records[0].sequence.decode() for p in genomes[:2])
+    return [
+        write_fasta(folder / f"{name}.fa", [(f"rec_{name}", seq)])
+        for name, seq in zip("abc", (first, first, other), strict=True)
+    ]
+
+
+def stored_labels(index: Path) -> dict[str, dict[str, str]]:
+    rows = GenomeIndex.open(index).sql(
+        "SELECT g.name, l.key, l.value FROM labels l JOIN genomes g ON g.id = l.genome_id"
+    )
+    out: dict[str, dict[str, str]] = {}
+    for name, key, value in rows[1]:
+        out.setdefault(name, {})[key] = value
+    return out
+
+
+def test_a_duplicates_labels_never_overwrite_the_stored_genomes(tmp_path: Path, genomes) -> None:
+    files = twins(tmp_path / "in", genomes)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,accession,source\na.fa,GCA_1,GenBank\nb.fa,GCF_1,RefSeq\nc.fa,GCA_2,GenBank\n")
+    index = tmp_path / "index"
+    for _ in range(2):
+        result = run(*build_cmd(index, files)[:-1], "--labels", csv)
+        assert result.exit_code == 0, result.output
+        assert "labels set on 2" in result.stderr
+        assert (
+            "b.fa has the same sequence as stored genome 'a'; not embedded again, its labels ignored" in result.stderr
+        )
+    assert stored_labels(index)["a"] == {"accession": "GCA_1", "source": "GenBank"}
+    report = GenomeIndex.open(index).build(files[1:2], labels=csv, labels_from_duplicates=True)
+    assert report.labelled == 1 and stored_labels(index)["a"] == {"accession": "GCF_1", "source": "RefSeq"}
+
+
+def test_one_labels_csv_serves_every_shard_and_a_merge_keeps_the_first_sorted_copy(tmp_path: Path, genomes) -> None:
+    files = twins(tmp_path / "in", genomes)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,group\na.fa,x\nb.fa,y\nc.fa,z\n")
+    for i in (1, 2):
+        result = run(*build_cmd(tmp_path / f"part{i}", files)[:-1], "--labels", csv, "--shard", f"{i}/2")
+        assert result.exit_code == 0, result.output
+    assert run("merge", tmp_path / "merged", tmp_path / "part2", tmp_path / "part1").exit_code == 0
+    names = sorted(n for (n,) in GenomeIndex.open(tmp_path / "merged").sql("SELECT name FROM genomes")[1])
+    assert names == ["a", "c"]  # b.fa (part2, merged first) holds a's sequence; a.fa sorts first and stays
+    assert stored_labels(tmp_path / "merged") == {"a": {"group": "x"}, "c": {"group": "z"}}
+
+
+def test_a_model_that_is_not_the_stores_is_named_before_anything_else(store: Path, genomes) -> None:
+    for args in (build_cmd(store, genomes[2:3], "nt-tiny"), ["query", genomes[0], "--index", store, "-m", "nt-tiny"]):
+        one_line_error(run(*args), "built with model 'kmer:6', not 'nt-tiny'")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU refusal")
+def test_a_missing_gpu_is_refused_for_kmer_stores_too(store: Path, genomes) -> None:
+    one_line_error(run(*build_cmd(store, genomes[2:3]), "--device", "cuda"), "no CUDA GPU")
+
+
+def test_sql_reaches_no_file_not_even_duckdbs_temp_folder(store: Path) -> None:
+    (store / "metadata.duckdb.tmp").mkdir()
+    for statement in (
+        f"COPY (SELECT * FROM genomes) TO '{store}/metadata.duckdb.tmp/x.csv'",
+        f"SELECT * FROM glob('{store}/metadata.duckdb.tmp/*')",
+    ):
+        one_line_error(run("sql", statement, "--index", store))
+    assert list((store / "metadata.duckdb.tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [("", "no SQL statement"), (";", "no SQL statement"), ("/* c */", "no SQL statement"),
+     ("SELECT 1; SELECT 2", "one SQL statement at a time (got 2)")],
+)  # fmt: skip
+def test_sql_takes_exactly_one_statement(store: Path, statement: str, message: str) -> None:
+    one_line_error(run("sql", statement, "--index", store), message)
+
+
+def test_sql_has_a_time_and_a_memory_limit(store: Path) -> None:
+    started = time.monotonic()
+    one_line_error(run("sql", "SELECT count(*) FROM range(1000000000000)", "--index", store, "--timeout", "1"),
+                   "stopped after 1 s")  # fmt: skip
+    assert time.monotonic() - started < 5
+    cross = "SELECT a.range FROM range(100000) a, range(100000) b ORDER BY 1"
+    one_line_error(run("sql", cross, "--index", store, "--memory-limit", "64MB", "--timeout", "60"), "out of memory")
+
+
+def test_ctrl_c_stops_a_long_sql_statement(store: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "genome_index.cli", "sql", "SELECT count(*) FROM range(1000000000000)", "-i", store],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(3)
+    signalled = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=30)
+    assert time.monotonic() - signalled < 2.0
+    assert child.returncode == 130 and stderr.strip() == "genome-index: interrupted"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("trust_remote_code = true\n", "trust_remote_code cannot come from a file"),
+        ('model_package = "evil"\n', "model_package cannot come from a file"),
+        ("inputs = 5\n", "inputs = 5 should be a list of paths"),
+        ("model = 7\n", "model = 7 should be a string"),
+        ('layer = "x"\n', "layer = 'x' should be a whole number"),
+    ],
+)
+def test_the_config_file_cannot_run_code_and_its_types_are_checked(tmp_path: Path, monkeypatch, toml, message) -> None:
+    (tmp_path / "genome-index.toml").write_text(toml)
+    monkeypatch.chdir(tmp_path)
+    one_line_error(run("info"), message)
+
+
+def test_the_leftovers_of_a_killed_first_build_are_ours_to_clear(tmp_path: Path, genomes) -> None:
+    index = tmp_path / "index"
+    index.mkdir()
+    for name in ("build.lock", "metadata.duckdb.creating", "metadata.duckdb.creating.wal", "chunks.faiss.tmp"):
+        (index / name).write_bytes(b"half")
+    result = run(*build_cmd(index, genomes[:1]))
+    assert result.exit_code == 0, result.output
+    assert GenomeIndex.open(index).check() == []
+    assert sorted(p.name for p in index.iterdir()) == ["build.lock", "chunks.faiss", "genomes.faiss", "metadata.duckdb"]
+
+
+def test_a_reindex_killed_between_file_and_setting_is_noticed_and_repaired(store: Path, genomes, monkeypatch) -> None:
+    from genome_index.store import writes
+
+    def killed(*_args):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writes, "set_setting", killed)
+    with pytest.raises(KeyboardInterrupt):
+        GenomeIndex.open(store).reindex("hnsw")
+    monkeypatch.undo()
+    index = GenomeIndex.open(store)
+    assert index.settings().index_type == "flat"
+    assert index.check() == ["chunks.faiss is a hnsw index, the store's index_type says flat"]
+    index.query(genomes[0], QueryOptions(k=1, mode="chunks"))  # a read repairs the derived file
+    assert index.check() == []
+
+
+@pytest.mark.parametrize("command", ["remove", "build"])
+def test_a_faiss_write_that_fails_says_what_was_committed(store: Path, genomes, monkeypatch, command: str) -> None:
+    from genome_index.errors import GenomeIndexError
+    from genome_index.store import Store
+
+    def full_disk(self, kind, index):  # type: ignore[no-untyped-def]
+        raise GenomeIndexError(f"{self.faiss_path(kind)}: cannot write the FAISS index (No space left on device)")
+
+    monkeypatch.setattr(Store, "write_faiss", full_disk)
+    index = GenomeIndex.open(store)
+    if command == "remove":
+        with pytest.raises(
+            GenomeIndexError, match=r"genome\(s\) 1 g00 were removed from metadata.duckdb, but .*No space"
+        ):
+            index.remove(["g00"])
+    else:
+        with pytest.raises(GenomeIndexError, match=r"1 genome\(s\) were added to metadata.duckdb, but .*No space"):
+            index.build(genomes[2:3])
+    monkeypatch.undo()
+    index.reindex()  # as the message says
+    assert index.check() == []
+
+
+def test_an_input_changed_after_validation_is_refused_and_the_store_stays_consistent(
+    store: Path, genomes, monkeypatch
+) -> None:
+    from genome_index import build
+    from genome_index.errors import GenomeIndexError
+
+    real = build.read_genome
+
+    def validated_before_an_edit(path):  # type: ignore[no-untyped-def]
+        genome = real(path)
+        if Path(path).name == genomes[3].name:  # the validator saw another version of this file
+            return real(genomes[4])
+        return genome
+
+    monkeypatch.setattr(build, "read_genome", validated_before_an_edit)
+    with pytest.raises(GenomeIndexError, match=f"{genomes[3].name} changed while the build ran"):
+        GenomeIndex.open(store).build(genomes[2:5])
+    monkeypatch.undo()
+    index = GenomeIndex.open(store)
+    assert index.check() == []  # committed genomes complete, FAISS files brought up to them
+    assert genomes[3].stem not in [n for (n,) in index.sql("SELECT name FROM genomes")[1]]
+
+
+def test_check_reads_every_block_and_a_damaged_file_is_called_damaged(tmp_path: Path, example_genomes) -> None:
+    """Random bytes in the data blocks (the vectors fill the file's second half): `check` must
+    read them all to see it, where counting rows does not."""
+    index = tmp_path / "index"
+    GenomeIndex(index).build(example_genomes, model="kmer:6")
+    db = index / "metadata.duckdb"
+    data = bytearray(db.read_bytes())
+    blocks = len(data) // 262_144  # DuckDB's block size, after a 12 kB header
+    for block in range(blocks // 2, blocks - 1):
+        start = 12_288 + block * 262_144 + 1000
+        data[start : start + 4096] = os.urandom(4096)
+    db.write_bytes(bytes(data))
+    problems = GenomeIndex.open(index).check()
+    assert len(problems) == 1 and problems[0].startswith("metadata.duckdb is damaged: reading ")
+    db.write_bytes(bytes(data[: len(data) // 2]))
+    one_line_error(run("info", "--index", index), "damaged")
+
+
+def test_files_of_one_name_in_several_folders_get_names_that_tell_them_apart(tmp_path: Path, genomes) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sequences = [read_genome(p).records[0].sequence.decode() for p in genomes[:3]]
+    files = [
+        write_fasta(tmp_path / "a" / "x.fa", [("r", sequences[0])]),
+        write_fasta(tmp_path / "b" / "x.fa", [("r", sequences[1])]),
+        write_fasta(tmp_path / "b" / "x.fna.gz", [("r", sequences[2])], gz=True),
+    ]
+    index = GenomeIndex(tmp_path / "index")
+    index.build(files, "kmer:6")
+    assert sorted(n for (n,) in index.sql("SELECT name FROM genomes")[1]) == ["a/x.fa", "b/x.fa", "b/x.fna.gz"]
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file,group\nx.fa,1\n")
+    one_line_error(run("build", *files, "--index", tmp_path / "index", "--labels", csv), "'x.fa', which fits 2 inputs")
+    assert index.remove(["b/x.fa"]) == [(2, "b/x.fa")]
+
+
+def test_an_id_that_is_also_a_name_must_say_which(tmp_path: Path, genomes) -> None:
+    named_one = write_fasta(tmp_path / "1.fa", [("r", read_genome(genomes[1]).records[0].sequence.decode())])
+    index = GenomeIndex(tmp_path / "index")
+    index.build([genomes[0], named_one], "kmer:6")  # ids 1 (g00) and 2 (named "1")
+    one_line_error(run("remove", "1", "--index", tmp_path / "index"), "write id:1 or name:1")
+    assert index.remove(["name:1"]) == [(2, "1")]
+    assert index.remove(["id:1"]) == [(1, "g00")]
+
+
+def test_a_one_genome_store_answers_itself_uncentred(tmp_path: Path, genomes, caplog) -> None:
+    index = GenomeIndex(tmp_path / "index")
+    index.build(genomes[:1], "kmer:6")
+    with caplog.at_level("WARNING", logger="genome_index"):
+        hit = index.query(genomes[0], QueryOptions(k=1, mode="genome"))[0]
+    assert hit["score"] > 0.999 and "not centred" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--chunk-tokens", "0"], "--chunk-tokens 0"), (["--batch-tokens", "0"], "--batch-tokens 0"),
+     (["--index"], "requires an argument")],
+)  # fmt: skip
+def test_zero_sizes_and_a_missing_argument_are_one_line(tmp_path: Path, genomes, args, message) -> None:
+    result = run(
+        "build", genomes[0], "--model", "kmer:6", *([] if args == ["--index"] else ["-i", tmp_path / "i"]), *args
+    )
+    assert result.exit_code in (1, 2)
+    lines = [line for line in result.stderr.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("genome-index: error:") and message in lines[0]

@@ -134,30 +134,37 @@ def run_sql(con: duckdb.DuckDBPyConnection, statement: str, timeout: float) -> t
     if count != 1:
         raise GenomeIndexError("no SQL statement given" if not count else f"one SQL statement at a time (got {count})")
     outcome: dict[str, Any] = {}
+    cursor = con.cursor()  # the worker's own handle: the main thread interrupts it and closes `con`
+    done = threading.Event()  # not Thread.is_alive: a join cut short by Ctrl-C can misreport it
 
     def run() -> None:
         try:
-            cursor = con.execute(statement)
+            cursor.execute(statement)
             columns = [d[0] for d in cursor.description or []]
             outcome["result"] = (columns, cursor.fetchall() if columns else [])
         except BaseException as exc:
             outcome["error"] = exc
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=run, name="genome-index-sql", daemon=True)
+    threading.Thread(target=run, name="genome-index-sql", daemon=True).start()
     started = time.monotonic()
-    worker.start()
     try:
-        while worker.is_alive() and time.monotonic() - started < timeout:
-            worker.join(0.05)
+        while not done.wait(0.05) and time.monotonic() - started < timeout:
+            pass
     finally:
-        if worker.is_alive():  # timed out, or Ctrl-C is on its way up
-            con.interrupt()
-            worker.join()
+        timed_out = not done.is_set()  # else finished, or Ctrl-C is on its way up
+        if timed_out:
+            cursor.interrupt()
+        done.wait()
+        cursor.close()
     if "result" in outcome:
         return outcome["result"]
     error = outcome.get("error")
-    if isinstance(error, duckdb.InterruptException) or error is None:
+    if timed_out:
         raise GenomeIndexError(f"SQL stopped after {timeout:g} s (allow longer with --timeout)")
+    if isinstance(error, duckdb.InterruptException):  # DuckDB took the Ctrl-C itself
+        raise KeyboardInterrupt
     message = first_line(error)
     if "read-only" in message or "read only" in message:
         raise GenomeIndexError(f"the store is read-only through `sql`: {message}") from None
