@@ -1,14 +1,22 @@
-"""Kill real `genome-index build` processes with SIGKILL at random instants; check the store each time.
+"""Kill real `genome-index` commands with SIGKILL at random instants; check the store each time.
 
-    python benchmarks/stress_kill.py [--kills 20] [--seed 1]
+    python benchmarks/stress_kill.py [--kills 20] [--seed 1] [--commands build,remove,reindex,merge]
 
-Each round starts `genome-index build` over the same 8 small genomes (cut from examples/) into
-one store, kills it with SIGKILL after a random delay (uniform over the length of a full
-build), then checks what the next commands find: the store opens, a self-query in genome and
-chunk mode ranks the queried genome first, and `check` reports every stored genome complete
-(chunks covering its whole length, a vector per chunk) with FAISS holding exactly DuckDB's
-ids. Rounds go on over the same store, so later kills land in later stages of the build; a
-final build must complete the store without duplicates. Prints the counts.
+Eight small genomes (two 40 kb stretches of each example genome), nt-tiny. For each command,
+`--kills` rounds: the command is started and killed with SIGKILL after a random delay (uniform
+over the length of one full run of it), then the next commands must find a sound store: it
+opens, a self-query in genome and chunk mode ranks the queried genome first, and `check`
+reports every stored genome complete with FAISS holding exactly DuckDB's ids in the store's
+index type. Each command also has its own all-or-nothing rule:
+
+- build: rounds go on over one store, so kills land in later stages; a final build must
+  complete it without duplicates;
+- remove (three genomes of a complete store): either all three are gone or none is;
+- reindex (flat to hnsw or back): the setting is one of the two and the file follows it;
+- merge (two shards into a new store): whatever was merged is complete, and a final merge
+  completes it without duplicates.
+
+Prints the counts per command; exits 1 if any round found a problem.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,6 +40,7 @@ from genome_index.fasta import read_genome
 from genome_index.settings import QueryOptions
 
 ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "genome_index.cli"]
 
 
 def make_genomes(folder: Path) -> list[Path]:
@@ -45,29 +55,23 @@ def make_genomes(folder: Path) -> list[Path]:
     return paths
 
 
-def build_command(index: Path, inputs: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "genome_index.cli",
-        "build",
-        str(inputs),
-        "--index",
-        str(index),
-        "--model",
-        "nt-tiny",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
+def build(index: Path, inputs: list[Path] | Path, *extra: str) -> list[str]:
+    return [*CLI, "build", *map(str, inputs if isinstance(inputs, list) else [inputs]), "-i", str(index),
+            "--model", "nt-tiny", "--device", "cpu", "--quiet", *extra]  # fmt: skip
 
 
-def verify(index: Path, genomes: dict[str, Path]) -> tuple[int, list[str]]:
-    """Stored genome count and the problems the next commands find (empty: all good)."""
+def names_in(index: Path) -> list[str]:
     if not (index / "metadata.duckdb").exists():
-        return 0, []
+        return []
+    return sorted(name for (name,) in GenomeIndex.open(index).sql("SELECT name FROM genomes")[1])
+
+
+def verify(index: Path, genomes: dict[str, Path]) -> list[str]:
+    """The problems the next commands find (empty: all good)."""
+    if not (index / "metadata.duckdb").exists():
+        return []
     store = GenomeIndex.open(index)
-    names = [name for (name,) in store.sql("SELECT name FROM genomes ORDER BY id")[1]]
+    names = names_in(index)
     problems = []
     if names:
         probe = random.choice(names)
@@ -75,65 +79,135 @@ def verify(index: Path, genomes: dict[str, Path]) -> tuple[int, list[str]]:
             top = store.query(genomes[probe], QueryOptions(k=1, mode=mode))[0]["name"]
             if top != probe:
                 problems.append(f"self-query ({mode}) of {probe} ranked {top} first")
-    problems += store.check()
-    return len(names), problems
+    return problems + store.check()
 
 
-def verify_count(index: Path) -> int:
-    if not (index / "metadata.duckdb").exists():
-        return 0
-    return len(GenomeIndex.open(index).sql("SELECT id FROM genomes")[1])
+def duration(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def kill_after(command: list[str], delay: float) -> bool:
+    """Run `command`, SIGKILL it after `delay` s; True if it was killed (False: it had finished)."""
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        child.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        return True
+
+
+def rounds(
+    name: str,
+    kills: int,
+    prepare: Callable[[int], tuple[list[str], Path]],
+    full: float,
+    genomes: dict[str, Path],
+    rule: Callable[[Path], list[str]],
+) -> tuple[int, int, int]:
+    """(killed, finished, rounds with a problem) over `kills` rounds of one command."""
+    killed = finished = failures = 0
+    for number in range(1, kills + 1):
+        command, index = prepare(number)
+        delay = random.uniform(0.2, full)
+        was_killed = kill_after(command, delay)
+        killed += was_killed
+        finished += not was_killed
+        problems = rule(index) + verify(index, genomes)
+        failures += bool(problems)
+        status = "ok" if not problems else "; ".join(problems)
+        print(f"{name} round {number:2d}: after {delay:5.2f} s, {len(names_in(index))} genome(s), {status}", flush=True)
+    return killed, finished, failures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--commands", default="build,remove,reindex,merge")
     args = parser.parse_args()
     random.seed(args.seed)
+    summary = []
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = Path(tmp) / "genomes"
+        work = Path(tmp)
+        inputs = work / "genomes"
         inputs.mkdir()
         genomes = {p.stem: p for p in make_genomes(inputs)}
-        timing = Path(tmp) / "timing"
-        start = time.perf_counter()
-        subprocess.run(build_command(timing, inputs), check=True)
-        full = time.perf_counter() - start
-        shutil.rmtree(timing)
+        complete = work / "complete"
+        full_build = duration(build(complete, inputs))
+        for part in (1, 2):
+            subprocess.run(build(work / f"part{part}", inputs, "--shard", f"{part}/2"), check=True)
 
-        index = Path(tmp) / "index"
-        killed = finished = failures = 0
-        stored_after_kill = []
-        for round_ in range(1, args.kills + 1):
-            if verify_count(index) == len(genomes):
-                shutil.rmtree(index)  # complete: start over so kills keep landing mid-build
-            child = subprocess.Popen(build_command(index, inputs), stderr=subprocess.DEVNULL)
-            delay = random.uniform(0.2, full)
-            try:
-                child.wait(timeout=delay)
-                finished += 1
-            except subprocess.TimeoutExpired:
-                child.send_signal(signal.SIGKILL)
-                child.wait()
-                killed += 1
-            stored, problems = verify(index, genomes)
-            stored_after_kill.append(stored)
-            failures += bool(problems)
-            status = "ok" if not problems else "; ".join(problems)
-            print(f"round {round_:2d}: after {delay:5.2f} s, {stored} genome(s) stored, {status}", flush=True)
+        def on_copy(*argv: str) -> Callable[[int], tuple[list[str], Path]]:
+            """A round that runs `genome-index ARGV -i COPY` on a fresh copy of the complete store."""
 
-        result = subprocess.run(build_command(index, inputs), capture_output=True, text=True)
-        stored, problems = verify(index, genomes)
-        names = [n for (n,) in GenomeIndex.open(index).sql("SELECT name FROM genomes")[1]]
-        complete = result.returncode == 0 and sorted(names) == sorted(genomes) and not problems
+            def prepare(number: int) -> tuple[list[str], Path]:
+                target = work / f"round{number}"
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(complete, target)
+                return [*CLI, *argv, "-i", str(target), "-q"], target
+
+            return prepare
+
+        for command in args.commands.split(","):
+            if command == "build":
+                index = work / "building"
+
+                def prepare(_: int, index: Path = index) -> tuple[list[str], Path]:
+                    if len(names_in(index)) == len(genomes):
+                        shutil.rmtree(index)  # complete: start over so kills keep landing mid-build
+                    return build(index, inputs), index
+
+                result = rounds("build", args.kills, prepare, full_build, genomes, lambda _: [])
+                finished = subprocess.run(build(index, inputs), capture_output=True)
+                final = finished.returncode == 0 and names_in(index) == sorted(genomes) and not verify(index, genomes)
+            elif command == "remove":
+                doomed = sorted(genomes)[:3]
+                prepare = on_copy("remove", *doomed)
+                full = duration(prepare(0)[0])
+
+                def all_or_none(index: Path, doomed: list[str] = doomed) -> list[str]:
+                    left = set(doomed) & set(names_in(index))
+                    return [] if left in (set(), set(doomed)) else [f"remove left {sorted(left)} of {doomed}"]
+
+                result = rounds("remove", args.kills, prepare, full, genomes, all_or_none)
+                final = True
+            elif command == "reindex":
+                prepare = on_copy("reindex", "--index-type", "hnsw")
+                full = duration(prepare(0)[0])
+
+                def setting_is_one_of_the_two(index: Path) -> list[str]:
+                    kind = GenomeIndex.open(index).settings().index_type
+                    return [] if kind in ("flat", "hnsw") else [f"index_type is {kind}"]
+
+                result = rounds("reindex", args.kills, prepare, full, genomes, setting_is_one_of_the_two)
+                final = True
+            elif command == "merge":
+                full = duration([*CLI, "merge", str(work / "merged0"), str(work / "part1"), str(work / "part2"), "-q"])
+
+                def prepare_merge(number: int) -> tuple[list[str], Path]:
+                    target = work / f"merged{number}"
+                    return [*CLI, "merge", str(target), str(work / "part1"), str(work / "part2"), "-q"], target
+
+                result = rounds("merge", args.kills, prepare_merge, full, genomes, lambda _: [])
+                last = work / f"merged{args.kills}"
+                subprocess.run([*CLI, "merge", str(last), str(work / "part1"), str(work / "part2"), "-q"])
+                final = names_in(last) == sorted(genomes) and not verify(last, genomes)
+            else:
+                raise SystemExit(f"unknown command {command}")
+            summary.append((command, full_build if command == "build" else full, *result, final))
 
     print(f"machine: {describe_machine()}")
-    print(f"full build: {full:.1f} s for {len(genomes)} genomes")
-    print(f"rounds: {args.kills}, killed mid-build: {killed}, finished before the kill: {finished}")
-    print(f"genomes stored at the kills: {sorted(set(stored_after_kill))}")
-    print(f"rounds with a problem found afterwards: {failures}")
-    print(f"final build completes the store without duplicates: {'yes' if complete else 'NO'}")
-    sys.exit(1 if failures or not complete else 0)
+    for command, seconds, killed, finished, failures, final in summary:
+        print(
+            f"{command:8}: one run {seconds:4.1f} s; {killed + finished} rounds, killed mid-run {killed}, finished "
+            f"first {finished}; rounds with a problem afterwards: {failures}; completed afterwards: "
+            f"{'yes' if final else 'NO'}"
+        )
+    sys.exit(1 if any(failures or not final for *_, failures, final in summary) else 0)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ ANCHOR_K = 16  # even, so a cut in the k-mer's middle mirrors exactly onto the r
 _NO_ANCHOR = np.iinfo(np.uint64).max
 _TO_CODE = bytes(("ACGT".index(chr(b)) if chr(b) in "ACGT" else 4) for b in range(256))
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+CUT_BLOCK = 1 << 22  # k-mers a pass: memory follows this, not the record (50 bases' worth of arrays each)
 
 
 def kmer_hashes(sequence: bytes, k: int = ANCHOR_K) -> np.ndarray:
@@ -80,15 +81,20 @@ def cut_points(sequence: bytes, radius: int, k: int = ANCHOR_K) -> np.ndarray:
     """
     if radius < 1:
         raise ValueError(f"anchor radius must be at least 1, got {radius}")
-    hashes = kmer_hashes(sequence, k)
-    n = len(hashes)
+    n = len(sequence) - k + 1  # k-mers
     if n < 2 * radius + 1:
         return np.empty(0, dtype=np.int64)
-    following = sliding_min(hashes, radius)  # following[i]: the least of the `radius` hashes from i on
-    centre = np.arange(radius, n - radius)
-    own = hashes[centre]
-    anchors = centre[(own < following[centre - radius]) & (own < following[centre + 1]) & (own != _NO_ANCHOR)]
-    return anchors + k // 2
+    cuts = []
+    step = max(CUT_BLOCK, 4 * radius)
+    for lo in range(radius, n - radius, step):  # the k-mers lo..hi-1 as centres, with their neighbourhoods
+        hi = min(lo + step, n - radius)
+        hashes = kmer_hashes(sequence[lo - radius : hi + radius + k - 1], k)
+        following = sliding_min(hashes, radius)  # following[i]: the least of the `radius` hashes from i on
+        centre = np.arange(radius, radius + hi - lo)
+        own = hashes[centre]
+        anchors = centre[(own < following[centre - radius]) & (own < following[centre + 1]) & (own != _NO_ANCHOR)]
+        cuts.append(anchors + (lo - radius) + k // 2)
+    return np.concatenate(cuts).astype(np.int64)
 
 
 def sliding_min(values: np.ndarray, width: int) -> np.ndarray:

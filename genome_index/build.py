@@ -32,7 +32,7 @@ from genome_index.pipeline import EmbeddedGenome
 from genome_index.settings import StoreSettings
 from genome_index.sketch import sketch_records
 from genome_index.store import FAISS_FILES, Store, reads, writes
-from genome_index.store.vectors import genome_vector, normalise
+from genome_index.store.vectors import normalise, normalise_in_place, unit_sum
 from genome_index.store.writes import NewGenome
 
 FAISS_CHECKPOINT_SECONDS = 60.0
@@ -331,10 +331,9 @@ class Writer:
             self.report.labelled_ids.add(genome_id)
         self.report.bases += genome.length
         if self.incremental:
-            self.indexes["chunks"].add_with_ids(normalise(item.vectors), chunk_ids)
-        self.indexes["genomes"].add_with_ids(
-            genome_vector(item.vectors)[None, :], np.array([genome_id], dtype=np.int64)
-        )
+            unit = normalise_in_place(item.vectors)  # committed: FAISS takes them normalised, no second copy
+            self.indexes["chunks"].add_with_ids(unit, chunk_ids)
+        self.indexes["genomes"].add_with_ids(normalise(unit_sum(item.vectors)), np.array([genome_id], dtype=np.int64))
         self.dirty.update(FAISS_FILES)
 
 

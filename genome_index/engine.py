@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ from genome_index.errors import GenomeIndexError
 from genome_index.tokenize import Chunk
 
 AHEAD = 3  # batches padded ahead of the encoder
+IN_FLIGHT = 2  # batches whose vectors stay on the device before they are copied out (the GPU stays busy)
 
 
 class BatchEngine:
@@ -79,7 +81,12 @@ class BatchEngine:
 
         producer = threading.Thread(target=produce, name="genome-index-batches", daemon=True)
         producer.start()
-        results: list[tuple[np.ndarray, dict[int, torch.Tensor]]] = []
+        results: deque[tuple[np.ndarray, dict[int, torch.Tensor]]] = deque()
+
+        def copy_out(index: np.ndarray, pooled: dict[int, torch.Tensor]) -> None:
+            for layer, vectors in pooled.items():
+                out[layer][index] = vectors[: len(index)].cpu().numpy()
+
         try:
             with torch.inference_mode():
                 while (item := pending.get()) is not None:
@@ -89,9 +96,10 @@ class BatchEngine:
                     ids = ids.to(encoder.device, non_blocking=True)
                     lengths = lengths.to(encoder.device, non_blocking=True)
                     results.append((index, encoder.forward(ids, lengths, layers)))
-                for index, pooled in results:
-                    for layer, vectors in pooled.items():
-                        out[layer][index] = vectors[: len(index)].cpu().numpy()
+                    while len(results) > IN_FLIGHT:  # an older batch, long done: memory stays bounded
+                        copy_out(*results.popleft())
+                while results:
+                    copy_out(*results.popleft())
         finally:
             stop.set()
             while producer.is_alive():  # make room, so a producer blocked on a full queue sees `stop`

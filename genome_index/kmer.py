@@ -20,14 +20,14 @@ from genome_index.devices import pick_device
 from genome_index.errors import GenomeIndexError
 from genome_index.models import ModelSpec, resolve_layer
 from genome_index.settings import ModelOptions, RunOptions
-from genome_index.tokenize import Tokens
+from genome_index.tokenize import Tokens, base_positions
 
 KMER_MODEL = re.compile(r"^kmer:(\d+)$")
 K_RANGE = range(3, 9)
 DEFAULT_CHUNK_BP = 6000
 MAX_CHUNK_BP = 1_000_000
 REVISION = "builtin:canonical-kmer-frequency:v1"
-BATCH_BASES = 1 << 20  # bases per batch: profiles are cheap, so big batches only save overhead
+BATCH_BASES = 1 << 16  # bases per batch: enough to amortise the overhead, small enough for the rows x columns counts
 _TO_CODE = bytes(("ACGTN".index(chr(b)) if chr(b) in "ACGTN" else 255) for b in range(256))
 
 
@@ -71,8 +71,8 @@ class BaseTokenizer:
         ids = np.frombuffer(sequence.translate(_TO_CODE), dtype=np.uint8)
         if ids.size and ids.max() > 4:
             raise ValueError("sequence is not normalised: only A, C, G, T and N are allowed")
-        starts = np.arange(len(ids), dtype=np.int64)
-        return Tokens(ids.astype(np.int32), starts, starts + 1)
+        starts = base_positions(len(ids))
+        return Tokens(ids.copy(), starts, starts + 1)  # one byte a base
 
 
 def spec(model: str) -> ModelSpec:

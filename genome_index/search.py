@@ -14,6 +14,7 @@ Mash or skani.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -138,7 +139,7 @@ def fixed_views(embedder: Embedder, query: Query, overlap: float, frames: bool) 
 
 def embed_unique(embedder: Embedder, chunks: list[Chunk]) -> np.ndarray:
     """Vectors of `chunks` in order, each distinct model input embedded once (views share windows)."""
-    keys = [c.input_ids.tobytes() for c in chunks]
+    keys = [hashlib.blake2b(c.input_ids.tobytes(), digest_size=16).digest() for c in chunks]  # not the ids again
     first: dict[bytes, int] = {}
     for i, key in enumerate(keys):
         first.setdefault(key, i)

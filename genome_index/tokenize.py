@@ -26,6 +26,11 @@ _TO_CODE = bytes((_BASES + "N").index(chr(b)) if chr(b) in _BASES + "N" else 255
 _LONG_SEGMENT = 256
 
 
+def base_positions(n: int) -> np.ndarray:
+    """0..n-1 in the narrowest integer type that holds them (a 50 Mbp query: 200 MB, not 400)."""
+    return np.arange(n, dtype=np.int32 if n < 2**31 - 1 else np.int64)
+
+
 @dataclass(frozen=True)
 class Tokens:
     """Token ids of one sequence (no special tokens) with each token's bp span [starts, ends)."""
@@ -212,7 +217,7 @@ class CharTokenizer:
         code = np.frombuffer(sequence.translate(_TO_CODE), dtype=np.uint8)
         if code.size and code.max() > _N_CODE:
             raise ValueError("sequence is not normalised: only A, C, G, T and N are allowed")
-        starts = np.arange(len(code), dtype=np.int64)
+        starts = base_positions(len(code))
         return Tokens(self.code_ids[code].astype(np.int32), starts, starts + 1)
 
     def text(self, sequence: bytes) -> str:
@@ -321,8 +326,8 @@ def chunk_tokens(
     room = window_room(tokenizer, max_tokens)
     if not 0 <= overlap < room:
         raise ValueError(f"overlap must be between 0 and {room - 1} tokens, got {overlap}")
-    prefix = np.asarray(tokenizer.prefix, dtype=np.int32)
-    suffix = np.asarray(tokenizer.suffix, dtype=np.int32)
+    prefix = np.asarray(tokenizer.prefix, dtype=tokens.ids.dtype)
+    suffix = np.asarray(tokenizer.suffix, dtype=tokens.ids.dtype)
     chunks = []
     step = room - overlap
     lo = 0
@@ -381,8 +386,8 @@ def piece_chunks(sequence: bytes, lo: int, hi: int, tokenizer: Tokenizer, record
 
 def _split(tokens: Tokens, lo: int, hi: int, tokenizer: Tokenizer, record: int, room: int) -> list[Chunk]:
     """Tokens lo..hi as one window, or as equal parts when they are more than `room`."""
-    prefix = np.asarray(tokenizer.prefix, dtype=np.int32)
-    suffix = np.asarray(tokenizer.suffix, dtype=np.int32)
+    prefix = np.asarray(tokenizer.prefix, dtype=tokens.ids.dtype)
+    suffix = np.asarray(tokenizer.suffix, dtype=tokens.ids.dtype)
     parts = -(-(hi - lo) // room)
     edges = [lo + (hi - lo) * j // parts for j in range(parts + 1)]
     return [

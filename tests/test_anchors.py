@@ -163,3 +163,14 @@ def test_sliding_min_is_exact_for_64_bit_values(width: int) -> None:
     values[6] = 2**63 + 2
     expected = [values[i : i + width].min() for i in range(len(values) - width + 1)]
     assert sliding_min(values, width).tolist() == [int(v) for v in expected]
+
+
+def test_long_records_are_cut_in_passes_with_the_same_cuts(monkeypatch) -> None:
+    from genome_index import anchors
+
+    sequence = bytes(
+        np.random.default_rng(11).choice(np.frombuffer(b"ACGTN", np.uint8), 60_000, p=[0.249] * 4 + [0.004])
+    )
+    whole = anchors.cut_points(sequence, 150)
+    monkeypatch.setattr(anchors, "CUT_BLOCK", 700)  # passes far shorter than the record
+    assert np.array_equal(anchors.cut_points(sequence, 150), whole) and len(whole) > 100

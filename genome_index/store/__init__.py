@@ -39,6 +39,7 @@ LEFTOVERS = {
     LOCK_FILE, DB_FILE, DB_FILE + ".wal", DB_FILE + ".tmp", DB_FILE + ".creating", DB_FILE + ".creating.wal",
     *(name + suffix for name in FAISS_FILES.values() for suffix in ("", ".tmp")),
 }  # fmt: skip
+WRITER_MEMORY = "1GB"  # DuckDB's own cache while writing; it spills or writes out past this
 TABLES = ("settings", "state", "genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "labels")
 
 __all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
@@ -69,6 +70,8 @@ class Store:
         config: dict[str, Any] = {"enable_external_access": False, "lock_configuration": True}
         if memory_limit is not None:
             config.update(temp_directory="", memory_limit=memory_limit)
+        elif not read_only:
+            config.update(memory_limit=WRITER_MEMORY)
         try:
             con = duckdb.connect(str(self.db_path), read_only=read_only, config=config)
         except duckdb.InvalidInputException as exc:

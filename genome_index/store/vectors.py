@@ -15,9 +15,27 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms == 0, 1, norms)
 
 
+def normalise_in_place(vectors: np.ndarray, block: int = 16_384) -> np.ndarray:
+    """`vectors` (float32, C order) scaled to unit rows in place, a block at a time: no copy."""
+    for lo in range(0, len(vectors), block):
+        part = vectors[lo : lo + block]
+        norms = np.linalg.norm(part, axis=1, keepdims=True)
+        part /= np.where(norms == 0, 1, norms)
+    return vectors
+
+
 def genome_vector(chunk_vectors: np.ndarray) -> np.ndarray:
     """Mean of the normalised chunk vectors, normalised (the original research method)."""
-    return normalise(normalise(chunk_vectors).mean(axis=0, keepdims=True))[0]
+    return normalise(unit_sum(chunk_vectors))[0]
+
+
+def unit_sum(vectors: np.ndarray, block: int = 16_384) -> np.ndarray:
+    """(1, dim) sum of the rows scaled to unit length, a block at a time: no normalised copy
+    of all the rows is ever made."""
+    total = np.zeros((1, vectors.shape[1]), dtype=np.float64)
+    for lo in range(0, len(vectors), block):
+        total += normalise(vectors[lo : lo + block]).sum(axis=0, keepdims=True, dtype=np.float64)
+    return total.astype(np.float32)
 
 
 def vectors_column(vectors: np.ndarray, dtype: str = "float32") -> pa.Array:
@@ -39,13 +57,17 @@ def to_matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     return array.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
+RESCORE_BYTES = 64 << 20  # the candidate vectors gathered at once while re-scoring
+
+
 def rescore(
-    queries: np.ndarray, candidates: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], k: int, block: int = 512
+    queries: np.ndarray, candidates: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) of each query among its candidate ids (-1: none), scored exactly:
-    `fetch(ids)` gives the vectors of the sorted unique ids, in the space of the queries. Done
-    `block` queries at a time, so memory stays bounded however long the query is."""
+    `fetch(ids)` gives the vectors of the sorted unique ids, in the space of the queries. Done a
+    block of queries at a time, so memory stays bounded however long the query is."""
     width = min(k, candidates.shape[1])
+    block = max(1, RESCORE_BYTES // (4 * max(1, candidates.shape[1]) * queries.shape[1]))
     scores = np.empty((len(queries), width), dtype=np.float32)
     ids = np.empty((len(queries), width), dtype=np.int64)
     for lo in range(0, len(queries), block):

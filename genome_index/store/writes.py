@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from genome_index.store.schema import SKETCH_KSIZE
-from genome_index.store.vectors import genome_vector, normalise, vectors_column
+from genome_index.store.vectors import normalise, unit_sum, vectors_column
 
 
 @dataclass
@@ -94,11 +94,12 @@ def add_genome(con: duckdb.DuckDBPyConnection, genome: NewGenome, vector_dtype: 
             }
         )
         vectors = pa.table({"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors, vector_dtype)})
+        chunk_sum = unit_sum(genome.vectors)
         genome_vectors = pa.table(
             {
                 "genome_id": pa.array([genome_id], pa.int32()),
-                "vector": vectors_column(genome_vector(genome.vectors)[None, :]),
-                "chunk_sum": vectors_column(normalise(genome.vectors).sum(axis=0, keepdims=True)),
+                "vector": vectors_column(normalise(chunk_sum)),  # the genome vector: mean direction of its chunks
+                "chunk_sum": vectors_column(chunk_sum),
             }
         )
         sketch = pa.table(
