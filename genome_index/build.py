@@ -36,6 +36,8 @@ from genome_index.store.vectors import normalise, normalise_in_place, unit_sum
 from genome_index.store.writes import NewGenome
 
 FAISS_CHECKPOINT_SECONDS = 60.0
+COMMIT_SECONDS = 1.0  # the longest the writer holds the store file at a time
+READER_WINDOW = 0.1  # a pause between commit sessions, so a waiting reader gets the file
 WRITER_QUEUE_BYTES = 1 << 30  # vectors waiting for the writer: several groups of genomes, so the model never waits
 Progress = Callable[[int, int], None]  # (bases of the genome just done, genomes in this build)
 
@@ -202,7 +204,6 @@ class Writer:
     def __init__(
         self,
         store: Store,
-        con: duckdb.DuckDBPyConnection,
         indexes: dict[str, Any],
         settings: StoreSettings,
         checked: Future,
@@ -212,7 +213,6 @@ class Writer:
         self.settings = settings
         # Exact and HNSW indexes take vectors one genome at a time; IVF-PQ is retrained at the end.
         self.incremental = settings.index_type in ("flat", "hnsw")
-        self.cursor = con.cursor()
         self.dirty: set[str] = set()
         self.tasks: queue.Queue = queue.Queue()
         self.room = threading.Condition()  # guards queued_bytes and error; notified as tasks finish
@@ -244,15 +244,13 @@ class Writer:
         """Wait for every queued task, write the FAISS files, and re-raise any error."""
         self.put(("stop",))
         self.thread.join()
-        try:
-            if self.error is not None:
-                raise self.error
+        if self.error is not None:
+            raise self.error
+        with self.store.connect(read_only=False) as con:  # closing it checkpoints the commits into the file
             if not self.incremental and self.report.added:
-                self.indexes["chunks"] = self.store.rebuild_faiss(self.cursor, "chunks", self.settings)
+                self.indexes["chunks"] = self.store.rebuild_faiss(con, "chunks", self.settings)
                 self.dirty.add("chunks")
-            self.write_indexes()
-        finally:
-            self.cursor.close()
+        self.write_indexes()
 
     def abandon(self, save: bool = True) -> None:
         """Stop after the task in progress (its transaction completes or rolls back); with
@@ -271,7 +269,6 @@ class Writer:
         if save and self.dirty and (self.incremental or not self.report.added):
             with contextlib.suppress(GenomeIndexError):
                 self.write_indexes()
-        self.cursor.close()
 
     def write_indexes(self) -> None:
         """Write the changed FAISS files; if that fails, say what was committed nonetheless."""
@@ -288,44 +285,62 @@ class Writer:
         self.dirty.clear()
 
     def _run(self) -> None:
+        """Commit queued tasks in short sessions: the store file is opened for what is queued (at
+        most COMMIT_SECONDS of it) and closed again, so other processes can read the store
+        between commits. FAISS files are written after the first commits, then every
+        FAISS_CHECKPOINT_SECONDS; readers add what they lack from DuckDB."""
         try:
             self.wake.wait()  # nothing is written before every input has been read cleanly
             if self.stopping.is_set():
                 return
             validated = self.checked.result()
-            last_write = time.perf_counter()
-            while (queued := self.tasks.get())[0][0] != "stop":
-                task, size = queued
-                if task[0] == "add":
-                    item = task[1]
-                    if validated.get(item.genome.path) != item.genome.sha256:
-                        raise GenomeIndexError(
-                            f"{item.genome.path} changed while the build ran (it no longer holds what was "
-                            "checked); it was not stored: build again to add it"
-                        )
-                    self._add(item, task[2], task[3])
-                else:
-                    _, genome_id, labels = task
-                    writes.relabel(self.cursor, genome_id, labels)
-                    self.report.labelled_ids.add(genome_id)
-                if time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
+            last_write = None
+            queued = self.tasks.get()
+            while queued[0][0] != "stop":
+                with self.store.connect(read_only=False, checkpoint=False) as con:
+                    opened = time.perf_counter()
+                    while queued[0][0] != "stop":
+                        self._do(con, *queued, validated)
+                        if time.perf_counter() - opened > COMMIT_SECONDS or self.tasks.empty():
+                            break
+                        queued = self.tasks.get()
+                if last_write is None or time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
                     self.write_indexes()
                     last_write = time.perf_counter()
-                with self.room:
-                    self.queued_bytes -= size
-                    self.room.notify_all()
+                if queued[0][0] != "stop":
+                    if not self.tasks.empty():
+                        time.sleep(READER_WINDOW)  # the file is free: let a waiting reader in
+                    queued = self.tasks.get()
         except BaseException as exc:  # handed to the building thread
             with self.room:
                 self.error = exc
                 self.room.notify_all()
 
-    def _add(self, item: EmbeddedGenome, name: str, labels: dict[str, str]) -> None:
+    def _do(self, con: duckdb.DuckDBPyConnection, task: tuple, size: int, validated: dict[Path, str]) -> None:
+        """One queued task: commit a genome, or relabel a stored one."""
+        if task[0] == "add":
+            item = task[1]
+            if validated.get(item.genome.path) != item.genome.sha256:
+                raise GenomeIndexError(
+                    f"{item.genome.path} changed while the build ran (it no longer holds what was "
+                    "checked); it was not stored: build again to add it"
+                )
+            self._add(con, item, task[2], task[3])
+        else:
+            _, genome_id, labels = task
+            writes.relabel(con, genome_id, labels)
+            self.report.labelled_ids.add(genome_id)
+        with self.room:
+            self.queued_bytes -= size
+            self.room.notify_all()
+
+    def _add(self, con: duckdb.DuckDBPyConnection, item: EmbeddedGenome, name: str, labels: dict[str, str]) -> None:
         genome = item.genome
         vector_dtype = self.settings.vector_dtype
         if vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
             item.vectors = item.vectors.astype(np.float16).astype(np.float32)
         new = new_genome(item, name, labels, self.settings.sketch_scaled)
-        genome_id, chunk_ids = writes.add_genome(self.cursor, new, vector_dtype)
+        genome_id, chunk_ids = writes.add_genome(con, new, vector_dtype)
         self.report.added.append((name, genome_id, len(chunk_ids)))
         if labels:
             self.report.labelled_ids.add(genome_id)
@@ -357,58 +372,58 @@ def run_build(
     stop = threading.Event()
     checked = check_inputs(files, stop)
     try:
-        with store.connect(read_only=False) as con:
+        with store.connect(read_only=False) as con:  # held for this look only: the writer opens it per commit
             settings = reads.settings(con)
             stored = reads.genomes_by_sha(con)
-            names = {name for _, name, _ in stored.values()}
-            stored_files = {key for _, _, file in stored.values() for key in (file, Path(file).name)}
-            check_label_names(label_rows, all_inputs or files, names | stored_files)
-            run_names = unique_names(files, names)
             indexes: dict[str, Any] = {}
             rebuilt = set()
             for kind in FAISS_FILES:
                 indexes[kind], was_rebuilt = store.load_faiss(con, kind, settings)
                 if was_rebuilt:
                     rebuilt.add(kind)
-            writer = Writer(store, con, indexes, settings, checked, report).start()
-            writer.dirty.update(rebuilt)
-            seen_in_run: dict[str, str] = {}
+        names = {name for _, name, _ in stored.values()}
+        stored_files = {key for _, _, file in stored.values() for key in (file, Path(file).name)}
+        check_label_names(label_rows, all_inputs or files, names | stored_files)
+        run_names = unique_names(files, names)
+        writer = Writer(store, indexes, settings, checked, report).start()
+        writer.dirty.update(rebuilt)
+        seen_in_run: dict[str, str] = {}
 
-            def labels_of(genome: Genome) -> dict[str, str]:
-                keys = label_keys(genome, run_names.get(genome.path))
-                return next((label_rows[k] for k in keys if k in label_rows), {})
+        def labels_of(genome: Genome) -> dict[str, str]:
+            keys = label_keys(genome, run_names.get(genome.path))
+            return next((label_rows[k] for k in keys if k in label_rows), {})
 
-            def want(genome: Genome) -> bool:
-                sha = genome.sha256
-                if sha not in stored and sha not in seen_in_run:
-                    seen_in_run[sha] = run_names[genome.path]
-                    return True
-                labels = labels_of(genome)
-                if sha in stored:
-                    genome_id, stored_name, _ = stored[sha]
-                    again = stored_name in (genome.name, run_names[genome.path])
-                    (report.already if again else report.duplicates).append((str(genome.path), stored_name))
-                    if labels and (again or labels_from_duplicates):
-                        writer.put(("relabel", genome_id, labels))
-                    elif labels:
-                        report.labels_ignored.append(str(genome.path))
-                else:
-                    report.duplicates.append((str(genome.path), seen_in_run[sha]))
-                    if labels:
-                        report.labels_ignored.append(str(genome.path))
+        def want(genome: Genome) -> bool:
+            sha = genome.sha256
+            if sha not in stored and sha not in seen_in_run:
+                seen_in_run[sha] = run_names[genome.path]
+                return True
+            labels = labels_of(genome)
+            if sha in stored:
+                genome_id, stored_name, _ = stored[sha]
+                again = stored_name in (genome.name, run_names[genome.path])
+                (report.already if again else report.duplicates).append((str(genome.path), stored_name))
+                if labels and (again or labels_from_duplicates):
+                    writer.put(("relabel", genome_id, labels))
+                elif labels:
+                    report.labels_ignored.append(str(genome.path))
+            else:
+                report.duplicates.append((str(genome.path), seen_in_run[sha]))
+                if labels:
+                    report.labels_ignored.append(str(genome.path))
+            if on_progress:
+                on_progress(0, len(files))
+            return False
+
+        try:
+            for item in embedder.embed_genomes(files, want=want):
+                writer.put(("add", item, run_names[item.genome.path], labels_of(item.genome)))
                 if on_progress:
-                    on_progress(0, len(files))
-                return False
-
-            try:
-                for item in embedder.embed_genomes(files, want=want):
-                    writer.put(("add", item, run_names[item.genome.path], labels_of(item.genome)))
-                    if on_progress:
-                        on_progress(item.genome.length, len(files))
-                writer.finish()
-            except BaseException as exc:
-                writer.abandon(save=not isinstance(exc, KeyboardInterrupt))
-                raise
+                    on_progress(item.genome.length, len(files))
+            writer.finish()
+        except BaseException as exc:
+            writer.abandon(save=not isinstance(exc, KeyboardInterrupt))
+            raise
     finally:
         stop.set()
     report.seconds = time.perf_counter() - started

@@ -3,3 +3,9 @@
 
 class GenomeIndexError(Exception):
     """A user-facing error: bad input, wrong model, locked or damaged store."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -66,7 +66,7 @@ def open_store(tmp_path, example_genomes):
     with store.connect(read_only=False) as con:
         settings = reads.settings(con)
         indexes = {kind: store.load_faiss(con, kind, settings)[0] for kind in FAISS_FILES}
-        yield store, con, indexes, settings
+    return store, indexes, settings
 
 
 def embedded(engine: Embedder, path: Path) -> EmbeddedGenome:

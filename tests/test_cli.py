@@ -335,9 +335,14 @@ def test_config_file_and_env(tmp_path: Path, example_genomes, monkeypatch) -> No
     one_line_error(run("build"), "unknown option")
 
 
-def test_query_during_a_build_fails_with_one_line(store: Path, example_genomes) -> None:
+def test_a_store_held_longer_than_readers_wait_is_one_line(store: Path, example_genomes, monkeypatch) -> None:
+    """Readers wait for another process's hold on the store (a commit, a long query) only so long."""
     import subprocess
     import sys
+
+    import genome_index.store
+
+    monkeypatch.setattr(genome_index.store, "READER_WAIT", 1.0)
 
     holder = subprocess.Popen(  # another process holding the store for writing, as a build does
         [
@@ -351,7 +356,7 @@ def test_query_during_a_build_fails_with_one_line(store: Path, example_genomes) 
     )
     try:
         assert holder.stdout.readline().strip() == "ready"
-        one_line_error(run("query", example_genomes[0], "--index", store), "being written")
+        one_line_error(run("query", example_genomes[0], "--index", store), "another process has held the store for 1 s")
     finally:
         holder.kill()
         holder.wait()

@@ -18,19 +18,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import faiss
+import numpy as np
 
-from genome_index.errors import GenomeIndexError
+from genome_index.errors import GenomeIndexError, first_line
 from genome_index.settings import StoreSettings
 from genome_index.store import reads
-from genome_index.store.indexes import build_faiss, first_line, read_verified, write_atomically
-from genome_index.store.lock import LOCK_FILE, write_lock
+from genome_index.store.lock import LOCK_FILE, is_held, write_lock
 from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database
+
+if TYPE_CHECKING:  # FAISS is imported by what uses it: `info` and `sql` start without it
+    import faiss
 
 log = logging.getLogger("genome_index")
 # What this tool leaves in a folder that holds no store yet (a first build killed or failed):
@@ -40,6 +43,7 @@ LEFTOVERS = {
     *(name + suffix for name in FAISS_FILES.values() for suffix in ("", ".tmp")),
 }  # fmt: skip
 WRITER_MEMORY = "1GB"  # DuckDB's own cache while writing; it spills or writes out past this
+READER_WAIT, WRITER_WAIT = 30.0, 600.0  # seconds to wait for a file another process holds (a commit, a query)
 TABLES = ("settings", "state", "genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "labels")
 
 __all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
@@ -63,30 +67,27 @@ class Store:
             raise GenomeIndexError(f"{self.directory} is not a genome-index store (no {DB_FILE})")
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = True, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(
+        self,
+        read_only: bool = True,
+        memory_limit: str | None = None,
+        wait: float | None = None,
+        checkpoint: bool = True,
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to metadata.duckdb that cannot touch other files; errors become one line.
         With `memory_limit` (for users' SQL), it also has no temporary folder to spill into or
-        to reach, and cannot use more memory than that."""
-        config: dict[str, Any] = {"enable_external_access": False, "lock_configuration": True}
+        to reach, and cannot use more memory than that. While another process holds the file
+        (a build commits, a long query reads), it waits up to `wait` seconds (readers 30 s by
+        default, writers 10 minutes). Without `checkpoint`, closing it leaves the commits in the
+        write-ahead log (a build's short commit sessions; DuckDB checkpoints past 16 MB of log)."""
+        config: dict[str, Any] = {"enable_external_access": False, "lock_configuration": read_only}
         if memory_limit is not None:
             config.update(temp_directory="", memory_limit=memory_limit)
         elif not read_only:
             config.update(memory_limit=WRITER_MEMORY)
-        try:
-            con = duckdb.connect(str(self.db_path), read_only=read_only, config=config)
-        except duckdb.InvalidInputException as exc:
-            if memory_limit is not None and "memory" in str(exc).lower():
-                raise GenomeIndexError(f"--memory-limit {memory_limit!r}: {first_line(exc)}") from None
-            raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise GenomeIndexError(
-                    f"{self.directory}: the store is being written by another process (a running build?); "
-                    "try again when it has finished"
-                ) from None
-            raise GenomeIndexError(f"{self.db_path}: cannot open ({first_line(exc)}); is it damaged?") from None
-        except duckdb.Error as exc:
-            raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
+        con = self._open(read_only, config, wait if wait is not None else READER_WAIT if read_only else WRITER_WAIT)
+        if not checkpoint:
+            con.execute("PRAGMA disable_checkpoint_on_shutdown")
         try:
             if not reads.scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'settings'"):
                 raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")
@@ -102,6 +103,28 @@ class Store:
             raise GenomeIndexError(f"{self.db_path}: database error ({first_line(exc)})") from None
         finally:
             con.close()
+
+    def _open(self, read_only: bool, config: dict[str, Any], wait: float) -> duckdb.DuckDBPyConnection:
+        """duckdb.connect, retried for `wait` seconds while another process holds the file."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path), read_only=read_only, config=config)
+            except duckdb.InvalidInputException as exc:
+                if config.get("memory_limit") and "memory" in str(exc).lower():
+                    raise GenomeIndexError(f"--memory-limit {config['memory_limit']!r}: {first_line(exc)}") from None
+                raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise GenomeIndexError(f"{self.db_path}: cannot open ({first_line(exc)}); is it damaged?") from None
+                if time.monotonic() >= deadline:
+                    raise GenomeIndexError(
+                        f"{self.directory}: another process has held the store for {wait:g} s (a long query or "
+                        "commit?); try again later"
+                    ) from None
+                time.sleep(0.05)
+            except duckdb.Error as exc:
+                raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -176,10 +199,14 @@ class Store:
 
     def rebuild_faiss(self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings) -> faiss.Index:
         """The index of one kind built afresh from the vectors stored in DuckDB."""
+        from genome_index.store.indexes import build_faiss
+
         ids, vectors = reads.vectors(con, kind, settings.dim)
         return build_faiss(ids, vectors, settings.dim, settings.index_type if kind == "chunks" else "flat")
 
     def write_faiss(self, kind: str, index: faiss.Index) -> None:
+        from genome_index.store.indexes import write_atomically
+
         write_atomically(self.faiss_path(kind), index)
 
     def rewrite_faiss(self, con: duckdb.DuckDBPyConnection, settings: StoreSettings) -> dict[str, int]:
@@ -193,20 +220,33 @@ class Store:
 
     def verify_faiss(
         self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings
-    ) -> tuple[faiss.Index | None, str | None]:
-        """The FAISS file of one kind when it holds exactly DuckDB's ids in the store's index
-        type (the genome index is always flat), else what is wrong."""
+    ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
+        """The FAISS file of one kind, the DuckDB ids it lacks, and what is wrong with it (None:
+        nothing; it holds no id DuckDB does not, in the store's index type)."""
+        from genome_index.store.indexes import read_verified
+
         index_type = settings.index_type if kind == "chunks" else "flat"
         return read_verified(self.faiss_path(kind), reads.ids(con, kind), settings.dim, index_type)
 
     def load_faiss(
         self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings
     ) -> tuple[faiss.Index, bool]:
-        """The FAISS index of one kind, checked against DuckDB's ids; rebuilt from it when they
-        disagree. Returns the index and whether it was rebuilt (and so should be written)."""
-        index, problem = self.verify_faiss(con, kind, settings)
+        """The FAISS index of one kind, holding exactly DuckDB's ids: a file that lags (a build
+        is writing; its next FAISS write catches up) gets the newer vectors added here; a file
+        that disagrees is rebuilt from DuckDB. Returns the index and whether it was rebuilt
+        (and so should be written)."""
+        from genome_index.store.vectors import normalise
+
+        index, missing, problem = self.verify_faiss(con, kind, settings)
         if index is not None:
-            return index, False
+            if not len(missing):
+                return index, False
+            index.add_with_ids(normalise(reads.vectors_of(con, kind, missing, settings.dim)), missing)
+            if is_held(self.directory):
+                return index, False  # a build is writing: its next FAISS write holds these too
+            log.warning("%s lacks %d of the ids in %s; rebuilt from the vectors in it", FAISS_FILES[kind],
+                        len(missing), DB_FILE)  # fmt: skip
+            return index, True
         if reads.genome_count(con) or self.faiss_path(kind).exists():
             log.warning("%s %s; rebuilt from the vectors in %s", FAISS_FILES[kind], problem, DB_FILE)
         return self.rebuild_faiss(con, kind, settings), True
@@ -235,10 +275,13 @@ class Store:
                     return [f"{DB_FILE} is damaged: reading {table} fails ({first_line(exc)})"]
             settings = reads.settings(con)
             problems = reads.inconsistencies(con, settings)
+            building = is_held(self.directory)  # a build commits first and writes FAISS after
             for kind in FAISS_FILES:
-                if not len(reads.ids(con, kind)) and not self.faiss_path(kind).exists():
-                    continue  # a store killed before its first genome committed: no index is owed yet
-                _, problem = self.verify_faiss(con, kind, settings)
+                if not len(reads.ids(con, kind)) and (building or not self.faiss_path(kind).exists()):
+                    continue  # no genome committed yet: no index is owed yet
+                _, missing, problem = self.verify_faiss(con, kind, settings)
+                if problem is None and len(missing) and not building:
+                    problem = f"lacks {len(missing)} of the ids in {DB_FILE}"
                 if problem is not None:
                     problems.append(f"{FAISS_FILES[kind]} {problem}")
         return problems

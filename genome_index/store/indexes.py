@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from genome_index.errors import GenomeIndexError
+from genome_index.errors import GenomeIndexError, first_line
 from genome_index.settings import INDEX_TYPES
 from genome_index.store.vectors import normalise, rescore
 
@@ -122,24 +122,27 @@ def expected_kind(index_type: str, n_vectors: int) -> str:
 
 def read_verified(
     path: Path, expected_ids: np.ndarray, dim: int, index_type: str = "flat"
-) -> tuple[faiss.Index | None, str | None]:
-    """The index in `path` and None when it holds exactly `expected_ids` (sorted) at `dim`, of
-    the kind the store's `index_type` makes; else None and what is wrong with it."""
+) -> tuple[faiss.Index | None, np.ndarray, str | None]:
+    """The index in `path`, the ids of `expected_ids` (sorted) it lacks, and None when it holds
+    nothing else, at `dim`, of the kind the store's `index_type` makes (a file that only lags
+    behind DuckDB, as during a build, is still usable); else None, and what is wrong with it."""
+    nothing = np.empty(0, dtype=np.int64)
     if not path.exists():
-        return None, "missing"
+        return None, nothing, "missing"
     try:
         index = faiss.read_index(str(path))
     except (RuntimeError, MemoryError) as exc:
-        return None, f"unreadable: {first_line(exc)}"
+        return None, nothing, f"unreadable: {first_line(exc)}"
     if not hasattr(index, "id_map") or index.d != dim:
-        return None, "not an index of this store"
+        return None, nothing, "not an index of this store"
     ids = np.sort(faiss.vector_to_array(index.id_map))
-    if not np.array_equal(ids, np.asarray(expected_ids, dtype=np.int64)):
-        return None, f"holds {len(ids)} ids, metadata.duckdb {len(expected_ids)}"
+    expected = np.asarray(expected_ids, dtype=np.int64)
+    if not np.isin(ids, expected).all():
+        return None, nothing, f"holds {len(ids)} ids, metadata.duckdb {len(expected_ids)}"
     kind, wanted = index_kind(index), expected_kind(index_type, len(expected_ids))
-    if kind != wanted:
-        return None, f"is a {kind} index, the store's index_type says {wanted}"
-    return tune(index), None
+    if kind != wanted and kind != expected_kind(index_type, len(ids)):
+        return None, nothing, f"is a {kind} index, the store's index_type says {wanted}"
+    return tune(index), np.setdiff1d(expected, ids), None
 
 
 def write_atomically(path: Path, index: faiss.Index) -> None:
@@ -158,8 +161,3 @@ def write_atomically(path: Path, index: faiss.Index) -> None:
     except (OSError, RuntimeError) as exc:
         tmp.unlink(missing_ok=True)
         raise GenomeIndexError(f"{path}: cannot write the FAISS index ({first_line(exc)})") from None
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

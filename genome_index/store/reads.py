@@ -10,9 +10,8 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from genome_index.errors import GenomeIndexError
+from genome_index.errors import GenomeIndexError, first_line
 from genome_index.settings import StoreSettings
-from genome_index.store.indexes import first_line
 from genome_index.store.vectors import to_matrix
 from genome_index.store.writes import NewGenome
 
@@ -60,13 +59,19 @@ def vectors(con: duckdb.DuckDBPyConnection, kind: str, dim: int) -> tuple[np.nda
     return result.column("id").to_numpy().astype(np.int64), to_matrix(result.column("vector"), dim)
 
 
-def chunk_vectors(con: duckdb.DuckDBPyConnection, chunk_ids: np.ndarray, dim: int) -> np.ndarray:
-    """Stored vectors of the given chunk ids (sorted ascending), in that order."""
+def vectors_of(con: duckdb.DuckDBPyConnection, kind: str, ids: np.ndarray, dim: int) -> np.ndarray:
+    """Stored vectors of the given ids (sorted ascending) of one kind, in that order."""
+    _, table, column = KINDS[kind]
     result = con.sql(
-        "SELECT vector FROM chunk_vectors WHERE chunk_id IN (SELECT UNNEST($1)) ORDER BY chunk_id",
-        params=[np.asarray(chunk_ids).tolist()],
+        f"SELECT vector FROM {table} WHERE {column} IN (SELECT UNNEST($1)) ORDER BY {column}",
+        params=[np.asarray(ids).tolist()],
     ).to_arrow_table()
     return to_matrix(result.column("vector"), dim)
+
+
+def chunk_vectors(con: duckdb.DuckDBPyConnection, chunk_ids: np.ndarray, dim: int) -> np.ndarray:
+    """Stored vectors of the given chunk ids (sorted ascending), in that order."""
+    return vectors_of(con, "chunks", chunk_ids, dim)
 
 
 def genomes_of_chunks(con: duckdb.DuckDBPyConnection, chunk_ids: list[int]) -> dict[int, int]:
