@@ -12,15 +12,11 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genome_index import __version__
-from genome_index.build import BuildReport, Progress, read_labels, run_build, unique_names
-from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, find_fasta_files, read_genome
-from genome_index.kmer import kmer_size
-from genome_index.search import run_query
 from genome_index.settings import (
     INDEX_TYPES,
     ModelOptions,
@@ -28,9 +24,14 @@ from genome_index.settings import (
     RunOptions,
     StoreOptions,
     StoreSettings,
+    kmer_size,
     resolve,
 )
 from genome_index.store import FAISS_FILES, Store, reads, writes
+
+if TYPE_CHECKING:  # the model's and the build's modules load torch: imported where they run
+    from genome_index.build import BuildReport, Progress
+    from genome_index.embed import Embedder
 
 DEFAULT_INDEX = "genome-index"
 
@@ -102,6 +103,9 @@ class GenomeIndex:
         `embedder` reuses a loaded model. A duplicate's labels (another file holding a stored
         sequence) are ignored unless `labels_from_duplicates`.
         """
+        from genome_index.build import read_labels, run_build
+        from genome_index.embed import Embedder
+
         started = time.perf_counter()
         inputs = find_fasta_files(list(paths))
         files = shard_files(inputs, *shard) if shard is not None else inputs
@@ -154,6 +158,8 @@ class GenomeIndex:
         must be the store's. `embedder` reuses a loaded one (it must be the store's); `timings`,
         if given, receives the seconds spent embedding the query and searching.
         """
+        from genome_index.search import run_query
+
         options = options or QueryOptions()
         self.store.require()
         genome = read_genome(fasta)
@@ -169,6 +175,8 @@ class GenomeIndex:
 
     def _embedder(self, settings: StoreSettings, model: str | None, run: RunOptions) -> Embedder:
         """The store's own model, layer and windows; a --model that is not the store's is refused."""
+        from genome_index.embed import Embedder
+
         stored = settings.model_options()
         if model is not None and model not in (settings.model, settings.model_source):
             self._refuse_other_model(ModelOptions(model=model), settings)
@@ -233,15 +241,16 @@ class GenomeIndex:
             raise GenomeIndexError(f"genome {name}: {file} no longer holds the sequence that was stored")
         return genome
 
-    def check(self) -> list[str]:
+    def check(self, quick: bool = False) -> list[str]:
         """Every inconsistency of the store (empty: consistent); repairs nothing.
 
         Every genome has its records, every record is covered base for base by its chunks
         (for stores built without overlap), every chunk has a vector of the store's width, every
         genome a genome vector and a sketch, no row belongs to a genome that does not exist,
-        and each FAISS file holds exactly DuckDB's ids.
+        and each FAISS file holds exactly DuckDB's ids. `quick` runs only the DuckDB
+        consistency queries: it neither reads every block nor loads the FAISS files.
         """
-        return self.store.check()
+        return self.store.check(quick)
 
     # -- changes --------------------------------------------------------------------------
 
@@ -254,6 +263,8 @@ class GenomeIndex:
         of all the inputs keeps the first), however the inputs were split. A name already taken
         gets the folders that tell it apart (a/x), as in a build.
         """
+        from genome_index.build import BuildReport, unique_names
+
         started = time.perf_counter()
         stores = [Store(source) for source in sources]
         if any(s.directory.resolve() == self.directory.resolve() for s in stores):

@@ -555,12 +555,17 @@ def evaluate(
 
 @app.command()
 @user_errors
-def check(index: IndexDir = None) -> None:
+def check(
+    index: IndexDir = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Only DuckDB's consistency queries: no block reads, no FAISS files.")
+    ] = False,
+) -> None:
     """Verify a store: complete genomes, chunk coverage, vectors, sketches, FAISS ids equal to DuckDB's."""
     from genome_index.api import GenomeIndex
 
     store = GenomeIndex.open(index_dir(index))
-    problems = store.check()
+    problems = store.check(quick)
     for problem in problems:
         typer.echo(f"problem: {problem}", err=True)
     if problems:

@@ -17,7 +17,7 @@ from genome_index import kmer, models
 from genome_index.devices import pick_device, pick_dtype
 from genome_index.errors import GenomeIndexError
 from genome_index.models import ModelSpec
-from genome_index.settings import ModelOptions, RunOptions
+from genome_index.settings import ModelOptions, RunOptions, kmer_size
 from genome_index.tokenize import Tokenizer
 
 
@@ -217,13 +217,13 @@ def _first_tensor(output: Any) -> torch.Tensor:
 
 def load_encoder(options: ModelOptions, run: RunOptions) -> Encoder:
     """The encoder for a model name: `kmer:K` or a transformer checkpoint."""
-    if kmer.kmer_size(options.model or "") is not None:
+    if kmer_size(options.model or "") is not None:
         return kmer.KmerEncoder(options, run)
     return TransformerEncoder(options, run)
 
 
 def describe(name: str, trust_remote_code: bool = False, package: str | None = None) -> ModelSpec:
     """A model's identity and shape without loading its weights."""
-    if kmer.kmer_size(name) is not None:
+    if kmer_size(name) is not None:
         return kmer.spec(name)
     return models.describe(name, trust_remote_code, package)

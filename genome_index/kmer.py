@@ -10,36 +10,21 @@ N, which no counted K-mer contains, so padded rows count exactly their own bases
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from genome_index.devices import pick_device
-from genome_index.errors import GenomeIndexError
 from genome_index.models import ModelSpec, resolve_layer
-from genome_index.settings import ModelOptions, RunOptions
+from genome_index.settings import ModelOptions, RunOptions, kmer_size
 from genome_index.tokenize import Tokens, base_positions
 
-KMER_MODEL = re.compile(r"^kmer:(\d+)$")
-K_RANGE = range(3, 9)
 DEFAULT_CHUNK_BP = 6000
 MAX_CHUNK_BP = 1_000_000
 REVISION = "builtin:canonical-kmer-frequency:v1"
 BATCH_BASES = 1 << 16  # bases per batch: enough to amortise the overhead, small enough for the rows x columns counts
 _TO_CODE = bytes(("ACGTN".index(chr(b)) if chr(b) in "ACGTN" else 255) for b in range(256))
-
-
-def kmer_size(model: str) -> int | None:
-    """K for a `kmer:K` model name, None for any other name; K outside 3-8 is an error."""
-    match = KMER_MODEL.match(model)
-    if not match:
-        return None
-    k = int(match.group(1))
-    if k not in K_RANGE:
-        raise GenomeIndexError(f"model {model!r}: K must be between {K_RANGE.start} and {K_RANGE.stop - 1}")
-    return k
 
 
 @functools.cache

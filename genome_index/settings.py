@@ -16,6 +16,7 @@ then fills what only the model knows (the last layer, its window size).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_type_hints
 
@@ -31,6 +32,8 @@ QUERY_MODES = ("auto", "genome", "chunks")
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
 METRIC = "cosine"
 FORMAT_VERSION = "1"
+KMER_MODEL = re.compile(r"^kmer:(\d+)$")
+K_RANGE = range(3, 9)
 
 
 def option(help: str, fallback: Any = None, default: Any = None, cli: bool = True) -> Any:
@@ -111,6 +114,17 @@ class QueryOptions:
             raise GenomeIndexError("-k must be at least 1")
         if self.window_overlap is not None and not 0 <= self.window_overlap < 1:
             raise GenomeIndexError("--window-overlap must be at least 0 and below 1")
+
+
+def kmer_size(model: str) -> int | None:
+    """K for a `kmer:K` model name, None for any other name; K outside 3-8 is an error."""
+    match = KMER_MODEL.match(model)
+    if not match:
+        return None
+    k = int(match.group(1))
+    if k not in K_RANGE:
+        raise GenomeIndexError(f"model {model!r}: K must be between {K_RANGE.start} and {K_RANGE.stop - 1}")
+    return k
 
 
 def help_of(name: str) -> str:

@@ -367,3 +367,44 @@ def test_second_build_fails_fast_naming_the_lock(store: Path, example_genomes) -
 
     with write_lock(store):
         one_line_error(run("build", example_genomes[0], "--index", store), "build.lock")
+
+
+# -- instant start ------------------------------------------------------------------------
+
+HEAVY = ("torch", "transformers", "sourmash")
+IMPORTS_AFTER = """
+import sys
+from genome_index.cli import main
+sys.argv = ["genome-index", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print(" ".join(m for m in {heavy!r} if m in sys.modules), file=sys.__stderr__)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["sql", "SELECT count(*) FROM genomes", "--index", "STORE"],
+        ["info", "--index", "STORE"],
+        ["remove", "g01", "--index", "STORE"],
+        ["check", "--quick", "--index", "STORE"],
+        ["query", "x.fa", "--format", "nope"],
+        ["build", "--no-such-option"],
+        ["query"],
+    ],
+    ids=["help", "sql", "info", "remove", "check --quick", "bad format", "unknown option", "missing argument"],
+)
+def test_light_commands_never_import_torch_transformers_or_sourmash(store: Path, args: list[str]) -> None:
+    import subprocess
+    import sys
+
+    args = [str(store) if a == "STORE" else a for a in args]
+    script = IMPORTS_AFTER.format(heavy=HEAVY)
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert done.stderr.splitlines()[-1] == "", done.stderr  # the names of the heavy modules imported
+    if args[0] == "remove":
+        assert "g01" not in run("sql", "SELECT name FROM genomes", "--index", store).stdout

@@ -243,6 +243,41 @@ def test_full_disk_keeps_what_was_committed(tmp_path: Path, genomes) -> None:
         assert GenomeIndex.open(index).check() == []
 
 
+def test_the_store_answers_while_a_build_runs(tmp_path: Path, embedder) -> None:
+    """query, sql, info, check --quick and compare answer from what is committed while a build
+    runs in another process; each answer is consistent and the build still completes."""
+    rng = random.Random(7)
+    inputs = [
+        write_fasta(tmp_path / f"r{i:02d}.fa", [(f"r{i}", "".join(rng.choices("ACGT", k=20_000)))]) for i in range(8)
+    ]
+    index = tmp_path / "index"
+    GenomeIndex(index).build(inputs[:1], model="nt-tiny")
+    build = ["build", *map(str, inputs), "-i", str(index), "-q", "--batch-tokens", "2048"]  # small groups
+    child = subprocess.Popen([sys.executable, "-m", "genome_index.cli", *build], stderr=subprocess.PIPE, text=True)
+    store, stems = GenomeIndex.open(index), {p.stem for p in inputs}
+    counts, compared = [], False
+    try:
+        while child.poll() is None:
+            names = {name for (name,) in store.sql("SELECT name FROM genomes")[1]}
+            assert names <= stems and inputs[0].stem in names
+            counts.append(len(names))
+            hits = store.query(inputs[0], QueryOptions(k=3, mode="genome"), embedder=embedder)
+            assert hits[0]["name"] == inputs[0].stem and {hit["name"] for hit in hits} <= stems
+            assert len(hits) == min(3, len(names)) or len(hits) > len(names)  # more committed meanwhile
+            assert store.info()["counts"]["genomes"] >= len(names)
+            assert store.check(quick=True) == []
+            if len(names) >= 2 and not compared:
+                assert run("compare", "--index", index, "--out", tmp_path / "compare").exit_code == 0
+                compared = True
+    finally:
+        child.wait(timeout=120)
+    assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+    assert any(1 < count < len(inputs) for count in counts), counts  # seen half way, not only before or after
+    assert counts == sorted(counts)  # what was committed stays committed
+    assert {name for (name,) in store.sql("SELECT name FROM genomes")[1]} == stems
+    assert store.check() == []
+
+
 BAD_FILES = {
     "not_fasta.fa": b"just some text\n",
     "empty.fa": b"",

@@ -253,6 +253,8 @@ def test_check_reports_exactly_what_is_wrong(kmer_store: Path, tmp_path: Path, d
     lines = result.stderr.splitlines()
     assert lines[:-1] == [f"problem: {p}" for p in problems]
     assert lines[-1].startswith(f"genome-index: error: {store}: {len(problems)} problem(s)")
+    in_duckdb = [problem for problem in problems if ".faiss" not in problem]
+    assert GenomeIndex.open(store).check(quick=True) == in_duckdb  # --quick: the same queries, no FAISS files
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:  # imported where used: commands that only read start faster
+    import pyarrow as pa
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -40,6 +43,8 @@ def unit_sum(vectors: np.ndarray, block: int = 16_384) -> np.ndarray:
 
 def vectors_column(vectors: np.ndarray, dtype: str = "float32") -> pa.Array:
     """(n, dim) vectors as an Arrow column: FLOAT[dim] for float32, one float16 BLOB per row."""
+    import pyarrow as pa
+
     if dtype == "float16":
         half = np.ascontiguousarray(vectors, dtype="<f2")
         return pa.array([row.tobytes() for row in half], pa.binary())
@@ -49,6 +54,8 @@ def vectors_column(vectors: np.ndarray, dtype: str = "float32") -> pa.Array:
 
 def to_matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     """A vector column fetched from DuckDB (FLOAT[dim] or float16 BLOB) as (n, dim) float32."""
+    import pyarrow as pa
+
     if len(column) == 0:
         return np.empty((0, dim), dtype=np.float32)
     array = column.combine_chunks()

@@ -10,7 +10,6 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from genome_index.store.schema import SKETCH_KSIZE
 from genome_index.store.vectors import normalise, unit_sum, vectors_column
@@ -55,6 +54,8 @@ def _next_ids(con: duckdb.DuckDBPyConnection, key: str, count: int) -> int:
 
 def add_genome(con: duckdb.DuckDBPyConnection, genome: NewGenome, vector_dtype: str) -> tuple[int, np.ndarray]:
     """Commit one genome (rows, vectors, sketch, labels) in one transaction; its id and chunk ids."""
+    import pyarrow as pa  # here, not at the top: commands that only read start faster
+
     n_chunks = len(genome.vectors)
     n_records = len(genome.records)
     with transaction(con):
