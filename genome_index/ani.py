@@ -4,28 +4,33 @@ tracks relatedness. skani reports pairs from about 80 % ANI up; below that a pai
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from genome_index.fasta import Genome
+from genome_index.progress import SILENT, Progress
 
 ANI_FLOOR = 0.80  # skani's range: pairs below it are not reported and not correlated
 
 
-def ani_matrix(genomes: Sequence[Genome]) -> np.ndarray:
-    """Pairwise ANI as a fraction: the mean of both directions where skani reports both, NaN
+def ani_matrix(count: int, load: Callable[[int], Genome], progress: Progress = SILENT) -> np.ndarray:
+    """Pairwise ANI of `count` genomes (`load(i)` reads genome i; each is read twice, never all
+    held at once) as a fraction: the mean of both directions where skani reports both, NaN
     where it reports neither (below its range), 1 on the diagonal."""
     import pyskani
 
     database = pyskani.Database()
-    for i, genome in enumerate(genomes):
-        database.sketch(str(i), *(record.sequence for record in genome.records))
-    directed = np.full((len(genomes), len(genomes)), np.nan)
-    for i, genome in enumerate(genomes):
-        for hit in database.query(str(i), *(record.sequence for record in genome.records)):
-            directed[i, int(hit.reference_name)] = hit.identity
+    directed = np.full((count, count), np.nan)
+    with progress.step("ANI with skani (sketch, then query)", 2 * count, "genome passes") as step:
+        for i in range(count):
+            database.sketch(str(i), *(record.sequence for record in load(i).records))
+            step.advance(1)
+        for i in range(count):
+            for hit in database.query(str(i), *(record.sequence for record in load(i).records)):
+                directed[i, int(hit.reference_name)] = hit.identity
+            step.advance(1)
     both = np.stack([directed, directed.T])
     seen = (~np.isnan(both)).sum(axis=0)
     ani = np.where(seen > 0, np.nansum(both, axis=0) / np.maximum(seen, 1), np.nan)

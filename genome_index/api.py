@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from genome_index import __version__
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, find_fasta_files, read_genome
+from genome_index.progress import SILENT, Progress
 from genome_index.settings import (
     INDEX_TYPES,
     ModelOptions,
@@ -30,7 +31,7 @@ from genome_index.settings import (
 from genome_index.store import FAISS_FILES, Store, reads, writes
 
 if TYPE_CHECKING:  # the model's and the build's modules load torch: imported where they run
-    from genome_index.build import BuildReport, Progress
+    from genome_index.build import BuildReport
     from genome_index.embed import Embedder
 
 DEFAULT_INDEX = "genome-index"
@@ -91,14 +92,14 @@ class GenomeIndex:
         labels_from_duplicates: bool = False,
         shard: tuple[int, int] | None = None,
         embedder: Embedder | None = None,
-        on_progress: Progress | None = None,
+        progress: Progress = SILENT,
     ) -> BuildReport:
         """Embed and add every new genome under `paths`; the first build fixes the settings.
 
         Options left out follow the store (or their defaults for a new one); options that
         disagree with the store are refused, naming the difference. Every input is read and
-        checked before anything is committed, so a bad file changes nothing. `on_progress(bases,
-        total)` is called once per input genome. `shard=(i, n)` takes only the i-th (1-based) of
+        checked before anything is committed, so a bad file changes nothing. `progress` hears of
+        the bases, windows and genomes done. `shard=(i, n)` takes only the i-th (1-based) of
         n deterministic slices of the sorted inputs; one labels CSV may serve every shard. An
         `embedder` reuses a loaded model. A duplicate's labels (another file holding a stored
         sequence) are ignored unless `labels_from_duplicates`.
@@ -124,7 +125,7 @@ class GenomeIndex:
                     self.store.create(wanted)
                 elif (difference := stored.difference(wanted)) is not None:
                     raise GenomeIndexError(differs(difference))
-                report = run_build(self.store, files, embedder, label_rows, on_progress, inputs, labels_from_duplicates)
+                report = run_build(self.store, files, embedder, label_rows, progress, inputs, labels_from_duplicates)
         except BaseException:
             if new_store:
                 self.store.discard_if_empty(made_directory)
@@ -151,6 +152,7 @@ class GenomeIndex:
         model: str | None = None,
         embedder: Embedder | None = None,
         timings: dict[str, float] | None = None,
+        progress: Progress = SILENT,
     ) -> list[dict[str, Any]]:
         """Nearest stored genomes to the sequence(s) in `fasta`, best first, `options.k` per query.
 
@@ -168,7 +170,7 @@ class GenomeIndex:
         if not settings.same_vectors(embedder.settings(settings.store_options())):
             raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
         started = time.perf_counter()
-        rows, embed_seconds = run_query(self.store, genome, options, embedder, settings)
+        rows, embed_seconds = run_query(self.store, genome, options, embedder, settings, progress)
         if timings is not None:
             timings.update(embed_s=embed_seconds, search_s=time.perf_counter() - started - embed_seconds)
         return rows
@@ -211,7 +213,9 @@ class GenomeIndex:
             "disk_bytes": {p.name: p.stat().st_size for p in files if p.exists()},
         }
 
-    def compare(self, out: str | Path, label: str | None = None, ani: bool = False) -> dict[str, Any]:
+    def compare(
+        self, out: str | Path, label: str | None = None, ani: bool = False, progress: Progress = SILENT
+    ) -> dict[str, Any]:
         """Write the genome-by-genome cosine matrix (TSV), a clustered heatmap, a PCA map (and
         UMAP when umap-learn is installed) coloured by `label`, and a within/between summary;
         with `ani`, also skani's whole-genome ANI matrix (ani.tsv), from the genome files."""
@@ -228,7 +232,9 @@ class GenomeIndex:
             raise GenomeIndexError(f"{self.directory}: compare needs at least 2 genomes")
         if label is not None and label not in keys:
             raise GenomeIndexError(f"no label {label!r} in this store (labels: {', '.join(keys) or 'none'})")
-        identity = ani_matrix([self._stored_file(name, *files[name]) for name in names]) if ani else None
+        identity = None
+        if ani:
+            identity = ani_matrix(len(names), lambda i: self._stored_file(names[i], *files[names[i]]), progress)
         return compare.write_comparison(Path(out), names, vectors, groups, label, settings.model, identity)
 
     @staticmethod
@@ -254,7 +260,7 @@ class GenomeIndex:
 
     # -- changes --------------------------------------------------------------------------
 
-    def merge(self, sources: Sequence[str | Path], on_progress: Progress | None = None) -> BuildReport:
+    def merge(self, sources: Sequence[str | Path], progress: Progress = SILENT) -> BuildReport:
         """Copy every genome of other stores built with the same settings into this one.
 
         Ids are renumbered and the FAISS files rebuilt from the merged vectors; this store is
@@ -279,12 +285,12 @@ class GenomeIndex:
                     "only stores built with the same settings merge"
                 )
         winners: dict[str, tuple[str, int]] = {}  # sha -> (file, source) of the copy kept
-        total = 0
+        genomes, bases = 0, 0
         for number, source in enumerate(stores):
             with source.connect() as src:
                 for sha, (_, _, file) in reads.genomes_by_sha(src).items():
                     winners[sha] = min(winners.get(sha, (file, number)), (file, number))
-                    total += 1
+                genomes, bases = genomes + reads.genome_count(src), bases + reads.summary(src)[1]
         made_directory = self.store.prepare_directory()
         new_store = not self.store.exists()
         report = BuildReport()
@@ -294,7 +300,10 @@ class GenomeIndex:
                     self.store.create(dataclasses.replace(first, tool_version=__version__))
                 elif (difference := self.store.settings().difference(first)) is not None:
                     raise GenomeIndexError(differs(difference))
-                with self.store.connect(read_only=False) as con:
+                with (
+                    self.store.connect(read_only=False) as con,
+                    progress.step("merging", bases, genomes=genomes) as step,
+                ):
                     settings = reads.settings(con)
                     here = {sha: name for sha, (_, name, _) in reads.genomes_by_sha(con).items()}
                     names = set(here.values())
@@ -313,9 +322,9 @@ class GenomeIndex:
                                 else:
                                     same = kept or Path(winners[genome.sha256][0]).name
                                     report.duplicates.append((f"{source.directory}:{genome.name}", same))
-                                if on_progress:
-                                    on_progress(genome.length, total)
-                    self._rewrite_faiss(con, settings, f"{len(report.added)} genome(s) were merged into")
+                                step.advance(genome.length, genomes=1)
+                    step.close()  # before the indexing steps begin
+                    self._rewrite_faiss(con, settings, f"{len(report.added)} genome(s) were merged into", progress)
         except BaseException:
             if new_store:
                 self.store.discard_if_empty(made_directory)
@@ -323,10 +332,12 @@ class GenomeIndex:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _rewrite_faiss(self, con: Any, settings: StoreSettings, committed: str) -> dict[str, int]:
+    def _rewrite_faiss(
+        self, con: Any, settings: StoreSettings, committed: str, progress: Progress = SILENT
+    ) -> dict[str, int]:
         """Rebuild and write every FAISS file; if writing fails, say what was committed anyway."""
         try:
-            return self.store.rewrite_faiss(con, settings)
+            return self.store.rewrite_faiss(con, settings, progress)
         except GenomeIndexError as exc:
             raise GenomeIndexError(
                 f"{committed} metadata.duckdb, but {exc}; `genome-index reindex` (or the next build) rebuilds "
@@ -363,7 +374,7 @@ class GenomeIndex:
             raise GenomeIndexError(f"no genome {ident!r} in {self.directory} (give a name, an id, name:X or id:N)")
         return found
 
-    def reindex(self, index_type: str | None = None) -> dict[str, int]:
+    def reindex(self, index_type: str | None = None, progress: Progress = SILENT) -> dict[str, int]:
         """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type."""
         if index_type is not None and index_type not in INDEX_TYPES:
             raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
@@ -371,7 +382,7 @@ class GenomeIndex:
             settings = reads.settings(con)
             if index_type is not None:  # the file first: killed in between, file and setting disagree: it is rebuilt
                 settings = dataclasses.replace(settings, index_type=index_type)
-            sizes = self.store.rewrite_faiss(con, settings)
+            sizes = self.store.rewrite_faiss(con, settings, progress)
             if index_type is not None:
                 writes.set_setting(con, "index_type", index_type)
             return sizes

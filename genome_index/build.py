@@ -16,7 +16,6 @@ import csv
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, gc_fraction, read_genome
 from genome_index.pipeline import EmbeddedGenome
+from genome_index.progress import SILENT, Progress, Step
 from genome_index.settings import StoreSettings
 from genome_index.sketch import sketch_records
 from genome_index.store import FAISS_FILES, Store, reads, writes
@@ -39,7 +39,6 @@ FAISS_CHECKPOINT_SECONDS = 60.0
 COMMIT_SECONDS = 1.0  # the longest the writer holds the store file at a time
 READER_WINDOW = 0.1  # a pause between commit sessions, so a waiting reader gets the file
 WRITER_QUEUE_BYTES = 1 << 30  # vectors waiting for the writer: several groups of genomes, so the model never waits
-Progress = Callable[[int, int], None]  # (bases of the genome just done, genomes in this build)
 
 
 @dataclass
@@ -82,22 +81,27 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
     return labels
 
 
-def check_inputs(files: list[Path], stop: threading.Event) -> Future:
+def check_inputs(files: list[Path], stop: threading.Event, step: Step | None = None) -> Future:
     """Read and validate every FASTA file in a thread; the future gives each file's sequence
-    hash, or fails on the first bad file. Setting `stop` ends the check after the file in hand
-    (the future then never completes)."""
+    hash, or fails on the first bad file, and `step` learns the total bases. Setting `stop`
+    ends the check after the file in hand (the future then never completes)."""
     checked: Future = Future()
 
     def run() -> None:
         hashes = {}
+        bases = 0
         try:
             for path in files:
                 if stop.is_set():
                     return
-                hashes[path] = read_genome(path).sha256
+                genome = read_genome(path)
+                hashes[path] = genome.sha256
+                bases += genome.length
         except BaseException as exc:
             checked.set_exception(exc)
         else:
+            if step is not None:
+                step.set_total(bases)
             checked.set_result(hashes)
 
     threading.Thread(target=run, name="genome-index-validator", daemon=True).start()
@@ -357,7 +361,7 @@ def run_build(
     files: list[Path],
     embedder: Embedder,
     label_rows: dict[str, dict[str, str]],
-    on_progress: Progress | None = None,
+    progress: Progress = SILENT,
     all_inputs: list[Path] | None = None,
     labels_from_duplicates: bool = False,
 ) -> BuildReport:
@@ -370,7 +374,8 @@ def run_build(
     started = time.perf_counter()
     report = BuildReport()
     stop = threading.Event()
-    checked = check_inputs(files, stop)
+    step = progress.step("building", None, "bp", genomes=len(files))
+    checked = check_inputs(files, stop, step)
     try:
         with store.connect(read_only=False) as con:  # held for this look only: the writer opens it per commit
             settings = reads.settings(con)
@@ -411,20 +416,18 @@ def run_build(
                 report.duplicates.append((str(genome.path), seen_in_run[sha]))
                 if labels:
                     report.labels_ignored.append(str(genome.path))
-            if on_progress:
-                on_progress(0, len(files))
+            step.advance(genome.length, genomes=1)  # nothing to embed: done at once
             return False
 
         try:
-            for item in embedder.embed_genomes(files, want=want):
+            for item in embedder.embed_genomes(files, want=want, step=step):
                 writer.put(("add", item, run_names[item.genome.path], labels_of(item.genome)))
-                if on_progress:
-                    on_progress(item.genome.length, len(files))
             writer.finish()
         except BaseException as exc:
             writer.abandon(save=not isinstance(exc, KeyboardInterrupt))
             raise
     finally:
         stop.set()
+        step.close()
     report.seconds = time.perf_counter() - started
     return report

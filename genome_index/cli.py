@@ -256,19 +256,13 @@ def embed(
     from genome_index.embed import Embedder
     from genome_index.export import write_parquet
     from genome_index.fasta import find_fasta_files
-    from genome_index.progress import GenomeProgress
+    from genome_index.progress import Shown
 
     files = find_fasta_files(fasta)
     options = model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package)
     embedder = Embedder(options, RunOptions(device, dtype, batch_tokens))
-    with GenomeProgress("embedding", quiet, total=len(files)) as progress:
-
-        def items():  # type: ignore[no-untyped-def]
-            for item in embedder.embed_genomes(files):
-                progress(item.genome.length)
-                yield item
-
-        rows = write_parquet(items(), out, embedder.dim)
+    with Shown(quiet).step("embedding", None, "bp", genomes=len(files)) as step:
+        rows = write_parquet(embedder.embed_genomes(files, step=step), out, embedder.dim)
     log(
         f"wrote {rows} chunk embeddings of {len(files)} genome(s) to {out} "
         f"(model {embedder.spec.name}, layer {embedder.layer}, dim {embedder.dim})",
@@ -319,22 +313,21 @@ def build(
     come from ./genome-index.toml; flags given here win.
     """
     from genome_index.api import GenomeIndex
-    from genome_index.progress import GenomeProgress
+    from genome_index.progress import Shown
 
     if not inputs:
         raise GenomeIndexError("no input: give FASTA files or folders, or `inputs` in genome-index.toml")
     store = GenomeIndex(index_dir(index))
-    with GenomeProgress("building", quiet) as progress:
-        report = store.build(
-            inputs,
-            model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package),
-            StoreOptions(index_type, vector_dtype, sketch_scaled),
-            RunOptions(device, dtype, batch_tokens, compile),
-            labels=labels,
-            labels_from_duplicates=labels_from_duplicates,
-            shard=parse_shard(shard),
-            on_progress=progress,
-        )
+    report = store.build(
+        inputs,
+        model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package),
+        StoreOptions(index_type, vector_dtype, sketch_scaled),
+        RunOptions(device, dtype, batch_tokens, compile),
+        labels=labels,
+        labels_from_duplicates=labels_from_duplicates,
+        shard=parse_shard(shard),
+        progress=Shown(quiet),
+    )
     ignored = set(report.labels_ignored)
     for file, name in report.duplicates:
         note = ", its labels ignored (--labels-from-duplicates applies them)" if file in ignored else ""
@@ -375,15 +368,17 @@ def query(
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
+    quiet: Quiet = False,
 ) -> None:
     """Nearest stored genomes to a sequence, with the store's own model, layer and pooling."""
     from genome_index.api import GenomeIndex
     from genome_index.output import render_dicts
+    from genome_index.progress import Shown
 
     check_format(fmt)
     store = GenomeIndex.open(index_dir(index))
     options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank)
-    rows = store.query(fasta, options, RunOptions(device, dtype, batch_tokens), model=model)
+    rows = store.query(fasta, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet))
     typer.echo(render_dicts(rows, fmt), nl=False)
 
 
@@ -446,8 +441,9 @@ def reindex(
 ) -> None:
     """Rebuild the FAISS files from the vectors stored in DuckDB (optionally as another type)."""
     from genome_index.api import GenomeIndex
+    from genome_index.progress import Shown
 
-    sizes = GenomeIndex.open(index_dir(index)).reindex(index_type)
+    sizes = GenomeIndex.open(index_dir(index)).reindex(index_type, Shown(quiet))
     log(f"rebuilt FAISS indexes: {sizes['chunks']} chunk vectors, {sizes['genomes']} genome vectors", quiet)
 
 
@@ -460,10 +456,9 @@ def merge(
 ) -> None:
     """Merge stores (e.g. shards built on several GPUs) into one; duplicates are skipped."""
     from genome_index.api import GenomeIndex
-    from genome_index.progress import GenomeProgress
+    from genome_index.progress import Shown
 
-    with GenomeProgress("merging", quiet) as progress:
-        report = GenomeIndex(out).merge(stores, on_progress=progress)
+    report = GenomeIndex(out).merge(stores, Shown(quiet))
     chunks = sum(n for _, _, n in report.added)
     log(
         f"merged {len(report.added)} genome(s), {chunks} chunks into {out}"
@@ -484,15 +479,17 @@ def compare(
         bool, typer.Option("--ani", help="Also whole-genome ANI of every pair with skani (ani.tsv), from the files.")
     ] = False,
     fmt: Format = "table",
+    quiet: Quiet = False,
 ) -> None:
     """Genome-by-genome cosine matrix, clustered heatmap, PCA/UMAP maps and a label summary."""
     from genome_index.api import GenomeIndex
     from genome_index.output import render_dicts
+    from genome_index.progress import Shown
 
     check_format(fmt)
-    result = GenomeIndex.open(index_dir(index)).compare(out, label, ani)
+    result = GenomeIndex.open(index_dir(index)).compare(out, label, ani, Shown(quiet))
     typer.echo(render_dicts(result["summary"], fmt), nl=False)
-    log("wrote " + ", ".join(result["files"].values()))
+    log("wrote " + ", ".join(result["files"].values()), quiet)
 
 
 @app.command()
@@ -528,7 +525,7 @@ def evaluate(
     """Score every (model, layer) on a label: nearest-neighbour accuracy, within/between, silhouette."""
     from genome_index.evaluate import evaluate as run_evaluate
     from genome_index.output import render_dicts
-    from genome_index.progress import GenomeProgress
+    from genome_index.progress import Shown
 
     check_format(fmt)
     windows = model_options(
@@ -536,11 +533,10 @@ def evaluate(
         model_package=model_package,
     )  # fmt: skip
     pairs: dict = {}
-    with GenomeProgress("evaluating", quiet) as progress:
-        rows = run_evaluate(
-            fasta, labels, label, model, layers, windows, RunOptions(device, dtype, batch_tokens),
-            on_progress=progress, ani=ani, pairs=pairs,
-        )  # fmt: skip
+    rows = run_evaluate(
+        fasta, labels, label, model, layers, windows, RunOptions(device, dtype, batch_tokens),
+        progress=Shown(quiet), ani=ani, pairs=pairs,
+    )  # fmt: skip
     typer.echo(render_dicts(rows, fmt), nl=False)
     if plot is not None:
         from genome_index.compare import plot_accuracy_by_layer, plot_ani

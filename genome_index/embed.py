@@ -21,6 +21,7 @@ from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome
 from genome_index.models import ModelSpec
 from genome_index.pipeline import EmbeddedGenome, embed_genomes
+from genome_index.progress import Step
 from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
 from genome_index.tokenize import Chunk, Tokenizer
 
@@ -106,16 +107,19 @@ class Embedder:
         """Tokenise every record and cut it into model-sized windows (never across records)."""
         return self.chunker.chunk(genome)
 
-    def embed_chunks(self, chunks: Sequence[Chunk]) -> np.ndarray:
-        """One float32 vector per chunk, in the order given, at the embedder's layer."""
-        return self.engine.embed(chunks, [self.layer])[self.layer]
+    def embed_chunks(self, chunks: Sequence[Chunk], step: Step | None = None) -> np.ndarray:
+        """One float32 vector per chunk, in the order given, at the embedder's layer; `step`
+        hears of each batch's bases and windows."""
+        return self.engine.embed(chunks, [self.layer], step)[self.layer]
 
-    def embed_chunks_at(self, chunks: Sequence[Chunk], layers: Sequence[int]) -> dict[int, np.ndarray]:
+    def embed_chunks_at(
+        self, chunks: Sequence[Chunk], layers: Sequence[int], step: Step | None = None
+    ) -> dict[int, np.ndarray]:
         """Vectors of the chunks at several layers (each <= the embedder's), in one forward pass."""
-        return self.engine.embed(chunks, layers)
+        return self.engine.embed(chunks, layers, step)
 
     def embed_genomes(
-        self, paths: Iterable[Path], want: Callable[[Genome], bool] | None = None
+        self, paths: Iterable[Path], want: Callable[[Genome], bool] | None = None, step: Step | None = None
     ) -> Iterator[EmbeddedGenome]:
         """Read, chunk and embed genomes in order (see `pipeline.embed_genomes`)."""
-        return embed_genomes(self, paths, want)
+        return embed_genomes(self, paths, want, step=step)

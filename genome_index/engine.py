@@ -18,6 +18,7 @@ import torch
 
 from genome_index.encoders import Encoder
 from genome_index.errors import GenomeIndexError
+from genome_index.progress import Step
 from genome_index.tokenize import Chunk
 
 AHEAD = 3  # batches padded ahead of the encoder
@@ -53,8 +54,10 @@ class BatchEngine:
             yield index, ids, lengths
             start += len(index)
 
-    def embed(self, chunks: Sequence[Chunk], layers: Sequence[int]) -> dict[int, np.ndarray]:
-        """float32 vectors of the chunks at each of `layers` (all <= the encoder's), in order."""
+    def embed(self, chunks: Sequence[Chunk], layers: Sequence[int], step: Step | None = None) -> dict[int, np.ndarray]:
+        """float32 vectors of the chunks at each of `layers` (all <= the encoder's), in order;
+        `step` hears of the bases and windows of each batch as its vectors arrive."""
+        step = step or Step()
         encoder = self.encoder
         bad = [layer for layer in layers if not 0 <= layer <= encoder.layer]
         if bad:
@@ -86,6 +89,7 @@ class BatchEngine:
         def copy_out(index: np.ndarray, pooled: dict[int, torch.Tensor]) -> None:
             for layer, vectors in pooled.items():
                 out[layer][index] = vectors[: len(index)].cpu().numpy()
+            step.advance(sum(chunks[i].end - chunks[i].start for i in index), windows=len(index))
 
         try:
             with torch.inference_mode():

@@ -8,7 +8,7 @@ scored against the label with `compare.label_scores`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from genome_index.encoders import describe
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, find_fasta_files, read_genome
 from genome_index.models import resolve_layer
+from genome_index.progress import SILENT, Progress
 from genome_index.settings import ModelOptions, RunOptions
 from genome_index.store.vectors import genome_vector
 
@@ -61,7 +62,7 @@ def evaluate(
     layers: str = "all",
     windows: ModelOptions | None = None,
     run: RunOptions | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    progress: Progress = SILENT,
     ani: bool = False,
     pairs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
@@ -78,7 +79,12 @@ def evaluate(
     labels = genome_labels([Genome(p) for p in files], Path(labels_csv), label)
     if len(set(labels)) < 2:
         raise GenomeIndexError(f"every genome has the same {label!r}: nothing to separate")
-    identity = ani_matrix([read_genome(p) for p in files]) if ani else None
+    with progress.step("reading the genomes", len(files), "genomes") as step:  # a bad file fails before any model loads
+        bases = 0
+        for path in files:
+            bases += read_genome(path).length
+            step.advance(1)
+    identity = ani_matrix(len(files), lambda i: read_genome(files[i]), progress) if ani else None
     rows = []
     for model in models:
         template = windows or ModelOptions()
@@ -86,13 +92,13 @@ def evaluate(
         wanted = parse_layers(layers, n_layers) if n_layers else [0]  # one hidden state: the layers are moot
         embedder = Embedder(dataclasses.replace(template, model=model, layer=max(wanted)), run)
         vectors: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}
-        for path in files:
-            genome = read_genome(path)
-            per_layer = embedder.embed_chunks_at(embedder.chunk(genome), wanted)
-            for layer, chunk_vectors in per_layer.items():
-                vectors[layer].append(genome_vector(chunk_vectors))
-            if on_progress:
-                on_progress(genome.length, len(files) * len(models))
+        with progress.step(f"embedding with {model}", bases, genomes=len(files)) as step:
+            for path in files:
+                genome = read_genome(path)
+                per_layer = embedder.embed_chunks_at(embedder.chunk(genome), wanted, step)
+                for layer, chunk_vectors in per_layer.items():
+                    vectors[layer].append(genome_vector(chunk_vectors))
+                step.advance(genomes=1)
         for layer in wanted:
             similarity = cosine_matrix(np.stack(vectors[layer]))
             scores = label_scores(similarity, labels)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from genome_index.fasta import Genome, read_genome
+from genome_index.progress import Step
 from genome_index.tokenize import Chunk
 
 if TYPE_CHECKING:
@@ -39,10 +40,15 @@ Group = list[tuple[Genome, list[Chunk]]]
 
 
 def embed_genomes(
-    embedder: Embedder, paths: Iterable[Path], want: Callable[[Genome], bool] | None = None, lookahead: int = 2
+    embedder: Embedder,
+    paths: Iterable[Path],
+    want: Callable[[Genome], bool] | None = None,
+    lookahead: int = 2,
+    step: Step | None = None,
 ) -> Iterator[EmbeddedGenome]:
     """Embedded genomes in the order of `paths`; `want`, called in order before a genome is
-    embedded, may decline it (e.g. a duplicate).
+    embedded, may decline it (e.g. a duplicate). `step` hears of every batch's bases and
+    windows, and of each genome embedded.
 
     The first group is FIRST_GROUP_BATCHES batches' worth of tokens, so the encoder starts once
     a few genomes are read; each next group doubles up to GROUP_BATCHES. The last genomes go in
@@ -52,6 +58,7 @@ def embed_genomes(
     error, Ctrl-C, or the caller leaving the loop) cancels the reads not yet started.
     """
     paths = list(paths)
+    step = step or Step()
     ahead: deque[Future] = deque()
     submitted = 0
     budget = embedder.batch_tokens
@@ -80,24 +87,25 @@ def embed_genomes(
             if group and tokens >= target * budget:
                 lookahead = max(lookahead, 2 * len(group))
                 read_ahead()
-                yield from embed_group(embedder, group)
+                yield from embed_group(embedder, group, step)
                 group, tokens, target = [], 0, min(2 * target, GROUP_BATCHES)
             elif group and i == len(paths) - 1:
-                yield from embed_last(embedder, group)
+                yield from embed_last(embedder, group, step)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def embed_group(embedder: Embedder, group: Group) -> Iterator[EmbeddedGenome]:
+def embed_group(embedder: Embedder, group: Group, step: Step) -> Iterator[EmbeddedGenome]:
     """Embed the windows of several genomes together and hand back each genome's share."""
-    vectors = embedder.embed_chunks([c for _, chunks in group for c in chunks])
+    vectors = embedder.embed_chunks([c for _, chunks in group for c in chunks], step)
     offset = 0
     for genome, chunks in group:
+        step.advance(genomes=1)
         yield EmbeddedGenome(genome, chunks, vectors[offset : offset + len(chunks)])
         offset += len(chunks)
 
 
-def embed_last(embedder: Embedder, group: Group) -> Iterator[EmbeddedGenome]:
+def embed_last(embedder: Embedder, group: Group, step: Step) -> Iterator[EmbeddedGenome]:
     """The final genomes in groups of about half of what is left, down to the first size."""
     sizes = [sum(c.n_tokens for c in chunks) for _, chunks in group]
     left = sum(sizes)
@@ -107,5 +115,5 @@ def embed_last(embedder: Embedder, group: Group) -> Iterator[EmbeddedGenome]:
         while cut < len(group) and tokens < half:
             tokens += sizes[cut]
             cut += 1
-        yield from embed_group(embedder, group[:cut])
+        yield from embed_group(embedder, group[:cut], step)
         group, sizes, left = group[cut:], sizes[cut:], left - tokens

@@ -30,6 +30,7 @@ from genome_index.anchors import cut_points
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, Record, reverse_complement
+from genome_index.progress import SILENT, Progress
 from genome_index.settings import QueryOptions, StoreSettings
 from genome_index.store import Store, reads
 from genome_index.store.indexes import search, to_gpu
@@ -137,13 +138,15 @@ def fixed_views(embedder: Embedder, query: Query, overlap: float, frames: bool) 
     return out
 
 
-def embed_unique(embedder: Embedder, chunks: list[Chunk]) -> np.ndarray:
+def embed_unique(embedder: Embedder, chunks: list[Chunk], progress: Progress = SILENT) -> np.ndarray:
     """Vectors of `chunks` in order, each distinct model input embedded once (views share windows)."""
     keys = [hashlib.blake2b(c.input_ids.tobytes(), digest_size=16).digest() for c in chunks]  # not the ids again
     first: dict[bytes, int] = {}
     for i, key in enumerate(keys):
         first.setdefault(key, i)
-    vectors = embedder.embed_chunks([chunks[i] for i in first.values()])
+    unique = [chunks[i] for i in first.values()]
+    with progress.step("embedding the query", sum(c.end - c.start for c in unique), windows=len(unique)) as step:
+        vectors = embedder.embed_chunks(unique, step)
     row = {key: j for j, key in enumerate(first)}
     return vectors[np.array([row[key] for key in keys], dtype=np.int64)]
 
@@ -269,10 +272,16 @@ def order_hits(
 
 
 def run_query(
-    store: Store, genome: Genome, options: QueryOptions, embedder: Embedder, settings: StoreSettings
+    store: Store,
+    genome: Genome,
+    options: QueryOptions,
+    embedder: Embedder,
+    settings: StoreSettings,
+    progress: Progress = SILENT,
 ) -> tuple[list[dict[str, Any]], float]:
     """Hit rows of every query in `genome` (one, or one per record), and the seconds spent
-    embedding them; the rest of the time is the search."""
+    embedding them; the rest of the time is the search. `progress` hears of the windows
+    embedded and searched."""
     if options.window_overlap and settings.chunking != "fixed":
         raise GenomeIndexError(
             "--window-overlap applies to stores with fixed windows; this store's windows are anchored "
@@ -282,7 +291,9 @@ def run_query(
     queries = queries_of(genome, options.per_record)
     plans = [resolve_mode(options, q) for q in queries]
     view_chunks = [views(embedder, q, overlap, frames) for q, (_, overlap, frames) in zip(queries, plans, strict=True)]
-    vectors = embed_unique(embedder, [c for chunk_lists in view_chunks for chunks in chunk_lists for c in chunks])
+    vectors = embed_unique(
+        embedder, [c for chunk_lists in view_chunks for chunks in chunk_lists for c in chunks], progress
+    )
     query_sketches = [
         sketch.from_hashes(sketch.sketch_records(q.records, settings.sketch_scaled), settings.sketch_scaled)
         for q in queries
@@ -301,6 +312,7 @@ def run_query(
             indexes[kind] = to_gpu(indexes[kind])  # searches run on the GPU with a faiss GPU build
         details = reads.genome_details(con)
         offset = 0
+        searching = progress.step("searching", len(vectors), "windows", queries=len(queries))
         for query, (mode, _, _), chunk_lists, query_sketch in zip(
             queries, plans, view_chunks, query_sketches, strict=True
         ):
@@ -312,6 +324,7 @@ def run_query(
                 ranked = ranker.genome_mode(indexes["genomes"], view_vectors)
             else:
                 ranked = rank_chunk_mode(ranker.chunk_search(indexes["chunks"]), view_vectors, ranker.genome_of)
+            searching.advance(sum(len(v) for v in view_vectors), queries=1)
             hits = order_hits(ranked, query_sketch, ranker.sketches, options.k, options.rerank)
             for rank, (gid, score, support, contained, ani) in enumerate(hits, start=1):
                 row: dict[str, Any] = {"query": query.name} if options.per_record else {}
@@ -325,4 +338,5 @@ def run_query(
                 row["ani_estimate"] = None if ani is None else round(ani, 4)
                 row.update(details[gid]["labels"])
                 rows.append(row)
+        searching.close()
     return rows, embedded

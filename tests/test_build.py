@@ -30,9 +30,9 @@ def group_sizes(engine: Embedder, paths: list[Path], monkeypatch) -> list[int]:
     sizes: list[int] = []
     embed_chunks = engine.embed_chunks
 
-    def spy(chunks):
+    def spy(chunks, step=None):
         sizes.append(sum(c.n_tokens for c in chunks))
-        return embed_chunks(chunks)
+        return embed_chunks(chunks, step)
 
     monkeypatch.setattr(engine, "embed_chunks", spy)
     items = list(engine.embed_genomes(paths))

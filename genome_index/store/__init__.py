@@ -27,6 +27,7 @@ import duckdb
 import numpy as np
 
 from genome_index.errors import GenomeIndexError, first_line
+from genome_index.progress import SILENT, Progress
 from genome_index.settings import StoreSettings
 from genome_index.store import reads
 from genome_index.store.lock import LOCK_FILE, is_held, write_lock
@@ -197,23 +198,28 @@ class Store:
     def faiss_path(self, kind: str) -> Path:
         return self.directory / FAISS_FILES[kind]
 
-    def rebuild_faiss(self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings) -> faiss.Index:
+    def rebuild_faiss(
+        self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings, progress: Progress = SILENT
+    ) -> faiss.Index:
         """The index of one kind built afresh from the vectors stored in DuckDB."""
         from genome_index.store.indexes import build_faiss
 
         ids, vectors = reads.vectors(con, kind, settings.dim)
-        return build_faiss(ids, vectors, settings.dim, settings.index_type if kind == "chunks" else "flat")
+        with progress.step(f"indexing {FAISS_FILES[kind]}", len(ids), "vectors") as step:
+            return build_faiss(ids, vectors, settings.dim, settings.index_type if kind == "chunks" else "flat", step)
 
     def write_faiss(self, kind: str, index: faiss.Index) -> None:
         from genome_index.store.indexes import write_atomically
 
         write_atomically(self.faiss_path(kind), index)
 
-    def rewrite_faiss(self, con: duckdb.DuckDBPyConnection, settings: StoreSettings) -> dict[str, int]:
+    def rewrite_faiss(
+        self, con: duckdb.DuckDBPyConnection, settings: StoreSettings, progress: Progress = SILENT
+    ) -> dict[str, int]:
         """Every FAISS file rebuilt from DuckDB and written; the vectors in each."""
         sizes = {}
         for kind in FAISS_FILES:
-            index = self.rebuild_faiss(con, kind, settings)
+            index = self.rebuild_faiss(con, kind, settings, progress)
             self.write_faiss(kind, index)
             sizes[kind] = index.ntotal
         return sizes

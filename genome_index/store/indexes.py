@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from genome_index.errors import GenomeIndexError, first_line
+from genome_index.progress import Step
 from genome_index.settings import INDEX_TYPES
 from genome_index.store.vectors import normalise, rescore
 
@@ -24,6 +25,7 @@ HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 32
 RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
 PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
+ADD_BLOCK = 65_536  # vectors added to an index at a time (progress between blocks)
 
 
 def make_faiss(index_type: str, dim: int, n_vectors: int) -> faiss.Index:
@@ -43,8 +45,11 @@ def make_faiss(index_type: str, dim: int, n_vectors: int) -> faiss.Index:
     return faiss.IndexIDMap2(inner)
 
 
-def build_faiss(ids: np.ndarray, vectors: np.ndarray, dim: int, index_type: str = "flat") -> faiss.Index:
-    """An index of `index_type` over the normalised vectors, ids as given, trained if needed."""
+def build_faiss(
+    ids: np.ndarray, vectors: np.ndarray, dim: int, index_type: str = "flat", step: Step | None = None
+) -> faiss.Index:
+    """An index of `index_type` over the normalised vectors, ids as given, trained if needed;
+    added in blocks, each reported to `step` (an HNSW graph of millions takes minutes)."""
     if index_type == "ivf-pq" and len(ids) < PQ_MIN_TRAINING:
         index_type = "flat"  # too few vectors to train product quantisers; exact is fast here
     index = make_faiss(index_type, dim, len(ids))
@@ -53,8 +58,11 @@ def build_faiss(ids: np.ndarray, vectors: np.ndarray, dim: int, index_type: str 
         rng = np.random.default_rng(0)
         sample = vectors[rng.choice(len(vectors), min(len(vectors), 256 * 256), replace=False)]
         index.train(sample)
-    if len(ids):
-        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    for lo in range(0, len(ids), ADD_BLOCK):
+        index.add_with_ids(vectors[lo : lo + ADD_BLOCK], ids[lo : lo + ADD_BLOCK])
+        if step is not None:
+            step.advance(len(ids[lo : lo + ADD_BLOCK]))
     return tune(index)
 
 
