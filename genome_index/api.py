@@ -198,6 +198,12 @@ class GenomeIndex:
         with self.store.connect(read_only=True, memory_limit=memory_limit) as con:
             return reads.run_sql(con, statement, timeout)
 
+    def label_names(self) -> list[str]:
+        """The label columns of this store (the keys of its `labels` table), sorted."""
+        self.store.require()
+        with self.store.connect() as con:
+            return reads.label_keys(con)
+
     def info(self) -> dict[str, Any]:
         """Settings, counts and disk use."""
         self.store.require()
@@ -214,11 +220,20 @@ class GenomeIndex:
         }
 
     def compare(
-        self, out: str | Path, label: str | None = None, ani: bool = False, progress: Progress = SILENT
+        self,
+        out: str | Path,
+        label: str | None = None,
+        ani: bool = False,
+        progress: Progress = SILENT,
+        *,
+        name_column: str | None = None,
+        plot_format: str = "png",
     ) -> dict[str, Any]:
         """Write the genome-by-genome cosine matrix (TSV), a clustered heatmap, a PCA map (and
         UMAP when umap-learn is installed) coloured by `label`, and a within/between summary;
-        with `ani`, also skani's whole-genome ANI matrix (ani.tsv), from the genome files."""
+        with `ani`, also skani's whole-genome ANI matrix (ani.tsv), from the genome files.
+        Plots name genomes by the `name_column` label where a genome has it, and are written
+        as `plot_format` (png, svg or pdf)."""
         from genome_index import compare
         from genome_index.ani import ani_matrix
 
@@ -228,14 +243,21 @@ class GenomeIndex:
             names, vectors, groups = reads.named_genome_vectors(con, settings.dim, label)
             keys = reads.label_keys(con)
             files = reads.genome_files(con)
+            shown = reads.label_values(con, name_column) if name_column else {}
         if len(names) < 2:
             raise GenomeIndexError(f"{self.directory}: compare needs at least 2 genomes")
-        if label is not None and label not in keys:
-            raise GenomeIndexError(f"no label {label!r} in this store (labels: {', '.join(keys) or 'none'})")
+        for option, key in (("--label", label), ("--name-column", name_column)):
+            if key is not None and key not in keys:
+                raise GenomeIndexError(
+                    f"{option}: no label {key!r} in this store (labels: {', '.join(keys) or 'none'})"
+                )
         identity = None
         if ani:
             identity = ani_matrix(len(names), lambda i: self._stored_file(names[i], *files[names[i]]), progress)
-        return compare.write_comparison(Path(out), names, vectors, groups, label, settings.model, identity)
+        return compare.write_comparison(
+            Path(out), names, vectors, groups, label, settings.model, identity,
+            shown_names=[shown.get(name) or name for name in names], plot_format=plot_format,
+        )  # fmt: skip
 
     @staticmethod
     def _stored_file(name: str, file: str, sha256: str) -> Genome:

@@ -2,50 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
 
+from genome_index.cli_format import HelpCommand, OneLineErrors
 from genome_index.errors import GenomeIndexError
-from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions, help_of, option_types
-
-
-class OneLineErrors(TyperGroup):
-    """Argument errors as one line and a hint (`genome-index: error: ... (see CMD --help)`), as
-    every other error is, instead of click's usage box."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
-        except typer.Abort:
-            typer.echo("genome-index: interrupted", err=True)
-            sys.exit(130)
-        except typer.TyperException as exc:  # click's usage and parameter errors (typer vendors click)
-            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help
-                exc.show()  # type: ignore[attr-defined]
-                sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-            ctx = getattr(exc, "ctx", None)
-            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            typer.echo(f"genome-index: error: {exc.format_message()}{hint}", err=True)  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        sys.exit(code if isinstance(code, int) else 0)
-
+from genome_index.settings import (
+    ModelOptions,
+    QueryOptions,
+    RunOptions,
+    StoreOptions,
+    help_of,
+    option_types,
+    shown_default,
+)
 
 app = typer.Typer(
     cls=OneLineErrors,
     help="Embed genome assemblies with DNA transformers; search them with FAISS and SQL.",
+    epilog="Run `genome-index COMMAND --help` for a command's options and examples.",
     no_args_is_help=True,
-    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
     pretty_exceptions_enable=False,
 )
+command = functools.partial(app.command, cls=HelpCommand)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -171,31 +161,39 @@ def log(message: str, quiet: bool = False) -> None:
 
 
 def opt(name: str, *flags: str, **extra: Any) -> Any:
-    """A typer option whose help text comes from `settings` (written there once)."""
-    return typer.Option(*flags, help=help_of(name), **extra)
+    """A typer option whose help text and shown default come from `settings` (written there once)."""
+    shown = shown_default(name)
+    return typer.Option(*flags, help=help_of(name), **({"show_default": shown} if shown else {}), **extra)
 
 
 # Options that are settings: their names, help and defaults live in genome_index.settings.
-Model = Annotated[str | None, opt("model", "--model", "-m")]
+Model = Annotated[str | None, opt("model", "--model", "-m", metavar="MODEL")]
 Layer = Annotated[int | None, opt("layer")]
 ChunkTokens = Annotated[int | None, opt("chunk_tokens")]
-Chunking = Annotated[str | None, opt("chunking")]
+Chunking = Annotated[str | None, opt("chunking", metavar="[anchored|fixed]")]
 Overlap = Annotated[int | None, opt("overlap")]
 TrustRemoteCode = Annotated[
     bool | None, opt("trust_remote_code", "--trust-remote-code", envvar="GENOME_INDEX_TRUST_REMOTE_CODE")
 ]
-Pooling = Annotated[str | None, opt("pooling")]
-ModelPackage = Annotated[str | None, opt("model_package")]
-Device = Annotated[str, opt("device")]
-Dtype = Annotated[str, opt("dtype")]
+Pooling = Annotated[str | None, opt("pooling", metavar="[mean|cls|last]")]
+ModelPackage = Annotated[str | None, opt("model_package", metavar="PACKAGE")]
+Device = Annotated[str, opt("device", metavar="DEVICE")]
+Dtype = Annotated[str, opt("dtype", metavar="[auto|float32|bfloat16|float16]")]
 BatchTokens = Annotated[int | None, opt("batch_tokens")]
 Compile = Annotated[bool, opt("compile", "--compile")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary on stderr.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
 IndexDir = Annotated[
     Path | None,
-    typer.Option("--index", "-i", help="Store folder (default: $GENOME_INDEX, else ./genome-index)."),
+    typer.Option("--index", "-i", help="Store folder.", show_default="$GENOME_INDEX, else ./genome-index"),
 ]
-Format = Annotated[str, typer.Option("--format", "-f", help="table, tsv, csv or json.")]
+Format = Annotated[str, typer.Option("--format", "-f", help="Output format.", metavar="[table|tsv|csv|json]")]
+Columns = Annotated[
+    str | None,
+    typer.Option(
+        "--columns", "-c", help="Comma-separated columns to print, in any format.",
+        show_default="in a table, a few that fit a terminal; else all",
+    ),
+]  # fmt: skip
 
 
 def model_options(
@@ -234,10 +232,29 @@ def check_format(fmt: str) -> None:
         raise GenomeIndexError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
 
 
-@app.command()
+@contextlib.contextmanager
+def stdin_as_file(paths: list[Path]) -> Iterator[list[Path]]:
+    """The paths with `-` replaced by standard input, copied to a temporary `stdin.fa` first:
+    a build or a query reads its input more than once, which a pipe cannot give."""
+    if Path("-") not in paths:
+        yield paths
+        return
+    if sys.stdin.isatty():
+        raise GenomeIndexError("`-` reads FASTA from standard input, but nothing is piped in")
+    with tempfile.TemporaryDirectory(prefix="genome-index-stdin-") as folder:
+        spooled = Path(folder) / "stdin.fa"
+        with open(spooled, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out)
+        yield [spooled if path == Path("-") else path for path in paths]
+
+
+@command()
 @user_errors
 def embed(
-    fasta: Annotated[list[Path], typer.Argument(help="FASTA files or folders (searched recursively).")],
+    fasta: Annotated[
+        list[Path],
+        typer.Argument(help="FASTA files or folders (searched recursively); - reads stdin.", metavar="FASTA"),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write, one row per chunk.")],
     model: Model = None,
     layer: Layer = None,
@@ -252,17 +269,30 @@ def embed(
     batch_tokens: BatchTokens = None,
     quiet: Quiet = False,
 ) -> None:
-    """Write raw chunk embeddings (file, genome, record, start, end, n_tokens, embedding) to Parquet."""
+    """Write chunk embeddings of FASTA genomes to Parquet (no store).
+
+    One row per window: file, genome, record, start, end, n_tokens, embedding. The file's
+    metadata names the model, its revision, the layer, the windows and the tool version.
+
+    \b
+    Examples:
+      genome-index embed genomes/ -o chunks.parquet -m nt-tiny
+      genome-index embed plasmid.fa -o plasmid.parquet -m ./my-checkpoint --layer 20
+      zcat genome.fna.gz | genome-index embed - -o genome.parquet -m kmer:6
+    """
     from genome_index.embed import Embedder
     from genome_index.export import write_parquet
     from genome_index.fasta import find_fasta_files
     from genome_index.progress import Shown
 
-    files = find_fasta_files(fasta)
-    options = model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package)
-    embedder = Embedder(options, RunOptions(device, dtype, batch_tokens))
-    with Shown(quiet).step("embedding", None, "bp", genomes=len(files)) as step:
-        rows = write_parquet(embedder.embed_genomes(files, step=step), out, embedder.dim)
+    with stdin_as_file(fasta) as paths:
+        files = find_fasta_files(paths)
+        options = model_options(
+            model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package
+        )
+        embedder = Embedder(options, RunOptions(device, dtype, batch_tokens))
+        with Shown(quiet).step("embedding", None, "bp", genomes=len(files)) as step:
+            rows = write_parquet(embedder.embed_genomes(files, step=step), out, embedder)
     log(
         f"wrote {rows} chunk embeddings of {len(files)} genome(s) to {out} "
         f"(model {embedder.spec.name}, layer {embedder.layer}, dim {embedder.dim})",
@@ -270,12 +300,16 @@ def embed(
     )
 
 
-@app.command()
+@command()
 @user_errors
 def build(
     inputs: Annotated[
         list[Path] | None,
-        typer.Argument(help="FASTA files or folders (default: `inputs` in genome-index.toml)."),
+        typer.Argument(
+            help="FASTA files or folders (searched recursively); - reads stdin.",
+            metavar="FASTA",
+            show_default="`inputs` in genome-index.toml",
+        ),
     ] = None,
     index: IndexDir = None,
     model: Model = None,
@@ -286,8 +320,8 @@ def build(
     trust_remote_code: TrustRemoteCode = None,
     pooling: Pooling = None,
     model_package: ModelPackage = None,
-    index_type: Annotated[str | None, opt("index_type")] = None,
-    vector_dtype: Annotated[str | None, opt("vector_dtype")] = None,
+    index_type: Annotated[str | None, opt("index_type", metavar="[flat|hnsw|ivf-pq]")] = None,
+    vector_dtype: Annotated[str | None, opt("vector_dtype", metavar="[float32|float16]")] = None,
     sketch_scaled: Annotated[int | None, opt("sketch_scaled")] = None,
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
@@ -303,14 +337,24 @@ def build(
         ),
     ] = False,
     shard: Annotated[
-        str | None, typer.Option(help="I/N: embed only the I-th of N slices of the inputs (see `merge`).")
+        str | None,
+        typer.Option(help="Embed only the I-th of N slices of the inputs (see `merge`).", metavar="I/N"),
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Embed FASTA genomes into a store; the first build fixes its model, layer and windows.
+    """Embed FASTA genomes into a store (created by the first build).
 
-    Options left out follow the store (or their defaults for a new one). Every option may also
-    come from ./genome-index.toml; flags given here win.
+    The first build fixes the store's model, layer and windows; later builds add the new
+    genomes (by sequence: a file already stored is skipped) with the same settings. Options
+    left out follow the store. Every option may also come from ./genome-index.toml; flags
+    given here win. Other commands can read the store while a build runs.
+
+    \b
+    Examples:
+      genome-index build genomes/ -m nt-tiny
+      genome-index build more-genomes/ --labels labels.csv
+      genome-index build genomes/ -i kmer-store -m kmer:6
+      genome-index build genomes/ -m InstaDeepAI/nucleotide-transformer-2.5b-multi-species --layer 20
     """
     from genome_index.api import GenomeIndex
     from genome_index.progress import Shown
@@ -318,16 +362,17 @@ def build(
     if not inputs:
         raise GenomeIndexError("no input: give FASTA files or folders, or `inputs` in genome-index.toml")
     store = GenomeIndex(index_dir(index))
-    report = store.build(
-        inputs,
-        model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package),
-        StoreOptions(index_type, vector_dtype, sketch_scaled),
-        RunOptions(device, dtype, batch_tokens, compile),
-        labels=labels,
-        labels_from_duplicates=labels_from_duplicates,
-        shard=parse_shard(shard),
-        progress=Shown(quiet),
-    )
+    with stdin_as_file(inputs) as paths:
+        report = store.build(
+            paths,
+            model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package),
+            StoreOptions(index_type, vector_dtype, sketch_scaled),
+            RunOptions(device, dtype, batch_tokens, compile),
+            labels=labels,
+            labels_from_duplicates=labels_from_duplicates,
+            shard=parse_shard(shard),
+            progress=Shown(quiet),
+        )
     ignored = set(report.labels_ignored)
     for file, name in report.duplicates:
         note = ", its labels ignored (--labels-from-duplicates applies them)" if file in ignored else ""
@@ -349,49 +394,83 @@ def build(
     log(summary, quiet)
 
 
-@app.command()
+@command()
 @user_errors
 def query(
-    fasta: Annotated[Path, typer.Argument(help="Query FASTA (a genome, contig or fragment).")],
-    k: Annotated[int, opt("k", "-k")] = QueryOptions.k,
+    fasta: Annotated[
+        Path, typer.Argument(help="Query FASTA: a genome, contig or fragment; - reads stdin.", metavar="FASTA")
+    ],
+    k: Annotated[int, opt("k", "-k", "--top")] = QueryOptions.k,
     index: IndexDir = None,
-    mode: Annotated[str, opt("mode")] = QueryOptions.mode,
+    mode: Annotated[str, opt("mode", metavar="[auto|genome|chunks]")] = QueryOptions.mode,
     per_record: Annotated[bool, opt("per_record", "--per-record")] = QueryOptions.per_record,
     window_overlap: Annotated[float | None, opt("window_overlap")] = None,
     frames: Annotated[bool | None, opt("frames", "--frames/--no-frames")] = None,
     center: Annotated[bool, opt("center", "--center/--no-center")] = QueryOptions.center,
     rerank: Annotated[bool, opt("rerank", "--rerank/--no-rerank")] = QueryOptions.rerank,
     fmt: Format = "table",
+    columns: Columns = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Must be the store's model (read from the store anyway).")
+        str | None,
+        typer.Option("--model", "-m", help="Must be the store's model (it is read from the store).", metavar="MODEL"),
     ] = None,
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
     quiet: Quiet = False,
 ) -> None:
-    """Nearest stored genomes to a sequence, with the store's own model, layer and pooling."""
+    """Find the stored genomes nearest to a sequence.
+
+    The query is embedded with the store's own model, layer and windows. Every row has the
+    columns query, rank, genome_id, name, file, score, mode, support (chunks mode), containment
+    and ani_estimate (k-mer re-rank), then the genome's labels; the table shows the few that
+    fit a terminal.
+
+    \b
+    Examples:
+      genome-index query contig.fa -k 5
+      genome-index query assembly.fna.gz --format json
+      genome-index query plasmids.fa --per-record --columns query,rank,name,score
+      cat reads.fa | genome-index query -
+    """
     from genome_index.api import GenomeIndex
-    from genome_index.output import render_dicts
+    from genome_index.output import HIT_COLUMNS, HIT_TABLE_COLUMNS, choose, column_names, render_dicts
     from genome_index.progress import Shown
 
     check_format(fmt)
     store = GenomeIndex.open(index_dir(index))
+    known = [*HIT_COLUMNS, *store.label_names()]
+    choose(known, [], fmt, columns)  # an unknown --columns fails before the model loads
     options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank)
-    rows = store.query(fasta, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet))
-    typer.echo(render_dicts(rows, fmt), nl=False)
+    with stdin_as_file([fasta]) as (path,):
+        rows = store.query(path, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet))
+    labels = [c for c in known if c not in HIT_COLUMNS]
+    brief = (["query"] if per_record else []) + list(HIT_TABLE_COLUMNS)
+    chosen = choose(column_names(rows, known), rows, fmt, columns, brief, labels)
+    typer.echo(render_dicts(rows, fmt, chosen), nl=False)
 
 
-@app.command()
+@command()
 @user_errors
 def sql(
-    statement: Annotated[str, typer.Argument(help="One SQL statement (read-only).")],
+    statement: Annotated[str, typer.Argument(help="One read-only SQL statement.", metavar="STATEMENT")],
     index: IndexDir = None,
     fmt: Format = "table",
-    timeout: Annotated[float, typer.Option(help="Stop the statement after this many seconds.")] = 60.0,
-    memory_limit: Annotated[str, typer.Option(help="Memory the statement may use, e.g. 2GB.")] = "2GB",
+    timeout: Annotated[
+        float, typer.Option(help="Stop the statement after this many seconds.", metavar="SECONDS")
+    ] = 60.0,
+    memory_limit: Annotated[str, typer.Option(help="Memory the statement may use.", metavar="SIZE")] = "2GB",
 ) -> None:
-    """Run read-only SQL over the store's tables (genomes, records, chunks, labels, ...)."""
+    """Run read-only SQL over the store.
+
+    Tables: genomes, records, chunks, chunk_vectors, genome_vectors, sketches, labels,
+    settings (the README lists their columns). Writes and file access are refused.
+
+    \b
+    Examples:
+      genome-index sql "SELECT name, length, gc FROM genomes ORDER BY length DESC LIMIT 5"
+      genome-index sql "SELECT key, value, count(*) AS n FROM labels GROUP BY ALL" --format csv
+    """
     from genome_index.api import GenomeIndex
     from genome_index.output import render
 
@@ -400,31 +479,51 @@ def sql(
     typer.echo(render(columns, rows, fmt), nl=False)
 
 
-@app.command()
+@command()
 @user_errors
-def info(index: IndexDir = None, fmt: Format = "table") -> None:
-    """Settings, counts, vector dimension, index type and disk use of a store."""
+def info(
+    index: IndexDir = None,
+    fmt: Format = "table",
+    raw_bytes: Annotated[bool, typer.Option("--bytes", help="Sizes in bytes rather than KiB, MiB, GiB.")] = False,
+) -> None:
+    """Show a store's settings, counts and disk use.
+
+    \b
+    Examples:
+      genome-index info
+      genome-index info -i other-store --format json --bytes
+    """
     from genome_index.api import GenomeIndex
-    from genome_index.output import render
+    from genome_index.output import human_bytes, render
 
     check_format(fmt)
     details = GenomeIndex.open(index_dir(index)).info()
+    size: Callable[[int], Any] = (lambda n: n) if raw_bytes else human_bytes
     rows: list[tuple[str, Any]] = [("directory", details["directory"])]
     rows += [(f"count.{k}", v) for k, v in details["counts"].items()]
     rows.append(("count.bases", details["bases"]))
     rows += [(f"setting.{k}", v) for k, v in sorted(details["settings"].items())]
-    rows += [(f"disk.{k}", v) for k, v in details["disk_bytes"].items()]
+    rows += [(f"disk.{k}", size(v)) for k, v in details["disk_bytes"].items()]
+    rows.append(("disk.total", size(sum(details["disk_bytes"].values()))))
     typer.echo(render(["key", "value"], rows, fmt), nl=False)
 
 
-@app.command()
+@command()
 @user_errors
 def remove(
-    genomes: Annotated[list[str], typer.Argument(help="Genome names or ids.")],
+    genomes: Annotated[
+        list[str], typer.Argument(help="Genome names or ids (name:X or id:N where both fit).", metavar="GENOME")
+    ],
     index: IndexDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Remove genomes: their rows, vectors and index entries."""
+    """Remove genomes: their rows, vectors and index entries.
+
+    \b
+    Examples:
+      genome-index remove GCA_006094915.1_ASM609491v1_genomic
+      genome-index remove id:12 id:13
+    """
     from genome_index.api import GenomeIndex
 
     removed = GenomeIndex.open(index_dir(index)).remove(genomes)
@@ -432,14 +531,26 @@ def remove(
         log(f"removed genome {gid} {name}", quiet)
 
 
-@app.command()
+@command()
 @user_errors
 def reindex(
     index: IndexDir = None,
-    index_type: Annotated[str | None, typer.Option(help="Change the chunk index type: flat, hnsw or ivf-pq.")] = None,
+    index_type: Annotated[
+        str | None,
+        typer.Option(help="Change the chunk index type.", metavar="[flat|hnsw|ivf-pq]", show_default="the store's"),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Rebuild the FAISS files from the vectors stored in DuckDB (optionally as another type)."""
+    """Rebuild the FAISS files from the vectors in DuckDB.
+
+    Repairs FAISS files that are missing, damaged or behind (after a full disk), or changes
+    the chunk index type.
+
+    \b
+    Examples:
+      genome-index reindex
+      genome-index reindex --index-type hnsw
+    """
     from genome_index.api import GenomeIndex
     from genome_index.progress import Shown
 
@@ -447,14 +558,24 @@ def reindex(
     log(f"rebuilt FAISS indexes: {sizes['chunks']} chunk vectors, {sizes['genomes']} genome vectors", quiet)
 
 
-@app.command()
+@command()
 @user_errors
 def merge(
-    out: Annotated[Path, typer.Argument(help="Store to merge into (created if missing).")],
-    stores: Annotated[list[Path], typer.Argument(help="Stores built with the same settings.")],
+    out: Annotated[Path, typer.Argument(help="Store to merge into (created if missing).", metavar="INTO")],
+    stores: Annotated[list[Path], typer.Argument(help="Stores built with the same settings.", metavar="STORE")],
     quiet: Quiet = False,
 ) -> None:
-    """Merge stores (e.g. shards built on several GPUs) into one; duplicates are skipped."""
+    """Merge shards or other stores built with the same settings.
+
+    Genomes already in INTO are skipped; of a sequence stored in several sources, the copy
+    whose file sorts first is kept, as a single build would.
+
+    \b
+    Examples:
+      genome-index build genomes/ -i shard1 --shard 1/2 -m nt-tiny
+      genome-index build genomes/ -i shard2 --shard 2/2 -m nt-tiny
+      genome-index merge all shard1 shard2
+    """
     from genome_index.api import GenomeIndex
     from genome_index.progress import Shown
 
@@ -467,41 +588,61 @@ def merge(
     )
 
 
-@app.command()
+@command()
 @user_errors
 def compare(
     index: IndexDir = None,
-    label: Annotated[str | None, typer.Option(help="Label column to colour and summarise by.")] = None,
+    label: Annotated[str | None, typer.Option(help="Label to colour and summarise by.", metavar="LABEL")] = None,
+    name_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Label whose value names each genome in the plots.", metavar="LABEL", show_default="the genome name"
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the matrix, plots and summary.")] = Path(
         "compare"
     ),
+    plot_format: Annotated[str, typer.Option("--plot-format", help="Plot file type.", metavar="[png|svg|pdf]")] = "png",
     ani: Annotated[
         bool, typer.Option("--ani", help="Also whole-genome ANI of every pair with skani (ani.tsv), from the files.")
     ] = False,
     fmt: Format = "table",
     quiet: Quiet = False,
 ) -> None:
-    """Genome-by-genome cosine matrix, clustered heatmap, PCA/UMAP maps and a label summary."""
+    """Compare all stored genomes: cosine matrix, heatmap, maps.
+
+    Writes the cosine matrix (TSV), a clustered heatmap with a dendrogram and label colours,
+    a PCA map (and UMAP with umap-learn installed), and prints a within/between summary of
+    the label.
+
+    \b
+    Examples:
+      genome-index compare --label species -o compare/
+      genome-index compare --label st --name-column strain --plot-format pdf --ani
+    """
     from genome_index.api import GenomeIndex
     from genome_index.output import render_dicts
     from genome_index.progress import Shown
 
     check_format(fmt)
-    result = GenomeIndex.open(index_dir(index)).compare(out, label, ani, Shown(quiet))
+    result = GenomeIndex.open(index_dir(index)).compare(
+        out, label, ani, Shown(quiet), name_column=name_column, plot_format=plot_format
+    )
     typer.echo(render_dicts(result["summary"], fmt), nl=False)
     log("wrote " + ", ".join(result["files"].values()), quiet)
 
 
-@app.command()
+@command()
 @user_errors
 def evaluate(
-    fasta: Annotated[list[Path], typer.Argument(help="Labelled FASTA genomes (files or folders).")],
+    fasta: Annotated[list[Path], typer.Argument(help="Labelled FASTA genomes (files or folders).", metavar="FASTA")],
     labels: Annotated[Path, typer.Option(help="CSV with a `file` or `name` column and the label column.")],
-    label: Annotated[str, typer.Option(help="The label column to separate, e.g. species.")],
+    label: Annotated[str, typer.Option(help="The label column to separate, e.g. species.", metavar="LABEL")],
     model: Annotated[
-        list[str], typer.Option("--model", "-m", help="Model to evaluate (repeat for several; kmer:K too).")
+        list[str],
+        typer.Option("--model", "-m", help="Model to evaluate (repeat for several; kmer:K too).", metavar="MODEL"),
     ],
-    layers: Annotated[str, typer.Option(help="'all' or a list such as 0,4,8,-1.")] = "all",
+    layers: Annotated[str, typer.Option(help="all, or a list such as 0,4,8,-1.", metavar="LAYERS")] = "all",
     chunk_tokens: ChunkTokens = None,
     chunking: Chunking = None,
     trust_remote_code: TrustRemoteCode = None,
@@ -516,18 +657,33 @@ def evaluate(
         ),
     ] = False,
     fmt: Format = "table",
-    plot: Annotated[Path | None, typer.Option(help="PNG of accuracy by layer, one line per model.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Plot of accuracy, gap and silhouette by layer (.png, .svg or .pdf).")
+    ] = None,
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
     quiet: Quiet = False,
 ) -> None:
-    """Score every (model, layer) on a label: nearest-neighbour accuracy, within/between, silhouette."""
+    """Score models and layers on how well they separate a label.
+
+    For every (model, layer): nearest-neighbour accuracy, mean cosine within and between
+    label groups, their gap, and the silhouette.
+
+    \b
+    Examples:
+      genome-index evaluate labelled/ --labels labels.csv --label species -m nt-tiny -m kmer:6
+      genome-index evaluate labelled/ --labels labels.csv --label species -m ./ckpt --layers 0,8,-1 --plot l.png
+    """
     from genome_index.evaluate import evaluate as run_evaluate
     from genome_index.output import render_dicts
     from genome_index.progress import Shown
 
     check_format(fmt)
+    if plot is not None:
+        from genome_index.plots import check_plot_path
+
+        check_plot_path(plot)  # before the hours of embedding, not after
     windows = model_options(
         None, chunk_tokens=chunk_tokens, chunking=chunking, trust_remote_code=trust_remote_code, pooling=pooling,
         model_package=model_package,
@@ -539,9 +695,9 @@ def evaluate(
     )  # fmt: skip
     typer.echo(render_dicts(rows, fmt), nl=False)
     if plot is not None:
-        from genome_index.compare import plot_accuracy_by_layer, plot_ani
+        from genome_index.plots import plot_ani, plot_layers
 
-        plot_accuracy_by_layer(plot, rows)
+        plot_layers(plot, rows)
         log(f"wrote {plot}", quiet)
         if ani:
             scatter = plot.with_name(f"{plot.stem}-ani{plot.suffix}")
@@ -549,7 +705,7 @@ def evaluate(
             log(f"wrote {scatter}", quiet)
 
 
-@app.command()
+@command()
 @user_errors
 def check(
     index: IndexDir = None,
@@ -557,7 +713,18 @@ def check(
         bool, typer.Option("--quick", help="Only DuckDB's consistency queries: no block reads, no FAISS files.")
     ] = False,
 ) -> None:
-    """Verify a store: complete genomes, chunk coverage, vectors, sketches, FAISS ids equal to DuckDB's."""
+    """Verify a store's consistency (exit status 1 on a problem).
+
+    Every genome complete, every base covered by its windows, every vector of the store's
+    width, sketches present, every block of the DuckDB file readable, and the FAISS files
+    holding exactly DuckDB's ids. --quick runs only the DuckDB queries (fine while a build
+    runs).
+
+    \b
+    Examples:
+      genome-index check
+      genome-index check --quick -i big-store
+    """
     from genome_index.api import GenomeIndex
 
     store = GenomeIndex.open(index_dir(index))
@@ -569,6 +736,25 @@ def check(
             f"{store.directory}: {len(problems)} problem(s); `genome-index reindex` repairs FAISS files"
         )
     typer.echo(f"{store.directory}: consistent")
+
+
+@command()
+@user_errors
+def completion(
+    shell: Annotated[str, typer.Argument(help="The shell to complete in.", metavar="[bash|zsh|fish]")],
+) -> None:
+    """Print a shell completion script.
+
+    \b
+    Examples:
+      genome-index completion bash > ~/.local/share/bash-completion/completions/genome-index
+      genome-index completion zsh > "${fpath[1]}/_genome-index"
+    """
+    from typer.completion import get_completion_script
+
+    if shell not in ("bash", "zsh", "fish"):
+        raise GenomeIndexError(f"no completion for {shell!r}: use bash, zsh or fish")
+    typer.echo(get_completion_script(prog_name="genome-index", complete_var="_GENOME_INDEX_COMPLETE", shell=shell))
 
 
 def main() -> None:

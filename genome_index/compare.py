@@ -1,7 +1,5 @@
-"""Genome-by-genome comparison: similarity matrix, clustered heatmap, 2-D maps, label summary.
-
-Plots are drawn on `matplotlib.figure.Figure` objects and saved to files: no pyplot, no
-backend chosen for the process, so importing this never changes a notebook's plotting.
+"""Genome-by-genome comparison: similarity matrix, 2-D coordinates, label summary, and the
+files `compare` writes (the figures are drawn by `plots`).
 
 Also the metrics `evaluate` reports per (model, layer): leave-one-out nearest-neighbour
 accuracy of a label, mean within- and between-label similarity, and silhouette.
@@ -15,15 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
-from scipy.cluster.hierarchy import leaves_list, linkage
-from scipy.spatial.distance import squareform
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 from genome_index.ani import write_ani
+from genome_index.errors import GenomeIndexError
+from genome_index.plots import PLOT_FORMATS, plot_heatmap, plot_map
 from genome_index.store.vectors import normalise
 
 
@@ -112,56 +108,6 @@ def write_matrix(path: Path, names: Sequence[str], similarity: np.ndarray) -> No
             writer.writerow([name, *(f"{v:.6f}" for v in row)])
 
 
-def _font_size(n: int) -> float:
-    return max(4.0, min(10.0, 200.0 / max(n, 1)))
-
-
-def plot_heatmap(path: Path, names: Sequence[str], similarity: np.ndarray, title: str) -> None:
-    """Cosine similarity heatmap, rows and columns in average-linkage cluster order."""
-    n = len(names)
-    order = np.arange(n)
-    if n > 2:
-        order = leaves_list(linkage(squareform(1.0 - similarity, checks=False), method="average"))
-    size = min(4 + 0.25 * n, 24)
-    fig = Figure(figsize=(size + 1.5, size))
-    ax = fig.subplots()
-    image = ax.imshow(similarity[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
-    ticks = [names[i] for i in order]
-    ax.set_xticks(range(n), ticks, rotation=90, fontsize=_font_size(n))
-    ax.set_yticks(range(n), ticks, fontsize=_font_size(n))
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def plot_map(
-    path: Path,
-    coords: np.ndarray,
-    names: Sequence[str],
-    labels: Sequence[str],
-    title: str,
-    axes: tuple[str, str],
-) -> None:
-    """2-D scatter of genomes coloured by label, with a legend (and names when they fit)."""
-    fig = Figure(figsize=(8, 6.5))
-    ax = fig.subplots()
-    groups = sorted(set(labels))
-    colours = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
-    for i, group in enumerate(groups):
-        rows = [j for j, label in enumerate(labels) if label == group]
-        ax.scatter(coords[rows, 0], coords[rows, 1], s=40, color=colours(i % colours.N), label=group or "(none)")
-    if len(names) <= 40:
-        for (x, y), name in zip(coords, names, strict=True):
-            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(axes[0])
-    ax.set_ylabel(axes[1])
-    ax.set_title(title)
-    ax.legend(title="label", fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 def pca_coords(vectors: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
     """First two principal components of the normalised vectors, with axis labels."""
     unit = normalise(vectors)
@@ -186,24 +132,6 @@ def umap_coords(vectors: np.ndarray) -> np.ndarray | None:
     return reducer.fit_transform(normalise(vectors))
 
 
-def plot_accuracy_by_layer(path: Path, rows: Sequence[dict]) -> None:
-    """Nearest-neighbour accuracy against layer, one line per model."""
-    fig = Figure(figsize=(8, 5))
-    ax = fig.subplots()
-    for model in dict.fromkeys(r["model"] for r in rows):
-        points = sorted((r["layer"], r["nn_accuracy"]) for r in rows if r["model"] == model)
-        xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, marker="o", label=model)
-    ax.set_xlabel("layer (hidden state)")
-    ax.set_ylabel("leave-one-out nearest-neighbour accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Which layer separates the label best?")
-    ax.legend(title="model")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
 def write_comparison(
     out: Path,
     names: list[str],
@@ -212,22 +140,31 @@ def write_comparison(
     label: str | None,
     model: str,
     ani: np.ndarray | None = None,
+    shown_names: list[str] | None = None,
+    plot_format: str = "png",
 ) -> dict[str, Any]:
     """Matrix (TSV), heatmap, PCA (and UMAP) maps and the label summary of genome vectors in
-    `out`, and with `ani` (skani's matrix) ani.tsv: the files written and the summary rows."""
+    `out`, and with `ani` (skani's matrix) ani.tsv: the files written and the summary rows.
+    The TSVs name genomes by `names`; the plots by `shown_names` where given."""
+    if plot_format not in PLOT_FORMATS:
+        raise GenomeIndexError(f"unknown plot format {plot_format!r}: use {', '.join(PLOT_FORMATS)}")
     groups = groups if label else [""] * len(names)
+    shown = shown_names or names
     out.mkdir(parents=True, exist_ok=True)
     similarity = cosine_matrix(vectors)
-    files = {"matrix": out / "similarity.tsv", "heatmap": out / "heatmap.png", "pca": out / "pca.png"}
+    files = {
+        "matrix": out / "similarity.tsv", "heatmap": out / f"heatmap.{plot_format}", "pca": out / f"pca.{plot_format}"
+    }  # fmt: skip
     write_matrix(files["matrix"], names, similarity)
-    plot_heatmap(files["heatmap"], names, similarity, f"Cosine similarity of genome vectors ({model})")
+    about = f"{model}, {len(names)} genomes"
+    plot_heatmap(files["heatmap"], shown, similarity, f"Cosine similarity of genome vectors ({about})", groups, label)
     coords, axes = pca_coords(vectors)
-    what = f"coloured by {label}" if label else "all genomes"
-    plot_map(files["pca"], coords, names, groups, f"PCA of genome vectors ({model}), {what}", axes)
+    what = f", coloured by {label}" if label else ""
+    plot_map(files["pca"], coords, shown, groups, f"PCA of genome vectors ({about}){what}", axes, label)
     umap = umap_coords(vectors)
     if umap is not None:
-        files["umap"] = out / "umap.png"
-        plot_map(files["umap"], umap, names, groups, f"UMAP ({model}), {what}", ("UMAP 1", "UMAP 2"))
+        files["umap"] = out / f"umap.{plot_format}"
+        plot_map(files["umap"], umap, shown, groups, f"UMAP ({about}){what}", ("UMAP 1", "UMAP 2"), label)
     if ani is not None:
         files["ani"] = out / "ani.tsv"
         write_ani(files["ani"], names, ani)
@@ -235,26 +172,3 @@ def write_comparison(
     files["summary"] = out / "summary.tsv"
     write_summary(files["summary"], summary)
     return {"files": {k: str(v) for k, v in files.items()}, "summary": summary}
-
-
-def plot_ani(path: Path, pairs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]], rows: Sequence[dict]) -> None:
-    """Embedding cosine against skani ANI for every genome pair, at each model's layer whose
-    cosine tracks ANI best (highest Spearman)."""
-    fig = Figure(figsize=(7, 5.5))
-    ax = fig.subplots()
-    for model in dict.fromkeys(r["model"] for r in rows):
-        scored = [r for r in rows if r["model"] == model and np.isfinite(r.get("ani_spearman", np.nan))]
-        if not scored:
-            continue
-        best = max(scored, key=lambda r: r["ani_spearman"])
-        cosines, anis = pairs[(model, best["layer"])]
-        seen = ~np.isnan(anis)
-        label = f"{model}, layer {best['layer']} (Spearman {best['ani_spearman']:.2f}, {best['ani_pairs']} pairs)"
-        ax.scatter(100 * anis[seen], cosines[seen], s=18, alpha=0.8, label=label)
-    ax.set_xlabel("whole-genome ANI by skani (%)")
-    ax.set_ylabel("cosine similarity of genome vectors")
-    ax.set_title("Does embedding similarity track relatedness?")
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)

@@ -11,11 +11,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genome_index.embed import EmbeddedGenome
+from genome_index import __version__
+from genome_index.embed import EmbeddedGenome, Embedder
 from genome_index.errors import GenomeIndexError
 
 
-def schema(dim: int) -> pa.Schema:
+def file_metadata(embedder: Embedder) -> dict[str, str]:
+    """What made the vectors, kept in the Parquet file's key-value metadata (`genome_index.*`
+    keys): model, weights revision, class, layer, pooling, windows, dimension, tool version."""
+    chunker = embedder.chunker
+    values = {
+        "model": embedder.spec.name, "model_source": embedder.spec.source, "model_revision": embedder.spec.revision,
+        "model_class": embedder.model_class, "layer": embedder.layer, "pooling": embedder.encoder.pooling,
+        "chunk_tokens": chunker.chunk_tokens, "chunking": chunker.chunking, "anchor_radius": chunker.anchor_radius,
+        "overlap": chunker.overlap, "dim": embedder.dim, "tool_version": __version__,
+    }  # fmt: skip
+    return {f"genome_index.{key}": str(value) for key, value in values.items()}
+
+
+def schema(dim: int, metadata: dict[str, str] | None = None) -> pa.Schema:
     return pa.schema(
         [
             ("file", pa.string()),
@@ -25,7 +39,8 @@ def schema(dim: int) -> pa.Schema:
             ("end", pa.int64()),
             ("n_tokens", pa.int32()),
             ("embedding", pa.list_(pa.float32(), dim)),
-        ]
+        ],
+        metadata=metadata,
     )
 
 
@@ -47,8 +62,10 @@ def table(item: EmbeddedGenome, dim: int) -> pa.Table:
     )
 
 
-def write_parquet(items: Iterable[EmbeddedGenome], out: Path, dim: int) -> int:
-    """Stream genomes into `out` (one row group each); the file appears only when complete."""
+def write_parquet(items: Iterable[EmbeddedGenome], out: Path, embedder: Embedder) -> int:
+    """Stream genomes into `out` (one row group each, with `file_metadata`); the file appears
+    only when complete."""
+    dim = embedder.dim
     out = Path(out)
     if out.is_dir():
         raise GenomeIndexError(f"{out}: is a folder; give a file name such as embeddings.parquet")
@@ -62,7 +79,7 @@ def write_parquet(items: Iterable[EmbeddedGenome], out: Path, dim: int) -> int:
         raise GenomeIndexError(f"{out}: cannot write here ({exc.strerror})") from None
     os.close(fd)
     try:
-        with pq.ParquetWriter(tmp, schema(dim)) as writer:
+        with pq.ParquetWriter(tmp, schema(dim, file_metadata(embedder))) as writer:
             for item in items:
                 writer.write_table(table(item, dim))
                 rows += len(item.chunks)

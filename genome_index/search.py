@@ -30,6 +30,7 @@ from genome_index.anchors import cut_points
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, Record, reverse_complement
+from genome_index.output import HIT_COLUMNS, typed
 from genome_index.progress import SILENT, Progress
 from genome_index.settings import QueryOptions, StoreSettings
 from genome_index.store import Store, reads
@@ -327,16 +328,13 @@ def run_query(
             searching.advance(sum(len(v) for v in view_vectors), queries=1)
             hits = order_hits(ranked, query_sketch, ranker.sketches, options.k, options.rerank)
             for rank, (gid, score, support, contained, ani) in enumerate(hits, start=1):
-                row: dict[str, Any] = {"query": query.name} if options.per_record else {}
-                row.update({
-                    "rank": rank, "genome_id": gid, "name": details[gid]["name"], "file": details[gid]["file"],
-                    "score": round(score, 6), "mode": mode,
-                })  # fmt: skip
-                if mode == "chunks":
-                    row["support"] = support
-                row["containment"] = None if contained is None else round(contained, 4)
-                row["ani_estimate"] = None if ani is None else round(ani, 4)
-                row.update(details[gid]["labels"])
+                values = (
+                    query.name, rank, gid, details[gid]["name"], details[gid]["file"], round(score, 6), mode,
+                    support if mode == "chunks" else None, None if contained is None else round(contained, 4),
+                    None if ani is None else round(ani, 4),
+                )  # fmt: skip
+                row: dict[str, Any] = dict(zip(HIT_COLUMNS, values, strict=True))
+                row.update({key: typed(value) for key, value in details[gid]["labels"].items()})
                 rows.append(row)
         searching.close()
     return rows, embedded

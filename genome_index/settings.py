@@ -36,10 +36,11 @@ KMER_MODEL = re.compile(r"^kmer:(\d+)$")
 K_RANGE = range(3, 9)
 
 
-def option(help: str, fallback: Any = None, default: Any = None, cli: bool = True) -> Any:
+def option(help: str, fallback: Any = None, default: Any = None, cli: bool = True, shown: str | None = None) -> Any:
     """A settings field: `help` for the CLI, `fallback` used when neither the run nor the store
-    gives a value (None: the model decides), `default` the field's own default."""
-    return field(default=default, metadata={"help": help, "fallback": fallback, "cli": cli})
+    gives a value (None: the model decides), `default` the field's own default, `shown` what
+    the help says the default is where no single value is (`the model's maximum`)."""
+    return field(default=default, metadata={"help": help, "fallback": fallback, "cli": cli, "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -47,24 +48,27 @@ class ModelOptions:
     """What decides the vectors; None means the store's value, else the fallback."""
 
     model: str | None = option(
-        "nt-tiny (bundled), kmer:K (K-mer profile, no weights), a checkpoint folder or a Hub id",
+        "nt-tiny (bundled, for trying things), kmer:K (K-mer profile, K 3-8, no weights), a checkpoint folder, "
+        "or a Hugging Face Hub id",
         fallback=DEFAULT_MODEL,
     )
-    layer: int | None = option("hidden state to pool: 0 = embedding output, negative from the end; default the last")
-    chunk_tokens: int | None = option("tokens per window, specials included; default the model's maximum")
+    layer: int | None = option(
+        "Hidden state to pool: 0 is the embedding output, negative counts from the end", shown="the last"
+    )
+    chunk_tokens: int | None = option("Tokens per window, special tokens included", shown="the model's maximum")
     chunking: str | None = option(
         "anchored (cut where the sequence says, so shared sequence gets the same windows) or fixed",
         fallback="anchored",
     )
-    overlap: int | None = option("tokens shared by consecutive fixed windows", fallback=0)
-    trust_remote_code: bool | None = option("allow a Hub model to run its own Python code", fallback=False)
+    overlap: int | None = option("Tokens shared by consecutive fixed windows", fallback=0)
+    trust_remote_code: bool | None = option("Allow a Hub model to run its own Python code", fallback=False)
     anchor_radius: int | None = option("anchor radius in bp (a store's own; else derived from the window)", cli=False)
     pooling: str | None = option(
-        "mean (over the attention mask), cls (first token) or last (last token); default last for causal models, "
-        "else mean"
+        "mean (over the attention mask), cls (first token) or last (last token)",
+        shown="last for causal models, else mean",
     )
     model_package: str | None = option(
-        "a Python package to import first, for models that register their classes on import (GPN: gpn.model)"
+        "A Python package to import first, for models that register their classes on import (GPN: gpn.model)"
     )
 
 
@@ -72,12 +76,12 @@ class ModelOptions:
 class StoreOptions:
     """How a store keeps its vectors; None means the store's value, else the fallback."""
 
-    index_type: str | None = option("chunk index: flat (exact), hnsw or ivf-pq", fallback="flat")
+    index_type: str | None = option("Chunk index: flat (exact), hnsw or ivf-pq", fallback="flat")
     vector_dtype: str | None = option(
-        "vectors kept in DuckDB as float32 or float16 (half the disk)", fallback="float32"
+        "Vectors kept in DuckDB as float32 or float16 (half the disk)", fallback="float32"
     )
     sketch_scaled: int | None = option(
-        "the re-rank sketch keeps 1 in N canonical 21-mers (smaller: finer, more disk)", fallback=1000
+        "The re-rank sketch keeps 1 in N canonical 21-mers (smaller: finer, more disk)", fallback=1000
     )
 
 
@@ -87,7 +91,9 @@ class RunOptions:
 
     device: str = option(DEVICES_HELP, default="auto")
     dtype: str = option("auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16", default="auto")
-    batch_tokens: int | None = option("tokens per batch; default 65536 on CUDA, 8192 on CPU (at least one window)")
+    batch_tokens: int | None = option(
+        "Tokens per batch (at least one window)", shown="65536 on CUDA, 8192 on CPU, or the store's build"
+    )
     compile: bool = option("torch.compile the model (CUDA only)", default=False)
 
 
@@ -95,17 +101,19 @@ class RunOptions:
 class QueryOptions:
     """How a query is embedded and ranked; None means the measured default for the mode."""
 
-    k: int = option("genomes to report per query", default=10)
+    k: int = option("Genomes to report per query", default=10)
     mode: str = option(
-        "auto (genome for queries of 1 Mbp or more, else chunks), genome (the query's mean vector vs "
-        "genome vectors) or chunks (chunk-by-chunk votes)",
+        "genome (the query's mean vector against genome vectors), chunks (chunk-by-chunk votes) or auto "
+        "(genome for queries of 1 Mbp or more, else chunks)",
         default="auto",
     )
-    per_record: bool = option("each record is its own query", default=False)
-    window_overlap: float | None = option("overlap of query windows, a fraction of a window (fixed stores); default 0")
-    frames: bool | None = option("embed all k frames of a k-mer model; default on in chunks mode")
-    center: bool = option("subtract the store's mean vector before the cosine", default=True)
-    rerank: bool = option("re-order the best 20 hits by k-mer containment", default=True)
+    per_record: bool = option("Each record is its own query", default=False)
+    window_overlap: float | None = option(
+        "Overlap of query windows as a fraction of a window (stores with fixed windows)", shown="0"
+    )
+    frames: bool | None = option("Embed all k frames of a k-mer model", shown="on in chunks mode")
+    center: bool = option("Subtract the store's mean vector before the cosine", default=True)
+    rerank: bool = option("Re-order the best 20 hits by k-mer containment", default=True)
 
     def __post_init__(self) -> None:
         if self.mode not in QUERY_MODES:
@@ -127,15 +135,27 @@ def kmer_size(model: str) -> int | None:
     return k
 
 
-def help_of(name: str) -> str:
-    """The help text of an option, with its fallback where it has one."""
+def _field(name: str) -> dataclasses.Field:
     for cls in (ModelOptions, StoreOptions, RunOptions, QueryOptions):
         for f in dataclasses.fields(cls):
             if f.name == name:
-                fallback = f.metadata["fallback"]
-                text = f.metadata["help"]
-                return f"{text[0].upper()}{text[1:]}" + (f" [default: {fallback}]." if fallback is not None else ".")
+                return f
     raise KeyError(name)
+
+
+def help_of(name: str) -> str:
+    """The help text of an option, as written once here."""
+    return _field(name).metadata["help"] + "."
+
+
+def shown_default(name: str) -> str | None:
+    """What the help says an option's default is: its fallback, or the words for a default
+    the model or device decides; None where the option's own default says it (or it is off)."""
+    metadata = _field(name).metadata
+    fallback = metadata["fallback"]
+    if fallback is None:
+        return metadata["shown"]
+    return None if fallback is False else str(fallback)
 
 
 def option_types() -> dict[str, type]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,6 +17,10 @@ runner = CliRunner()
 
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def run_with_input(data: bytes, *args: str):
+    return runner.invoke(app, [str(a) for a in args], input=data, catch_exceptions=False)
 
 
 def one_line_error(result, *fragments: str) -> None:
@@ -43,6 +48,26 @@ def test_embed_writes_one_row_per_chunk(tmp_path: Path, example_genomes) -> None
     assert {r["genome"] for r in rows} == {p.name.removesuffix(".fna.gz") for p in example_genomes[:2]}
     assert all(len(r["embedding"]) == 128 and 1 < r["n_tokens"] <= 1000 for r in rows)
     assert "layer 2" in result.stderr
+    meta = {k.decode(): v.decode() for k, v in pq.read_schema(out).metadata.items() if k.startswith(b"genome_index.")}
+    assert meta["genome_index.model"] == "nt-tiny" and meta["genome_index.layer"] == "2"
+    assert meta["genome_index.model_revision"].startswith("sha256:") and meta["genome_index.chunk_tokens"] == "1000"
+    assert {"genome_index.chunking", "genome_index.pooling", "genome_index.tool_version"} <= set(meta)
+
+
+def test_a_dash_reads_fasta_from_stdin(tmp_path: Path, example_genomes, nt_tiny_store: Path) -> None:
+    import gzip
+    import json
+
+    text = gzip.decompress(example_genomes[1].read_bytes())
+    piped = run_with_input(text, "query", "-", "-k", "2", "-i", nt_tiny_store, "-f", "json")
+    named = run("query", example_genomes[1], "-k", "2", "-i", nt_tiny_store, "-f", "json")
+    assert piped.exit_code == 0, piped.output
+    hits, expected = json.loads(piped.stdout), json.loads(named.stdout)
+    assert [(h["name"], h["score"]) for h in hits] == [(h["name"], h["score"]) for h in expected]
+    assert hits[0]["query"] == "stdin"
+    out = tmp_path / "stdin.parquet"
+    assert run_with_input(text, "embed", "-", "-o", out, "-m", "kmer:4").exit_code == 0
+    assert set(pq.read_table(out).column("genome").to_pylist()) == {"stdin"}
 
 
 @pytest.mark.parametrize("command", ["embed", "build"])
@@ -168,22 +193,27 @@ def test_real_genbank_refseq_pair_is_one_genome(tmp_path: Path, staph_dir: Path)
     assert read_genome(gca).records[0].id != read_genome(gcf).records[0].id
 
 
-def test_query_table_and_formats(store: Path, example_genomes) -> None:
+HIT_COLUMNS = ["query", "rank", "genome_id", "name", "file", "score", "mode", "support", "containment", "ani_estimate"]
+
+
+@pytest.mark.parametrize("mode", ["genome", "chunks"])
+def test_query_formats_carry_the_same_columns_in_every_mode(store: Path, example_genomes, mode: str) -> None:
     import csv
     import io
     import json
 
-    table = run("query", example_genomes[1], "-k", "2", "--index", store)
+    ask = ["query", example_genomes[1], "-k", "2", "--index", store, "--mode", mode]
+    table = run(*ask)
     assert table.exit_code == 0, table.output
-    assert table.stdout.splitlines()[0].split() == [
-        "rank", "genome_id", "name", "file", "score", "mode", "support", "containment", "ani_estimate",
-    ]  # fmt: skip
-    rows = json.loads(run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "json").stdout)
-    assert rows[0]["name"] == "BPH2003" and rows[0]["score"] >= 0.999
-    tsv = run("query", example_genomes[1], "-k", "2", "--index", store, "--format", "tsv").stdout
-    assert tsv.splitlines()[1].split("\t")[2] == "BPH2003"
-    parsed = list(csv.DictReader(io.StringIO(run("query", example_genomes[1], "--index", store, "-f", "csv").stdout)))
-    assert len(parsed) == len(example_genomes)
+    assert table.stdout.splitlines()[0].split() == ["rank", "name", "score", "support", "containment", "ani_estimate"]
+    rows = json.loads(run(*ask, "--format", "json").stdout)
+    assert [list(row) for row in rows] == [HIT_COLUMNS] * 2
+    assert rows[0]["name"] == "BPH2003" and rows[0]["score"] >= 0.999 and isinstance(rows[0]["rank"], int)
+    assert (rows[0]["support"] is None) == (mode == "genome")
+    tsv = run(*ask, "--format", "tsv").stdout.splitlines()
+    assert tsv[0].split("\t") == HIT_COLUMNS and tsv[1].split("\t")[3] == "BPH2003"
+    parsed = list(csv.DictReader(io.StringIO(run(*ask[:2], "--index", store, "--mode", mode, "-f", "csv").stdout)))
+    assert len(parsed) == len(example_genomes) and list(parsed[0]) == HIT_COLUMNS
 
 
 def test_query_chunks_mode_per_record(store: Path, example_genomes) -> None:
@@ -269,7 +299,11 @@ def test_info(store: Path) -> None:
 
     rows = {r["key"]: r["value"] for r in json.loads(result.stdout)}
     assert rows["count.genomes"] == 4 and rows["setting.dim"] == "128" and rows["setting.index_type"] == "flat"
-    assert rows["disk.metadata.duckdb"] > 0
+    assert re.fullmatch(r"\d+\.\d (KiB|MiB)", rows["disk.metadata.duckdb"]), rows["disk.metadata.duckdb"]
+    raw = {r["key"]: r["value"] for r in json.loads(run("info", "--index", store, "-f", "json", "--bytes").stdout)}
+    assert raw["disk.total"] == sum(v for k, v in raw.items() if k.startswith("disk.") and k != "disk.total") > 0
+    table = run("info", "--index", store).stdout
+    assert "MiB" in table and max(len(line) for line in table.splitlines()) <= 120
 
 
 def test_remove_by_name_and_id(store: Path, example_genomes) -> None:
@@ -408,3 +442,91 @@ def test_light_commands_never_import_torch_transformers_or_sourmash(store: Path,
     assert done.stderr.splitlines()[-1] == "", done.stderr  # the names of the heavy modules imported
     if args[0] == "remove":
         assert "g01" not in run("sql", "SELECT name FROM genomes", "--index", store).stdout
+
+
+# -- help, completion, output that fits ------------------------------------------------------
+
+COMMANDS = ["embed", "build", "query", "sql", "info", "remove", "reindex", "merge", "compare", "evaluate", "check"]
+
+
+def test_the_command_list_gives_one_line_each() -> None:
+    listing = run("--help").stdout
+    for name in [*COMMANDS, "completion"]:
+        line = next(line for line in listing.splitlines() if line.strip().startswith(name + " "))
+        assert not line.rstrip().endswith("...") and len(line) <= 100, line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_help_page_has_examples_plain_metavars_and_one_default_style(command: str) -> None:
+    page = run(command, "--help").stdout
+    assert "Examples:" in page and f"genome-index {command}" in page.split("Examples:")[1]
+    for tag in ("<bool>", "<int>", "<str>", "<path>", "<list", "{", "Nt-tiny", "Auto ("):
+        assert tag not in page, (tag, page)
+    assert "default: " not in page.replace("[default: ", "")  # every default said one way
+    options = page.split("Options:")[1]
+    assert "--help" in options and "-q, --quiet" in options if command not in ("sql", "info", "check") else True
+
+
+def test_model_help_names_every_kind_of_model_and_k_has_a_long_form() -> None:
+    page = " ".join(run("build", "--help").stdout.split()).replace("- ", "-")  # undo wrapping at hyphens
+    for kind in ("nt-tiny", "kmer:K", "checkpoint folder", "Hugging Face Hub id"):
+        assert kind in page
+    assert "[default: InstaDeepAI/nucleotide-transformer-2.5b-multi-species]" in page
+    assert "-k, --top N" in run("query", "--help").stdout
+
+
+def test_completion_scripts_and_completion_itself(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    for shell in ("bash", "zsh", "fish"):
+        script = run("completion", shell)
+        assert script.exit_code == 0 and "_GENOME_INDEX_COMPLETE" in script.stdout
+    one_line_error(run("completion", "tcsh"), "bash, zsh or fish")
+    env = {**os.environ, "_GENOME_INDEX_COMPLETE": "complete_bash", "COMP_WORDS": "genome-index que", "COMP_CWORD": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", "from genome_index.cli import main; main()"], env=env, capture_output=True, text=True
+    )
+    assert "query" in completed.stdout.split(), completed
+
+
+@pytest.fixture(scope="module")
+def long_named_store(tmp_path_factory, example_genomes) -> Path:
+    """A kmer:4 store whose genomes have NCBI-length names and many long labels."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("long-names")
+    files = []
+    for i, source in enumerate(example_genomes):
+        files.append(folder / f"GCA_{900_000_000 + i:09d}.1_ASM{600_000 + i}v1_a_long_assembly_name_genomic.fna.gz")
+        shutil.copy(source, files[-1])
+    labels = folder / "labels.csv"
+    columns = ["species", "host", "country", "st", "size", "note1", "note2", "note3"]
+    labels.write_text(
+        "file," + ",".join(columns) + "\n"
+        + "".join(f"{f.name},Staphylococcus aureus,Homo sapiens,United Kingdom,{i:03d},{3_000_000 + i},"
+                  f"{'a fairly long free-text note ' * 2},x,y\n" for i, f in enumerate(files))
+    )  # fmt: skip
+    index = folder / "index"
+    assert run("build", folder, "-i", index, "-m", "kmer:4", "--labels", labels, "-q").exit_code == 0
+    return index
+
+
+def test_the_table_fits_a_terminal_and_json_carries_everything(long_named_store: Path, example_genomes) -> None:
+    import json
+
+    table = run("query", example_genomes[0], "-i", long_named_store, "-k", "4")
+    lines = table.stdout.splitlines()
+    assert 80 <= max(len(line) for line in lines) <= 120
+    assert lines[0].split()[:6] == ["rank", "name", "score", "support", "containment", "ani_estimate"]
+    assert "…" in lines[2] and "/" not in table.stdout  # shortened names, no file paths
+    rows = json.loads(run("query", example_genomes[0], "-i", long_named_store, "-f", "json").stdout)
+    assert rows[0]["file"].endswith(".fna.gz") and rows[0]["species"] == "Staphylococcus aureus"
+    assert isinstance(rows[0]["size"], int) and rows[0]["st"] in {"000", "001", "002", "003"}  # 007 stays text
+    chosen = run("query", example_genomes[0], "-i", long_named_store, "-f", "tsv", "--columns", "name,file,st")
+    assert chosen.stdout.splitlines()[0] == "name\tfile\tst"
+
+
+def test_an_unknown_column_fails_before_the_model_loads(long_named_store: Path, example_genomes) -> None:
+    one_line_error(run("query", example_genomes[0], "-i", long_named_store, "-c", "nmae"), "no column 'nmae'")

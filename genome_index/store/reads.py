@@ -98,11 +98,19 @@ def label_keys(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [k for (k,) in con.execute("SELECT DISTINCT key FROM labels ORDER BY key").fetchall()]
 
 
+def label_values(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, str]:
+    """Genome name -> its value of one label (genomes without it are left out)."""
+    rows = con.execute(
+        "SELECT g.name, l.value FROM labels l JOIN genomes g ON g.id = l.genome_id WHERE l.key = ?", [key]
+    )
+    return dict(rows.fetchall())
+
+
 def genome_details(con: duckdb.DuckDBPyConnection) -> dict[int, dict[str, Any]]:
-    """Genome id -> name, file and every label key (empty where the genome has none)."""
+    """Genome id -> name, file and every label key (None where the genome has none)."""
     keys = label_keys(con)
     details = {
-        gid: {"name": name, "file": file, "labels": dict.fromkeys(keys, "")}
+        gid: {"name": name, "file": file, "labels": dict.fromkeys(keys)}
         for gid, name, file in con.execute("SELECT id, name, file FROM genomes").fetchall()
     }
     for gid, key, value in con.execute("SELECT genome_id, key, value FROM labels").fetchall():
