@@ -143,6 +143,7 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
                     labels={},
                     sketch=np.sort(rng.integers(0, 2**63, 3000, dtype=np.uint64)),
                     sketch_scaled=settings.sketch_scaled,
+                    sequences=None,  # a scale test of the search: no sequences to align
                 )
                 add_genome(con, genome, settings.vector_dtype)
             index.store.rewrite_faiss(con, settings)

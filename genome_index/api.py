@@ -31,6 +31,7 @@ from genome_index.settings import (
 from genome_index.store import FAISS_FILES, Store, reads, writes
 
 if TYPE_CHECKING:  # the model's and the build's modules load torch: imported where they run
+    from genome_index.align import Aligners
     from genome_index.build import BuildReport
     from genome_index.embed import Embedder
 
@@ -153,12 +154,14 @@ class GenomeIndex:
         embedder: Embedder | None = None,
         timings: dict[str, float] | None = None,
         progress: Progress = SILENT,
+        aligners: Aligners | None = None,
     ) -> list[dict[str, Any]]:
         """Nearest stored genomes to the sequence(s) in `fasta`, best first, `options.k` per query.
 
         The query is embedded with the store's own model, layer and windows; `model`, if given,
         must be the store's. `embedder` reuses a loaded one (it must be the store's); `timings`,
-        if given, receives the seconds spent embedding the query and searching.
+        if given, receives the seconds spent embedding the query and searching (alignment
+        included); `aligners` keeps the candidates' minimap2 indexes between queries.
         """
         from genome_index.search import run_query
 
@@ -170,7 +173,7 @@ class GenomeIndex:
         if not settings.same_vectors(embedder.settings(settings.store_options())):
             raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
         started = time.perf_counter()
-        rows, embed_seconds = run_query(self.store, genome, options, embedder, settings, progress)
+        rows, embed_seconds = run_query(self.store, genome, options, embedder, settings, progress, aligners)
         if timings is not None:
             timings.update(embed_s=embed_seconds, search_s=time.perf_counter() - started - embed_seconds)
         return rows
@@ -190,6 +193,26 @@ class GenomeIndex:
                 f"({settings.model}, {settings.model_revision[:19]})"
             )
         return embedder
+
+    def extract(self, regions: Sequence[str], reverse: bool = False, width: int | None = None) -> bytes:
+        """FASTA of stored sequence: each of `regions` is GENOME[:RECORD[:START-END]] (1-based,
+        inclusive; see `extract`), reverse-complemented with `reverse`, in lines of `width`
+        bases (0: one line; None: as the input file had them)."""
+        from genome_index.extract import parse_region, region_fasta
+
+        self.store.require()
+        with self.store.connect() as con:
+            names = reads.genome_names(con)
+            by_name = {name: gid for gid, name in names.items()}
+
+            def record_names(gid: int) -> list[str]:
+                return [name for name, _, _ in reads.records_of(con, gid)]
+
+            chosen = [
+                parse_region(spec, lambda text: self._find_genome(text, names, by_name), record_names)
+                for spec in regions
+            ]
+            return b"".join(region_fasta(con, region, names[region.genome_id], reverse, width) for region in chosen)
 
     def sql(self, statement: str, timeout: float = 60.0, memory_limit: str = "2GB") -> tuple[list[str], list[tuple]]:
         """Run one read-only SQL statement: writes, files and a temporary folder are out of its
@@ -382,6 +405,14 @@ class GenomeIndex:
         return sorted(chosen.items())
 
     def _genome_id(self, ident: str, names: dict[int, str], by_name: dict[str, int]) -> int:
+        """The genome `ident` means (see `_find_genome`); one clear error where there is none."""
+        found = self._find_genome(ident, names, by_name)
+        if found is None:
+            raise GenomeIndexError(f"no genome {ident!r} in {self.directory} (give a name, an id, name:X or id:N)")
+        return found
+
+    @staticmethod
+    def _find_genome(ident: str, names: dict[int, str], by_name: dict[str, int]) -> int | None:
         """The genome `ident` means: `id:N`, `name:X`, or a bare name or id that is not both."""
         kind, _, value = ident.partition(":") if ident.startswith(("id:", "name:")) else ("", "", ident)
         as_id = int(value) if value.isdigit() and int(value) in names and kind != "name" else None
@@ -391,10 +422,37 @@ class GenomeIndex:
                 f"{ident!r} is the id of genome {names[as_id]!r} and the name of genome {as_name}: "
                 f"write id:{value} or name:{value}"
             )
-        found = as_id if as_id is not None else as_name
-        if found is None:
-            raise GenomeIndexError(f"no genome {ident!r} in {self.directory} (give a name, an id, name:X or id:N)")
-        return found
+        return as_id if as_id is not None else as_name
+
+    def backfill_sequences(self, paths: Sequence[str | Path], progress: Progress = SILENT) -> dict[str, list[str]]:
+        """Store the sequences of genomes that have none (stores built before sequences were
+        kept), read from their FASTA files: a file is used only when its sequence's SHA-256 is
+        a stored genome's. Returns the names filled, the files that are no stored genome or
+        whose genome has its sequence already, and the genomes still without one."""
+        from genome_index.sequences import pack
+
+        files = find_fasta_files(list(paths))
+        report: dict[str, list[str]] = {"filled": [], "already": [], "unknown": [], "missing": []}
+        self.store.require()
+        with self.store.lock(), progress.step("storing sequences", len(files), "files") as step:
+            for path in files:
+                genome = read_genome(path)
+                with self.store.connect(read_only=False) as con:  # one short session a genome: readers get in between
+                    lacking = reads.genomes_without_sequences(con)
+                    stored = reads.genomes_by_sha(con).get(genome.sha256)
+                    if stored is None:
+                        report["unknown"].append(str(path))
+                    elif genome.sha256 not in lacking:
+                        report["already"].append(str(path))
+                    else:
+                        packed = [pack(r.sequence, r.line_width) for r in genome.records]
+                        writes.backfill_sequences(con, stored[0], packed)
+                        report["filled"].append(stored[1])
+                step.advance(1)
+            with self.store.connect() as con:
+                names = reads.genome_names(con)
+                report["missing"] = sorted(names[gid] for gid in reads.genomes_without_sequences(con).values())
+        return report
 
     def reindex(self, index_type: str | None = None, progress: Progress = SILENT) -> dict[str, int]:
         """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type."""

@@ -29,6 +29,7 @@ from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, gc_fraction, read_genome
 from genome_index.pipeline import EmbeddedGenome
 from genome_index.progress import SILENT, Progress, Step
+from genome_index.sequences import pack
 from genome_index.settings import StoreSettings
 from genome_index.sketch import sketch_records
 from genome_index.store import FAISS_FILES, Store, reads, writes
@@ -199,6 +200,7 @@ def new_genome(item: EmbeddedGenome, name: str, labels: dict[str, str], sketch_s
         labels=labels,
         sketch=sketch_records(genome.records, sketch_scaled),
         sketch_scaled=sketch_scaled,
+        sequences=[pack(r.sequence, r.line_width) for r in genome.records],
     )
 
 

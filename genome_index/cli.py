@@ -269,7 +269,7 @@ def embed(
     batch_tokens: BatchTokens = None,
     quiet: Quiet = False,
 ) -> None:
-    """Write chunk embeddings of FASTA genomes to Parquet (no store).
+    """Write chunk embeddings of FASTA files to Parquet.
 
     One row per window: file, genome, record, start, end, n_tokens, embedding. The file's
     metadata names the model, its revision, the layer, the windows and the tool version.
@@ -342,7 +342,7 @@ def build(
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Embed FASTA genomes into a store (created by the first build).
+    """Embed FASTA genomes into a store.
 
     The first build fixes the store's model, layer and windows; later builds add the new
     genomes (by sequence: a file already stored is skipped) with the same settings. Options
@@ -408,6 +408,8 @@ def query(
     frames: Annotated[bool | None, opt("frames", "--frames/--no-frames")] = None,
     center: Annotated[bool, opt("center", "--center/--no-center")] = QueryOptions.center,
     rerank: Annotated[bool, opt("rerank", "--rerank/--no-rerank")] = QueryOptions.rerank,
+    align: Annotated[bool | None, opt("align", "--align/--no-align")] = None,
+    align_top: Annotated[int, opt("align_top", "--align-top", metavar="N")] = QueryOptions.align_top,
     fmt: Format = "table",
     columns: Columns = None,
     model: Annotated[
@@ -421,33 +423,131 @@ def query(
 ) -> None:
     """Find the stored genomes nearest to a sequence.
 
-    The query is embedded with the store's own model, layer and windows. Every row has the
-    columns query, rank, genome_id, name, file, score, mode, support (chunks mode), containment
-    and ani_estimate (k-mer re-rank), then the genome's labels; the table shows the few that
-    fit a terminal.
+    The query is embedded with the store's own model, layer and windows; the best candidates
+    are then aligned with minimap2 (queries up to 6 Mbp, or --align) and ranked by identity x
+    coverage. Rows carry the cosine score, the sketch figures, the alignment (identity,
+    aligned_bp, query_coverage, where in the genome), the rank key (ranked_by; equal keys
+    share a rank and are flagged tied), then the genome's labels; the table shows the few
+    that fit a terminal, --format json adds every alignment.
 
     \b
     Examples:
       genome-index query contig.fa -k 5
-      genome-index query assembly.fna.gz --format json
+      genome-index query assembly.fna.gz --format json --no-align
       genome-index query plasmids.fa --per-record --columns query,rank,name,score
       cat reads.fa | genome-index query -
     """
     from genome_index.api import GenomeIndex
-    from genome_index.output import HIT_COLUMNS, HIT_TABLE_COLUMNS, choose, column_names, render_dicts
+    from genome_index.output import (
+        HIT_COLUMNS,
+        HIT_TABLE_COLUMNS,
+        HIT_TABLE_UNALIGNED,
+        choose,
+        column_names,
+        render_dicts,
+    )  # fmt: skip
     from genome_index.progress import Shown
 
     check_format(fmt)
     store = GenomeIndex.open(index_dir(index))
-    known = [*HIT_COLUMNS, *store.label_names()]
+    hit_columns = [*HIT_COLUMNS, "alignments"] if fmt == "json" else list(HIT_COLUMNS)
+    known = [*hit_columns, *store.label_names()]
     choose(known, [], fmt, columns)  # an unknown --columns fails before the model loads
-    options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank)
+    options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank, align, align_top)
     with stdin_as_file([fasta]) as (path,):
         rows = store.query(path, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet))
-    labels = [c for c in known if c not in HIT_COLUMNS]
-    brief = (["query"] if per_record else []) + list(HIT_TABLE_COLUMNS)
+    if fmt != "json":
+        rows = [{key: value for key, value in row.items() if key != "alignments"} for row in rows]
+    labels = [c for c in known if c not in hit_columns]
+    aligned = any(row["identity"] is not None for row in rows)
+    brief = (
+        (["query"] if per_record else [])
+        + ["rank"]
+        + (["tied"] if any(row["tied"] for row in rows) else [])
+        + list(HIT_TABLE_COLUMNS if aligned else HIT_TABLE_UNALIGNED)[1:]
+    )
     chosen = choose(column_names(rows, known), rows, fmt, columns, brief, labels)
     typer.echo(render_dicts(rows, fmt, chosen), nl=False)
+
+
+@command()
+@user_errors
+def extract(
+    regions: Annotated[
+        list[str],
+        typer.Argument(help="GENOME[:RECORD[:START-END]], START-END 1-based and inclusive.", metavar="REGION"),
+    ],
+    index: IndexDir = None,
+    rc: Annotated[bool, typer.Option("--rc", help="Reverse-complement (the name gets /rc).")] = False,
+    width: Annotated[
+        int | None,
+        typer.Option(help="Bases per line; 0 for one line.", metavar="N", show_default="the input file's"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file.", metavar="FILE", show_default="stdout")
+    ] = None,
+) -> None:
+    """Write stored sequence as FASTA.
+
+    GENOME is a name or id, RECORD a record name (first word of its header) or number;
+    START-END are 1-based and inclusive, like samtools faidx (a query hit's target_start and
+    target_end fit as they are). A whole genome comes back byte-identical to its normalised
+    input (upper case, the file's line width).
+
+    \b
+    Examples:
+      genome-index extract BPH2947 > BPH2947.fa
+      genome-index extract BPH2947:LR130514.1
+      genome-index extract BPH2947:LR130514.1:162276-171382 --rc
+    """
+    from genome_index.api import GenomeIndex
+
+    if width is not None and width < 0:
+        raise GenomeIndexError("--width must be 0 (one line) or more")
+    fasta = GenomeIndex.open(index_dir(index)).extract(regions, rc, width)
+    if output is None:
+        sys.stdout.buffer.write(fasta)
+        sys.stdout.flush()
+    else:
+        try:
+            output.write_bytes(fasta)
+        except OSError as exc:
+            raise GenomeIndexError(f"{output}: cannot write ({exc.strerror})") from None
+
+
+@command("backfill-sequences")
+@user_errors
+def backfill_sequences(
+    inputs: Annotated[list[Path], typer.Argument(help="The stored genomes' FASTA files or folders.", metavar="INPUTS")],
+    index: IndexDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Store the sequences an older store lacks.
+
+    For stores built before sequences were kept.
+
+    Each file is used only when its sequence's SHA-256 is a stored genome's; extract and
+    query --align then work for those genomes. Exit status 1 while some genome still has
+    no sequence.
+
+    \b
+    Examples:
+      genome-index backfill-sequences genomes/
+    """
+    from genome_index.api import GenomeIndex
+    from genome_index.progress import Shown
+
+    store = GenomeIndex.open(index_dir(index))
+    report = store.backfill_sequences(inputs, Shown(quiet))
+    log(
+        f"stored the sequences of {len(report['filled'])} genome(s)"
+        + (f"; {len(report['already'])} file(s) had theirs already" if report["already"] else "")
+        + (f"; {len(report['unknown'])} file(s) are no genome of this store" if report["unknown"] else ""),
+        quiet,
+    )
+    if report["missing"]:
+        shown = ", ".join(report["missing"][:5]) + (", ..." if len(report["missing"]) > 5 else "")
+        raise GenomeIndexError(f"{len(report['missing'])} genome(s) still have no sequence: {shown}")
 
 
 @command()
@@ -517,7 +617,7 @@ def remove(
     index: IndexDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Remove genomes: their rows, vectors and index entries.
+    """Remove genomes: rows, vectors and index entries.
 
     \b
     Examples:
@@ -565,7 +665,7 @@ def merge(
     stores: Annotated[list[Path], typer.Argument(help="Stores built with the same settings.", metavar="STORE")],
     quiet: Quiet = False,
 ) -> None:
-    """Merge shards or other stores built with the same settings.
+    """Merge stores built with the same settings.
 
     Genomes already in INTO are skipped; of a sequence stored in several sources, the copy
     whose file sorts first is kept, as a single build would.
@@ -609,7 +709,7 @@ def compare(
     fmt: Format = "table",
     quiet: Quiet = False,
 ) -> None:
-    """Compare all stored genomes: cosine matrix, heatmap, maps.
+    """Compare stored genomes: cosines, heatmap, maps.
 
     Writes the cosine matrix (TSV), a clustered heatmap with a dendrogram and label colours,
     a PCA map (and UMAP with umap-learn installed), and prints a within/between summary of
@@ -665,7 +765,7 @@ def evaluate(
     batch_tokens: BatchTokens = None,
     quiet: Quiet = False,
 ) -> None:
-    """Score models and layers on how well they separate a label.
+    """Score models and layers by how they separate a label.
 
     For every (model, layer): nearest-neighbour accuracy, mean cosine within and between
     label groups, their gap, and the silhouette.
@@ -713,7 +813,7 @@ def check(
         bool, typer.Option("--quick", help="Only DuckDB's consistency queries: no block reads, no FAISS files.")
     ] = False,
 ) -> None:
-    """Verify a store's consistency (exit status 1 on a problem).
+    """Verify a store's consistency (exit 1 on a problem).
 
     Every genome complete, every base covered by its windows, every vector of the store's
     width, sketches present, every block of the DuckDB file readable, and the FAISS files

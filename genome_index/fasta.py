@@ -44,11 +44,13 @@ def is_fasta_path(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class Record:
-    """One FASTA record: its id (first word of the header), full header and normalised sequence."""
+    """One FASTA record: its id (first word of the header), full header, normalised sequence,
+    and the bases on its first sequence line (the file's line width; kept to write it back)."""
 
     id: str
     description: str
     sequence: bytes
+    line_width: int = 0
 
 
 @dataclass
@@ -150,6 +152,7 @@ def iter_records(path: str | Path) -> Iterator[Record]:
     header: str | None = None
     header_line = 0
     parts: list[bytes] = []
+    width = 0
     seen_any = False
 
     def finish() -> Record:
@@ -160,7 +163,7 @@ def iter_records(path: str | Path) -> Iterator[Record]:
         _check_not_protein(path, header_line, raw)
         description = header.strip()
         record_id = description.split(maxsplit=1)[0] if description else f"record_{header_line}"
-        return Record(record_id, description, raw.translate(_NORMALISE))
+        return Record(record_id, description, raw.translate(_NORMALISE), width)
 
     for lineno, line in enumerate(_open_lines(path), start=1):
         if line.startswith(b">"):
@@ -172,6 +175,7 @@ def iter_records(path: str | Path) -> Iterator[Record]:
                 raise GenomeIndexError(f"{path}:{lineno}: header is not valid UTF-8 text (binary file?)") from None
             header_line = lineno
             parts = []
+            width = 0
             seen_any = True
             continue
         if header is None:
@@ -181,6 +185,8 @@ def iter_records(path: str | Path) -> Iterator[Record]:
                 raise GenomeIndexError(f"{path}: binary data, not a FASTA file")
             raise GenomeIndexError(f"{path}:{lineno}: not FASTA (expected a '>' header line)")
         _check_sequence_line(path, lineno, line)
+        if not width:
+            width = len(line.translate(None, _WHITESPACE))
         parts.append(line)
     if header is not None:
         yield finish()

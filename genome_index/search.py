@@ -14,6 +14,7 @@ Mash or skani.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -26,22 +27,31 @@ import faiss
 import numpy as np
 
 from genome_index import sketch
+from genome_index.align import Aligners, GenomeAlignment, Target, align
 from genome_index.anchors import cut_points
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, Record, reverse_complement
 from genome_index.output import HIT_COLUMNS, typed
 from genome_index.progress import SILENT, Progress
+from genome_index.sequences import unpack
 from genome_index.settings import QueryOptions, StoreSettings
+from genome_index.sketch import SketchEstimate
 from genome_index.store import Store, reads
 from genome_index.store.indexes import search, to_gpu
-from genome_index.store.vectors import genome_vector, normalise, rescore
+from genome_index.store.vectors import genome_vector, normalise, pair_scores, rescore
 from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks, chunk_tokens, piece_chunks
 
 log = logging.getLogger("genome_index")
 AUTO_GENOME_MODE_FROM_BP = 1_000_000  # auto mode: whole-genome-sized queries use genome mode
 CHUNK_HITS = 50  # neighbours looked at per query chunk in chunks mode
 RERANK_CANDIDATES = 20  # genomes re-ordered by containment
+ALIGN_UP_TO_BP = 6_000_000  # queries up to this long are aligned by default (a large bacterial genome)
+DIGITS = 6  # figures are shown, and compared for ties, to this many decimals
+NO_SEQUENCES = (
+    "some candidate genomes have no stored sequence (the store was built before sequences were kept), so "
+    "hits are not aligned; run `genome-index backfill-sequences INPUTS` with their FASTA files, or rebuild"
+)
 
 
 @dataclass
@@ -152,6 +162,18 @@ def embed_unique(embedder: Embedder, chunks: list[Chunk], progress: Progress = S
     return vectors[np.array([row[key] for key in keys], dtype=np.int64)]
 
 
+@dataclass
+class Hit:
+    """One stored genome scored against a query: its cosine, how the sketches and the alignment see it."""
+
+    genome_id: int
+    score: float  # plain cosine (genome mode), or the mean over query windows of their best plain cosine
+    centred_score: float | None = None  # the same after subtracting the store's mean vector (when centred)
+    support: int | None = None  # query windows whose nearest stored window lies in this genome (chunks mode)
+    sketch: SketchEstimate | None = None
+    alignment: GenomeAlignment | None = None
+
+
 class Ranker:
     """Scores stored genomes against embedded query views, on one open store connection."""
 
@@ -169,37 +191,40 @@ class Ranker:
             self._means = reads.vector_means(self.con, self.dim)
         return self._means
 
-    def genome_mode(self, index: faiss.Index, view_vectors: list[np.ndarray]) -> dict[int, tuple[float, int]]:
-        """Genome id -> (best cosine over views of the query's mean vector, 0)."""
+    def genome_mode(self, index: faiss.Index, view_vectors: list[np.ndarray]) -> dict[int, Hit]:
+        """Genome id -> its best cosine (and centred cosine) over views of the query's mean vector."""
         queries = np.stack([genome_vector(v) for v in view_vectors])
-        best: dict[int, tuple[float, int]] = {}
-        if self.center:
-            ids, stored = reads.vectors(self.con, "genomes", self.dim)
-            mean = self.means()[1]
-            scores = normalise(queries - mean) @ normalise(stored - mean).T
-            ids_matrix = np.broadcast_to(ids, scores.shape)
-        else:
-            scores, ids_matrix = index.search(normalise(queries), index.ntotal)
-        for row_scores, row_ids in zip(scores, ids_matrix, strict=True):
+        scores, ids = index.search(normalise(queries), index.ntotal)
+        hits: dict[int, Hit] = {}
+        for row_scores, row_ids in zip(scores, ids, strict=True):
             for score, gid in zip(row_scores, row_ids, strict=True):
-                if gid >= 0 and score > best.get(int(gid), (-np.inf, 0))[0]:
-                    best[int(gid)] = (float(score), 0)
-        return best
+                if gid >= 0 and (int(gid) not in hits or score > hits[int(gid)].score):
+                    hits[int(gid)] = Hit(int(gid), float(score))
+        if self.center:
+            stored_ids, stored = reads.vectors(self.con, "genomes", self.dim)
+            mean = self.means()[1]
+            centred = (normalise(queries - mean) @ normalise(stored - mean).T).max(axis=0)
+            for gid, score in zip(stored_ids, centred, strict=True):
+                hits[int(gid)].centred_score = float(score)
+        return hits
 
-    def chunk_search(self, index: faiss.Index) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-        """Nearest stored chunks of normalised query chunks, centred when asked."""
+    def chunk_search(self, index: faiss.Index) -> Callable[[np.ndarray, int], tuple[np.ndarray, ...]]:
+        """Nearest stored chunks of normalised query chunks: (ranking scores, ids, plain cosines);
+        when centred, the neighbours and ranking scores are the centred ones."""
 
         def fetch(ids: np.ndarray) -> np.ndarray:
             return reads.chunk_vectors(self.con, ids, self.dim)
 
-        def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
             if not self.center:
-                return search(index, queries, k, fetch)
+                scores, ids = search(index, queries, k, fetch)
+                return scores, ids, scores
             _, candidates = search(index, queries, 2 * k, fetch)
             mean = self.means()[0]
-            return rescore(
+            scores, ids = rescore(
                 normalise(queries - mean), candidates, lambda ids: normalise(normalise(fetch(ids)) - mean), k
             )
+            return scores, ids, pair_scores(queries, ids, lambda ids: normalise(fetch(ids)))
 
         return run
 
@@ -213,63 +238,163 @@ class Ranker:
             gid: sketch.from_hashes(hashes, scaled) for gid, hashes in reads.sketch_hashes(self.con, genome_ids).items()
         }
 
+    def targets(self, genome_ids: list[int]) -> dict[int, Callable[[], Target]] | None:
+        """Each genome's records as alignment targets (read when first needed); None when some
+        of them have no stored sequence (a store built before sequences were kept)."""
+        if not all(reads.has_sequence(self.con, gid) for gid in genome_ids):
+            return None
+
+        def records(gid: int) -> Target:
+            with self.con.cursor() as cursor:  # called from an aligning thread: its own handle
+                names = [name for name, _, _ in reads.records_of(cursor, gid)]
+                packed = reads.packed_sequences(cursor, gid) or []
+            return [(name, unpack(stored)) for name, stored in zip(names, packed, strict=True)]
+
+        return {gid: functools.partial(records, gid) for gid in genome_ids}
+
 
 def rank_chunk_mode(
-    search_chunks: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    search_chunks: Callable[[np.ndarray, int], tuple[np.ndarray, ...]],
     view_vectors: list[np.ndarray],
     genome_of_chunks: Callable[[np.ndarray], dict[int, int]],
-) -> dict[int, tuple[float, int]]:
-    """Genome id -> (mean over query chunks of their best similarity to the genome, support).
+    centred: bool,
+) -> dict[int, Hit]:
+    """Genome id -> Hit: the mean over query chunks of their best similarity to the genome
+    (plain, and centred when `centred`), and the support.
 
     Support counts the query chunks whose single best hit lies in that genome. A genome not
     among a chunk's nearest neighbours contributes 0 for that chunk. Each view is scored on
-    its own and the best view kept.
+    its own and the view with the best ranking score kept.
     """
-    best: dict[int, tuple[float, int]] = {}
+    best: dict[int, Hit] = {}
     for vectors in view_vectors:
-        scores, ids = search_chunks(normalise(vectors), CHUNK_HITS)
+        ranking, ids, plain = search_chunks(normalise(vectors), CHUNK_HITS)
         genome_of = genome_of_chunks(ids)
-        totals: dict[int, float] = {}
+        totals: dict[int, list[float]] = {}
         support: dict[int, int] = {}
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            seen: dict[int, float] = {}
-            for score, cid in zip(row_scores, row_ids, strict=True):
+        for row_ranking, row_ids, row_plain in zip(ranking, ids, plain, strict=True):
+            seen: dict[int, list[float]] = {}
+            for rank_score, cid, plain_score in zip(row_ranking, row_ids, row_plain, strict=True):
                 if cid >= 0:
-                    gid = genome_of[int(cid)]
-                    seen[gid] = max(seen.get(gid, -np.inf), float(score))
+                    pair = seen.setdefault(genome_of[int(cid)], [-np.inf, -np.inf])
+                    pair[0], pair[1] = max(pair[0], float(rank_score)), max(pair[1], float(plain_score))
             if row_ids[0] >= 0:
                 top = genome_of[int(row_ids[0])]
                 support[top] = support.get(top, 0) + 1
-            for gid, score in seen.items():
-                totals[gid] = totals.get(gid, 0.0) + score
-        for gid, total in totals.items():
-            score = total / len(vectors)
-            if score > best.get(gid, (-np.inf, 0))[0]:
-                best[gid] = (score, support.get(gid, 0))
+            for gid, (rank_score, plain_score) in seen.items():
+                total = totals.setdefault(gid, [0.0, 0.0])
+                total[0] += rank_score
+                total[1] += plain_score
+        for gid, (rank_total, plain_total) in totals.items():
+            hit = Hit(
+                gid, plain_total / len(vectors), rank_total / len(vectors) if centred else None, support.get(gid, 0)
+            )
+            if gid not in best or embedding_key(hit) > embedding_key(best[gid]):
+                best[gid] = hit
     return best
 
 
+def embedding_key(hit: Hit) -> float:
+    """The embedding's own order: the centred score where the query was centred, else the score."""
+    return hit.centred_score if hit.centred_score is not None else hit.score
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one query's hits are chosen and ordered."""
+
+    k: int
+    rerank: bool
+    align: bool
+    align_top: int
+
+    @property
+    def candidates(self) -> int:
+        """Genomes taken from the embedding's order for the later steps."""
+        return max(self.k, RERANK_CANDIDATES if self.rerank else 0, self.align_top if self.align else 0)
+
+
+def sort_key(hit: Hit, ranked_by: tuple[str, ...]) -> tuple[float, ...]:
+    """The values the hits are ranked by (descending), rounded as they are shown."""
+    values = {
+        "match": lambda: hit.alignment.match if hit.alignment else 0.0,
+        "containment": lambda: hit.sketch.containment if hit.sketch else -1.0,
+        "centred_score": lambda: hit.centred_score,
+        "score": lambda: hit.score,
+    }
+    return tuple(round(values[name](), DIGITS) for name in ranked_by)
+
+
 def order_hits(
-    ranked: dict[int, tuple[float, int]],
-    query_sketch: Any,
-    sketches: Callable[[list[int]], dict[int, Any]],
-    k: int,
-    rerank: bool,
-) -> list[tuple[int, float, int, float | None, float | None]]:
-    """Top-k (genome id, score, support, containment, ani): by embedding score, then, with
-    `rerank`, the best RERANK_CANDIDATES re-ordered by containment of the query's k-mers."""
-    by_score = sorted(ranked.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
-    head = by_score[: max(k, RERANK_CANDIDATES) if rerank else k]
-    genome_sketches = sketches([gid for gid, _ in head])
-    hits = []
-    for gid, (score, support) in head:
-        contained, ani = (None, None)
-        if gid in genome_sketches:
-            contained, ani = sketch.containment(query_sketch, genome_sketches[gid])
-        hits.append((gid, score, support, contained, ani))
-    if rerank:
-        hits.sort(key=lambda hit: -1.0 if hit[3] is None else hit[3], reverse=True)  # stable: score breaks ties
-    return hits[:k]
+    ranked: dict[int, Hit],
+    plan: Plan,
+    sketches: Callable[[list[int]], dict[int, SketchEstimate | None]],
+    alignments: Callable[[list[int]], dict[int, GenomeAlignment] | None],
+) -> tuple[list[tuple[int, bool, Hit]], tuple[str, ...]]:
+    """The top `plan.k` hits as (rank, tied, hit), and the names of the sort key they follow.
+
+    The embedding orders every genome; its best `plan.candidates` get their sketch figures,
+    with `rerank` are re-ordered by containment (the embedding's order breaking ties), and
+    with `align` the best `align_top` are aligned and ordered by identity x coverage. Hits
+    equal on the whole key share a rank and are flagged tied (listed by genome id).
+    """
+    embedding = "centred_score" if any(h.centred_score is not None for h in ranked.values()) else "score"
+    head = sorted(ranked.values(), key=lambda h: (-embedding_key(h), h.genome_id))[: plan.candidates]
+    figures = sketches([h.genome_id for h in head])
+    for hit in head:
+        hit.sketch = figures.get(hit.genome_id)
+    ranked_by: tuple[str, ...] = (embedding,)
+    if plan.rerank:
+        ranked_by = ("containment", embedding)
+        head.sort(key=lambda h: tuple(-v for v in sort_key(h, ranked_by)))
+    if plan.align:
+        aligned = head[: max(plan.k, plan.align_top)]
+        found = alignments([h.genome_id for h in aligned])
+        if found is not None:
+            for hit in aligned:
+                hit.alignment = found[hit.genome_id]
+            head, ranked_by = aligned, ("match", embedding)
+    head.sort(key=lambda h: (tuple(-v for v in sort_key(h, ranked_by)), h.genome_id))
+    keys = [sort_key(h, ranked_by) for h in head]
+    out = []
+    for i, hit in enumerate(head[: plan.k]):
+        rank = next(j for j in range(i + 1) if keys[j] == keys[i]) + 1
+        tied = (i > 0 and keys[i - 1] == keys[i]) or (i + 1 < len(keys) and keys[i + 1] == keys[i])
+        out.append((rank, tied, hit))
+    return out, ranked_by
+
+
+def hit_row(
+    query: str, rank: int, tied: bool, hit: Hit, mode: str, ranked_by: tuple[str, ...], details: dict[str, Any]
+) -> dict[str, Any]:
+    """One output row of a hit: the columns of HIT_COLUMNS, the alignments, then the genome's labels."""
+    rounded = functools.partial(_round, digits=DIGITS)
+    figures, found = hit.sketch, hit.alignment
+    best = found.best if found else None
+    values = (
+        query, rank, tied, hit.genome_id, details["name"], details["file"], rounded(hit.score),
+        rounded(hit.centred_score), mode, hit.support if mode == "chunks" else None,
+        rounded(figures.containment if figures else None), figures.query_hashes if figures else None,
+        rounded(figures.ani if figures else None), rounded(figures.ani_low if figures else None),
+        rounded(figures.ani_high if figures else None), rounded(found.identity if found else None),
+        found.aligned_bp if found else None, rounded(found.query_coverage if found else None),
+        rounded(found.match if found else None), best.target_record if best else None,
+        best.target_start + 1 if best else None, best.target_end if best else None, best.strand if best else None,
+        ", ".join(ranked_by),
+    )  # fmt: skip
+    row: dict[str, Any] = dict(zip(HIT_COLUMNS, values, strict=True))
+    row["alignments"] = [a.as_dict() for a in found.alignments] if found else None
+    row.update({key: typed(value) for key, value in details["labels"].items()})
+    return row
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def wants_alignment(options: QueryOptions, query: Query) -> bool:
+    """--align as asked, or by default for queries up to ALIGN_UP_TO_BP."""
+    return options.align if options.align is not None else query.length <= ALIGN_UP_TO_BP
 
 
 def run_query(
@@ -279,10 +404,11 @@ def run_query(
     embedder: Embedder,
     settings: StoreSettings,
     progress: Progress = SILENT,
+    aligners: Aligners | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Hit rows of every query in `genome` (one, or one per record), and the seconds spent
-    embedding them; the rest of the time is the search. `progress` hears of the windows
-    embedded and searched."""
+    embedding them; the rest of the time is the search and the alignment. `progress` hears of
+    the windows embedded and searched. `aligners` keeps minimap2 indexes between queries."""
     if options.window_overlap and settings.chunking != "fixed":
         raise GenomeIndexError(
             "--window-overlap applies to stores with fixed windows; this store's windows are anchored "
@@ -300,6 +426,8 @@ def run_query(
         for q in queries
     ]
     embedded = time.perf_counter() - started
+    aligners = aligners or Aligners()
+    warned: list[str] = []
     rows: list[dict[str, Any]] = []
     with store.connect() as con:
         ranker = Ranker(con, settings, options.center)
@@ -324,17 +452,31 @@ def run_query(
             if mode == "genome":
                 ranked = ranker.genome_mode(indexes["genomes"], view_vectors)
             else:
-                ranked = rank_chunk_mode(ranker.chunk_search(indexes["chunks"]), view_vectors, ranker.genome_of)
+                ranked = rank_chunk_mode(
+                    ranker.chunk_search(indexes["chunks"]), view_vectors, ranker.genome_of, ranker.center
+                )
             searching.advance(sum(len(v) for v in view_vectors), queries=1)
-            hits = order_hits(ranked, query_sketch, ranker.sketches, options.k, options.rerank)
-            for rank, (gid, score, support, contained, ani) in enumerate(hits, start=1):
-                values = (
-                    query.name, rank, gid, details[gid]["name"], details[gid]["file"], round(score, 6), mode,
-                    support if mode == "chunks" else None, None if contained is None else round(contained, 4),
-                    None if ani is None else round(ani, 4),
-                )  # fmt: skip
-                row: dict[str, Any] = dict(zip(HIT_COLUMNS, values, strict=True))
-                row.update({key: typed(value) for key, value in details[gid]["labels"].items()})
-                rows.append(row)
+
+            def estimates(gids: list[int], query_sketch: Any = query_sketch) -> dict[int, SketchEstimate | None]:
+                return {gid: sketch.estimate(query_sketch, found) for gid, found in ranker.sketches(gids).items()}
+
+            def alignments(gids: list[int], query: Query = query) -> dict[int, GenomeAlignment] | None:
+                targets = ranker.targets(gids)
+                if targets is None:
+                    if not warned:
+                        warned.append(NO_SEQUENCES)
+                        log.warning("%s", NO_SEQUENCES)
+                    return None
+                with progress.step("aligning", len(gids), "genomes") as step:
+                    found = align(query.records, targets, aligners)
+                    step.advance(len(gids))
+                return found
+
+            plan = Plan(options.k, options.rerank, wants_alignment(options, query), options.align_top)
+            hits, ranked_by = order_hits(ranked, plan, estimates, alignments)
+            rows.extend(
+                hit_row(query.name, rank, tied, hit, mode, ranked_by, details[hit.genome_id])
+                for rank, tied, hit in hits
+            )
         searching.close()
     return rows, embedded

@@ -114,12 +114,19 @@ class QueryOptions:
     frames: bool | None = option("Embed all k frames of a k-mer model", shown="on in chunks mode")
     center: bool = option("Subtract the store's mean vector before the cosine", default=True)
     rerank: bool = option("Re-order the best 20 hits by k-mer containment", default=True)
+    align: bool | None = option(
+        "Align the query to the best candidates with minimap2 and rank them by identity x coverage",
+        shown="on for queries up to 6 Mbp",
+    )
+    align_top: int = option("Candidate genomes to align (never fewer than -k)", default=10)
 
     def __post_init__(self) -> None:
         if self.mode not in QUERY_MODES:
             raise GenomeIndexError(f"unknown mode {self.mode!r}: use {', '.join(QUERY_MODES)}")
         if self.k < 1:
             raise GenomeIndexError("-k must be at least 1")
+        if self.align_top < 1:
+            raise GenomeIndexError("--align-top must be at least 1")
         if self.window_overlap is not None and not 0 <= self.window_overlap < 1:
             raise GenomeIndexError("--window-overlap must be at least 0 and below 1")
 

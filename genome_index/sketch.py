@@ -3,12 +3,15 @@
 Each stored genome keeps the hashes of its canonical 21-mers below 1/1000 of the hash range
 (sourmash's scaled=1000; `build --sketch-scaled` sets another density); a query's sketch,
 compared with them, gives containment (the share of the query's k-mers found in the genome)
-and the Mash-style ANI estimate C^(1/k).
+and sourmash's ANI estimate from it (C^(1/k)) with a 95 % confidence interval. That estimate
+assumes the whole query has a counterpart in the genome: a low containment may mean a distant
+genome or one that holds part of the query (a plasmid), so below ANI_FLOOR no ANI is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import sourmash
@@ -35,9 +38,30 @@ def from_hashes(hashes: Sequence[int] | np.ndarray, scaled: int) -> sourmash.Min
     return minhash
 
 
-def containment(query: sourmash.MinHash, genome: sourmash.MinHash) -> tuple[float | None, float | None]:
-    """(containment of the query in the genome, ANI estimate); None when the query has no hashes."""
+ANI_FLOOR = 0.95  # the species boundary; containment 0.34 at k = 21
+
+
+@dataclass(frozen=True)
+class SketchEstimate:
+    """What the sketches say of a query and a genome: the containment, over how many query
+    hashes, and the ANI it implies with its 95 % interval (None below ANI_FLOOR)."""
+
+    containment: float
+    query_hashes: int
+    ani: float | None
+    ani_low: float | None
+    ani_high: float | None
+
+
+def estimate(query: sourmash.MinHash, genome: sourmash.MinHash) -> SketchEstimate | None:
+    """The containment of the query in the genome and the ANI it implies; None when the query
+    has no hashes (shorter than about `scaled` bases)."""
     if len(query) == 0:
-        return None, None
-    contained = query.contained_by(genome)
-    return float(contained), float(contained ** (1 / SKETCH_KSIZE))
+        return None
+    contained = float(query.contained_by(genome))
+    if contained ** (1 / SKETCH_KSIZE) < ANI_FLOOR:
+        return SketchEstimate(contained, len(query), None, None, None)
+    result = query.containment_ani(genome, containment=contained, estimate_ci=True)
+    low = None if result.dist_high is None else 1 - result.dist_high
+    high = None if result.dist_low is None else 1 - result.dist_low
+    return SketchEstimate(contained, len(query), 1 - result.dist, low, high)

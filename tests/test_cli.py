@@ -193,25 +193,36 @@ def test_real_genbank_refseq_pair_is_one_genome(tmp_path: Path, staph_dir: Path)
     assert read_genome(gca).records[0].id != read_genome(gcf).records[0].id
 
 
-HIT_COLUMNS = ["query", "rank", "genome_id", "name", "file", "score", "mode", "support", "containment", "ani_estimate"]
+HIT_COLUMNS = [
+    "query", "rank", "tied", "genome_id", "name", "file", "score", "centred_score", "mode", "support",
+    "containment", "query_hashes", "ani_estimate", "ani_low", "ani_high", "identity", "aligned_bp",
+    "query_coverage", "match", "target_record", "target_start", "target_end", "strand", "ranked_by",
+]  # fmt: skip
+TABLE = {
+    "--align": ["rank", "name", "identity", "query_coverage", "target_record", "target_start", "strand"],
+    "--no-align": ["rank", "name", "score", "support", "containment", "ani_estimate"],
+}
 
 
+@pytest.mark.parametrize("align", ["--align", "--no-align"])
 @pytest.mark.parametrize("mode", ["genome", "chunks"])
-def test_query_formats_carry_the_same_columns_in_every_mode(store: Path, mode: str) -> None:
+def test_query_formats_carry_the_same_columns_in_every_mode(store: Path, mode: str, align: str) -> None:
     import csv
     import io
     import json
 
-    ask = ["query", EXAMPLES / "query.fa", "-k", "2", "--index", store, "--mode", mode]  # 20 kb of DSM20231
+    ask = ["query", EXAMPLES / "query.fa", "-k", "2", "--index", store, "--mode", mode, align]  # 20 kb of DSM20231
     table = run(*ask)
     assert table.exit_code == 0, table.output
-    assert table.stdout.splitlines()[0].split() == ["rank", "name", "score", "support", "containment", "ani_estimate"]
+    assert table.stdout.splitlines()[0].split() == TABLE[align]
     rows = json.loads(run(*ask, "--format", "json").stdout)
-    assert [list(row) for row in rows] == [HIT_COLUMNS] * 2
+    assert [list(row) for row in rows] == [[*HIT_COLUMNS, "alignments"]] * 2
     assert rows[0]["name"] == "DSM20231" and isinstance(rows[0]["rank"], int) and isinstance(rows[0]["score"], float)
     assert (rows[0]["support"] is None) == (mode == "genome")
+    assert (rows[0]["identity"] == 1.0 and rows[0]["query_coverage"] == 1.0) == (align == "--align")
+    assert rows[0]["ranked_by"] == ("match, " if align == "--align" else "containment, ") + "centred_score"
     tsv = run(*ask, "--format", "tsv").stdout.splitlines()
-    assert tsv[0].split("\t") == HIT_COLUMNS and tsv[1].split("\t")[3] == "DSM20231"
+    assert tsv[0].split("\t") == HIT_COLUMNS and tsv[1].split("\t")[4] == "DSM20231"
     parsed = list(csv.DictReader(io.StringIO(run(*ask[:2], "--index", store, "--mode", mode, "-f", "csv").stdout)))
     assert len(parsed) == 4 and list(parsed[0]) == HIT_COLUMNS
 
@@ -519,7 +530,7 @@ def test_the_table_fits_a_terminal_and_json_carries_everything(long_named_store:
     table = run("query", example_genomes[0], "-i", long_named_store, "-k", "4")
     lines = table.stdout.splitlines()
     assert 80 <= max(len(line) for line in lines) <= 120
-    assert lines[0].split()[:6] == ["rank", "name", "score", "support", "containment", "ani_estimate"]
+    assert lines[0].split()[:7] == TABLE["--align"]
     assert "…" in lines[2] and "/" not in table.stdout  # shortened names, no file paths
     rows = json.loads(run("query", example_genomes[0], "-i", long_named_store, "-f", "json").stdout)
     assert rows[0]["file"].endswith(".fna.gz") and rows[0]["species"] == "Staphylococcus aureus"

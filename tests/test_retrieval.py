@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from genome_index import sketch
+from genome_index.align import Alignment, GenomeAlignment
 from genome_index.anchors import cut_points
 from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Record, read_genome, reverse_complement
-from genome_index.search import AUTO_GENOME_MODE_FROM_BP, Query, Ranker, order_hits, resolve_mode, views
+from genome_index.search import AUTO_GENOME_MODE_FROM_BP, Hit, Plan, Query, Ranker, order_hits, resolve_mode, views
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
 from genome_index.store import reads
 from genome_index.store.vectors import normalise
@@ -97,18 +99,87 @@ def test_hits_carry_containment_and_ani(store: GenomeIndex, example_genomes) -> 
     assert all(h["containment"] < 0.5 for h in hits[1:])
 
 
+def hits_of(scores: dict[int, float]) -> dict[int, Hit]:
+    return {gid: Hit(gid, score) for gid, score in scores.items()}
+
+
+def sketches_of(query_hashes: list[int]) -> Callable[[list[int]], dict]:
+    """Sketch estimates of a query against genomes 1-5, genome g holding hashes g*100..g*100+49."""
+    genome = {gid: sketch.from_hashes(range(gid * 100, gid * 100 + 50), 1000) for gid in range(1, 6)}
+    query = sketch.from_hashes(query_hashes, 1000)
+    return lambda ids: {g: sketch.estimate(query, genome[g]) for g in ids}
+
+
+def no_alignment(ids: list[int]) -> None:
+    return None
+
+
+def order(ranked, plan, sketches, alignments=no_alignment) -> list[tuple[int, int, bool]]:
+    hits, _ = order_hits(ranked, plan, sketches, alignments)
+    return [(hit.genome_id, rank, tied) for rank, tied, hit in hits]
+
+
 def test_rerank_orders_by_containment_and_keeps_score_order_on_ties() -> None:
-    genome = {gid: sketch.from_hashes(range(gid * 100, gid * 100 + 50), 1000) for gid in (1, 2, 3)}
-    query = sketch.from_hashes([*range(300, 340), *range(100, 105)], 1000)  # mostly genome 3
-    ranked = {1: (0.99, 0), 2: (0.98, 0), 3: (0.90, 0)}
-    lookup = lambda ids: {g: genome[g] for g in ids}  # noqa: E731
-    assert [h[0] for h in order_hits(ranked, query, lookup, 3, rerank=False)] == [1, 2, 3]
-    reranked = order_hits(ranked, query, lookup, 3, rerank=True)
-    assert [h[0] for h in reranked] == [3, 1, 2]
-    assert reranked[0][3] == pytest.approx(40 / 45)
-    assert reranked[0][4] == pytest.approx((40 / 45) ** (1 / 21))
-    empty = sketch.from_hashes([], 1000)
-    assert [h[0] for h in order_hits(ranked, empty, lookup, 3, rerank=True)] == [1, 2, 3]
+    ranked = hits_of({1: 0.99, 2: 0.98, 3: 0.90})
+    mostly_3 = sketches_of([*range(300, 340), *range(100, 105)])
+    assert order(ranked, Plan(3, False, False, 10), mostly_3) == [(1, 1, False), (2, 2, False), (3, 3, False)]
+    hits, ranked_by = order_hits(hits_of({1: 0.99, 2: 0.98, 3: 0.90}), Plan(3, True, False, 10), mostly_3, no_alignment)
+    assert [h.genome_id for _, _, h in hits] == [3, 1, 2] and ranked_by == ("containment", "score")
+    assert hits[0][2].sketch.containment == pytest.approx(40 / 45) and hits[0][2].sketch.query_hashes == 45
+    empty = sketches_of([])
+    assert order(hits_of({1: 0.99, 2: 0.98, 3: 0.90}), Plan(3, True, False, 10), empty) == [
+        (1, 1, False), (2, 2, False), (3, 3, False)
+    ]  # fmt: skip
+
+
+def test_exact_ties_share_a_rank_and_are_flagged() -> None:
+    """Twins: the same containment and the same score (identical windows) cannot be told apart."""
+    ranked = hits_of({1: 0.97, 2: 0.97, 3: 0.5})
+    both = sketches_of([*range(100, 110)])  # in genome 1 only; genome 2 gets the same by the next line
+    same = lambda ids: {g: both([1])[1] for g in ids}  # noqa: E731
+    assert order(ranked, Plan(3, True, False, 10), same) == [(1, 1, True), (2, 1, True), (3, 3, False)]
+    assert order(hits_of({1: 0.97, 2: 0.97, 3: 0.5}), Plan(3, False, False, 10), same) == [
+        (1, 1, True), (2, 1, True), (3, 3, False)
+    ]  # fmt: skip
+
+
+def test_the_alignment_orders_its_candidates_and_decides_ties() -> None:
+    def aligned(identity_and_coverage: dict[int, tuple[float, float]]) -> Callable:
+        def run(ids: list[int]) -> dict[int, GenomeAlignment]:
+            out = {}
+            for gid in ids:
+                identity, coverage = identity_and_coverage.get(gid, (0.0, 0.0))
+                found = GenomeAlignment(10_000)
+                if coverage:
+                    bp = int(coverage * 10_000)
+                    found.alignments.append(
+                        Alignment("q", 0, bp, "r", 0, bp, "+", round(identity * bp), bp, 60, ((0, bp),))
+                    )
+                out[gid] = found
+            return out
+
+        return run
+
+    ranked = hits_of({1: 0.97, 2: 0.97, 3: 0.5, 4: 0.4})
+    twins = sketches_of([*range(100, 110)])
+    result = order(ranked, Plan(2, True, True, 3), twins, aligned({1: (0.99, 1.0), 2: (0.995, 1.0), 3: (1.0, 0.5)}))
+    assert result == [(2, 1, False), (1, 2, False)]  # the alignment sees the SNPs the sketch and the cosine cannot
+    hits, ranked_by = order_hits(
+        hits_of({1: 0.97, 2: 0.97, 3: 0.5}), Plan(3, True, True, 3), twins, aligned({3: (1.0, 1.0)})
+    )
+    assert ranked_by == ("match", "score") and [h.genome_id for _, _, h in hits] == [3, 1, 2]
+    assert [(rank, tied) for rank, tied, _ in hits] == [(1, False), (2, True), (2, True)]  # no alignment, same score
+    unaligned = order(hits_of({1: 0.9, 2: 0.8}), Plan(2, False, True, 3), twins, no_alignment)
+    assert unaligned == [(1, 1, False), (2, 2, False)]  # no sequences stored: the present order stands
+
+
+def test_no_sketch_ani_below_the_species_floor() -> None:
+    partial = sketches_of([*range(100, 121), *range(1000, 1079)])([1])[1]  # 21 of 100 hashes: a plasmid's share
+    assert partial.containment == pytest.approx(0.21) and partial.query_hashes == 100 and partial.ani is None
+    whole = sketches_of([*range(100, 150)])([1])[1]
+    assert whole.containment == 1.0 and whole.ani == 1.0 and whole.ani_low <= whole.ani <= whole.ani_high
+    most = sketches_of([*range(100, 145), *range(1000, 1005)])([1])[1]
+    assert most.ani == pytest.approx(0.9 ** (1 / 21), abs=1e-3) and most.ani_low < most.ani < most.ani_high
 
 
 def test_center_uses_the_mean_of_normalised_chunk_vectors(store: GenomeIndex) -> None:

@@ -3,7 +3,8 @@
 Layout of an index directory:
 
     metadata.duckdb   tables settings, state, genomes, records, chunks, chunk_vectors,
-                      genome_vectors, sketches, labels (the public SQL surface, see README)
+                      genome_vectors, sketches, labels, sequences (the public SQL surface,
+                      see README) and the macro subsequence()
     chunks.faiss      inner-product index over L2-normalised chunk vectors, ids = chunks.id
     genomes.faiss     the same over genome vectors, ids = genomes.id
     build.lock        held (flock) by the one process allowed to write
@@ -31,7 +32,7 @@ from genome_index.progress import SILENT, Progress
 from genome_index.settings import StoreSettings
 from genome_index.store import reads
 from genome_index.store.lock import LOCK_FILE, is_held, write_lock
-from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database
+from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, has_sequences, upgrade
 
 if TYPE_CHECKING:  # FAISS is imported by what uses it: `info` and `sql` start without it
     import faiss
@@ -45,7 +46,10 @@ LEFTOVERS = {
 }  # fmt: skip
 WRITER_MEMORY = "1GB"  # DuckDB's own cache while writing; it spills or writes out past this
 READER_WAIT, WRITER_WAIT = 30.0, 600.0  # seconds to wait for a file another process holds (a commit, a query)
-TABLES = ("settings", "state", "genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "labels")
+TABLES = (
+    "settings", "state", "genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "labels",
+    "sequences",
+)  # fmt: skip
 
 __all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
 
@@ -92,6 +96,8 @@ class Store:
         try:
             if not reads.scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'settings'"):
                 raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")
+            if not read_only:
+                upgrade(con)
             yield con
         except duckdb.IOException as exc:
             if read_only or _is_read_error(exc):
@@ -276,7 +282,7 @@ class Store:
         with self.connect() as con:
             if quick:
                 return reads.inconsistencies(con, reads.settings(con))
-            for table in TABLES:
+            for table in TABLES if has_sequences(con) else TABLES[:-1]:
                 try:
                     for _ in con.sql(f"SELECT * FROM {table}").to_arrow_reader(65_536):
                         pass
@@ -284,6 +290,10 @@ class Store:
                     return [f"{DB_FILE} is damaged: reading {table} fails ({first_line(exc)})"]
             settings = reads.settings(con)
             problems = reads.inconsistencies(con, settings)
+            mismatched = reads.sequence_mismatches(con)
+            if mismatched:
+                problems.append(f"{len(mismatched)} genomes whose stored sequence differs from their sha256 "
+                                f"({', '.join(mismatched[:3])})")  # fmt: skip
             building = is_held(self.directory)  # a build commits first and writes FAISS after
             for kind in FAISS_FILES:
                 if not len(reads.ids(con, kind)) and (building or not self.faiss_path(kind).exists()):

@@ -11,7 +11,9 @@ import duckdb
 import numpy as np
 
 from genome_index.errors import GenomeIndexError, first_line
+from genome_index.sequences import PackedSequence, unpack
 from genome_index.settings import StoreSettings
+from genome_index.store.schema import has_sequences
 from genome_index.store.vectors import to_matrix
 from genome_index.store.writes import NewGenome
 
@@ -92,6 +94,61 @@ def vector_means(con: duckdb.DuckDBPyConnection, dim: int) -> tuple[np.ndarray, 
 def sketch_hashes(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> dict[int, list[int]]:
     rows = con.execute("SELECT genome_id, hashes FROM sketches WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids])
     return dict(rows.fetchall())
+
+
+def packed_sequences(con: duckdb.DuckDBPyConnection, genome_id: int) -> list[PackedSequence] | None:
+    """The stored sequences of one genome's records in order; None where the store keeps none."""
+    if not has_sequences(con):
+        return None
+    rows = con.execute(  # record ids follow the records' order in their genome
+        "SELECT length, packed, n_starts, n_ends, line_width FROM sequences WHERE genome_id = ? ORDER BY record_id",
+        [genome_id],
+    ).fetchall()
+    if not rows:
+        return None
+    return [
+        PackedSequence(length, packed, np.asarray(starts, np.int64), np.asarray(ends, np.int64), width)
+        for length, packed, starts, ends, width in rows
+    ]
+
+
+def has_sequence(con: duckdb.DuckDBPyConnection, genome_id: int) -> bool:
+    """Whether the store keeps this genome's sequence."""
+    if not has_sequences(con):
+        return False
+    return bool(scalar(con, "SELECT count(*) FROM sequences WHERE genome_id = ?", [genome_id]))
+
+
+def records_of(con: duckdb.DuckDBPyConnection, genome_id: int) -> list[tuple[str, str, int]]:
+    """(name, description, length) of one genome's records, in file order."""
+    rows = con.execute("SELECT name, description, length FROM records WHERE genome_id = ? ORDER BY idx", [genome_id])
+    return rows.fetchall()
+
+
+def genomes_without_sequences(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """SHA-256 -> id of the genomes whose sequences the store does not keep (built before it did)."""
+    if not has_sequences(con):
+        return {sha: gid for sha, gid in con.execute("SELECT sha256, id FROM genomes").fetchall()}
+    rows = con.execute("SELECT sha256, id FROM genomes WHERE id NOT IN (SELECT genome_id FROM sequences)")
+    return dict(rows.fetchall())
+
+
+def sequence_mismatches(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the genomes whose stored sequences do not hash to their sha256 (read one at a time)."""
+    import hashlib
+
+    if not has_sequences(con):
+        return []
+    bad = []
+    genomes = "SELECT id, name, sha256 FROM genomes WHERE id IN (SELECT genome_id FROM sequences) ORDER BY id"
+    for gid, name, sha in con.execute(genomes).fetchall():
+        digest = hashlib.sha256()
+        for stored in packed_sequences(con, gid) or []:
+            digest.update(unpack(stored))
+            digest.update(b">")
+        if digest.hexdigest() != sha:
+            bad.append(name)
+    return bad
 
 
 def label_keys(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -211,6 +268,7 @@ def stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGeno
         yield NewGenome(
             name, file, sha, length, gc, n_count, records, {k: np.asarray(v) for k, v in chunks.items()},
             to_matrix(table.column("vector"), dim), labels, np.asarray(hashes, dtype=np.uint64), scaled,
+            packed_sequences(con, gid),
         )  # fmt: skip
 
 
@@ -248,9 +306,23 @@ COVERAGE = {  # only for stores without overlapping windows
 }
 
 
+SEQUENCES = {  # only for stores that keep sequences
+    "genomes whose sequences cover only some of their records": """
+        SELECT count(*) FROM (SELECT g.id FROM genomes g JOIN records r ON r.genome_id = g.id
+        LEFT JOIN sequences s ON s.record_id = r.id GROUP BY g.id
+        HAVING count(s.record_id) NOT IN (0, count(*)))""",
+    "sequences without their record, or of another length": """
+        SELECT count(*) FROM sequences s LEFT JOIN records r ON r.id = s.record_id
+        WHERE r.length IS DISTINCT FROM s.length OR r.genome_id IS DISTINCT FROM s.genome_id
+        OR octet_length(s.packed) <> (s.length + 3) // 4 OR len(s.n_starts) <> len(s.n_ends)""",
+}
+
+
 def inconsistencies(con: duckdb.DuckDBPyConnection, settings: StoreSettings) -> list[str]:
-    """'<count> <problem>' for each problem of CONSISTENCY (and COVERAGE) that some rows have."""
-    checks = {**CONSISTENCY, **(COVERAGE if settings.overlap == 0 else {})}
+    """'<count> <problem>' for each problem of CONSISTENCY (COVERAGE, SEQUENCES) that some rows have."""
+    checks = {
+        **CONSISTENCY, **(COVERAGE if settings.overlap == 0 else {}), **(SEQUENCES if has_sequences(con) else {})
+    }  # fmt: skip
     dim = settings.dim
     width = f"octet_length(vector) <> {2 * dim}" if settings.vector_dtype == "float16" else f"len(vector) <> {dim}"
     checks["chunk vectors of another width than the store's"] = f"SELECT count(*) FROM chunk_vectors WHERE {width}"

@@ -36,8 +36,36 @@ CREATE TABLE sketches (genome_id INTEGER PRIMARY KEY, ksize INTEGER NOT NULL, sc
     hashes UBIGINT[] NOT NULL);
 CREATE TABLE labels (genome_id INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR,
     PRIMARY KEY (genome_id, key));
+{sequences}
 INSERT INTO state VALUES ('next_genome_id', 1), ('next_record_id', 1), ('next_chunk_id', 1);
 """
+
+
+# Every record's sequence, 2 bits a base (see `genome_index.sequences`), and a macro that reads
+# bases [start, end) of a record in SQL: subsequence(chunks.record_id, chunks.start, chunks."end").
+SEQUENCES = """
+CREATE TABLE sequences (record_id INTEGER PRIMARY KEY, genome_id INTEGER NOT NULL, length BIGINT NOT NULL,
+    line_width INTEGER NOT NULL, packed BLOB NOT NULL, n_starts BIGINT[] NOT NULL, n_ends BIGINT[] NOT NULL);
+CREATE MACRO subsequence(record, start_, end_) AS (
+    SELECT array_to_string(list_transform(range(greatest(start_, 0), least(end_, length)), lambda i:
+        CASE WHEN list_bool_or(list_transform(range(len(n_starts)),
+                                              lambda j: i >= n_starts[j + 1] AND i < n_ends[j + 1]))
+        THEN 'N' ELSE ['A', 'C', 'G', 'T'][1 + 2 * get_bit(bits, (2 * i)::INTEGER)
+                                           + get_bit(bits, (2 * i + 1)::INTEGER)] END), '')
+    FROM (SELECT CAST(packed AS BIT) AS bits, length, n_starts, n_ends FROM sequences WHERE record_id = record));
+"""
+
+
+def has_sequences(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store has the sequences table (stores built before it have not)."""
+    query = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'sequences'"
+    return bool(con.execute(query).fetchall()[0][0])
+
+
+def upgrade(con: duckdb.DuckDBPyConnection) -> None:
+    """Add what newer versions keep to a store built by an older one (on a writable connection)."""
+    if not has_sequences(con):
+        con.execute(SEQUENCES)
 
 
 def create_database(path: Path, settings: StoreSettings) -> None:
@@ -49,7 +77,7 @@ def create_database(path: Path, settings: StoreSettings) -> None:
     try:
         con.execute("BEGIN")
         vector_type = "BLOB" if settings.vector_dtype == "float16" else f"FLOAT[{settings.dim}]"
-        con.execute(SCHEMA.format(dim=settings.dim, vector_type=vector_type))
+        con.execute(SCHEMA.format(dim=settings.dim, vector_type=vector_type, sequences=SEQUENCES))
         con.executemany("INSERT INTO settings VALUES (?, ?)", sorted(settings.rows().items()))
         con.execute("COMMIT")
         con.execute("CHECKPOINT")

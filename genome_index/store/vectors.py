@@ -67,26 +67,28 @@ def to_matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
 RESCORE_BYTES = 64 << 20  # the candidate vectors gathered at once while re-scoring
 
 
-def rescore(
-    queries: np.ndarray, candidates: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, ids) of each query among its candidate ids (-1: none), scored exactly:
-    `fetch(ids)` gives the vectors of the sorted unique ids, in the space of the queries. Done a
-    block of queries at a time, so memory stays bounded however long the query is."""
-    width = min(k, candidates.shape[1])
-    block = max(1, RESCORE_BYTES // (4 * max(1, candidates.shape[1]) * queries.shape[1]))
-    scores = np.empty((len(queries), width), dtype=np.float32)
-    ids = np.empty((len(queries), width), dtype=np.int64)
+def pair_scores(queries: np.ndarray, ids: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The inner product of each query with each of its ids (-1: none, scored -inf): `fetch(ids)`
+    gives the vectors of the sorted unique ids, in the space of the queries. Done a block of
+    queries at a time, so memory stays bounded however long the query is."""
+    exact = np.full(ids.shape, -np.inf, dtype=np.float32)
+    block = max(1, RESCORE_BYTES // (4 * max(1, ids.shape[1]) * queries.shape[1]))
     for lo in range(0, len(queries), block):
-        part = candidates[lo : lo + block]
+        part = ids[lo : lo + block]
         unique = np.unique(part[part >= 0])
-        exact = np.full(part.shape, -np.inf, dtype=np.float32)
         if len(unique):
             vectors = fetch(unique)
             position = np.searchsorted(unique, np.where(part >= 0, part, unique[0]))
-            exact = np.einsum("qd,qcd->qc", queries[lo : lo + block], vectors[position])
-            exact[part < 0] = -np.inf
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :width]
-        scores[lo : lo + block] = np.take_along_axis(exact, order, 1)
-        ids[lo : lo + block] = np.take_along_axis(part, order, 1)
-    return scores, ids
+            scored = np.einsum("qd,qcd->qc", queries[lo : lo + block], vectors[position])
+            exact[lo : lo + block] = np.where(part >= 0, scored, -np.inf)
+    return exact
+
+
+def rescore(
+    queries: np.ndarray, candidates: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids) of each query among its candidate ids (-1: none), scored exactly
+    by `pair_scores`."""
+    exact = pair_scores(queries, candidates, fetch)
+    order = np.argsort(-exact, axis=1, kind="stable")[:, : min(k, candidates.shape[1])]
+    return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)

@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from genome_index.sequences import PackedSequence
 from genome_index.store.schema import SKETCH_KSIZE
 from genome_index.store.vectors import normalise, unit_sum, vectors_column
 
@@ -31,6 +32,7 @@ class NewGenome:
     labels: dict[str, str]
     sketch: np.ndarray  # FracMinHash hashes (uint64) of the genome's canonical k-mers
     sketch_scaled: int
+    sequences: list[PackedSequence] | None  # one per record; None: not kept (a store built before sequences)
 
 
 @contextlib.contextmanager
@@ -121,8 +123,41 @@ def add_genome(con: duckdb.DuckDBPyConnection, genome: NewGenome, vector_dtype: 
             con.register("incoming", table)
             con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
             con.unregister("incoming")
+        if genome.sequences is not None:
+            add_sequences(con, genome_id, list(range(first_record, first_record + n_records)), genome.sequences)
         set_labels(con, genome_id, genome.labels)
     return genome_id, chunk_ids
+
+
+def add_sequences(
+    con: duckdb.DuckDBPyConnection, genome_id: int, record_ids: list[int], sequences: list[PackedSequence]
+) -> None:
+    """Insert the packed sequences of one genome's records; inside the caller's transaction."""
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "record_id": pa.array(record_ids, pa.int32()),
+            "genome_id": pa.array([genome_id] * len(record_ids), pa.int32()),
+            "length": pa.array([s.length for s in sequences], pa.int64()),
+            "line_width": pa.array([s.line_width for s in sequences], pa.int32()),
+            "packed": pa.array([s.packed for s in sequences], pa.binary()),
+            "n_starts": pa.array([s.n_starts for s in sequences], pa.list_(pa.int64())),
+            "n_ends": pa.array([s.n_ends for s in sequences], pa.list_(pa.int64())),
+        }
+    )
+    con.register("incoming", table)
+    con.execute("INSERT INTO sequences SELECT * FROM incoming")
+    con.unregister("incoming")
+
+
+def backfill_sequences(con: duckdb.DuckDBPyConnection, genome_id: int, sequences: list[PackedSequence]) -> None:
+    """Store the sequences of a genome that has none, in their own transaction."""
+    with transaction(con):
+        record_ids = [
+            r for (r,) in con.execute("SELECT id FROM records WHERE genome_id = ? ORDER BY idx", [genome_id]).fetchall()
+        ]
+        add_sequences(con, genome_id, record_ids, sequences)
 
 
 def set_labels(con: duckdb.DuckDBPyConnection, genome_id: int, labels: dict[str, str]) -> None:
@@ -145,6 +180,7 @@ def remove_genomes(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> Non
             [genome_ids],
         )
         for table, column in (
+            ("sequences", "genome_id"),
             ("chunks", "genome_id"),
             ("records", "genome_id"),
             ("genome_vectors", "genome_id"),

@@ -1,0 +1,207 @@
+"""Verified hits: align a query to candidate genomes with minimap2 (mappy) and say where and how well.
+
+An embedding finds candidates; a base-level alignment says where the query sits in each and
+at what identity, and tells apart genomes a sketch or a cosine cannot (a few SNPs between two
+strains). Each candidate genome gets a minimap2 index, built once and kept by `Aligners`
+(a query keeps one for its candidates; a resident searcher can keep it between queries).
+
+Identity is matching bases over aligned columns (mismatches and gap columns included), as
+BLAST counts it, except that an indel of LONG_GAP_BP or more splits an alignment in two: the
+sides count, the gap does not, as two BLAST hits would (minimap2's assembly presets join
+alignments across gaps of kilobases, which would otherwise dominate a whole-genome identity).
+Over a whole genome this is an ANI by alignment; `query_coverage` is the aligned fraction.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genome_index.fasta import Record
+
+SHORT_QUERY_BP = 1_000  # below: minimap2's short-read preset; above: its assembly preset
+SHORT_PRESET, LONG_PRESET = "sr", "asm10"  # asm10: up to ~10 % divergence, strains of one species
+LONG_GAP_BP = 50  # an indel this long splits an alignment (see the module's docstring)
+MIN_LISTED_BP = 100  # alignments of fewer aligned query bases are not reported
+CACHED_GENOMES = 64  # minimap2 indexes kept by an Aligners (about 40 MB each for 3 Mbp)
+Target = list[tuple[str, bytes]]  # a genome's records: (name, sequence)
+
+
+def preset_for(length: int) -> str:
+    """The minimap2 preset for a query of `length` bp."""
+    return SHORT_PRESET if length < SHORT_QUERY_BP else LONG_PRESET
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """One local alignment of the query to a genome. Coordinates are 0-based, end exclusive."""
+
+    query_record: str
+    query_start: int
+    query_end: int
+    target_record: str
+    target_start: int
+    target_end: int
+    strand: str  # '+' or '-'
+    matches: int
+    columns: int  # aligned columns, long gaps left out
+    mapq: int
+    query_blocks: tuple[tuple[int, int], ...]  # query intervals aligned (split at long insertions)
+
+    @property
+    def identity(self) -> float:
+        return self.matches / self.columns if self.columns else 0.0
+
+    @property
+    def aligned_bp(self) -> int:
+        return sum(end - start for start, end in self.query_blocks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form: 1-based inclusive coordinates, as BLAST and samtools print them."""
+        return {
+            "query_record": self.query_record, "query_start": self.query_start + 1, "query_end": self.query_end,
+            "target_record": self.target_record, "target_start": self.target_start + 1,
+            "target_end": self.target_end, "strand": self.strand, "identity": round(self.identity, 6),
+            "aligned_bp": self.aligned_bp, "mapq": self.mapq,
+        }  # fmt: skip
+
+
+@dataclass
+class GenomeAlignment:
+    """Every alignment of one query to one genome, and what they add up to."""
+
+    query_length: int
+    alignments: list[Alignment] = field(default_factory=list)  # best (most matches) first
+
+    @property
+    def identity(self) -> float | None:
+        columns = sum(a.columns for a in self.alignments)
+        return sum(a.matches for a in self.alignments) / columns if columns else None
+
+    @property
+    def aligned_bp(self) -> int:
+        """Query bases inside an alignment (each counted once where alignments overlap)."""
+        blocks = sorted((a.query_record, s, e) for a in self.alignments for s, e in a.query_blocks)
+        total, record, reach = 0, None, 0
+        for name, start, end in blocks:
+            if name != record:
+                record, reach = name, 0
+            total += max(0, end - max(start, reach))
+            reach = max(reach, end)
+        return total
+
+    @property
+    def query_coverage(self) -> float:
+        return self.aligned_bp / self.query_length if self.query_length else 0.0
+
+    @property
+    def match(self) -> float:
+        """identity x query_coverage: how much of the query this genome explains, and how well."""
+        return (self.identity or 0.0) * self.query_coverage
+
+    @property
+    def best(self) -> Alignment | None:
+        return self.alignments[0] if self.alignments else None
+
+
+def _alignment(hit: Any, query_record: str, target_names: Sequence[str]) -> Alignment:
+    """An Alignment from a mappy hit, its long gaps left out of the columns and query blocks."""
+    columns, blocks = 0, []
+    position = block_start = hit.q_st
+    for length, op in hit.cigar:
+        if op in (0, 7, 8):  # M, =, X: query and target advance together
+            columns += length
+            position += length
+        elif op == 1:  # insertion: query bases without target
+            if length >= LONG_GAP_BP:
+                blocks.append((block_start, position))
+                block_start = position + length
+            else:
+                columns += length
+            position += length
+        elif op == 2 and length < LONG_GAP_BP:  # deletion: target bases without query
+            columns += length
+    blocks.append((block_start, position))
+    if hit.strand < 0:  # mappy gives query coordinates on the query's own strand; the cigar runs reversed
+        total = hit.q_st + hit.q_en
+        blocks = [(total - end, total - start) for start, end in blocks]
+    return Alignment(
+        query_record, hit.q_st, hit.q_en, target_names[int(hit.ctg)], hit.r_st, hit.r_en,
+        "+" if hit.strand > 0 else "-", hit.mlen, columns, hit.mapq,
+        tuple((s, e) for s, e in blocks if e > s),
+    )  # fmt: skip
+
+
+class Aligners:
+    """minimap2 indexes of stored genomes by (genome id, preset), built on first use and kept
+    (the CACHED_GENOMES most recently used). Safe to share between threads."""
+
+    def __init__(self, capacity: int = CACHED_GENOMES, threads: int | None = None) -> None:
+        self.capacity = capacity
+        self.threads = threads or os.cpu_count() or 1
+        self._indexes: OrderedDict[tuple[int, str], tuple[Any, list[str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, genome_id: int, preset: str, target: Callable[[], Target]) -> tuple[Any, list[str]]:
+        """The index of one genome (and its record names), built from `target()` if not kept."""
+        key = (genome_id, preset)
+        with self._lock:
+            if key in self._indexes:
+                self._indexes.move_to_end(key)
+                return self._indexes[key]
+        built = self._build(target(), preset)
+        with self._lock:
+            self._indexes[key] = built
+            while len(self._indexes) > self.capacity:
+                self._indexes.popitem(last=False)
+        return built
+
+    def _build(self, records: Target, preset: str) -> tuple[Any, list[str]]:
+        """mappy indexes FASTA files (or one bare sequence), so a genome's records go through one."""
+        import mappy
+
+        with tempfile.TemporaryDirectory(prefix="genome-index-align-") as tmp:
+            path = Path(tmp) / "target.fa"
+            with open(path, "wb") as handle:
+                for number, (_, sequence) in enumerate(records):
+                    handle.write(b">%d\n%s\n" % (number, sequence))
+            aligner = mappy.Aligner(str(path), preset=preset, n_threads=self.threads)
+        if not aligner:
+            raise RuntimeError(f"minimap2 could not index a genome of {len(records)} record(s)")
+        return aligner, [name for name, _ in records]
+
+    def __len__(self) -> int:
+        return len(self._indexes)
+
+
+def align(
+    query: Sequence[Record],
+    targets: dict[int, Callable[[], Target]],
+    aligners: Aligners,
+) -> dict[int, GenomeAlignment]:
+    """Alignments of the query's records to each target genome (id -> its records, read when
+    its index is not kept yet), the genomes in parallel threads (minimap2 releases the GIL)."""
+    length = sum(len(r.sequence) for r in query)
+    preset = preset_for(max((len(r.sequence) for r in query), default=0))
+
+    def one(genome_id: int) -> GenomeAlignment:
+        aligner, names = aligners.get(genome_id, preset, targets[genome_id])
+        found = GenomeAlignment(length)
+        for record in query:
+            for hit in aligner.map(record.sequence):
+                if hit.is_primary:
+                    alignment = _alignment(hit, record.id, names)
+                    if alignment.aligned_bp >= min(MIN_LISTED_BP, len(record.sequence) // 2):
+                        found.alignments.append(alignment)
+        found.alignments.sort(key=lambda a: (-a.matches, a.target_record, a.target_start))
+        return found
+
+    with ThreadPoolExecutor(max_workers=min(aligners.threads, max(1, len(targets)))) as pool:
+        return dict(zip(targets, pool.map(one, targets), strict=True))
