@@ -42,7 +42,8 @@ INSERT INTO state VALUES ('next_genome_id', 1), ('next_record_id', 1), ('next_ch
 
 
 # Every record's sequence, 2 bits a base (see `genome_index.sequences`), and a macro that reads
-# bases [start, end) of a record in SQL: subsequence(chunks.record_id, chunks.start, chunks."end").
+# bases [start, end) of a record in SQL: subsequence(chunks.record_id, chunks.start, chunks."end"). A zero
+# byte is appended before the cast to BIT, which refuses an empty blob.
 SEQUENCES = """
 CREATE TABLE sequences (record_id INTEGER PRIMARY KEY, genome_id INTEGER NOT NULL, length BIGINT NOT NULL,
     line_width INTEGER NOT NULL, packed BLOB NOT NULL, n_starts BIGINT[] NOT NULL, n_ends BIGINT[] NOT NULL);
@@ -52,7 +53,8 @@ CREATE MACRO subsequence(record, start_, end_) AS (
                                               lambda j: i >= n_starts[j + 1] AND i < n_ends[j + 1]))
         THEN 'N' ELSE ['A', 'C', 'G', 'T'][1 + 2 * get_bit(bits, (2 * i)::INTEGER)
                                            + get_bit(bits, (2 * i + 1)::INTEGER)] END), '')
-    FROM (SELECT CAST(packed AS BIT) AS bits, length, n_starts, n_ends FROM sequences WHERE record_id = record));
+    FROM (SELECT CAST(packed || '\\x00'::BLOB AS BIT) AS bits, length, n_starts, n_ends
+          FROM sequences WHERE record_id = record));
 """
 
 

@@ -1,0 +1,133 @@
+"""Verified hits: minimap2 alignments say where a query sits in a genome and at what identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genome_index.align import LONG_GAP_BP, SHORT_PRESET, Aligners, align, preset_for
+from genome_index.api import GenomeIndex
+from genome_index.fasta import Record, read_genome, reverse_complement
+from genome_index.settings import QueryOptions
+
+BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
+
+
+def random_sequence(rng: np.random.Generator, length: int) -> bytes:
+    return BASES[rng.integers(0, 4, length)].tobytes()
+
+
+def mutate(rng: np.random.Generator, sequence: bytes, rate: float) -> tuple[bytes, int]:
+    """The sequence with substitutions at `rate`, and how many were made."""
+    out = np.frombuffer(sequence, dtype=np.uint8).copy()
+    where = np.flatnonzero(rng.random(len(out)) < rate)
+    out[where] = BASES[(np.searchsorted(BASES, out[where]) + rng.integers(1, 4, len(where))) % 4]
+    return out.tobytes(), len(where)
+
+
+@pytest.fixture(scope="module")
+def genomes() -> dict[int, list[tuple[str, bytes]]]:
+    """Two unrelated random genomes of two records each."""
+    rng = np.random.default_rng(3)
+    return {gid: [(f"g{gid}_chr", random_sequence(rng, 60_000)), (f"g{gid}_plasmid", random_sequence(rng, 8_000))]
+            for gid in (1, 2)}  # fmt: skip
+
+
+def targets_of(genomes: dict[int, list[tuple[str, bytes]]]) -> dict:
+    return {gid: (lambda records=records: records) for gid, records in genomes.items()}
+
+
+@pytest.mark.parametrize("length", [300, 2_000, 10_000])
+@pytest.mark.parametrize("strand", ["+", "-"])
+def test_a_fragment_is_placed_where_it_came_from_at_its_identity(genomes, length: int, strand: str) -> None:
+    rng = np.random.default_rng(length)
+    start = 12_345
+    source = genomes[1][0][1][start : start + length]
+    piece, changed = mutate(rng, source, 0.01)
+    piece = piece if strand == "+" else reverse_complement(piece)
+    found = align([Record("q", "q", piece)], targets_of(genomes), Aligners())
+    hit = found[1]
+    assert found[2].alignments == [] and found[2].query_coverage == 0.0
+    best = hit.best
+    assert (best.target_record, best.strand) == ("g1_chr", strand)
+    assert best.target_start < start + length and best.target_end > start  # overlaps the true region
+    assert abs(best.target_start - start) <= 5 and abs(best.target_end - (start + length)) <= 5
+    assert hit.query_coverage >= 0.98
+    assert hit.identity == pytest.approx(1 - changed / length, abs=0.005)
+
+
+def test_the_preset_follows_the_query_length() -> None:
+    assert preset_for(999) == SHORT_PRESET and preset_for(1_000) != SHORT_PRESET
+
+
+def test_a_long_indel_splits_the_alignment_instead_of_lowering_the_identity(genomes) -> None:
+    """A 2 kb insertion in the genome: two aligned sides at full identity, as BLAST would report."""
+    chromosome = genomes[1][0][1]
+    insert = random_sequence(np.random.default_rng(9), 2_000)
+    target = {7: lambda: [("with_insert", chromosome[:30_000] + insert + chromosome[30_000:])]}
+    query = Record("q", "q", chromosome[25_000:35_000])
+    found = align([query], target, Aligners())[7]
+    assert found.identity == pytest.approx(1.0) and found.query_coverage == pytest.approx(1.0, abs=0.01)
+    columns = sum(a.columns for a in found.alignments)
+    assert columns < 10_000 + LONG_GAP_BP  # the 2 kb gap is in no column
+
+
+def test_a_query_of_several_records_counts_each_base_once(genomes) -> None:
+    chromosome, plasmid = genomes[2][0][1], genomes[2][1][1]
+    query = [Record("a", "a", chromosome[:5_000]), Record("b", "b", plasmid[1_000:4_000]), Record("c", "c", b"A" * 200)]
+    found = align(query, targets_of(genomes), Aligners())[2]
+    assert found.aligned_bp == pytest.approx(8_000, abs=20) and found.query_coverage == pytest.approx(
+        8_000 / 8_200, abs=0.01
+    )
+    assert {a.query_record for a in found.alignments} == {"a", "b"}
+
+
+def test_indexes_are_built_once_and_kept(genomes) -> None:
+    reads: list[int] = []
+
+    def target(gid: int):
+        def read():
+            reads.append(gid)
+            return genomes[gid]
+
+        return read
+
+    aligners = Aligners(capacity=1)
+    query = [Record("q", "q", genomes[1][0][1][:3_000])]
+    for _ in range(3):
+        align(query, {1: target(1)}, aligners)
+    assert reads == [1] and len(aligners) == 1
+    align(query, {2: target(2)}, aligners)
+    align(query, {1: target(1)}, aligners)
+    assert reads == [1, 2, 1]  # capacity 1: genome 1 was dropped for genome 2
+
+
+@pytest.fixture(scope="module")
+def staph_store(staph_dir: Path, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    files = {p.name.split("_genomic")[0]: p for p in sorted(staph_dir.glob("GCA_*.fna.gz"))}
+    directory = tmp_path_factory.mktemp("staph-align") / "index"
+    GenomeIndex(directory).build(list(files.values()), "kmer:4")
+    return directory, files
+
+
+@pytest.mark.parametrize(
+    "query, other",
+    [
+        ("GCA_900607265.1_BPH2003", "GCA_900620245.1_BPH2947"),  # twins, ANI >= 99.99 %
+        ("GCA_006094915.1_ASM609491v1", "GCA_900620245.1_BPH2947"),  # two strains, about 99.4 %
+    ],
+)
+def test_a_whole_genome_query_reports_an_ani_by_alignment_close_to_skani(staph_store, query: str, other: str) -> None:
+    import pyskani
+
+    directory, files = staph_store
+    rows = GenomeIndex.open(directory).query(files[query], QueryOptions(k=4, mode="genome", align=True))
+    assert rows[0]["name"].startswith(query) and rows[0]["identity"] == 1.0 and rows[0]["query_coverage"] >= 0.999
+    ours = next(row for row in rows if row["name"].startswith(other))
+    database = pyskani.Database()
+    database.sketch(other, *[r.sequence for r in read_genome(files[other]).records])
+    skani = database.query(query, *[r.sequence for r in read_genome(files[query]).records])[0]
+    assert abs(ours["identity"] - skani.identity) <= 0.005, (ours["identity"], skani.identity)
+    assert abs(ours["query_coverage"] - skani.query_fraction) <= 0.05, (ours["query_coverage"], skani.query_fraction)
