@@ -297,8 +297,9 @@ class GenomeIndex:
 
         Every genome has its records, every record is covered base for base by its chunks
         (for stores built without overlap), every chunk has a vector of the store's width, every
-        genome a genome vector and a sketch, no row belongs to a genome that does not exist,
-        and each FAISS file holds exactly DuckDB's ids. `quick` runs only the DuckDB
+        genome a genome vector and a sketch, stored sequences cover every record of their
+        genome and hash to its SHA-256, no row belongs to a genome that does not exist, and
+        each FAISS file holds exactly DuckDB's ids. `quick` runs only the DuckDB
         consistency queries: it neither reads every block nor loads the FAISS files.
         """
         return self.store.check(quick)

@@ -460,12 +460,9 @@ def query(
         rows = [{key: value for key, value in row.items() if key != "alignments"} for row in rows]
     labels = [c for c in known if c not in hit_columns]
     aligned = any(row["identity"] is not None for row in rows)
-    brief = (
-        (["query"] if per_record else [])
-        + ["rank"]
-        + (["tied"] if any(row["tied"] for row in rows) else [])
-        + list(HIT_TABLE_COLUMNS if aligned else HIT_TABLE_UNALIGNED)[1:]
-    )
+    brief = (["query"] if per_record else []) + list(HIT_TABLE_COLUMNS if aligned else HIT_TABLE_UNALIGNED)
+    if fmt == "table":  # a tied rank reads `2=`, as in a results table
+        rows = [{**row, "rank": f"{row['rank']}=" if row["tied"] else row["rank"]} for row in rows]
     chosen = choose(column_names(rows, known), rows, fmt, columns, brief, labels)
     typer.echo(render_dicts(rows, fmt, chosen), nl=False)
 
@@ -564,12 +561,14 @@ def sql(
     """Run read-only SQL over the store.
 
     Tables: genomes, records, chunks, chunk_vectors, genome_vectors, sketches, labels,
-    settings (the README lists their columns). Writes and file access are refused.
+    sequences, settings (the README lists their columns); subsequence(record_id, start,
+    "end") gives a window's bases. Writes and file access are refused.
 
     \b
     Examples:
       genome-index sql "SELECT name, length, gc FROM genomes ORDER BY length DESC LIMIT 5"
       genome-index sql "SELECT key, value, count(*) AS n FROM labels GROUP BY ALL" --format csv
+      genome-index sql 'SELECT id, subsequence(record_id, start, "end") FROM chunks LIMIT 2'
     """
     from genome_index.api import GenomeIndex
     from genome_index.output import render
@@ -816,8 +815,8 @@ def check(
     """Verify a store's consistency (exit 1 on a problem).
 
     Every genome complete, every base covered by its windows, every vector of the store's
-    width, sketches present, every block of the DuckDB file readable, and the FAISS files
-    holding exactly DuckDB's ids. --quick runs only the DuckDB queries (fine while a build
+    width, sketches present, stored sequences matching each genome's SHA-256, every block
+    of the DuckDB file readable, and the FAISS files holding exactly DuckDB's ids. --quick runs only the DuckDB queries (fine while a build
     runs).
 
     \b

@@ -334,9 +334,12 @@ def order_hits(
     """The top `plan.k` hits as (rank, tied, hit), and the names of the sort key they follow.
 
     The embedding orders every genome; its best `plan.candidates` get their sketch figures,
-    with `rerank` are re-ordered by containment (the embedding's order breaking ties), and
-    with `align` the best `align_top` are aligned and ordered by identity x coverage. Hits
-    equal on the whole key share a rank and are flagged tied (listed by genome id).
+    with `rerank` are re-ordered by containment (the embedding's order breaking ties: it sees
+    every base of the query, the sketch one k-mer in `scaled`), and with `align` the best
+    `align_top` are aligned and ordered by identity x coverage alone: the alignment sees
+    every base, so where it cannot tell genomes apart nothing in the query can (the
+    embedding's windows reach into flanking sequence the query does not have). Hits equal on
+    the whole key share a rank and are flagged tied, listed in the embedding's order.
     """
     embedding = "centred_score" if any(h.centred_score is not None for h in ranked.values()) else "score"
     head = sorted(ranked.values(), key=lambda h: (-embedding_key(h), h.genome_id))[: plan.candidates]
@@ -353,8 +356,8 @@ def order_hits(
         if found is not None:
             for hit in aligned:
                 hit.alignment = found[hit.genome_id]
-            head, ranked_by = aligned, ("match", embedding)
-    head.sort(key=lambda h: (tuple(-v for v in sort_key(h, ranked_by)), h.genome_id))
+            head, ranked_by = aligned, ("match",)
+    head.sort(key=lambda h: (tuple(-v for v in sort_key(h, ranked_by)), -embedding_key(h), h.genome_id))
     keys = [sort_key(h, ranked_by) for h in head]
     out = []
     for i, hit in enumerate(head[: plan.k]):

@@ -167,8 +167,11 @@ def test_the_alignment_orders_its_candidates_and_decides_ties() -> None:
     hits, ranked_by = order_hits(
         hits_of({1: 0.97, 2: 0.97, 3: 0.5}), Plan(3, True, True, 3), twins, aligned({3: (1.0, 1.0)})
     )
-    assert ranked_by == ("match", "score") and [h.genome_id for _, _, h in hits] == [3, 1, 2]
-    assert [(rank, tied) for rank, tied, _ in hits] == [(1, False), (2, True), (2, True)]  # no alignment, same score
+    assert ranked_by == ("match",) and [h.genome_id for _, _, h in hits] == [3, 1, 2]
+    assert [(rank, tied) for rank, tied, _ in hits] == [(1, False), (2, True), (2, True)]  # neither aligns
+    same_alignment = aligned({1: (0.99, 1.0), 2: (0.99, 1.0)})
+    result = order(hits_of({1: 0.96, 2: 0.97, 3: 0.5}), Plan(3, True, True, 3), twins, same_alignment)
+    assert result == [(2, 1, True), (1, 1, True), (3, 3, False)]  # the cosine sees flanks the query has not: a tie
     unaligned = order(hits_of({1: 0.9, 2: 0.8}), Plan(2, False, True, 3), twins, no_alignment)
     assert unaligned == [(1, 1, False), (2, 2, False)]  # no sequences stored: the present order stands
 

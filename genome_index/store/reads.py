@@ -189,8 +189,9 @@ def named_genome_vectors(
 
 
 def summary(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
-    """Row counts of genomes, records and chunks, and the stored bases."""
+    """Row counts of genomes, records, chunks and stored sequences (records), and the stored bases."""
     counts = {table: int(scalar(con, f"SELECT count(*) FROM {table}")) for table in ("genomes", "records", "chunks")}
+    counts["sequences"] = int(scalar(con, "SELECT count(*) FROM sequences")) if has_sequences(con) else 0
     return counts, int(scalar(con, "SELECT coalesce(sum(length), 0) FROM genomes"))
 
 
