@@ -816,8 +816,8 @@ def check(
 
     Every genome complete, every base covered by its windows, every vector of the store's
     width, sketches present, stored sequences matching each genome's SHA-256, every block
-    of the DuckDB file readable, and the FAISS files holding exactly DuckDB's ids. --quick runs only the DuckDB queries (fine while a build
-    runs).
+    of the DuckDB file readable, and the FAISS files holding exactly DuckDB's ids. --quick
+    runs only the DuckDB queries (fine while a build runs).
 
     \b
     Examples:
