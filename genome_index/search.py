@@ -429,7 +429,7 @@ def run_query(
         for q in queries
     ]
     embedded = time.perf_counter() - started
-    aligners = aligners or Aligners()
+    aligners = aligners if aligners is not None else Aligners()  # an empty one is falsy (len 0)
     warned: list[str] = []
     rows: list[dict[str, Any]] = []
     with store.connect() as con:

@@ -104,6 +104,14 @@ def test_indexes_are_built_once_and_kept(genomes) -> None:
     assert reads == [1, 2, 1]  # capacity 1: genome 1 was dropped for genome 2
 
 
+def test_a_query_fills_the_aligners_it_is_given(nt_tiny_store: Path) -> None:
+    from tests.conftest import EXAMPLES
+
+    aligners = Aligners()
+    GenomeIndex.open(nt_tiny_store).query(EXAMPLES / "query.fa", QueryOptions(k=2), aligners=aligners)
+    assert len(aligners) == 4  # the 4 candidates (--align-top 10), kept for the next query (an empty Aligners is falsy: it must still be used)
+
+
 @pytest.fixture(scope="module")
 def staph_store(staph_dir: Path, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     files = {p.name.split("_genomic")[0]: p for p in sorted(staph_dir.glob("GCA_*.fna.gz"))}
