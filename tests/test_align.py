@@ -109,7 +109,7 @@ def test_a_query_fills_the_aligners_it_is_given(nt_tiny_store: Path) -> None:
 
     aligners = Aligners()
     GenomeIndex.open(nt_tiny_store).query(EXAMPLES / "query.fa", QueryOptions(k=2), aligners=aligners)
-    assert len(aligners) == 4  # the 4 candidates (--align-top 10), kept for the next query (an empty Aligners is falsy: it must still be used)
+    assert len(aligners) == 4  # all 4 candidates, kept: an empty Aligners is falsy and must still be used
 
 
 @pytest.fixture(scope="module")
