@@ -7,9 +7,10 @@ same views and the same ranking. For k-mer tokenised models (NT: non-overlapping
 fragment starting at another offset is tokenised into entirely different tokens, so `frames`
 also embeds the query from offsets 1..k-1 (in an anchored store only its head, the one window
 that does not start at a stored window's start). Optional centring subtracts the store's mean
-vector before cosine similarity, and the re-rank orders the best candidates by k-mer
-containment (FracMinHash sketches), giving every hit a containment and an ANI estimate like
-Mash or skani.
+vector before cosine similarity (reported beside the plain cosine, never instead of it); the
+re-rank orders the best candidates by k-mer containment (FracMinHash sketches, with an ANI
+estimate and its interval); the alignment (`align`) places the query in the best of them and
+orders them by identity x coverage. Ranks follow one key, named in each row's `ranked_by`.
 """
 
 from __future__ import annotations
