@@ -106,14 +106,44 @@ def _weights_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
 
 
+def cache_dir() -> Path:
+    """Where genome-index caches what is costly to recompute: $GENOME_INDEX_CACHE, else
+    $XDG_CACHE_HOME/genome-index, else ~/.cache/genome-index."""
+    if os.environ.get("GENOME_INDEX_CACHE"):
+        return Path(os.environ["GENOME_INDEX_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genome-index"
+
+
 def _weights_hash(folder: Path) -> str:
-    """SHA-256 of a local checkpoint's weight files: identifies exactly which weights built a store."""
+    """SHA-256 of a local checkpoint's weight files: identifies exactly which weights built a
+    store. Hashing 10 GB takes about a minute, so the result is cached (weights-sha256.json in
+    `cache_dir()`) under the folder's path with each file's name, size and mtime, and computed
+    again only when one of those changed."""
+    files = _weights_files(folder)
+    stamp = [[file.name, file.stat().st_size, file.stat().st_mtime_ns] for file in files]
+    cache = cache_dir() / "weights-sha256.json"
+    key = str(folder.resolve())
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(key) if isinstance(known, dict) else None
+    if isinstance(entry, dict) and entry.get("files") == stamp and str(entry.get("sha256", "")).startswith("sha256:"):
+        return entry["sha256"]
     digest = hashlib.sha256()
-    for file in _weights_files(folder):
+    for file in files:
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    value = "sha256:" + digest.hexdigest()
+    known = known if isinstance(known, dict) else {}
+    known[key] = {"files": stamp, "sha256": value}
+    with contextlib.suppress(OSError):  # a read-only home only costs the next hash
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(known, indent=1))
+        os.replace(partial, cache)
+    return value
 
 
 def _revision(source: str, config: Any) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("GENOME_INDEX_CACHE", tempfile.mkdtemp(prefix="genome-index-test-cache-"))  # not ~/.cache
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 STAPH = ROOT.parent / "shared" / "data" / "staph"

@@ -83,3 +83,25 @@ def test_remote_code_is_opt_in(tmp_path: Path) -> None:
     (folder / "configuration_custom.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(GenomeIndexError, match="--trust-remote-code"):
         models.describe(str(folder))
+
+
+def test_the_weights_hash_is_cached_until_a_weight_file_changes(tmp_path: Path, monkeypatch) -> None:
+    import json
+    import shutil
+
+    from genome_index.models import BUNDLED, _weights_hash
+
+    monkeypatch.setenv("GENOME_INDEX_CACHE", str(tmp_path / "cache"))
+    folder = Path(shutil.copytree(BUNDLED["nt-tiny"], tmp_path / "model"))
+    first = _weights_hash(folder)
+    cache = tmp_path / "cache" / "weights-sha256.json"
+    entry = json.loads(cache.read_text())[str(folder.resolve())]
+    assert entry["sha256"] == first and [f[0] for f in entry["files"]] == ["model.safetensors"]
+    cache.write_text(json.dumps({str(folder.resolve()): {**entry, "sha256": "sha256:from-the-cache"}}))
+    assert _weights_hash(folder) == "sha256:from-the-cache"  # size and mtime unchanged: not read again
+    with open(folder / "model.safetensors", "ab") as handle:
+        handle.write(b"\0")
+    changed = _weights_hash(folder)
+    assert changed.startswith("sha256:") and changed not in (first, "sha256:from-the-cache")
+    cache.write_text("not json")
+    assert _weights_hash(folder) == changed  # a damaged cache is recomputed, never trusted
