@@ -53,6 +53,7 @@ from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
 from genome_index.evaluate import genome_labels
 from genome_index.fasta import Genome, find_fasta_files, read_genome, reverse_complement
+from genome_index.hits import Hit
 from genome_index.search import RERANK_CANDIDATES
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
 
@@ -132,12 +133,12 @@ def make_fragments(folder: Path, species: dict[Path, str], per_length: int, rng:
     return fragments
 
 
-def top1(rows: list[dict], rerank: bool) -> dict:
+def top1(rows: list[Hit], rerank: bool) -> Hit:
     """The top hit without re-rank (embedding order) or with it (containment first)."""
     if not rerank:
         return rows[0]
     head = rows[:RERANK_CANDIDATES]
-    return sorted(head, key=lambda r: -1.0 if r["containment"] is None else r["containment"], reverse=True)[0]
+    return sorted(head, key=lambda r: -1.0 if r.containment is None else r.containment, reverse=True)[0]
 
 
 def evaluate(
@@ -157,10 +158,10 @@ def evaluate(
             latencies.append(time.perf_counter() - start)
             for rerank in (False, True):
                 best = top1(rows, rerank)
-                hits[rerank][0] += species_of[best["name"]] == species
-                hits[rerank][1] += best["name"] == source
-            if top1(rows, True)["name"] != source:
-                misses.append((length, source, top1(rows, True)["name"], region))
+                hits[rerank][0] += species_of[best.name] == species
+                hits[rerank][1] += best.name == source
+            if top1(rows, True).name != source:
+                misses.append((length, source, top1(rows, True).name, region))
         n = len(chosen)
         lines.append(
             f"{length // 1000:>4} kb  {100 * hits[False][0] / n:6.1f} {100 * hits[False][1] / n:6.1f}   "
@@ -181,19 +182,19 @@ def evaluate_aligned(index: GenomeIndex, embedder: Embedder, fragments: list, sp
             started = time.perf_counter()
             rows = index.query(fragment.file, QueryOptions(k=10), embedder=embedder, aligners=aligners)
             latencies.append(time.perf_counter() - started)
-            first = [row for row in rows if row["rank"] == 1]  # several where exact ties share the first rank
-            top = next((row for row in first if row["name"] == fragment.source), rows[0])
-            counts["species"] += species_of[top["name"]] == fragment.species
-            counts["exact"] += top["name"] == fragment.source
-            counts["alone"] += top["name"] == fragment.source and not top["tied"]
-            counts["recall"] += any(row["name"] == fragment.source for row in rows)
+            first = [row for row in rows if row.rank == 1]  # several where exact ties share the first rank
+            top = next((row for row in first if row.name == fragment.source), rows[0])
+            counts["species"] += species_of[top.name] == fragment.species
+            counts["exact"] += top.name == fragment.source
+            counts["alone"] += top.name == fragment.source and not top.tied
+            counts["recall"] += any(row.name == fragment.source for row in rows)
             placed = (
-                top["name"] == fragment.source and top["target_record"] == fragment.record
-                and top["target_start"] <= fragment.start + length and top["target_end"] > fragment.start
+                top.name == fragment.source and top.target_record == fragment.record
+                and top.target_start <= fragment.start + length and top.target_end > fragment.start
             )  # fmt: skip
             counts["placed"] += placed
-            if top["identity"] is not None and top["name"] == fragment.source:
-                errors.append(abs(top["identity"] - fragment.identity))
+            if top.identity is not None and top.name == fragment.source:
+                errors.append(abs(top.identity - fragment.identity))
                 counts["identity"] += errors[-1] <= 0.005
         n = len(chosen)
         shown = {key: f"{100 * value / n:6.1f}" for key, value in counts.items()}

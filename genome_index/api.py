@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # the model's and the build's modules load torch: imported wh
     from genome_index.align import Aligners
     from genome_index.build import BuildReport
     from genome_index.embed import Embedder
+    from genome_index.hits import Hit
+    from genome_index.searcher import QueryInput, Searcher
 
 DEFAULT_INDEX = "genome-index"
 
@@ -144,9 +146,30 @@ class GenomeIndex:
 
     # -- reading --------------------------------------------------------------------------
 
+    def searcher(
+        self,
+        run: RunOptions | None = None,
+        *,
+        model: str | None = None,
+        embedder: Embedder | None = None,
+        micro_batch: bool = False,
+    ) -> Searcher:
+        """A `Searcher`: this store's model, FAISS indexes and genome details loaded once, for
+        many queries (use it in a `with` block). `model`, if given, must be the store's;
+        `embedder` reuses a loaded one (it must be the store's). With `micro_batch`, queries
+        from several threads are embedded together (what `serve` uses)."""
+        from genome_index.searcher import Searcher
+
+        self.store.require()
+        settings = self.settings()
+        embedder = embedder or self._embedder(settings, model, run or RunOptions())
+        if not settings.same_vectors(embedder.settings(settings.store_options())):
+            raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
+        return Searcher(self.store, embedder, settings, micro_batch)
+
     def query(
         self,
-        fasta: str | Path,
+        query: QueryInput,
         options: QueryOptions | None = None,
         run: RunOptions | None = None,
         *,
@@ -155,28 +178,23 @@ class GenomeIndex:
         timings: dict[str, float] | None = None,
         progress: Progress = SILENT,
         aligners: Aligners | None = None,
-    ) -> list[dict[str, Any]]:
-        """Nearest stored genomes to the sequence(s) in `fasta`, best first, `options.k` per query.
+    ) -> list[Hit]:
+        """Nearest stored genomes to `query` (a FASTA path, FASTA text or sequence, (name,
+        sequence) records or a Genome), best first, `options.k` per query.
 
-        The query is embedded with the store's own model, layer and windows; `model`, if given,
-        must be the store's. `embedder` reuses a loaded one (it must be the store's); `timings`,
-        if given, receives the seconds spent embedding the query and searching (alignment
-        included); `aligners` keeps the candidates' minimap2 indexes between queries.
+        One query: a searcher is made and dropped (keep `searcher()` for many). `timings`, if
+        given, receives the seconds spent embedding the query and searching (alignment
+        included); `aligners` keeps the candidates' minimap2 indexes between calls.
         """
-        from genome_index.search import run_query
-
         options = options or QueryOptions()
-        self.store.require()
-        genome = read_genome(fasta)
-        settings = self.settings()
-        embedder = embedder or self._embedder(settings, model, run or RunOptions())
-        if not settings.same_vectors(embedder.settings(settings.store_options())):
-            raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
-        started = time.perf_counter()
-        rows, embed_seconds = run_query(self.store, genome, options, embedder, settings, progress, aligners)
+        with self.searcher(run, model=model, embedder=embedder) as searcher:
+            if aligners is not None:
+                searcher.aligners = aligners
+            started = time.perf_counter()
+            hits, embed_seconds = searcher.query_timed(query, options, progress)
         if timings is not None:
             timings.update(embed_s=embed_seconds, search_s=time.perf_counter() - started - embed_seconds)
-        return rows
+        return hits
 
     def _embedder(self, settings: StoreSettings, model: str | None, run: RunOptions) -> Embedder:
         """The store's own model, layer and windows; a --model that is not the store's is refused."""

@@ -27,6 +27,7 @@ import numpy as np
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, gc_fraction, read_genome
+from genome_index.hits import RESERVED
 from genome_index.pipeline import EmbeddedGenome
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.sequences import pack
@@ -68,6 +69,12 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
             key = "file" if "file" in columns else "name" if "name" in columns else None
             if key is None:
                 raise GenomeIndexError(f"{path}: labels CSV needs a 'file' or 'name' column (has {columns})")
+            clashes = [c for c in columns if c in RESERVED and c not in ("file", "name")]
+            if clashes:
+                raise GenomeIndexError(
+                    f"{path}: label column {clashes[0]!r} is the name of a query hit field; rename it "
+                    f"(fields: {', '.join(sorted(RESERVED))})"
+                )
             rows = list(reader)
     except OSError as exc:
         raise GenomeIndexError(f"{path}: cannot read labels ({exc.strerror})") from None

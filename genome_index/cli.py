@@ -438,28 +438,21 @@ def query(
       cat reads.fa | genome-index query -
     """
     from genome_index.api import GenomeIndex
-    from genome_index.output import (
-        HIT_COLUMNS,
-        HIT_TABLE_COLUMNS,
-        HIT_TABLE_UNALIGNED,
-        choose,
-        column_names,
-        render_dicts,
-    )  # fmt: skip
+    from genome_index.hits import HIT_COLUMNS, label_column
+    from genome_index.output import HIT_TABLE_COLUMNS, HIT_TABLE_UNALIGNED, choose, column_names, render_dicts
     from genome_index.progress import Shown
 
     check_format(fmt)
     store = GenomeIndex.open(index_dir(index))
     hit_columns = [*HIT_COLUMNS, "alignments"] if fmt == "json" else list(HIT_COLUMNS)
-    known = [*hit_columns, *store.label_names()]
+    labels = [label_column(key) for key in store.label_names()]
+    known = [*hit_columns, *labels]
     choose(known, [], fmt, columns)  # an unknown --columns fails before the model loads
     options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank, align, align_top)
     with stdin_as_file([fasta]) as (path,):
-        rows = store.query(path, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet))
-    if fmt != "json":
-        rows = [{key: value for key, value in row.items() if key != "alignments"} for row in rows]
-    labels = [c for c in known if c not in hit_columns]
-    aligned = any(row["identity"] is not None for row in rows)
+        hits = store.query(path, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet))
+    rows = [hit.row(alignments=fmt == "json") for hit in hits]
+    aligned = any(hit.identity is not None for hit in hits)
     brief = (["query"] if per_record else []) + list(HIT_TABLE_COLUMNS if aligned else HIT_TABLE_UNALIGNED)
     if fmt == "table":  # a tied rank reads `2=`, as in a results table
         rows = [{**row, "rank": f"{row['rank']}=" if row["tied"] else row["rank"]} for row in rows]

@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,8 +146,9 @@ def _check_sequence_line(path: Path, lineno: int, line: bytes) -> None:
     raise GenomeIndexError(f"{path}:{lineno}: characters {shown!r} are not nucleotide letters")
 
 
-def iter_records(path: str | Path) -> Iterator[Record]:
-    """Stream the records of one FASTA file, normalised; raise GenomeIndexError on bad input."""
+def iter_records(path: str | Path, lines: Iterable[bytes] | None = None) -> Iterator[Record]:
+    """Stream the records of one FASTA file, normalised; raise GenomeIndexError on bad input.
+    With `lines`, read those instead of the file (`path` then only names them in errors)."""
     path = Path(path)
     header: str | None = None
     header_line = 0
@@ -165,7 +166,7 @@ def iter_records(path: str | Path) -> Iterator[Record]:
         record_id = description.split(maxsplit=1)[0] if description else f"record_{header_line}"
         return Record(record_id, description, raw.translate(_NORMALISE), width)
 
-    for lineno, line in enumerate(_open_lines(path), start=1):
+    for lineno, line in enumerate(_open_lines(path) if lines is None else lines, start=1):
         if line.startswith(b">"):
             if header is not None:
                 yield finish()
@@ -205,6 +206,28 @@ def read_genome(path: str | Path) -> Genome:
     """Read one FASTA file as one genome (all its records)."""
     path = Path(path)
     return Genome(path, list(iter_records(path)))
+
+
+def parse_fasta(text: str | bytes, name: str = "query") -> Genome:
+    """A genome from FASTA text in memory (a pasted query, an HTTP body), checked as a file is;
+    bare sequence without a header is one record called `name`."""
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    if data[:2] == GZIP_MAGIC:
+        raise GenomeIndexError(f"{name}: gzip data; send FASTA text")
+    if data.strip() and not data.lstrip().startswith(b">"):
+        data = b">" + name.encode() + b"\n" + data
+    return Genome(Path(name), list(iter_records(name, io.BytesIO(data))))
+
+
+def genome_of(records: Iterable[tuple[str, str | bytes]], name: str = "query") -> Genome:
+    """A genome from (name, sequence) pairs, each sequence checked and normalised as in a file."""
+    text = b"".join(
+        b">" + record.encode() + b"\n" + (sequence.encode() if isinstance(sequence, str) else sequence) + b"\n"
+        for record, sequence in records
+    )
+    if not text:
+        raise GenomeIndexError(f"{name}: no records")
+    return parse_fasta(text, name)
 
 
 def find_fasta_files(paths: list[str | Path]) -> list[Path]:

@@ -20,12 +20,6 @@ from genome_index.errors import GenomeIndexError
 FORMATS = ("table", "tsv", "csv", "json")
 TABLE_WIDTH = 120  # characters a table line may take when it adds optional columns
 CELL_WIDTH = 36  # longer table cells are shortened in the middle
-# Every query hit row has these columns (None where a mode has no value), then the genome's labels.
-HIT_COLUMNS = (
-    "query", "rank", "tied", "genome_id", "name", "file", "score", "centred_score", "mode", "support",
-    "containment", "query_hashes", "ani_estimate", "ani_low", "ani_high", "identity", "aligned_bp",
-    "query_coverage", "match", "target_record", "target_start", "target_end", "strand", "ranked_by",
-)  # fmt: skip
 # The table's columns (labels added while they fit): aligned hits, and hits without alignment.
 HIT_TABLE_COLUMNS = ("rank", "name", "identity", "query_coverage", "target_record", "target_start", "strand")
 HIT_TABLE_UNALIGNED = ("rank", "name", "score", "support", "containment", "ani_estimate")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,18 +27,18 @@ import faiss
 import numpy as np
 
 from genome_index import sketch
-from genome_index.align import Aligners, GenomeAlignment, Target, align
+from genome_index.align import GenomeAlignment, Target
 from genome_index.anchors import cut_points
 from genome_index.embed import Embedder
-from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, Record, reverse_complement
-from genome_index.output import HIT_COLUMNS, typed
-from genome_index.progress import SILENT, Progress
+from genome_index.hits import Hit
+from genome_index.output import typed
+from genome_index.progress import SILENT, Progress, Step
 from genome_index.sequences import unpack
 from genome_index.settings import QueryOptions, StoreSettings
 from genome_index.sketch import SketchEstimate
-from genome_index.store import Store, reads
-from genome_index.store.indexes import search, to_gpu
+from genome_index.store import reads
+from genome_index.store.indexes import search
 from genome_index.store.vectors import genome_vector, normalise, pair_scores, rescore
 from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks, chunk_tokens, piece_chunks
 
@@ -150,21 +149,27 @@ def fixed_views(embedder: Embedder, query: Query, overlap: float, frames: bool) 
     return out
 
 
-def embed_unique(embedder: Embedder, chunks: list[Chunk], progress: Progress = SILENT) -> np.ndarray:
-    """Vectors of `chunks` in order, each distinct model input embedded once (views share windows)."""
+EmbedChunks = Callable[[list[Chunk], Step], np.ndarray]
+
+
+def embed_unique(
+    embedder: Embedder, chunks: list[Chunk], progress: Progress = SILENT, embed: EmbedChunks | None = None
+) -> np.ndarray:
+    """Vectors of `chunks` in order, each distinct model input embedded once (views share windows);
+    `embed` replaces the embedder's own call (a micro-batcher joining concurrent queries)."""
     keys = [hashlib.blake2b(c.input_ids.tobytes(), digest_size=16).digest() for c in chunks]  # not the ids again
     first: dict[bytes, int] = {}
     for i, key in enumerate(keys):
         first.setdefault(key, i)
     unique = [chunks[i] for i in first.values()]
     with progress.step("embedding the query", sum(c.end - c.start for c in unique), windows=len(unique)) as step:
-        vectors = embedder.embed_chunks(unique, step)
+        vectors = (embed or embedder.embed_chunks)(unique, step)
     row = {key: j for j, key in enumerate(first)}
     return vectors[np.array([row[key] for key in keys], dtype=np.int64)]
 
 
 @dataclass
-class Hit:
+class Candidate:
     """One stored genome scored against a query: its cosine, how the sketches and the alignment see it."""
 
     genome_id: int
@@ -192,15 +197,15 @@ class Ranker:
             self._means = reads.vector_means(self.con, self.dim)
         return self._means
 
-    def genome_mode(self, index: faiss.Index, view_vectors: list[np.ndarray]) -> dict[int, Hit]:
+    def genome_mode(self, index: faiss.Index, view_vectors: list[np.ndarray]) -> dict[int, Candidate]:
         """Genome id -> its best cosine (and centred cosine) over views of the query's mean vector."""
         queries = np.stack([genome_vector(v) for v in view_vectors])
         scores, ids = index.search(normalise(queries), index.ntotal)
-        hits: dict[int, Hit] = {}
+        hits: dict[int, Candidate] = {}
         for row_scores, row_ids in zip(scores, ids, strict=True):
             for score, gid in zip(row_scores, row_ids, strict=True):
                 if gid >= 0 and (int(gid) not in hits or score > hits[int(gid)].score):
-                    hits[int(gid)] = Hit(int(gid), float(score))
+                    hits[int(gid)] = Candidate(int(gid), float(score))
         if self.center:
             stored_ids, stored = reads.vectors(self.con, "genomes", self.dim)
             mean = self.means()[1]
@@ -259,15 +264,15 @@ def rank_chunk_mode(
     view_vectors: list[np.ndarray],
     genome_of_chunks: Callable[[np.ndarray], dict[int, int]],
     centred: bool,
-) -> dict[int, Hit]:
-    """Genome id -> Hit: the mean over query chunks of their best similarity to the genome
+) -> dict[int, Candidate]:
+    """Genome id -> Candidate: the mean over query chunks of their best similarity to the genome
     (plain, and centred when `centred`), and the support.
 
     Support counts the query chunks whose single best hit lies in that genome. A genome not
     among a chunk's nearest neighbours contributes 0 for that chunk. Each view is scored on
     its own and the view with the best ranking score kept.
     """
-    best: dict[int, Hit] = {}
+    best: dict[int, Candidate] = {}
     for vectors in view_vectors:
         ranking, ids, plain = search_chunks(normalise(vectors), CHUNK_HITS)
         genome_of = genome_of_chunks(ids)
@@ -287,7 +292,7 @@ def rank_chunk_mode(
                 total[0] += rank_score
                 total[1] += plain_score
         for gid, (rank_total, plain_total) in totals.items():
-            hit = Hit(
+            hit = Candidate(
                 gid, plain_total / len(vectors), rank_total / len(vectors) if centred else None, support.get(gid, 0)
             )
             if gid not in best or embedding_key(hit) > embedding_key(best[gid]):
@@ -295,7 +300,7 @@ def rank_chunk_mode(
     return best
 
 
-def embedding_key(hit: Hit) -> float:
+def embedding_key(hit: Candidate) -> float:
     """The embedding's own order: the centred score where the query was centred, else the score."""
     return hit.centred_score if hit.centred_score is not None else hit.score
 
@@ -315,7 +320,7 @@ class Plan:
         return max(self.k, RERANK_CANDIDATES if self.rerank else 0, self.align_top if self.align else 0)
 
 
-def sort_key(hit: Hit, ranked_by: tuple[str, ...]) -> tuple[float, ...]:
+def sort_key(hit: Candidate, ranked_by: tuple[str, ...]) -> tuple[float, ...]:
     """The values the hits are ranked by (descending), rounded as they are shown."""
     values = {
         "match": lambda: hit.alignment.match if hit.alignment else 0.0,
@@ -327,11 +332,11 @@ def sort_key(hit: Hit, ranked_by: tuple[str, ...]) -> tuple[float, ...]:
 
 
 def order_hits(
-    ranked: dict[int, Hit],
+    ranked: dict[int, Candidate],
     plan: Plan,
     sketches: Callable[[list[int]], dict[int, SketchEstimate | None]],
     alignments: Callable[[list[int]], dict[int, GenomeAlignment] | None],
-) -> tuple[list[tuple[int, bool, Hit]], tuple[str, ...]]:
+) -> tuple[list[tuple[int, bool, Candidate]], tuple[str, ...]]:
     """The top `plan.k` hits as (rank, tied, hit), and the names of the sort key they follow.
 
     The embedding orders every genome; its best `plan.candidates` get their sketch figures,
@@ -368,28 +373,41 @@ def order_hits(
     return out, ranked_by
 
 
-def hit_row(
-    query: str, rank: int, tied: bool, hit: Hit, mode: str, ranked_by: tuple[str, ...], details: dict[str, Any]
-) -> dict[str, Any]:
-    """One output row of a hit: the columns of HIT_COLUMNS, the alignments, then the genome's labels."""
+def make_hit(
+    query: str, rank: int, tied: bool, found: Candidate, mode: str, ranked_by: tuple[str, ...], details: dict[str, Any]
+) -> Hit:
+    """The Hit of a ranked candidate, figures rounded to DIGITS, labels typed (numbers as numbers)."""
     rounded = functools.partial(_round, digits=DIGITS)
-    figures, found = hit.sketch, hit.alignment
-    best = found.best if found else None
-    values = (
-        query, rank, tied, hit.genome_id, details["name"], details["file"], rounded(hit.score),
-        rounded(hit.centred_score), mode, hit.support if mode == "chunks" else None,
-        rounded(figures.containment if figures else None), figures.query_hashes if figures else None,
-        rounded(figures.ani if figures else None), rounded(figures.ani_low if figures else None),
-        rounded(figures.ani_high if figures else None), rounded(found.identity if found else None),
-        found.aligned_bp if found else None, rounded(found.query_coverage if found else None),
-        rounded(found.match if found else None), best.target_record if best else None,
-        best.target_start + 1 if best else None, best.target_end if best else None, best.strand if best else None,
-        ", ".join(ranked_by),
-    )  # fmt: skip
-    row: dict[str, Any] = dict(zip(HIT_COLUMNS, values, strict=True))
-    row["alignments"] = [a.as_dict() for a in found.alignments] if found else None
-    row.update({key: typed(value) for key, value in details["labels"].items()})
-    return row
+    figures, aligned = found.sketch, found.alignment
+    best = aligned.best if aligned else None
+    return Hit(
+        query=query,
+        rank=rank,
+        tied=tied,
+        genome_id=found.genome_id,
+        name=details["name"],
+        file=details["file"],
+        score=round(found.score, DIGITS),
+        centred_score=rounded(found.centred_score),
+        mode=mode,
+        support=found.support if mode == "chunks" else None,
+        containment=rounded(figures.containment if figures else None),
+        query_hashes=figures.query_hashes if figures else None,
+        ani_estimate=rounded(figures.ani if figures else None),
+        ani_low=rounded(figures.ani_low if figures else None),
+        ani_high=rounded(figures.ani_high if figures else None),
+        identity=rounded(aligned.identity if aligned else None),
+        aligned_bp=aligned.aligned_bp if aligned else None,
+        query_coverage=rounded(aligned.query_coverage if aligned else None),
+        match=rounded(aligned.match if aligned else None),
+        target_record=best.target_record if best else None,
+        target_start=best.target_start + 1 if best else None,
+        target_end=best.target_end if best else None,
+        strand=best.strand if best else None,
+        ranked_by=", ".join(ranked_by),
+        labels={key: None if value is None else typed(value) for key, value in details["labels"].items()},
+        alignments=[a.as_dict() for a in aligned.alignments] if aligned else None,
+    )
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -399,88 +417,3 @@ def _round(value: float | None, digits: int) -> float | None:
 def wants_alignment(options: QueryOptions, query: Query) -> bool:
     """--align as asked, or by default for queries up to ALIGN_UP_TO_BP."""
     return options.align if options.align is not None else query.length <= ALIGN_UP_TO_BP
-
-
-def run_query(
-    store: Store,
-    genome: Genome,
-    options: QueryOptions,
-    embedder: Embedder,
-    settings: StoreSettings,
-    progress: Progress = SILENT,
-    aligners: Aligners | None = None,
-) -> tuple[list[dict[str, Any]], float]:
-    """Hit rows of every query in `genome` (one, or one per record), and the seconds spent
-    embedding them; the rest of the time is the search and the alignment. `progress` hears of
-    the windows embedded and searched. `aligners` keeps minimap2 indexes between queries."""
-    if options.window_overlap and settings.chunking != "fixed":
-        raise GenomeIndexError(
-            "--window-overlap applies to stores with fixed windows; this store's windows are anchored "
-            "to the sequence, so a query's windows already line up with the stored ones"
-        )
-    started = time.perf_counter()
-    queries = queries_of(genome, options.per_record)
-    plans = [resolve_mode(options, q) for q in queries]
-    view_chunks = [views(embedder, q, overlap, frames) for q, (_, overlap, frames) in zip(queries, plans, strict=True)]
-    vectors = embed_unique(
-        embedder, [c for chunk_lists in view_chunks for chunks in chunk_lists for c in chunks], progress
-    )
-    query_sketches = [
-        sketch.from_hashes(sketch.sketch_records(q.records, settings.sketch_scaled), settings.sketch_scaled)
-        for q in queries
-    ]
-    embedded = time.perf_counter() - started
-    aligners = aligners if aligners is not None else Aligners()  # an empty one is falsy (len 0)
-    warned: list[str] = []
-    rows: list[dict[str, Any]] = []
-    with store.connect() as con:
-        ranker = Ranker(con, settings, options.center)
-        indexes = {}
-        for kind in {"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans}:
-            indexes[kind], rebuilt = store.load_faiss(con, kind, settings)
-            if rebuilt:
-                store.save_repair(kind, indexes[kind])
-            if indexes[kind].ntotal == 0:
-                raise GenomeIndexError(f"{store.directory}: the store holds no genomes yet")
-            indexes[kind] = to_gpu(indexes[kind])  # searches run on the GPU with a faiss GPU build
-        details = reads.genome_details(con)
-        offset = 0
-        searching = progress.step("searching", len(vectors), "windows", queries=len(queries))
-        for query, (mode, _, _), chunk_lists, query_sketch in zip(
-            queries, plans, view_chunks, query_sketches, strict=True
-        ):
-            view_vectors = []
-            for chunks in chunk_lists:
-                view_vectors.append(vectors[offset : offset + len(chunks)])
-                offset += len(chunks)
-            if mode == "genome":
-                ranked = ranker.genome_mode(indexes["genomes"], view_vectors)
-            else:
-                ranked = rank_chunk_mode(
-                    ranker.chunk_search(indexes["chunks"]), view_vectors, ranker.genome_of, ranker.center
-                )
-            searching.advance(sum(len(v) for v in view_vectors), queries=1)
-
-            def estimates(gids: list[int], query_sketch: Any = query_sketch) -> dict[int, SketchEstimate | None]:
-                return {gid: sketch.estimate(query_sketch, found) for gid, found in ranker.sketches(gids).items()}
-
-            def alignments(gids: list[int], query: Query = query) -> dict[int, GenomeAlignment] | None:
-                targets = ranker.targets(gids)
-                if targets is None:
-                    if not warned:
-                        warned.append(NO_SEQUENCES)
-                        log.warning("%s", NO_SEQUENCES)
-                    return None
-                with progress.step("aligning", len(gids), "genomes") as step:
-                    found = align(query.records, targets, aligners)
-                    step.advance(len(gids))
-                return found
-
-            plan = Plan(options.k, options.rerank, wants_alignment(options, query), options.align_top)
-            hits, ranked_by = order_hits(ranked, plan, estimates, alignments)
-            rows.extend(
-                hit_row(query.name, rank, tied, hit, mode, ranked_by, details[hit.genome_id])
-                for rank, tied, hit in hits
-            )
-        searching.close()
-    return rows, embedded

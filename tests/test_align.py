@@ -132,10 +132,10 @@ def test_a_whole_genome_query_reports_an_ani_by_alignment_close_to_skani(staph_s
 
     directory, files = staph_store
     rows = GenomeIndex.open(directory).query(files[query], QueryOptions(k=4, mode="genome", align=True))
-    assert rows[0]["name"].startswith(query) and rows[0]["identity"] == 1.0 and rows[0]["query_coverage"] >= 0.999
-    ours = next(row for row in rows if row["name"].startswith(other))
+    assert rows[0].name.startswith(query) and rows[0].identity == 1.0 and rows[0].query_coverage >= 0.999
+    ours = next(row for row in rows if row.name.startswith(other))
     database = pyskani.Database()
     database.sketch(other, *[r.sequence for r in read_genome(files[other]).records])
     skani = database.query(query, *[r.sequence for r in read_genome(files[query]).records])[0]
-    assert abs(ours["identity"] - skani.identity) <= 0.005, (ours["identity"], skani.identity)
-    assert abs(ours["query_coverage"] - skani.query_fraction) <= 0.05, (ours["query_coverage"], skani.query_fraction)
+    assert abs(ours.identity - skani.identity) <= 0.005, (ours.identity, skani.identity)
+    assert abs(ours.query_coverage - skani.query_fraction) <= 0.05, (ours.query_coverage, skani.query_fraction)

@@ -153,7 +153,7 @@ def test_a_store_of_every_family_covers_every_base_and_ignores_strand(
     backward = write_fasta(tmp_path / "rc.fa", [("rc", reverse_complement(sequence[200:1300].encode()).decode())])
     query = QueryOptions(k=4, mode="chunks", rerank=False)
     hits, flipped = store.query(forward, query, CPU), store.query(backward, query, CPU)
-    assert [(h["name"], h["score"]) for h in hits] == [(h["name"], h["score"]) for h in flipped]
+    assert [(h.name, h.score) for h in hits] == [(h.name, h.score) for h in flipped]
 
 
 @pytest.mark.parametrize("family", ["bert-bpe", "llama-char", "dnabert2", "hyenadna", "gpn"])

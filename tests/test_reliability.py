@@ -80,7 +80,7 @@ def assert_recovers(index: Path, genomes: list[Path]) -> None:
         stored = [name for (name,) in store.sql("SELECT name FROM genomes ORDER BY id")[1]]
         if stored:
             path = next(p for p in genomes if p.stem == stored[0])
-            assert store.query(path, QueryOptions(k=1, mode=mode))[0]["name"] == stored[0]
+            assert store.query(path, QueryOptions(k=1, mode=mode))[0].name == stored[0]
     assert store.check() == []
     store.build(genomes)
     assert store.check() == []
@@ -262,7 +262,7 @@ def test_the_store_answers_while_a_build_runs(tmp_path: Path, embedder) -> None:
             assert names <= stems and inputs[0].stem in names
             counts.append(len(names))
             hits = store.query(inputs[0], QueryOptions(k=3, mode="genome"), embedder=embedder)
-            assert hits[0]["name"] == inputs[0].stem and {hit["name"] for hit in hits} <= stems
+            assert hits[0].name == inputs[0].stem and {hit.name for hit in hits} <= stems
             assert len(hits) == min(3, len(names)) or len(hits) > len(names)  # more committed meanwhile
             assert store.info()["counts"]["genomes"] >= len(names)
             assert store.check(quick=True) == []
@@ -348,7 +348,7 @@ def test_accepted_inputs_are_built_and_found(tmp_path: Path, name: str) -> None:
     assert result.exit_code == 0, result.output
     store = GenomeIndex.open(index)
     assert store.check() == []
-    assert store.query(fasta, QueryOptions(k=1))[0]["name"] == name
+    assert store.query(fasta, QueryOptions(k=1))[0].name == name
 
 
 def test_ten_thousand_tiny_records_and_a_unicode_file_name(tmp_path: Path) -> None:
@@ -360,7 +360,7 @@ def test_ten_thousand_tiny_records_and_a_unicode_file_name(tmp_path: Path) -> No
     store = GenomeIndex.open(index)
     assert store.sql("SELECT count(*) FROM records")[1] == [(10_000,)]
     assert store.check() == []
-    assert store.query(fasta, QueryOptions(k=1))[0]["name"] == "génome_株"
+    assert store.query(fasta, QueryOptions(k=1))[0].name == "génome_株"
 
 
 # -- issue 13: labels, messages, shards, names, limits, leftovers, changed inputs ------
@@ -607,7 +607,7 @@ def test_a_one_genome_store_answers_itself_uncentred(tmp_path: Path, genomes, ca
     index.build(genomes[:1], "kmer:6")
     with caplog.at_level("WARNING", logger="genome_index"):
         hit = index.query(genomes[0], QueryOptions(k=1, mode="genome"))[0]
-    assert hit["score"] > 0.999 and "not centred" in caplog.text
+    assert hit.score > 0.999 and "not centred" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,16 @@ from genome_index.api import GenomeIndex
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Record, read_genome, reverse_complement
-from genome_index.search import AUTO_GENOME_MODE_FROM_BP, Hit, Plan, Query, Ranker, order_hits, resolve_mode, views
+from genome_index.search import (
+    AUTO_GENOME_MODE_FROM_BP,
+    Candidate,
+    Plan,
+    Query,
+    Ranker,
+    order_hits,
+    resolve_mode,
+    views,
+)
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
 from genome_index.store import reads
 from genome_index.store.vectors import normalise
@@ -94,13 +103,13 @@ def test_every_genome_keeps_a_sketch(store: GenomeIndex, example_genomes) -> Non
 
 def test_hits_carry_containment_and_ani(store: GenomeIndex, example_genomes) -> None:
     hits = store.query(example_genomes[2], QueryOptions(k=4))
-    assert hits[0]["name"] == read_genome(example_genomes[2]).name
-    assert hits[0]["containment"] == 1.0 and hits[0]["ani_estimate"] == 1.0
-    assert all(h["containment"] < 0.5 for h in hits[1:])
+    assert hits[0].name == read_genome(example_genomes[2]).name
+    assert hits[0].containment == 1.0 and hits[0].ani_estimate == 1.0
+    assert all(h.containment < 0.5 for h in hits[1:])
 
 
-def hits_of(scores: dict[int, float]) -> dict[int, Hit]:
-    return {gid: Hit(gid, score) for gid, score in scores.items()}
+def hits_of(scores: dict[int, float]) -> dict[int, Candidate]:
+    return {gid: Candidate(gid, score) for gid, score in scores.items()}
 
 
 def sketches_of(query_hashes: list[int]) -> Callable[[list[int]], dict]:
@@ -198,7 +207,7 @@ def test_centred_query_still_finds_a_fragment(store: GenomeIndex, example_genome
     fragment = genome.records[0].sequence[33_333:63_333]
     query = write_fasta(tmp_path / "frag.fa", [("frag", reverse_complement(fragment).decode())])
     for center in (False, True):
-        assert store.query(query, QueryOptions(k=1, center=center))[0]["name"] == genome.name
+        assert store.query(query, QueryOptions(k=1, center=center))[0].name == genome.name
 
 
 def test_merge_copies_sketches(store: GenomeIndex, tmp_path: Path) -> None:
@@ -216,7 +225,7 @@ def test_sketch_density_is_a_build_setting(tmp_path: Path, example_genomes) -> N
         "SELECT g.length, s.scaled, len(s.hashes) FROM sketches s JOIN genomes g ON g.id = s.genome_id"
     )[1]:
         assert scaled == 100 and 0.5 * length / 100 < hashes < 2 * length / 100
-    assert fine.query(example_genomes[1], QueryOptions(k=1))[0]["containment"] == 1.0
+    assert fine.query(example_genomes[1], QueryOptions(k=1))[0].containment == 1.0
     with pytest.raises(GenomeIndexError, match="sketch_scaled"):
         fine.build(example_genomes[2:3], store=StoreOptions(sketch_scaled=1000))
 

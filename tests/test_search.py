@@ -27,11 +27,11 @@ def write_reverse_complement(source: Path, target: Path) -> Path:
 @pytest.mark.parametrize("mode", ["genome", "chunks"])
 def test_every_genome_finds_itself_first(index: GenomeIndex, example_genomes, mode: str) -> None:
     for path in example_genomes:
-        hits = index.query(path, QueryOptions(k=3, mode=mode))
-        assert hits[0]["name"] == read_genome(path).name
-        assert hits[0]["score"] >= 0.999 and hits[0]["identity"] == 1.0 and hits[0]["query_coverage"] == 1.0
-        assert hits[0]["rank"] == 1 and not hits[0]["tied"]
-        ranks = [h["rank"] for h in hits]
+        hits = index.query(path, QueryOptions(k=3, mode=mode, align=mode == "genome"))  # chunks: the embedding alone
+        assert hits[0].name == read_genome(path).name and hits[0].score >= 0.999
+        assert (hits[0].identity, hits[0].query_coverage) == ((1.0, 1.0) if mode == "genome" else (None, None))
+        assert hits[0].rank == 1 and not hits[0].tied
+        ranks = [h.rank for h in hits]
         assert ranks == sorted(ranks)  # the others: ranked, or tied where neither aligns
 
 
@@ -41,9 +41,9 @@ def test_reverse_complement_gives_the_same_hits(index: GenomeIndex, example_geno
     flipped = write_reverse_complement(source, tmp_path / "rc.fa")
     forward = index.query(source, QueryOptions(k=4, mode=mode))
     reverse = index.query(flipped, QueryOptions(k=4, mode=mode))
-    assert [h["name"] for h in forward] == [h["name"] for h in reverse]
+    assert [h.name for h in forward] == [h.name for h in reverse]
     for a, b in zip(forward, reverse, strict=True):
-        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+        assert a.score == pytest.approx(b.score, abs=1e-4)
 
 
 def test_fragment_of_reverse_strand_in_chunk_mode(index: GenomeIndex, example_genomes, tmp_path) -> None:
@@ -55,16 +55,16 @@ def test_fragment_of_reverse_strand_in_chunk_mode(index: GenomeIndex, example_ge
     fragment = genome.records[0].sequence[window * 5 : window * 7 + 500]
     query = write_fasta(tmp_path / "frag.fa", [("frag", reverse_complement(fragment).decode())])
     hits = index.query(query, QueryOptions(k=2, mode="chunks"))
-    assert hits[0]["name"] == genome.name
-    assert hits[0]["support"] >= 1
+    assert hits[0].name == genome.name
+    assert hits[0].support >= 1
 
 
 def test_per_record_queries(index: GenomeIndex, example_genomes) -> None:
     path = example_genomes[0]
     records = read_genome(path).records
     hits = index.query(path, QueryOptions(k=2, per_record=True))
-    assert [h["query"] for h in hits] == [r.id for r in records for _ in range(2)]
-    assert [h["rank"] for h in hits] == [1, 2] * len(records)
+    assert [h.query for h in hits] == [r.id for r in records for _ in range(2)]
+    assert [h.rank for h in hits] == [1, 2] * len(records)
 
 
 def test_k_larger_than_the_store(index: GenomeIndex, example_genomes) -> None:
@@ -91,7 +91,7 @@ def test_query_with_another_model_is_refused(index: GenomeIndex, example_genomes
     weights.write_bytes(bytes(data))
     with pytest.raises(GenomeIndexError, match="not the model this store was built with"):
         index.query(example_genomes[0], model=str(other))
-    assert index.query(example_genomes[0], QueryOptions(k=1), model="nt-tiny")[0]["rank"] == 1
+    assert index.query(example_genomes[0], QueryOptions(k=1), model="nt-tiny")[0].rank == 1
 
 
 def test_empty_store_has_no_answers(tmp_path) -> None:

@@ -163,6 +163,15 @@ def label_values(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, str]:
     return dict(rows.fetchall())
 
 
+def change_signature(con: duckdb.DuckDBPyConnection) -> tuple:
+    """What changes when genomes are added or removed or labels set: a searcher reloads its
+    indexes and details when this does."""
+    return con.execute(
+        "SELECT (SELECT count(*) FROM genomes), (SELECT coalesce(max(id), 0) FROM genomes), "
+        "(SELECT count(*) FROM labels), (SELECT coalesce(sum(hash(genome_id, key, value)), 0) FROM labels)"
+    ).fetchall()[0]
+
+
 def genome_details(con: duckdb.DuckDBPyConnection) -> dict[int, dict[str, Any]]:
     """Genome id -> name, file and every label key (None where the genome has none)."""
     keys = label_keys(con)

@@ -1,0 +1,263 @@
+"""`Searcher`: a store with its model, FAISS indexes and genome details loaded once, for many queries.
+
+A one-shot `query` builds one and drops it; a program, a notebook or `serve` keeps one, so
+the model (GBs for NT-2.5B) loads once and every query after it pays only for its own
+windows. The searcher never holds the DuckDB file between queries (a build may commit in
+between): each query opens a read-only connection, and when the store changed (genomes
+added or removed, labels set) the FAISS indexes and genome details are loaded again, so new
+genomes are found without a restart. Queries may come from many threads at once: the model
+runs one batch at a time, and `MicroBatcher` joins the windows of queries that arrive
+together into one batch run.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from genome_index import sketch
+from genome_index.align import Aligners, GenomeAlignment, align
+from genome_index.errors import GenomeIndexError
+from genome_index.fasta import Genome, genome_of, parse_fasta, read_genome
+from genome_index.hits import Hit
+from genome_index.progress import SILENT, Progress, Step
+from genome_index.search import (
+    NO_SEQUENCES,
+    Plan,
+    Query,
+    Ranker,
+    SketchEstimate,
+    embed_unique,
+    make_hit,
+    order_hits,
+    queries_of,
+    rank_chunk_mode,
+    resolve_mode,
+    views,
+    wants_alignment,
+)  # fmt: skip
+from genome_index.settings import QueryOptions, StoreSettings
+from genome_index.store import Store, reads
+from genome_index.store.indexes import to_gpu
+
+if TYPE_CHECKING:
+    import faiss
+
+    from genome_index.embed import Embedder
+    from genome_index.tokenize import Chunk
+
+log = logging.getLogger("genome_index")
+QueryInput = str | Path | Genome | Iterable[tuple[str, str | bytes]]
+BATCH_WAIT = 0.005  # seconds a micro-batch waits for more queries after its first
+
+
+def as_genome(query: QueryInput, name: str = "query") -> Genome:
+    """A query as a Genome: a FASTA path (a Path, or a str naming an existing file), FASTA
+    text or bare sequence (a str), (name, sequence) records, or a Genome as it is."""
+    if isinstance(query, Genome):
+        return query
+    if isinstance(query, Path):
+        return read_genome(query)
+    if isinstance(query, str):
+        text = query.strip()
+        if not text.startswith(">") and len(text) < 4096 and "\n" not in text and Path(text).is_file():
+            return read_genome(text)
+        return parse_fasta(query, name)
+    return genome_of(query, name)
+
+
+class MicroBatcher:
+    """One thread that embeds the windows of concurrent queries together: those arriving within
+    `wait` seconds of the first are joined into one call of `embed` (the engine sorts them by
+    length and fills the accelerator's batches), and each query gets its own rows back."""
+
+    def __init__(self, embed: Callable[[list[Chunk], Step], np.ndarray], wait: float = BATCH_WAIT) -> None:
+        self.embed, self.wait = embed, wait
+        self.requests: queue.Queue[tuple[list[Chunk], Future] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="genome-index-batcher", daemon=True)
+        self.thread.start()
+        self.batches = 0  # embed calls made, for tests and benchmarks
+
+    def __call__(self, chunks: list[Chunk], step: Step) -> np.ndarray:
+        future: Future = Future()
+        self.requests.put((chunks, future))
+        vectors = future.result()
+        step.advance(sum(c.end - c.start for c in chunks), windows=len(chunks))
+        return vectors
+
+    def _run(self) -> None:
+        while (first := self.requests.get()) is not None:
+            batch = [first]
+            deadline = time.monotonic() + self.wait
+            stop = False
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    item = self.requests.get(timeout=left)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._embed_batch(batch)
+            if stop:
+                return
+
+    def _embed_batch(self, batch: list[tuple[list[Chunk], Future]]) -> None:
+        try:
+            vectors = self.embed([c for chunks, _ in batch for c in chunks], SILENT.step("micro-batch"))
+            self.batches += 1
+        except BaseException as exc:  # every waiting query gets the error; the thread keeps serving
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        offset = 0
+        for chunks, future in batch:
+            future.set_result(vectors[offset : offset + len(chunks)])
+            offset += len(chunks)
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.thread.join(timeout=10)
+
+
+class Searcher:
+    """A store ready to answer many queries with its model, FAISS indexes and details loaded.
+
+    Made by `GenomeIndex.searcher()`; use it in a `with` block (or call `close()`), and query
+    it from as many threads as you like.
+    """
+
+    def __init__(self, store: Store, embedder: Embedder, settings: StoreSettings, micro_batch: bool = False) -> None:
+        self.store, self.embedder, self.settings = store, embedder, settings
+        self.aligners = Aligners()
+        self._lock = threading.Lock()  # guards the loaded indexes and details
+        self._embed_lock = threading.Lock()  # the model runs one call at a time
+        self._indexes: dict[str, faiss.Index] = {}
+        self._details: dict[int, dict[str, Any]] = {}
+        self._signature: tuple | None = None
+        self._warned = False  # of genomes without sequences: once per searcher
+        self.batcher = MicroBatcher(self._embed_locked) if micro_batch else None
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def _embed_locked(self, chunks: list[Chunk], step: Step) -> np.ndarray:
+        with self._embed_lock:
+            return self.embedder.embed_chunks(chunks, step)
+
+    # -- the store's state ------------------------------------------------------------------
+
+    def _current(self, con: Any, kinds: set[str]) -> tuple[dict[str, faiss.Index], dict[int, dict[str, Any]]]:
+        """The indexes of `kinds` and the genome details, loaded again when the store changed."""
+        signature = reads.change_signature(con)
+        with self._lock:
+            if signature != self._signature:
+                self._indexes, self._details, self._signature = {}, reads.genome_details(con), signature
+            for kind in kinds - set(self._indexes):
+                index, rebuilt = self.store.load_faiss(con, kind, self.settings)
+                if rebuilt:
+                    self.store.save_repair(kind, index)
+                if index.ntotal == 0:
+                    raise GenomeIndexError(f"{self.store.directory}: the store holds no genomes yet")
+                self._indexes[kind] = to_gpu(index)  # searches run on the GPU with a faiss GPU build
+            return dict(self._indexes), self._details
+
+    # -- queries --------------------------------------------------------------------------
+
+    def query(
+        self, query: QueryInput, options: QueryOptions | None = None, progress: Progress = SILENT, **overrides: Any
+    ) -> list[Hit]:
+        """Hits of every query in `query` (one, or one per record with `per_record`), best first.
+        `overrides` set QueryOptions fields (`k=5, mode="chunks"`)."""
+        options = QueryOptions(**{**(options or QueryOptions()).__dict__, **overrides})
+        return self.query_timed(query, options, progress)[0]
+
+    def query_timed(
+        self, query: QueryInput, options: QueryOptions, progress: Progress = SILENT
+    ) -> tuple[list[Hit], float]:
+        """Hits, and the seconds spent embedding the query (the rest is search and alignment)."""
+        genome = as_genome(query)
+        if options.window_overlap and self.settings.chunking != "fixed":
+            raise GenomeIndexError(
+                "--window-overlap applies to stores with fixed windows; this store's windows are anchored "
+                "to the sequence, so a query's windows already line up with the stored ones"
+            )
+        started = time.perf_counter()
+        queries = queries_of(genome, options.per_record)
+        plans = [resolve_mode(options, q) for q in queries]
+        view_chunks = [
+            views(self.embedder, q, overlap, frames) for q, (_, overlap, frames) in zip(queries, plans, strict=True)
+        ]
+        chunks = [c for chunk_lists in view_chunks for lists in chunk_lists for c in lists]
+        vectors = embed_unique(self.embedder, chunks, progress, self.batcher or self._embed_locked)
+        scaled = self.settings.sketch_scaled
+        query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records, scaled), scaled) for q in queries]
+        embedded = time.perf_counter() - started
+        hits: list[Hit] = []
+        with self.store.connect() as con:
+            indexes, details = self._current(con, {"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans})
+            ranker = Ranker(con, self.settings, options.center)
+            offset = 0
+            searching = progress.step("searching", len(vectors), "windows", queries=len(queries))
+            for one, (mode, _, _), chunk_lists, query_sketch in zip(
+                queries, plans, view_chunks, query_sketches, strict=True
+            ):
+                view_vectors = []
+                for lists in chunk_lists:
+                    view_vectors.append(vectors[offset : offset + len(lists)])
+                    offset += len(lists)
+                if mode == "genome":
+                    ranked = ranker.genome_mode(indexes["genomes"], view_vectors)
+                else:
+                    search_chunks = ranker.chunk_search(indexes["chunks"])
+                    ranked = rank_chunk_mode(search_chunks, view_vectors, ranker.genome_of, ranker.center)
+                searching.advance(sum(len(v) for v in view_vectors), queries=1)
+                plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
+                estimates = self._estimates(ranker, query_sketch)
+                ordered, ranked_by = order_hits(ranked, plan, estimates, self._aligner(ranker, one, progress))
+                hits.extend(
+                    make_hit(one.name, rank, tied, found, mode, ranked_by, details[found.genome_id])
+                    for rank, tied, found in ordered
+                )
+            searching.close()
+        return hits, embedded
+
+    @staticmethod
+    def _estimates(ranker: Ranker, query_sketch: Any) -> Callable[[list[int]], dict[int, SketchEstimate | None]]:
+        def run(genome_ids: list[int]) -> dict[int, SketchEstimate | None]:
+            return {gid: sketch.estimate(query_sketch, found) for gid, found in ranker.sketches(genome_ids).items()}
+
+        return run
+
+    def _aligner(
+        self, ranker: Ranker, query: Query, progress: Progress
+    ) -> Callable[[list[int]], dict[int, GenomeAlignment] | None]:
+        def run(genome_ids: list[int]) -> dict[int, GenomeAlignment] | None:
+            targets = ranker.targets(genome_ids)
+            if targets is None:
+                if not self._warned:
+                    self._warned = True
+                    log.warning("%s", NO_SEQUENCES)
+                return None
+            with progress.step("aligning", len(genome_ids), "genomes") as step:
+                found = align(query.records, targets, self.aligners)
+                step.advance(len(genome_ids))
+            return found
+
+        return run
