@@ -1,0 +1,131 @@
+"""The resident Searcher: one load for many queries, any form of query, typed hits, live stores."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from genome_index import models
+from genome_index.api import GenomeIndex
+from genome_index.errors import GenomeIndexError
+from genome_index.fasta import read_genome
+from genome_index.hits import HIT_COLUMNS, Hit
+from genome_index.progress import SILENT
+from genome_index.searcher import MicroBatcher
+from genome_index.settings import QueryOptions
+from tests.conftest import EXAMPLES, copy_store
+
+
+@pytest.fixture
+def store(nt_tiny_store: Path, tmp_path: Path) -> GenomeIndex:
+    return GenomeIndex.open(copy_store(nt_tiny_store, tmp_path))
+
+
+def query_forms(path: Path) -> dict[str, object]:
+    genome = read_genome(path)
+    text = path.read_text()
+    return {
+        "a Path": path,
+        "a path as str": str(path),
+        "FASTA text": text,
+        "a bare sequence": genome.records[0].sequence.decode(),
+        "lower-case sequence": genome.records[0].sequence.decode().lower(),
+        "(name, sequence) records": [(r.id, r.sequence.decode()) for r in genome.records],
+        "a Genome": genome,
+    }
+
+
+@pytest.mark.parametrize("form", list(query_forms(EXAMPLES / "query.fa")))
+def test_every_form_of_query_gives_the_same_hits(store: GenomeIndex, form: str) -> None:
+    query = query_forms(EXAMPLES / "query.fa")[form]
+    with store.searcher() as searcher:
+        hits = searcher.query(query, k=2)
+    assert [type(h) for h in hits] == [Hit, Hit]
+    assert hits[0].name == "DSM20231" and hits[0].identity == 1.0 and hits[0].target_start == 50_001
+
+
+def test_repeated_queries_load_and_hash_nothing_again(store: GenomeIndex, monkeypatch) -> None:
+    with store.searcher() as searcher:
+        first = searcher.query(EXAMPLES / "query.fa", k=1)
+
+        def refuse(*args: object) -> None:
+            raise AssertionError("loaded again")
+
+        monkeypatch.setattr(models, "_weights_hash", refuse)
+        monkeypatch.setattr(models, "load_model", refuse, raising=False)
+        monkeypatch.setattr(searcher.store, "load_faiss", refuse)
+        for _ in range(3):
+            assert searcher.query(EXAMPLES / "query.fa", k=1) == first
+
+
+def test_hits_keep_labels_apart_and_rows_flatten_them(store: GenomeIndex, tmp_path: Path) -> None:
+    hit = store.query(EXAMPLES / "query.fa", QueryOptions(k=1))[0]
+    labelled = Hit(**{**hit.__dict__, "labels": {"species": "S. aureus", "score": 7}})
+    row = labelled.row()
+    assert list(row)[: len(HIT_COLUMNS)] == list(HIT_COLUMNS) and row["score"] == hit.score
+    assert row["species"] == "S. aureus" and row["label.score"] == 7
+    assert "alignments" not in row and labelled.row(alignments=True)["alignments"] == hit.alignments
+
+
+@pytest.mark.parametrize("column", ["score", "rank", "identity", "labels"])
+def test_a_labels_csv_naming_a_hit_field_is_refused(tmp_path: Path, example_genomes, column: str) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"file,{column}\n{example_genomes[0].name},1\n")
+    with pytest.raises(GenomeIndexError, match=f"label column '{column}' is the name of a query hit field"):
+        GenomeIndex(tmp_path / "index").build(example_genomes[:1], "kmer:4", labels=labels)
+
+
+def test_a_searcher_sees_genomes_added_and_labels_set_while_it_lives(tmp_path: Path, example_genomes) -> None:
+    index = GenomeIndex(tmp_path / "index")
+    index.build(example_genomes[:2], "kmer:4")
+    with index.searcher() as searcher:
+        assert {h.name for h in searcher.query(example_genomes[3], k=10, mode="genome")} == {"ATCC12600", "BPH2003"}
+        labels = tmp_path / "labels.csv"
+        labels.write_text("name,species\nDSM20231,S. aureus\n")
+        index.build(example_genomes, "kmer:4", labels=labels)
+        hits = searcher.query(example_genomes[3], k=10, mode="genome")
+        assert hits[0].name == "DSM20231" and hits[0].labels == {"species": "S. aureus"} and len(hits) == 4
+        index.remove(["ATCC12600"])
+        assert "ATCC12600" not in {h.name for h in searcher.query(example_genomes[3], k=10, mode="genome")}
+
+
+def test_concurrent_queries_share_micro_batches_and_get_their_own_hits(store: GenomeIndex, example_genomes):
+    with store.searcher(micro_batch=True) as searcher:
+        searcher.batcher.wait = 0.2  # a wide window, so the threads below surely meet in it
+        results: dict[int, list[Hit]] = {}
+        pieces = [[("q", read_genome(path).records[0].sequence[:6_000])] for path in example_genomes]
+
+        def ask(i: int) -> None:
+            results[i] = searcher.query(pieces[i % 4], k=1, mode="genome", align=False)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert searcher.batcher.batches < 8
+    for i, hits in results.items():
+        assert hits[0].name == read_genome(example_genomes[i % 4]).name
+
+
+def test_a_failed_batch_fails_its_queries_and_the_next_one_is_served() -> None:
+    calls = []
+
+    def embed(chunks, step):
+        calls.append(len(chunks))
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory")
+        import numpy as np
+
+        return np.zeros((len(chunks), 2), dtype=np.float32)
+
+    batcher = MicroBatcher(embed, wait=0.0)
+    window = SimpleNamespace(start=0, end=100)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        batcher([window] * 3, SILENT.step("test"))
+    assert batcher([window] * 2, SILENT.step("test")).shape == (2, 2)
+    batcher.close()
+    assert not batcher.thread.is_alive()
