@@ -153,11 +153,13 @@ class GenomeIndex:
         model: str | None = None,
         embedder: Embedder | None = None,
         micro_batch: bool = False,
+        wait: float | None = None,
     ) -> Searcher:
         """A `Searcher`: this store's model, FAISS indexes and genome details loaded once, for
         many queries (use it in a `with` block). `model`, if given, must be the store's;
         `embedder` reuses a loaded one (it must be the store's). With `micro_batch`, queries
-        from several threads are embedded together (what `serve` uses)."""
+        from several threads are embedded together (what `serve` uses); `wait` bounds the
+        seconds a query waits while a build holds the store."""
         from genome_index.searcher import Searcher
 
         self.store.require()
@@ -165,7 +167,7 @@ class GenomeIndex:
         embedder = embedder or self._embedder(settings, model, run or RunOptions())
         if not settings.same_vectors(embedder.settings(settings.store_options())):
             raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
-        return Searcher(self.store, embedder, settings, micro_batch)
+        return Searcher(self.store, embedder, settings, micro_batch, wait)
 
     def query(
         self,
@@ -259,6 +261,22 @@ class GenomeIndex:
             "bases": bases,
             "disk_bytes": {p.name: p.stat().st_size for p in files if p.exists()},
         }
+
+    def genomes(self, offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """How many genomes the store holds, and `limit` of them from `offset` (by id) with labels."""
+        self.store.require()
+        with self.store.connect() as con:
+            return reads.genome_page(con, offset, limit)
+
+    def genome(self, ident: str | int) -> dict[str, Any]:
+        """One genome (by name or id) with its labels and records."""
+        self.store.require()
+        with self.store.connect() as con:
+            names = reads.genome_names(con)
+            gid = self._genome_id(str(ident), names, {name: g for g, name in names.items()})
+            found = reads.genome_record(con, gid)
+        assert found is not None
+        return found
 
     def compare(
         self,

@@ -542,6 +542,57 @@ def backfill_sequences(
 
 @command()
 @user_errors
+def serve(
+    index: IndexDir = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.", metavar="HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", metavar="PORT")] = 8000,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="A file holding the bearer token clients must send.", metavar="FILE"),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Listen beyond this machine without a token.")
+    ] = False,
+    max_query_bytes: Annotated[int, typer.Option(help="Largest request body.", metavar="BYTES")] = 50_000_000,
+    sql_timeout: Annotated[float, typer.Option(help="Stop SQL after this many seconds.", metavar="SECONDS")] = 10.0,
+    compare_dir: Annotated[
+        Path | None,
+        typer.Option("--compare", help="A `genome-index compare` output folder to show on the page.", metavar="DIR"),
+    ] = None,
+    device: Device = RunOptions.device,
+    dtype: Dtype = RunOptions.dtype,
+    batch_tokens: BatchTokens = None,
+) -> None:
+    """Serve the store over HTTP, with a web page.
+
+    The model loads once; POST /query answers as `query --format json` does, concurrent
+    queries are embedded together. Also GET /genomes, /genomes/ID, /info, /health, POST
+    /sql, OpenAPI docs at /docs and a web page at /. Listens on 127.0.0.1; another host
+    needs --token-file (or --insecure).
+
+    \b
+    Examples:
+      genome-index serve -i my-index
+      curl -s --data-binary @contig.fa 'localhost:8000/query?k=5'
+      genome-index serve --host 0.0.0.0 --token-file token.txt --compare compare-out
+    """
+    from genome_index.api import GenomeIndex
+    from genome_index.serve import BUSY_WAIT, Limits, check_host, read_token
+    from genome_index.serve import serve as run_server
+
+    token = read_token(token_file)
+    check_host(host, token, insecure)  # before the model loads
+    store = GenomeIndex.open(index_dir(index))
+    searcher = store.searcher(RunOptions(device, dtype, batch_tokens), micro_batch=True, wait=BUSY_WAIT)
+    log(f"serving {store.directory} on http://{host}:{port} (Ctrl-C stops)")
+    run_server(
+        store, host, port, searcher, Limits(max_query_bytes=max_query_bytes, sql_timeout=sql_timeout), token,
+        insecure, compare_dir,
+    )  # fmt: skip
+
+
+@command()
+@user_errors
 def sql(
     statement: Annotated[str, typer.Argument(help="One read-only SQL statement.", metavar="STATEMENT")],
     index: IndexDir = None,

@@ -68,10 +68,17 @@ def as_genome(query: QueryInput, name: str = "query") -> Genome:
         return read_genome(query)
     if isinstance(query, str):
         text = query.strip()
-        if not text.startswith(">") and len(text) < 4096 and "\n" not in text and Path(text).is_file():
+        if not text.startswith(">") and "\n" not in text and _is_file(text):
             return read_genome(text)
         return parse_fasta(query, name)
     return genome_of(query, name)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # too long for a path, or a NUL in it: a sequence
+        return False
 
 
 class MicroBatcher:
@@ -133,11 +140,19 @@ class Searcher:
     """A store ready to answer many queries with its model, FAISS indexes and details loaded.
 
     Made by `GenomeIndex.searcher()`; use it in a `with` block (or call `close()`), and query
-    it from as many threads as you like.
+    it from as many threads as you like. `wait`: seconds a query waits for a store another
+    process holds (a build's commit) before `StoreBusy`; None: the readers' default.
     """
 
-    def __init__(self, store: Store, embedder: Embedder, settings: StoreSettings, micro_batch: bool = False) -> None:
-        self.store, self.embedder, self.settings = store, embedder, settings
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        settings: StoreSettings,
+        micro_batch: bool = False,
+        wait: float | None = None,
+    ) -> None:
+        self.store, self.embedder, self.settings, self.wait = store, embedder, settings, wait
         self.aligners = Aligners()
         self._lock = threading.Lock()  # guards the loaded indexes and details
         self._embed_lock = threading.Lock()  # the model runs one call at a time
@@ -210,7 +225,7 @@ class Searcher:
         query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records, scaled), scaled) for q in queries]
         embedded = time.perf_counter() - started
         hits: list[Hit] = []
-        with self.store.connect() as con:
+        with self.store.connect(wait=self.wait) as con:
             indexes, details = self._current(con, {"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans})
             ranker = Ranker(con, self.settings, options.center)
             offset = 0

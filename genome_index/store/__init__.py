@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import numpy as np
 
-from genome_index.errors import GenomeIndexError, first_line
+from genome_index.errors import GenomeIndexError, StoreBusy, first_line
 from genome_index.progress import SILENT, Progress
 from genome_index.settings import StoreSettings
 from genome_index.store import reads
@@ -125,7 +125,7 @@ class Store:
                 if "lock" not in str(exc).lower():
                     raise GenomeIndexError(f"{self.db_path}: cannot open ({first_line(exc)}); is it damaged?") from None
                 if time.monotonic() >= deadline:
-                    raise GenomeIndexError(
+                    raise StoreBusy(
                         f"{self.directory}: another process has held the store for {wait:g} s (a long query or "
                         "commit?); try again later"
                     ) from None

@@ -184,6 +184,46 @@ def genome_details(con: duckdb.DuckDBPyConnection) -> dict[int, dict[str, Any]]:
     return details
 
 
+GENOME_COLUMNS = ("id", "name", "file", "length", "gc", "n_count", "n_records", "n_chunks", "added_at")
+
+
+def genome_page(con: duckdb.DuckDBPyConnection, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """The number of genomes, and `limit` of them from `offset` (by id), each with its labels."""
+    total = genome_count(con)
+    rows = con.execute(
+        f"SELECT {', '.join(GENOME_COLUMNS)} FROM genomes ORDER BY id LIMIT ? OFFSET ?", [limit, offset]
+    ).fetchall()
+    genomes = [dict(zip(GENOME_COLUMNS, row, strict=True)) for row in rows]
+    labels = _labels_of(con, [g["id"] for g in genomes])
+    for genome in genomes:
+        genome["added_at"] = genome["added_at"].isoformat()
+        genome["labels"] = labels.get(genome["id"], {})
+    return total, genomes
+
+
+def genome_record(con: duckdb.DuckDBPyConnection, genome_id: int) -> dict[str, Any] | None:
+    """One genome with its labels and records (None if there is no such genome)."""
+    row = con.execute(f"SELECT {', '.join(GENOME_COLUMNS)} FROM genomes WHERE id = ?", [genome_id]).fetchall()
+    if not row:
+        return None
+    genome = dict(zip(GENOME_COLUMNS, row[0], strict=True))
+    genome["added_at"] = genome["added_at"].isoformat()
+    genome["labels"] = _labels_of(con, [genome_id]).get(genome_id, {})
+    columns = ("idx", "name", "description", "length", "gc", "n_count")
+    records = con.execute(f"SELECT {', '.join(columns)} FROM records WHERE genome_id = ? ORDER BY idx", [genome_id])
+    genome["records"] = [dict(zip(columns, r, strict=True)) for r in records.fetchall()]
+    genome["sequence_stored"] = has_sequence(con, genome_id)
+    return genome
+
+
+def _labels_of(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> dict[int, dict[str, str]]:
+    rows = con.execute("SELECT genome_id, key, value FROM labels WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids])
+    out: dict[int, dict[str, str]] = {}
+    for gid, key, value in rows.fetchall():
+        out.setdefault(gid, {})[key] = value
+    return out
+
+
 def named_genome_vectors(
     con: duckdb.DuckDBPyConnection, dim: int, label: str | None
 ) -> tuple[list[str], np.ndarray, list[str]]:

@@ -1,0 +1,119 @@
+// The genome-index web page: plain JS over the server's JSON API (no build step).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const token = () => sessionStorage.getItem("genome-index-token");
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) {
+    const given = prompt("This server needs its access token:");
+    if (given) { sessionStorage.setItem("genome-index-token", given); return api(path, options); }
+  }
+  const body = await response.json().catch(() => ({ detail: response.statusText }));
+  if (!response.ok) throw new Error(body.detail || response.statusText);
+  return body;
+}
+
+function cell(row, value, numeric) {
+  const td = document.createElement("td");
+  if (numeric) td.className = "num";
+  if (value instanceof Node) td.appendChild(value); else td.textContent = value === null || value === undefined ? "" : value;
+  row.appendChild(td);
+}
+
+const number = (value, digits) => (value === null || value === undefined ? "" : Number(value).toFixed(digits));
+
+async function showStore() {
+  const info = await api("/info");
+  const s = info.settings;
+  const mib = Object.values(info.disk_bytes).reduce((a, b) => a + b, 0) / 1048576;
+  $("store").textContent = `${s.model} · layer ${s.layer} · ${info.counts.genomes} genomes · ` +
+    `${(info.bases / 1e6).toFixed(1)} Mbp · labels: ${info.labels.join(", ") || "none"} · ${mib.toFixed(1)} MiB`;
+  $("store").dataset.labels = JSON.stringify(info.labels);
+  if (info.compare.length) {
+    $("figures").hidden = false;
+    $("figure-list").replaceChildren(...info.compare.filter((n) => n.endsWith(".png") || n.endsWith(".svg")).map((name) => {
+      const img = document.createElement("img"); img.src = "/compare/" + name; img.alt = name; return img;
+    }));
+  }
+}
+
+function showHits(hits) {
+  const labels = JSON.parse($("store").dataset.labels || "[]");
+  const columns = ["rank", "name", "identity", "query coverage", "where", "score", "containment", "ANI estimate", ...labels];
+  $("hits-head").replaceChildren(...columns.map((c) => { const th = document.createElement("th"); th.textContent = c; return th; }));
+  const body = $("hits-body");
+  body.replaceChildren();
+  for (const hit of hits) {
+    const row = document.createElement("tr");
+    row.className = "hit";
+    cell(row, hit.rank + (hit.tied ? "=" : ""), true);
+    const link = document.createElement("a");
+    link.href = "#/genomes/" + hit.genome_id; link.textContent = hit.name; link.className = "genome-link";
+    cell(row, link);
+    cell(row, number(hit.identity, 4), true);
+    cell(row, number(hit.query_coverage, 3), true);
+    cell(row, hit.target_record ? `${hit.target_record}:${hit.target_start}-${hit.target_end} (${hit.strand})` : "");
+    cell(row, number(hit.score, 4), true);
+    cell(row, number(hit.containment, 3), true);
+    cell(row, number(hit.ani_estimate, 4), true);
+    for (const label of labels) cell(row, hit[label] ?? hit["label." + label]);
+    body.appendChild(row);
+  }
+  $("hits").hidden = hits.length === 0;
+}
+
+async function search(event) {
+  event.preventDefault();
+  const status = $("status");
+  status.className = ""; status.textContent = "searching…";
+  const body = { fasta: $("fasta").value, k: Number($("k").value), mode: $("mode").value, align: $("align").checked };
+  try {
+    const started = performance.now();
+    const hits = await api("/query", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    showHits(hits);
+    status.textContent = `${hits.length} hits in ${((performance.now() - started) / 1000).toFixed(2)} s`;
+  } catch (error) {
+    $("hits").hidden = true; status.className = "error"; status.textContent = error.message;
+  }
+}
+
+async function showGenome(id) {
+  const genome = await api("/genomes/" + id);
+  $("genome-name").textContent = genome.name;
+  const facts = { id: genome.id, file: genome.file, length: genome.length.toLocaleString() + " bp",
+    GC: number(genome.gc, 4), records: genome.n_records, windows: genome.n_chunks, added: genome.added_at,
+    ...genome.labels };
+  $("genome-facts").replaceChildren(...Object.entries(facts).flatMap(([key, value]) => {
+    const dt = document.createElement("dt"); dt.textContent = key;
+    const dd = document.createElement("dd"); dd.textContent = value;
+    return [dt, dd];
+  }));
+  $("records").tBodies[0].replaceChildren(...genome.records.map((r) => {
+    const row = document.createElement("tr");
+    cell(row, r.idx + 1, true); cell(row, r.name); cell(row, r.description);
+    cell(row, r.length.toLocaleString(), true); cell(row, number(r.gc, 4), true); cell(row, r.n_count, true);
+    return row;
+  }));
+}
+
+async function route() {
+  const match = location.hash.match(/^#\/genomes\/(\d+)$/);
+  $("search-view").hidden = Boolean(match);
+  $("genome-view").hidden = !match;
+  if (match) {
+    try { await showGenome(match[1]); } catch (error) { $("genome-name").textContent = error.message; }
+  }
+}
+
+$("file").addEventListener("change", async () => {
+  const file = $("file").files[0];
+  if (file) $("fasta").value = await file.text();
+});
+$("query-form").addEventListener("submit", search);
+window.addEventListener("hashchange", route);
+showStore().catch((error) => { $("store").textContent = error.message; });
+route();

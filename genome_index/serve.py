@@ -1,0 +1,269 @@
+"""`genome-index serve`: the store behind an HTTP API (FastAPI), with a web page at `/`.
+
+One resident `Searcher` answers every request (the model loads once; concurrent queries
+are embedded in shared micro-batches). Requests never hold the store: a build may run
+beside the server, and its genomes are served as they are committed; while a build holds
+the file longer than `BUSY_WAIT` seconds a request gets 503 with one line and the next one
+is served. Safe by default: it listens on 127.0.0.1, any other host needs a bearer token
+(`--token-file`, compared in constant time) unless `--insecure`; bodies, records, k and SQL
+rows are capped; every error is JSON with a one-line `detail`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from genome_index.api import GenomeIndex
+from genome_index.errors import GenomeIndexError, StoreBusy, first_line
+from genome_index.fasta import genome_of, parse_fasta
+from genome_index.searcher import Searcher
+from genome_index.settings import QUERY_MODES, QueryOptions
+from genome_index.store import reads
+
+log = logging.getLogger("genome_index")
+WEB = Path(__file__).parent / "assets" / "web"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+BUSY_WAIT = 5.0  # seconds a request waits for a store a build holds, then 503
+COMPARE_FILES = ("heatmap.png", "pca.png", "umap.png", "heatmap.svg", "pca.svg", "umap.svg")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask."""
+
+    max_query_bytes: int = 50_000_000
+    max_records: int = 10_000
+    max_k: int = 1_000
+    sql_timeout: float = 10.0
+    sql_rows: int = 10_000
+
+
+class QueryBody(BaseModel):
+    """A query as JSON: one of `sequence`, `fasta` or `records`, and the query's options."""
+
+    model_config = ConfigDict(extra="forbid")
+    sequence: str | None = None
+    fasta: str | None = None
+    records: list[dict[str, str]] | None = None
+    name: str = "query"
+    k: int = Field(10, ge=1)
+    mode: str = "auto"
+    per_record: bool = False
+    rerank: bool = True
+    align: bool | None = None
+    align_top: int = Field(10, ge=1)
+
+
+class SqlBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    statement: str
+
+
+def explain(exc: ValidationError) -> str:
+    """The first problem pydantic found, in one line: `k: Input should be greater than or equal to 1`."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
+
+
+def check_host(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse to listen beyond this machine without a token, unless told it is fine."""
+    if host not in LOCAL_HOSTS and token is None and not insecure:
+        raise GenomeIndexError(
+            f"--host {host} makes the store reachable from other machines: give --token-file FILE "
+            "(clients send `Authorization: Bearer TOKEN`), or --insecure if the network is yours"
+        )
+
+
+def read_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise GenomeIndexError(f"{path}: cannot read the token ({exc.strerror})") from None
+    if len(token) < 16:
+        raise GenomeIndexError(f"{path}: the token must be at least 16 characters")
+    return token
+
+
+def create_app(
+    index: GenomeIndex,
+    searcher: Searcher,
+    limits: Limits = Limits(),
+    token: str | None = None,
+    compare_dir: Path | None = None,
+) -> FastAPI:
+    """The app serving one store through one searcher."""
+    app = FastAPI(title="genome-index", description="Search stored genomes by sequence; read the store with SQL.")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        path = request.url.path
+        public = path in ("/", "/favicon.ico") or path.startswith("/static/") or path in ("/docs", "/openapi.json")
+        if token is not None and not public:
+            sent = request.headers.get("authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+                return JSONResponse({"detail": "a bearer token is needed (Authorization: Bearer TOKEN)"}, 401)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_query_bytes):
+            return JSONResponse({"detail": f"the body is over {limits.max_query_bytes:,} bytes"}, 413)
+        try:
+            return await call_next(request)
+        except Exception as exc:  # a failure of ours: one line to the client and the log, and keep serving
+            log.warning("%s %s failed: %s", request.method, path, first_line(exc))
+            return JSONResponse({"detail": f"internal error: {first_line(exc)}"}, 500)
+
+    @app.exception_handler(GenomeIndexError)
+    async def user_error(request: Request, exc: GenomeIndexError) -> JSONResponse:
+        status = 503 if isinstance(exc, StoreBusy) else 400
+        return JSONResponse({"detail": first_line(exc)}, status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        where = ".".join(str(part) for part in errors[0].get("loc", ())[1:]) if errors else ""
+        message = errors[0].get("msg", "invalid request") if errors else "invalid request"
+        return JSONResponse({"detail": f"{where}: {message}" if where else message}, 422)
+
+    async def body_of(request: Request) -> bytes:
+        """The body, read up to the limit (a chunked upload has no length to check first)."""
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limits.max_query_bytes:
+                raise HTTPException(413, f"the body is over {limits.max_query_bytes:,} bytes")
+            parts.append(part)
+        return b"".join(parts)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Alive, and how many genomes the store holds."""
+        with index.store.connect(wait=BUSY_WAIT) as con:
+            return {"status": "ok", "genomes": reads.genome_count(con)}
+
+    @app.get("/info")
+    def info() -> dict[str, Any]:
+        """Settings, counts, labels, disk use, and the compare figures served."""
+        details = index.info()
+        details["labels"] = index.label_names()
+        details["compare"] = [name for name in COMPARE_FILES if compare_dir and (compare_dir / name).is_file()]
+        return details
+
+    @app.get("/genomes")
+    def genomes(offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """Stored genomes by id, `limit` (at most 1,000) from `offset`, with their labels."""
+        if offset < 0 or not 1 <= limit <= 1_000:
+            raise HTTPException(422, "offset must be >= 0 and limit between 1 and 1000")
+        total, page = index.genomes(offset, limit)
+        return {"total": total, "offset": offset, "genomes": page}
+
+    @app.get("/genomes/{genome_id}")
+    def genome(genome_id: int) -> dict[str, Any]:
+        """One genome: its figures, labels and records."""
+        with index.store.connect(wait=BUSY_WAIT) as con:
+            found = reads.genome_record(con, genome_id)
+        if found is None:
+            raise HTTPException(404, f"no genome {genome_id}")
+        return found
+
+    @app.post("/query")
+    async def query(request: Request) -> list[dict[str, Any]]:
+        """FASTA text (any content type but JSON; options as query parameters), or JSON with
+        `sequence`, `fasta` or `records` and the options. The same rows as `query --format json`."""
+        raw = await body_of(request)
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = QueryBody.model_validate_json(raw)
+            except ValidationError as exc:
+                raise HTTPException(422, f"not a valid query body: {explain(exc)}") from None
+        else:
+            try:
+                body = QueryBody(fasta=raw.decode("utf-8"), **dict(request.query_params))
+            except UnicodeDecodeError:
+                raise HTTPException(400, "the body is not UTF-8 text (send FASTA, not gzip)") from None
+            except ValidationError as exc:
+                raise HTTPException(422, f"bad query parameters: {explain(exc)}") from None
+        given = [x for x in (body.sequence, body.fasta, body.records) if x is not None]
+        if len(given) != 1:
+            raise HTTPException(422, "give exactly one of sequence, fasta or records")
+        if body.k > limits.max_k:
+            raise HTTPException(422, f"k is at most {limits.max_k}")
+        if body.mode not in QUERY_MODES:
+            raise HTTPException(422, f"mode must be one of {', '.join(QUERY_MODES)}")
+        if body.records is not None:
+            if any(set(r) != {"name", "sequence"} for r in body.records):
+                raise HTTPException(422, "each record is {\"name\": ..., \"sequence\": ...}")
+            if len(body.records) > limits.max_records:
+                raise HTTPException(422, f"at most {limits.max_records:,} records a query")
+            query = genome_of([(r["name"], r["sequence"]) for r in body.records], body.name)
+        elif body.sequence is not None:
+            query = genome_of([(body.name, body.sequence)], body.name)
+        else:
+            if (body.fasta or "").count(">") > limits.max_records:
+                raise HTTPException(422, f"at most {limits.max_records:,} records a query")
+            query = parse_fasta(body.fasta or "", body.name)
+        options = QueryOptions(
+            k=body.k, mode=body.mode, per_record=body.per_record, rerank=body.rerank, align=body.align,
+            align_top=body.align_top,
+        )  # fmt: skip
+        from starlette.concurrency import run_in_threadpool
+
+        hits = await run_in_threadpool(searcher.query, query, options)
+        return [hit.row(alignments=True) for hit in hits]
+
+    @app.post("/sql")
+    def sql(body: SqlBody) -> dict[str, Any]:
+        """One read-only statement, as `genome-index sql` runs it, stopped after the time limit;
+        at most the row cap comes back (`truncated` says when more matched)."""
+        columns, rows = index.sql(body.statement, timeout=limits.sql_timeout)
+        return {"columns": columns, "rows": rows[: limits.sql_rows], "truncated": len(rows) > limits.sql_rows}
+
+    @app.get("/compare/{name}")
+    def compare_figure(name: str) -> FileResponse:
+        """A figure of `genome-index compare` (served with --compare DIR)."""
+        if compare_dir is None or name not in COMPARE_FILES or not (compare_dir / name).is_file():
+            raise HTTPException(404, f"no compare figure {name!r}")
+        return FileResponse(compare_dir / name)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        """The web page: the store at a glance, a query box, ranked hits, genome pages."""
+        return HTMLResponse((WEB / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/static/{name}")
+    def static(name: str) -> FileResponse:
+        if name not in ("app.js", "style.css"):
+            raise HTTPException(404, f"no file {name!r}")
+        return FileResponse(WEB / name)
+
+    return app
+
+
+def serve(
+    index: GenomeIndex,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    searcher: Searcher | None = None,
+    limits: Limits = Limits(),
+    token: str | None = None,
+    insecure: bool = False,
+    compare_dir: Path | None = None,
+) -> None:
+    """Run the server until Ctrl-C (uvicorn)."""
+    import uvicorn
+
+    check_host(host, token, insecure)
+    searcher = searcher or index.searcher(micro_batch=True, wait=BUSY_WAIT)
+    with searcher:
+        app = create_app(index, searcher, limits, token, compare_dir)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
