@@ -1,0 +1,214 @@
+"""genome-index serve: the HTTP API, its guards, and a server that survives what clients do."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from genome_index.api import GenomeIndex
+from genome_index.cli import app as cli
+from genome_index.errors import GenomeIndexError
+from genome_index.fasta import read_genome
+from genome_index.serve import Limits, check_host, create_app
+from tests.conftest import EXAMPLES, copy_store
+
+TOKEN = "a-test-token-of-some-length"
+QUERY = (EXAMPLES / "query.fa").read_text()  # 20 kb of DSM20231
+
+
+@pytest.fixture(scope="module")
+def served(nt_tiny_store: Path, tmp_path_factory) -> Iterator[tuple[GenomeIndex, TestClient]]:
+    index = GenomeIndex.open(copy_store(nt_tiny_store, tmp_path_factory.mktemp("serve")))
+    with index.searcher(micro_batch=True, wait=2.0) as searcher:
+        yield index, TestClient(create_app(index, searcher, Limits(max_query_bytes=1_000_000, sql_timeout=1.0)))
+
+
+@pytest.fixture(scope="module")
+def client(served) -> TestClient:
+    return served[1]
+
+
+def test_a_fasta_body_and_a_json_body_give_the_rows_of_query_json(client: TestClient, served) -> None:
+    index = served[0]
+    plain = client.post("/query?k=2", content=QUERY)
+    as_json = client.post("/query", json={"fasta": QUERY, "k": 2})
+    records = client.post("/query", json={"records": [{"name": "q", "sequence": QUERY.split("\n", 1)[1]}], "k": 2})
+    assert plain.status_code == as_json.status_code == records.status_code == 200
+    expected = [hit.row(alignments=True) for hit in index.query(EXAMPLES / "query.fa", k_options(2))]
+    assert plain.json() == as_json.json() == json.loads(json.dumps(expected))
+    assert [r["name"] for r in records.json()] == [r["name"] for r in plain.json()]
+    assert plain.json()[0]["name"] == "DSM20231" and plain.json()[0]["alignments"][0]["target_start"] == 50_001
+
+
+def k_options(k: int):
+    from genome_index.settings import QueryOptions
+
+    return QueryOptions(k=k)
+
+
+def test_store_pages(client: TestClient, example_genomes) -> None:
+    assert client.get("/health").json() == {"status": "ok", "genomes": 4}
+    info = client.get("/info").json()
+    assert info["counts"]["genomes"] == 4 and info["settings"]["model"] == "nt-tiny" and info["compare"] == []
+    page = client.get("/genomes", params={"offset": 1, "limit": 2}).json()
+    assert page["total"] == 4 and [g["id"] for g in page["genomes"]] == [2, 3]
+    one = client.get("/genomes/3").json()
+    assert one["name"] == read_genome(example_genomes[2]).name and len(one["records"]) == 3
+    assert client.get("/genomes/99").status_code == 404
+    assert "genome-index" in client.get("/").text and client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "request_, status, detail",
+    [
+        (("post", "/query", {"content": b">p\nMKVLLEFIPQRSTWYMKVLLEFIPQ\n"}), 400, "looks like protein"),
+        (("post", "/query", {"content": b"{not json", "headers": {"content-type": "application/json"}}), 422, "JSON"),
+        (("post", "/query", {"json": {"sequence": "ACGT", "k": 0}}), 422, "k: Input should be greater"),
+        (("post", "/query", {"json": {"sequence": "ACGT", "k": 5000}}), 422, "k is at most 1000"),
+        (("post", "/query", {"json": {"sequence": "ACGT", "mode": "fast"}}), 422, "mode must be one of"),
+        (("post", "/query", {"json": {"sequence": "A", "fasta": ">a\nA"}}), 422, "exactly one of"),
+        (("post", "/query", {"json": {"sequence": "ACGT", "stray": 1}}), 422, "stray: Extra inputs"),
+        (("post", "/query?k=many", {"content": QUERY}), 422, "k: Input should be a valid integer"),
+        (("post", "/query", {"content": b"\x1f\x8b\x08\x00"}), 400, "not UTF-8"),
+        (("post", "/query", {"content": b"A" * 1_000_001}), 413, "over 1,000,000 bytes"),
+        (("post", "/sql", {"json": {"statement": "DROP TABLE genomes"}}), 400, "read-only"),
+        (("post", "/sql", {"json": {"statement": "SELECT count(*) FROM range(10000000000)"}}), 400, "stopped after 1"),
+        (("post", "/sql", {"json": {}}), 422, "statement: Field required"),
+        (("get", "/genomes?limit=0", {}), 422, "limit between 1 and 1000"),
+        (("get", "/compare/heatmap.png", {}), 404, "no compare figure"),
+    ],
+)
+def test_a_bad_request_gets_its_4xx_and_the_next_query_is_answered(client: TestClient, request_, status, detail):
+    method, path, arguments = request_
+    response = getattr(client, method)(path, **arguments)
+    assert response.status_code == status, response.text
+    assert detail in response.json()["detail"] and "\n" not in response.json()["detail"]
+    assert client.post("/query?k=1", content=QUERY).json()[0]["name"] == "DSM20231"
+
+
+def test_sql_comes_back_capped(served, nt_tiny_store: Path) -> None:
+    index, _ = served
+    with index.searcher() as searcher:
+        capped = TestClient(create_app(index, searcher, Limits(sql_rows=3)))
+        body = capped.post("/sql", json={"statement": "SELECT id FROM chunks ORDER BY id"}).json()
+    assert body["columns"] == ["id"] and body["rows"] == [[1], [2], [3]] and body["truncated"] is True
+
+
+def test_a_token_is_needed_when_one_is_set(served) -> None:
+    index, _ = served
+    with index.searcher() as searcher:
+        guarded = TestClient(create_app(index, searcher, token=TOKEN))
+        assert guarded.get("/health").status_code == 401
+        assert guarded.get("/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert guarded.get("/health", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert guarded.get("/").status_code == 200  # the page itself asks for the token
+
+
+@pytest.mark.parametrize(
+    "host, token, insecure, refused",
+    [("127.0.0.1", None, False, False), ("0.0.0.0", None, False, True), ("0.0.0.0", TOKEN, False, False),
+     ("192.168.1.5", None, True, False)],
+)  # fmt: skip
+def test_listening_beyond_this_machine_needs_a_token(host: str, token, insecure: bool, refused: bool) -> None:
+    if refused:
+        with pytest.raises(GenomeIndexError, match="--token-file"):
+            check_host(host, token, insecure)
+    else:
+        check_host(host, token, insecure)
+
+
+def test_the_cli_refuses_an_open_host_before_loading(tmp_path: Path, nt_tiny_store: Path) -> None:
+    result = CliRunner().invoke(cli, ["serve", "-i", str(nt_tiny_store), "--host", "0.0.0.0"])
+    assert result.exit_code == 1 and "--token-file" in result.stderr
+    short = tmp_path / "token"
+    short.write_text("abc")
+    result = CliRunner().invoke(cli, ["serve", "-i", str(nt_tiny_store), "--token-file", str(short)])
+    assert result.exit_code == 1 and "at least 16 characters" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live(nt_tiny_store: Path, tmp_path_factory) -> Iterator[tuple[str, GenomeIndex]]:
+    """A real uvicorn server in a thread, on its own copy of the store."""
+    index = GenomeIndex.open(copy_store(nt_tiny_store, tmp_path_factory.mktemp("live")))
+    port = free_port()
+    with index.searcher(micro_batch=True, wait=2.0) as searcher:
+        config = uvicorn.Config(create_app(index, searcher), host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", index
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_200_concurrent_requests_are_all_answered(live) -> None:
+    url, _ = live
+    fragment = QUERY.split("\n", 1)[1].replace("\n", "")[:2_000]
+
+    def ask(i: int) -> tuple[int, str]:  # one in five a real query, the others refused
+        body = {"sequence": fragment, "k": 1, "align": False} if i % 5 == 0 else {"sequence": "ACGT", "k": 0}
+        response = httpx.post(f"{url}/query", json=body, timeout=120)
+        return response.status_code, response.json()[0]["name"] if response.status_code == 200 else ""
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(ask, range(200)))
+    assert results[0::5] == [(200, "DSM20231")] * 40
+    assert {status for i, (status, _) in enumerate(results) if i % 5} == {422}
+
+
+def test_a_client_that_leaves_mid_query_does_not_hurt_the_server(live) -> None:
+    url, _ = live
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{url}/query?k=4&mode=chunks", content=QUERY * 20, timeout=0.05)
+    assert httpx.post(f"{url}/query?k=1", content=QUERY, timeout=60).json()[0]["name"] == "DSM20231"
+
+
+def test_a_huge_body_is_refused_without_being_read(live) -> None:
+    url, _ = live
+
+    def gigabyte() -> Iterator[bytes]:  # streamed, no length given: the server stops it at the limit
+        block = b"ACGT" * 262_144
+        for _ in range(1024):
+            yield block
+
+    started = time.monotonic()
+    response = httpx.post(f"{url}/query", content=gigabyte(), timeout=60)
+    assert response.status_code == 413 and time.monotonic() - started < 30
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:  # says 1 GB, sends nothing more
+        sock.sendall(f"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 30}\r\n\r\nACGT".encode())
+        assert sock.recv(200).startswith(b"HTTP/1.1 413")
+    assert httpx.post(f"{url}/query?k=1", content=QUERY, timeout=60).json()[0]["name"] == "DSM20231"
+
+
+def test_genomes_built_while_serving_are_found_without_a_restart(live, tmp_path: Path) -> None:
+    url, index = live
+    novel = tmp_path / "novel.fa"
+    sequence = "".join(random.Random(5).choices("ACGT", k=30_000))  # random: minimap2 skips repeats
+    novel.write_text(f">novel\n{sequence}\n")
+    before = httpx.post(f"{url}/query?k=10", content=novel.read_text(), timeout=60).json()
+    assert "novel" not in {row["name"] for row in before}
+    index.build([novel], "nt-tiny")
+    after = httpx.post(f"{url}/query?k=10", content=novel.read_text(), timeout=60).json()
+    assert after[0]["name"] == "novel" and after[0]["identity"] == 1.0
+    assert httpx.get(f"{url}/health", timeout=10).json()["genomes"] == 5
