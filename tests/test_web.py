@@ -1,0 +1,88 @@
+"""The web page, driven in a real headless Chromium (Debian's `chromium`, through Playwright).
+
+Skipped, with the reason shown, where no Chromium is installed (`.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from genome_index.api import GenomeIndex
+from genome_index.serve import create_app
+from tests.conftest import EXAMPLES, copy_store
+from tests.test_serve import free_port
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed (apt-get install chromium, or set CHROMIUM=/path/to/it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def site(nt_tiny_store: Path, tmp_path_factory) -> Iterator[str]:
+    index = GenomeIndex.open(copy_store(nt_tiny_store, tmp_path_factory.mktemp("web")))
+    compare = tmp_path_factory.mktemp("compare")
+    index.compare(compare)
+    port = free_port()
+    with index.searcher(micro_batch=True) as searcher:
+        app = create_app(index, searcher, compare_dir=compare)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_paste_a_fragment_see_its_genome_first_and_follow_the_link(browser, site: str) -> None:
+    page = browser.new_page()
+    page.goto(site + "/")
+    page.wait_for_function("document.getElementById('store').textContent.includes('4 genomes')")
+    assert "nt-tiny" in page.inner_text("#store")
+    assert page.locator("#figure-list img").count() >= 2  # the compare heatmap and PCA
+    page.fill("#fasta", (EXAMPLES / "query.fa").read_text())
+    page.fill("#k", "4")
+    page.click("#submit")
+    page.wait_for_selector("#hits tbody tr.hit")
+    rows = page.locator("#hits tbody tr.hit")
+    assert rows.count() == 4
+    first = rows.nth(0).locator("td")
+    assert first.nth(0).inner_text() == "1" and first.nth(1).inner_text() == "DSM20231"
+    assert first.nth(2).inner_text() == "1.0000" and "50001-70000 (+)" in first.nth(4).inner_text()
+    assert "4 hits" in page.inner_text("#status")
+    rows.nth(0).locator("a.genome-link").click()
+    page.wait_for_function("document.getElementById('genome-name').textContent === 'DSM20231'")
+    assert page.locator("#search-view").is_hidden()
+    assert "CP104478.1:600000-750000" in page.inner_text("#records")
+    assert "150,000" in page.inner_text("#records")
+    page.go_back()
+    page.wait_for_selector("#search-view", state="visible")
+    page.close()
+
+
+def test_a_bad_query_shows_its_error_on_the_page(browser, site: str) -> None:
+    page = browser.new_page()
+    page.goto(site + "/")
+    page.fill("#fasta", ">protein\nMKVLLEFIPQRSTWYMKVLLEFIPQ")
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('status').className === 'error'")
+    assert "protein" in page.inner_text("#status") and page.locator("#hits").is_hidden()
+    page.close()
