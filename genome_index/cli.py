@@ -550,9 +550,7 @@ def serve(
         Path | None,
         typer.Option("--token-file", help="A file holding the bearer token clients must send.", metavar="FILE"),
     ] = None,
-    insecure: Annotated[
-        bool, typer.Option("--insecure", help="Listen beyond this machine without a token.")
-    ] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Listen beyond this machine without a token.")] = False,
     max_query_bytes: Annotated[int, typer.Option(help="Largest request body.", metavar="BYTES")] = 50_000_000,
     sql_timeout: Annotated[float, typer.Option(help="Stop SQL after this many seconds.", metavar="SECONDS")] = 10.0,
     compare_dir: Annotated[

@@ -202,7 +202,7 @@ def create_app(
             raise HTTPException(422, f"mode must be one of {', '.join(QUERY_MODES)}")
         if body.records is not None:
             if any(set(r) != {"name", "sequence"} for r in body.records):
-                raise HTTPException(422, "each record is {\"name\": ..., \"sequence\": ...}")
+                raise HTTPException(422, 'each record is {"name": ..., "sequence": ...}')
             if len(body.records) > limits.max_records:
                 raise HTTPException(422, f"at most {limits.max_records:,} records a query")
             query = genome_of([(r["name"], r["sequence"]) for r in body.records], body.name)

@@ -80,7 +80,7 @@ def assert_recovers(index: Path, genomes: list[Path]) -> None:
         stored = [name for (name,) in store.sql("SELECT name FROM genomes ORDER BY id")[1]]
         if stored:
             path = next(p for p in genomes if p.stem == stored[0])
-            assert store.query(path, QueryOptions(k=1, mode=mode))[0].name == stored[0]
+            assert store.query(path, QueryOptions(k=1, mode=mode, align=False))[0].name == stored[0]
     assert store.check() == []
     store.build(genomes)
     assert store.check() == []
@@ -261,7 +261,7 @@ def test_the_store_answers_while_a_build_runs(tmp_path: Path, embedder) -> None:
             names = {name for (name,) in store.sql("SELECT name FROM genomes")[1]}
             assert names <= stems and inputs[0].stem in names
             counts.append(len(names))
-            hits = store.query(inputs[0], QueryOptions(k=3, mode="genome"), embedder=embedder)
+            hits = store.query(inputs[0], QueryOptions(k=3, mode="genome", align=False), embedder=embedder)
             assert hits[0].name == inputs[0].stem and {hit.name for hit in hits} <= stems
             assert len(hits) == min(3, len(names)) or len(hits) > len(names)  # more committed meanwhile
             assert store.info()["counts"]["genomes"] >= len(names)
@@ -507,7 +507,7 @@ def test_a_reindex_killed_between_file_and_setting_is_noticed_and_repaired(store
     index = GenomeIndex.open(store)
     assert index.settings().index_type == "flat"
     assert index.check() == ["chunks.faiss is a hnsw index, the store's index_type says flat"]
-    index.query(genomes[0], QueryOptions(k=1, mode="chunks"))  # a read repairs the derived file
+    index.query(genomes[0], QueryOptions(k=1, mode="chunks", align=False))  # a read repairs the derived file
     assert index.check() == []
 
 
@@ -606,7 +606,7 @@ def test_a_one_genome_store_answers_itself_uncentred(tmp_path: Path, genomes, ca
     index = GenomeIndex(tmp_path / "index")
     index.build(genomes[:1], "kmer:6")
     with caplog.at_level("WARNING", logger="genome_index"):
-        hit = index.query(genomes[0], QueryOptions(k=1, mode="genome"))[0]
+        hit = index.query(genomes[0], QueryOptions(k=1, mode="genome", align=False))[0]
     assert hit.score > 0.999 and "not centred" in caplog.text
 
 

@@ -145,9 +145,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def live(nt_tiny_store: Path, tmp_path_factory) -> Iterator[tuple[str, GenomeIndex]]:
-    """A real uvicorn server in a thread, on its own copy of the store."""
-    index = GenomeIndex.open(copy_store(nt_tiny_store, tmp_path_factory.mktemp("live")))
+def live(example_genomes, tmp_path_factory) -> Iterator[tuple[str, GenomeIndex]]:
+    """A real uvicorn server in a thread, on a kmer:4 store of the examples (quick to query)."""
+    index = GenomeIndex(tmp_path_factory.mktemp("live") / "index")
+    index.build(example_genomes, "kmer:4")
     port = free_port()
     with index.searcher(micro_batch=True, wait=2.0) as searcher:
         config = uvicorn.Config(create_app(index, searcher), host="127.0.0.1", port=port, log_level="warning")
@@ -208,7 +209,7 @@ def test_genomes_built_while_serving_are_found_without_a_restart(live, tmp_path:
     novel.write_text(f">novel\n{sequence}\n")
     before = httpx.post(f"{url}/query?k=10", content=novel.read_text(), timeout=60).json()
     assert "novel" not in {row["name"] for row in before}
-    index.build([novel], "nt-tiny")
+    index.build([novel], "kmer:4")
     after = httpx.post(f"{url}/query?k=10", content=novel.read_text(), timeout=60).json()
     assert after[0]["name"] == "novel" and after[0]["identity"] == 1.0
     assert httpx.get(f"{url}/health", timeout=10).json()["genomes"] == 5
