@@ -7,10 +7,11 @@ query in `search`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,7 +117,7 @@ class GenomeIndex:
         label_rows = read_labels(Path(labels)) if labels else {}
         made_directory = self.store.prepare_directory()
         new_store = not self.store.exists()
-        try:
+        with self._undone_on_failure(new_store, made_directory):
             with self.store.lock():
                 stored = None if new_store else self.store.settings()
                 asked, store_options = resolve(as_model_options(model), store or StoreOptions(), stored)
@@ -129,12 +130,18 @@ class GenomeIndex:
                 elif (difference := stored.difference(wanted)) is not None:
                     raise GenomeIndexError(differs(difference))
                 report = run_build(self.store, files, embedder, label_rows, progress, inputs, labels_from_duplicates)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    @contextlib.contextmanager
+    def _undone_on_failure(self, new_store: bool, made_directory: bool) -> Iterator[None]:
+        """A first build or merge that fails leaves no store behind (nor the folder it made)."""
+        try:
+            yield
         except BaseException:
             if new_store:
                 self.store.discard_if_empty(made_directory)
             raise
-        report.seconds = time.perf_counter() - started
-        return report
 
     @staticmethod
     def _refuse_other_model(asked: ModelOptions, stored: StoreSettings) -> None:
@@ -376,7 +383,7 @@ class GenomeIndex:
         made_directory = self.store.prepare_directory()
         new_store = not self.store.exists()
         report = BuildReport()
-        try:
+        with self._undone_on_failure(new_store, made_directory):
             with self.store.lock():
                 if new_store:
                     self.store.create(dataclasses.replace(first, tool_version=__version__))
@@ -407,10 +414,6 @@ class GenomeIndex:
                                 step.advance(genome.length, genomes=1)
                     step.close()  # before the indexing steps begin
                     self._rewrite_faiss(con, settings, f"{len(report.added)} genome(s) were merged into", progress)
-        except BaseException:
-            if new_store:
-                self.store.discard_if_empty(made_directory)
-            raise
         report.seconds = time.perf_counter() - started
         return report
 
