@@ -166,15 +166,15 @@ def test_200_concurrent_requests_are_all_answered(live) -> None:
     url, _ = live
     fragment = QUERY.split("\n", 1)[1].replace("\n", "")[:2_000]
 
-    def ask(i: int) -> tuple[int, str]:  # one in five a real query, the others refused
-        body = {"sequence": fragment, "k": 1, "align": False} if i % 5 == 0 else {"sequence": "ACGT", "k": 0}
+    def ask(i: int) -> tuple[int, str]:  # one in ten a real query, the others refused
+        body = {"sequence": fragment, "k": 1, "align": False} if i % 10 == 0 else {"sequence": "ACGT", "k": 0}
         response = httpx.post(f"{url}/query", json=body, timeout=120)
         return response.status_code, response.json()[0]["name"] if response.status_code == 200 else ""
 
     with ThreadPoolExecutor(50) as pool:
         results = list(pool.map(ask, range(200)))
-    assert results[0::5] == [(200, "DSM20231")] * 40
-    assert {status for i, (status, _) in enumerate(results) if i % 5} == {422}
+    assert results[0::10] == [(200, "DSM20231")] * 20
+    assert {status for i, (status, _) in enumerate(results) if i % 10} == {422}
 
 
 def test_a_client_that_leaves_mid_query_does_not_hurt_the_server(live) -> None:
