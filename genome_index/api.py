@@ -160,13 +160,11 @@ class GenomeIndex:
         model: str | None = None,
         embedder: Embedder | None = None,
         micro_batch: bool = False,
-        wait: float | None = None,
     ) -> Searcher:
         """A `Searcher`: this store's model, FAISS indexes and genome details loaded once, for
         many queries (use it in a `with` block). `model`, if given, must be the store's;
         `embedder` reuses a loaded one (it must be the store's). With `micro_batch`, queries
-        from several threads are embedded together (what `serve` uses); `wait` bounds the
-        seconds a query waits while a build holds the store."""
+        from several threads are embedded together (what `serve` uses)."""
         from genome_index.searcher import Searcher
 
         self.store.require()
@@ -174,7 +172,7 @@ class GenomeIndex:
         embedder = embedder or self._embedder(settings, model, run or RunOptions())
         if not settings.same_vectors(embedder.settings(settings.store_options())):
             raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
-        return Searcher(self.store, embedder, settings, micro_batch, wait)
+        return Searcher(self.store, embedder, settings, micro_batch)
 
     def query(
         self,
@@ -275,15 +273,11 @@ class GenomeIndex:
         with self.store.connect() as con:
             return reads.genome_page(con, offset, limit)
 
-    def genome(self, ident: str | int) -> dict[str, Any]:
-        """One genome (by name or id) with its labels and records."""
+    def genome(self, genome_id: int) -> dict[str, Any] | None:
+        """One genome with its figures, labels and records; None if there is no such id."""
         self.store.require()
         with self.store.connect() as con:
-            names = reads.genome_names(con)
-            gid = self._genome_id(str(ident), names, {name: g for g, name in names.items()})
-            found = reads.genome_record(con, gid)
-        assert found is not None
-        return found
+            return reads.genome_record(con, genome_id)
 
     def compare(
         self,
@@ -477,17 +471,18 @@ class GenomeIndex:
         with self.store.lock(), progress.step("storing sequences", len(files), "files") as step:
             for path in files:
                 genome = read_genome(path)
-                with self.store.connect(read_only=False) as con:  # one short session a genome: readers get in between
-                    lacking = reads.genomes_without_sequences(con)
-                    stored = reads.genomes_by_sha(con).get(genome.sha256)
-                    if stored is None:
-                        report["unknown"].append(str(path))
-                    elif genome.sha256 not in lacking:
-                        report["already"].append(str(path))
-                    else:
-                        packed = [pack(r.sequence, r.line_width) for r in genome.records]
+                with self.store.connect() as con:
+                    stored = reads.genome_with_sha(con, genome.sha256)
+                    kept = stored is not None and reads.has_sequence(con, stored[0])
+                if stored is None:
+                    report["unknown"].append(str(path))
+                elif kept:
+                    report["already"].append(str(path))
+                else:
+                    packed = [pack(r.sequence, r.line_width) for r in genome.records]
+                    with self.store.connect(read_only=False) as con:  # a short session a genome: readers get in
                         writes.backfill_sequences(con, stored[0], packed)
-                        report["filled"].append(stored[1])
+                    report["filled"].append(stored[1])
                 step.advance(1)
             with self.store.connect() as con:
                 names = reads.genome_names(con)

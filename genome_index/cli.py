@@ -581,7 +581,8 @@ def serve(
     token = read_token(token_file)
     check_host(host, token, insecure)  # before the model loads
     store = GenomeIndex.open(index_dir(index))
-    searcher = store.searcher(RunOptions(device, dtype, batch_tokens), micro_batch=True, wait=BUSY_WAIT)
+    store.store.reader_wait = BUSY_WAIT  # a request answers 503 rather than wait out a long commit
+    searcher = store.searcher(RunOptions(device, dtype, batch_tokens), micro_batch=True)
     log(f"serving {store.directory} on http://{host}:{port} (Ctrl-C stops)")
     run_server(
         store, host, port, searcher, Limits(max_query_bytes=max_query_bytes, sql_timeout=sql_timeout), token,

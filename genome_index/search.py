@@ -377,7 +377,6 @@ def make_hit(
     query: str, rank: int, tied: bool, found: Candidate, mode: str, ranked_by: tuple[str, ...], details: dict[str, Any]
 ) -> Hit:
     """The Hit of a ranked candidate, figures rounded to DIGITS, labels typed (numbers as numbers)."""
-    rounded = functools.partial(_round, digits=DIGITS)
     figures, aligned = found.sketch, found.alignment
     best = aligned.best if aligned else None
     return Hit(
@@ -410,8 +409,9 @@ def make_hit(
     )
 
 
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
+def rounded(value: float | None) -> float | None:
+    """A figure as shown: DIGITS decimals (None stays None)."""
+    return None if value is None else round(value, DIGITS)
 
 
 def wants_alignment(options: QueryOptions, query: Query) -> bool:

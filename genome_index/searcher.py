@@ -12,6 +12,7 @@ together into one batch run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -140,19 +141,12 @@ class Searcher:
     """A store ready to answer many queries with its model, FAISS indexes and details loaded.
 
     Made by `GenomeIndex.searcher()`; use it in a `with` block (or call `close()`), and query
-    it from as many threads as you like. `wait`: seconds a query waits for a store another
-    process holds (a build's commit) before `StoreBusy`; None: the readers' default.
+    it from as many threads as you like. A query waits `store.reader_wait` seconds for a store
+    another process holds (a build's commit), then raises `StoreBusy`.
     """
 
-    def __init__(
-        self,
-        store: Store,
-        embedder: Embedder,
-        settings: StoreSettings,
-        micro_batch: bool = False,
-        wait: float | None = None,
-    ) -> None:
-        self.store, self.embedder, self.settings, self.wait = store, embedder, settings, wait
+    def __init__(self, store: Store, embedder: Embedder, settings: StoreSettings, micro_batch: bool = False) -> None:
+        self.store, self.embedder, self.settings = store, embedder, settings
         self.aligners = Aligners()
         self._lock = threading.Lock()  # guards the loaded indexes and details
         self._embed_lock = threading.Lock()  # the model runs one call at a time
@@ -200,7 +194,7 @@ class Searcher:
     ) -> list[Hit]:
         """Hits of every query in `query` (one, or one per record with `per_record`), best first.
         `overrides` set QueryOptions fields (`k=5, mode="chunks"`)."""
-        options = QueryOptions(**{**(options or QueryOptions()).__dict__, **overrides})
+        options = dataclasses.replace(options or QueryOptions(), **overrides)
         return self.query_timed(query, options, progress)[0]
 
     def query_timed(
@@ -225,7 +219,7 @@ class Searcher:
         query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records, scaled), scaled) for q in queries]
         embedded = time.perf_counter() - started
         hits: list[Hit] = []
-        with self.store.connect(wait=self.wait) as con:
+        with self.store.connect() as con:
             indexes, details = self._current(con, {"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans})
             ranker = Ranker(con, self.settings, options.center)
             offset = 0

@@ -32,11 +32,6 @@ class PackedSequence:
     n_ends: np.ndarray
     line_width: int = 0  # bases per FASTA line of the input; 0: one line
 
-    @property
-    def stored_bytes(self) -> int:
-        """Bytes this record takes in the store (the blob and the N runs)."""
-        return len(self.packed) + 16 * len(self.n_starts)
-
 
 def pack(sequence: bytes, line_width: int = 0) -> PackedSequence:
     """A normalised (A/C/G/T/N) sequence packed 4 bases a byte, with its N runs."""

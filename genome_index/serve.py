@@ -21,13 +21,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from genome_index.api import GenomeIndex
 from genome_index.errors import GenomeIndexError, StoreBusy, first_line
 from genome_index.fasta import genome_of, parse_fasta
 from genome_index.searcher import Searcher
 from genome_index.settings import QUERY_MODES, QueryOptions
-from genome_index.store import reads
 
 log = logging.getLogger("genome_index")
 WEB = Path(__file__).parent / "assets" / "web"
@@ -148,8 +148,7 @@ def create_app(
     @app.get("/health")
     def health() -> dict[str, Any]:
         """Alive, and how many genomes the store holds."""
-        with index.store.connect(wait=BUSY_WAIT) as con:
-            return {"status": "ok", "genomes": reads.genome_count(con)}
+        return {"status": "ok", "genomes": index.info()["counts"]["genomes"]}
 
     @app.get("/info")
     def info() -> dict[str, Any]:
@@ -170,8 +169,7 @@ def create_app(
     @app.get("/genomes/{genome_id}")
     def genome(genome_id: int) -> dict[str, Any]:
         """One genome: its figures, labels and records."""
-        with index.store.connect(wait=BUSY_WAIT) as con:
-            found = reads.genome_record(con, genome_id)
+        found = index.genome(genome_id)
         if found is None:
             raise HTTPException(404, f"no genome {genome_id}")
         return found
@@ -216,8 +214,6 @@ def create_app(
             k=body.k, mode=body.mode, per_record=body.per_record, rerank=body.rerank, align=body.align,
             align_top=body.align_top,
         )  # fmt: skip
-        from starlette.concurrency import run_in_threadpool
-
         hits = await run_in_threadpool(searcher.query, query, options)
         return [hit.row(alignments=True) for hit in hits]
 
@@ -263,7 +259,8 @@ def serve(
     import uvicorn
 
     check_host(host, token, insecure)
-    searcher = searcher or index.searcher(micro_batch=True, wait=BUSY_WAIT)
+    index.store.reader_wait = BUSY_WAIT
+    searcher = searcher or index.searcher(micro_batch=True)
     with searcher:
         app = create_app(index, searcher, limits, token, compare_dir)
         uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +33,8 @@ QUERY = (EXAMPLES / "query.fa").read_text()  # 20 kb of DSM20231
 @pytest.fixture(scope="module")
 def served(nt_tiny_store: Path, tmp_path_factory) -> Iterator[tuple[GenomeIndex, TestClient]]:
     index = GenomeIndex.open(copy_store(nt_tiny_store, tmp_path_factory.mktemp("serve")))
-    with index.searcher(micro_batch=True, wait=2.0) as searcher:
+    index.store.reader_wait = 2.0
+    with index.searcher(micro_batch=True) as searcher:
         yield index, TestClient(create_app(index, searcher, Limits(max_query_bytes=1_000_000, sql_timeout=1.0)))
 
 
@@ -150,7 +153,8 @@ def live(example_genomes, tmp_path_factory) -> Iterator[tuple[str, GenomeIndex]]
     index = GenomeIndex(tmp_path_factory.mktemp("live") / "index")
     index.build(example_genomes, "kmer:4")
     port = free_port()
-    with index.searcher(micro_batch=True, wait=2.0) as searcher:
+    index.store.reader_wait = 2.0
+    with index.searcher(micro_batch=True) as searcher:
         config = uvicorn.Config(create_app(index, searcher), host="127.0.0.1", port=port, log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
@@ -213,3 +217,21 @@ def test_genomes_built_while_serving_are_found_without_a_restart(live, tmp_path:
     after = httpx.post(f"{url}/query?k=10", content=novel.read_text(), timeout=60).json()
     assert after[0]["name"] == "novel" and after[0]["identity"] == 1.0
     assert httpx.get(f"{url}/health", timeout=10).json()["genomes"] == 5
+
+
+def test_a_store_held_by_another_process_gets_503_and_the_server_recovers(served) -> None:
+    index, client = served
+    holder = subprocess.Popen(  # as a build's commit session holds it, but for longer than a request waits
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(30)", str(index.store.db_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = client.post("/query?k=1", content=QUERY)
+        assert busy.status_code == 503 and "another process has held the store" in busy.json()["detail"]
+        assert client.get("/genomes").status_code == 503  # every endpoint waits the same 2 s
+    finally:
+        holder.kill()
+        holder.wait()
+    assert client.post("/query?k=1", content=QUERY).json()[0]["name"] == "DSM20231"

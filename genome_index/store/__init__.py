@@ -57,9 +57,10 @@ __all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
 class Store:
     """One index directory: its connections, its write lock, its FAISS files."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, reader_wait: float = READER_WAIT) -> None:
         self.directory = Path(directory)
         self.db_path = self.directory / DB_FILE
+        self.reader_wait = reader_wait  # a server answers sooner (then 503) than a command waits
 
     def exists(self) -> bool:
         return self.db_path.is_file()
@@ -90,7 +91,9 @@ class Store:
             config.update(temp_directory="", memory_limit=memory_limit)
         elif not read_only:
             config.update(memory_limit=WRITER_MEMORY)
-        con = self._open(read_only, config, wait if wait is not None else READER_WAIT if read_only else WRITER_WAIT)
+        con = self._open(
+            read_only, config, wait if wait is not None else self.reader_wait if read_only else WRITER_WAIT
+        )
         if not checkpoint:
             con.execute("PRAGMA disable_checkpoint_on_shutdown")
         try:

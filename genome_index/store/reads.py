@@ -39,6 +39,12 @@ def genomes_by_sha(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str, 
     return {sha: (gid, name, file) for sha, gid, name, file in rows}
 
 
+def genome_with_sha(con: duckdb.DuckDBPyConnection, sha256: str) -> tuple[int, str] | None:
+    """(id, name) of the stored genome with this sequence hash, if any."""
+    rows = con.execute("SELECT id, name FROM genomes WHERE sha256 = ?", [sha256]).fetchall()
+    return (int(rows[0][0]), rows[0][1]) if rows else None
+
+
 def genome_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
     """Genome name -> (file it was read from, SHA-256 of its sequence)."""
     return {name: (file, sha) for name, file, sha in con.execute("SELECT name, file, sha256 FROM genomes").fetchall()}
