@@ -9,7 +9,8 @@ strain, 1 % substitutions), each with the model loaded once. Each query runs wit
 alignment, with it as a one-shot command does (the candidates' minimap2 indexes built for the
 query), and with the indexes kept from the query before (as a resident searcher keeps them);
 the median of --repeats runs is printed with the ratio to the query without alignment. Disk:
-a fresh copy of metadata.duckdb against a fresh copy of every table but `sequences`.
+a fresh copy of metadata.duckdb against a fresh copy of every table but `sequences`. Memory:
+the process's resident size before and after an `Aligners` indexes every stored genome.
 """
 
 from __future__ import annotations
@@ -81,6 +82,32 @@ def copied_size(db: Path, copy: Path, tables: list[str]) -> int:
     return copy.stat().st_size
 
 
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 1e6
+
+
+def index_memory(index: GenomeIndex) -> str:
+    """Resident MB one kept minimap2 index takes, per Mbp of genome (asm10, the fragments' preset)."""
+    from genome_index.align import LONG_PRESET
+    from genome_index.sequences import unpack
+    from genome_index.store import reads
+
+    aligners = Aligners()
+    before, bases = rss_mb(), 0
+    with index.store.connect() as con:
+        for gid in reads.genome_names(con):
+            records = [
+                (name, unpack(p))
+                for (name, _, _), p in zip(
+                    reads.records_of(con, gid), reads.packed_sequences(con, gid) or [], strict=True
+                )
+            ]
+            bases += sum(len(sequence) for _, sequence in records)
+            aligners.get(gid, LONG_PRESET, lambda records=records: records)
+    per_mbp = (rss_mb() - before) / (bases / 1e6)
+    return f"kept minimap2 indexes ({LONG_PRESET}): {per_mbp:.1f} MB per Mbp, {3 * per_mbp:.0f} MB for a 3 Mbp genome"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -102,6 +129,7 @@ def main() -> None:
             "without: "
             f"{(with_seq - without) / bases:.3f} byte/bp on disk ({blob / bases:.3f} byte/bp of packed bases)"
         )
+        print(index_memory(index))
         print("query                no align (s)   align, indexes built (s)   align, indexes kept (s)")
         for name, path in queries(folder, files, np.random.default_rng(5)).items():
             plain = np.median([timed(index, path, embedder, False, None) for _ in range(args.repeats)])

@@ -30,7 +30,7 @@ SHORT_QUERY_BP = 1_000  # below: minimap2's short-read preset; above: its assemb
 SHORT_PRESET, LONG_PRESET = "sr", "asm10"  # asm10: up to ~10 % divergence, strains of one species
 LONG_GAP_BP = 50  # an indel this long splits an alignment (see the module's docstring)
 MIN_LISTED_BP = 100  # alignments of fewer aligned query bases are not reported
-CACHED_GENOMES = 64  # minimap2 indexes kept by an Aligners (about 17 MB each for 3 Mbp, asm10)
+CACHED_GENOMES = 64  # minimap2 indexes kept by an Aligners (about 9 MB each for 3 Mbp, asm10: bench_align.py)
 Target = list[tuple[str, bytes]]  # a genome's records: (name, sequence)
 
 

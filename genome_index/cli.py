@@ -580,6 +580,8 @@ def serve(
 
     token = read_token(token_file)
     check_host(host, token, insecure)  # before the model loads
+    if compare_dir is not None and not compare_dir.is_dir():
+        raise GenomeIndexError(f"--compare {compare_dir}: no such folder (an output folder of `genome-index compare`)")
     store = GenomeIndex.open(index_dir(index))
     store.store.reader_wait = BUSY_WAIT  # a request answers 503 rather than wait out a long commit
     searcher = store.searcher(RunOptions(device, dtype, batch_tokens), micro_batch=True)

@@ -135,6 +135,8 @@ def test_listening_beyond_this_machine_needs_a_token(host: str, token, insecure:
 def test_the_cli_refuses_an_open_host_before_loading(tmp_path: Path, nt_tiny_store: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "-i", str(nt_tiny_store), "--host", "0.0.0.0"])
     assert result.exit_code == 1 and "--token-file" in result.stderr
+    missing = CliRunner().invoke(cli, ["serve", "-i", str(nt_tiny_store), "--compare", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "no such folder" in missing.stderr
     short = tmp_path / "token"
     short.write_text("abc")
     result = CliRunner().invoke(cli, ["serve", "-i", str(nt_tiny_store), "--token-file", str(short)])
