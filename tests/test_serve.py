@@ -33,7 +33,7 @@ QUERY = (EXAMPLES / "query.fa").read_text()  # 20 kb of DSM20231
 @pytest.fixture(scope="module")
 def served(nt_tiny_store: Path, tmp_path_factory) -> Iterator[tuple[GenomeIndex, TestClient]]:
     index = GenomeIndex.open(copy_store(nt_tiny_store, tmp_path_factory.mktemp("serve")))
-    index.store.reader_wait = 2.0
+    index.store.reader_wait = 1.0
     with index.searcher(micro_batch=True) as searcher:
         yield index, TestClient(create_app(index, searcher, Limits(max_query_bytes=1_000_000, sql_timeout=1.0)))
 
@@ -155,7 +155,7 @@ def live(example_genomes, tmp_path_factory) -> Iterator[tuple[str, GenomeIndex]]
     index = GenomeIndex(tmp_path_factory.mktemp("live") / "index")
     index.build(example_genomes, "kmer:4")
     port = free_port()
-    index.store.reader_wait = 2.0
+    index.store.reader_wait = 1.0
     with index.searcher(micro_batch=True) as searcher:
         config = uvicorn.Config(create_app(index, searcher), host="127.0.0.1", port=port, log_level="warning")
         server = uvicorn.Server(config)
@@ -232,7 +232,7 @@ def test_a_store_held_by_another_process_gets_503_and_the_server_recovers(served
         assert holder.stdout.readline().strip() == "held"
         busy = client.post("/query?k=1", content=QUERY)
         assert busy.status_code == 503 and "another process has held the store" in busy.json()["detail"]
-        assert client.get("/genomes").status_code == 503  # every endpoint waits the same 2 s
+        assert client.get("/genomes").status_code == 503  # every endpoint waits the same 1 s
     finally:
         holder.kill()
         holder.wait()

@@ -57,10 +57,11 @@ __all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
 class Store:
     """One index directory: its connections, its write lock, its FAISS files."""
 
-    def __init__(self, directory: str | Path, reader_wait: float = READER_WAIT) -> None:
+    def __init__(self, directory: str | Path, reader_wait: float | None = None) -> None:
         self.directory = Path(directory)
         self.db_path = self.directory / DB_FILE
-        self.reader_wait = reader_wait  # a server answers sooner (then 503) than a command waits
+        # seconds a reader waits for the file; a server answers sooner (then 503) than a command
+        self.reader_wait = READER_WAIT if reader_wait is None else reader_wait
 
     def exists(self) -> bool:
         return self.db_path.is_file()
