@@ -38,13 +38,16 @@ if TYPE_CHECKING:  # FAISS is imported by what uses it: `info` and `sql` start w
     import faiss
 
 log = logging.getLogger("genome_index")
+WANTED_FILE = DB_FILE + ".wanted"  # touched by a writer waiting for the file
 # What this tool leaves in a folder that holds no store yet (a first build killed or failed):
 # a folder of nothing else is still ours to build in.
 LEFTOVERS = {
     LOCK_FILE, DB_FILE, DB_FILE + ".wal", DB_FILE + ".tmp", DB_FILE + ".creating", DB_FILE + ".creating.wal",
+    WANTED_FILE,
     *(name + suffix for name in FAISS_FILES.values() for suffix in ("", ".tmp")),
 }  # fmt: skip
 WRITER_MEMORY = "1GB"  # DuckDB's own cache while writing; it spills or writes out past this
+WRITER_FIRST = 1.0  # seconds a reader defers to a waiting writer, at most
 READER_WAIT, WRITER_WAIT = 30.0, 600.0  # seconds to wait for a file another process holds (a commit, a query)
 TABLES = (
     "settings", "state", "genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "labels",
@@ -116,7 +119,20 @@ class Store:
             con.close()
 
     def _open(self, read_only: bool, config: dict[str, Any], wait: float) -> duckdb.DuckDBPyConnection:
-        """duckdb.connect, retried for `wait` seconds while another process holds the file."""
+        """duckdb.connect, retried for `wait` seconds while another process holds the file. A
+        writer kept waiting says so in WANTED_FILE, and readers let it in first: without that,
+        readers querying in a loop can hold the file so often that a build never commits."""
+        wanted = self.directory / WANTED_FILE
+        if read_only:
+            _defer_to_writer(wanted)
+        try:
+            return self._connect(read_only, config, wait, wanted)
+        finally:
+            if not read_only:
+                with contextlib.suppress(OSError):
+                    wanted.unlink(missing_ok=True)
+
+    def _connect(self, read_only: bool, config: dict[str, Any], wait: float, wanted: Path) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -133,6 +149,9 @@ class Store:
                         f"{self.directory}: another process has held the store for {wait:g} s (a long query or "
                         "commit?); try again later"
                     ) from None
+                if not read_only:
+                    with contextlib.suppress(OSError):  # a full disk or a read-only folder: wait unannounced
+                        wanted.touch()
                 time.sleep(0.05)
             except duckdb.Error as exc:
                 raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
@@ -308,6 +327,19 @@ class Store:
                 if problem is not None:
                     problems.append(f"{FAISS_FILES[kind]} {problem}")
         return problems
+
+
+def _defer_to_writer(wanted: Path) -> None:
+    """Wait, at most WRITER_FIRST seconds, while a writer says it is waiting for the file (a file
+    older than that is a writer that gave up or died)."""
+    deadline = time.monotonic() + WRITER_FIRST
+    while time.monotonic() < deadline:
+        try:
+            if time.time() - wanted.stat().st_mtime > WRITER_FIRST:
+                return
+        except OSError:
+            return
+        time.sleep(0.02)
 
 
 def _is_read_error(exc: BaseException) -> bool:
