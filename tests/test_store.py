@@ -16,10 +16,11 @@ from genome_index.build import read_labels
 from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import ModelOptions, QueryOptions, StoreOptions
-from genome_index.store import FAISS_FILES, Store, reads
+from genome_index.store import FAISS_FILES, Store, reads, writes
 from genome_index.store.indexes import build_faiss
 from genome_index.store.lock import write_lock
 from genome_index.store.vectors import genome_vector, normalise
+from genome_index.store.writes import NewGenome
 from tests.conftest import copy_store, write_fasta
 
 
@@ -317,3 +318,64 @@ def test_readers_let_a_waiting_writer_in_first(kmer_store: Path, tmp_path: Path)
     assert time.monotonic() - started < 0.9
     GenomeIndex.open(store).remove(["1"])  # a writer that got the file clears the sign
     assert not wanted.exists()
+
+
+def new_genome(number: int, windows: int, dim: int = 8, sha: str | None = None) -> NewGenome:
+    """A genome's rows as a build commits them, with random vectors."""
+    rng = np.random.default_rng(number)
+    starts = np.arange(windows) * 100
+    return NewGenome(
+        name=f"g{number}", file=f"g{number}.fa", sha256=sha or f"{number:064x}", length=100 * windows, gc=0.5,
+        n_count=0, records=[{"name": "r", "description": "r", "length": 100 * windows, "gc": 0.5, "n_count": 0}],
+        chunks={
+            "record": np.zeros(windows, int), "start": starts, "end": starts + 100, "n_tokens": np.full(windows, 100),
+            "gc": np.full(windows, 0.5), "n_count": np.zeros(windows, int),
+        },
+        vectors=rng.normal(size=(windows, dim)).astype(np.float32), labels={"n": str(number)},
+        sketch=np.arange(3, dtype=np.uint64), sketch_scaled=1000, sequences=None,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def empty_store(tmp_path: Path) -> Store:
+    from genome_index.settings import StoreSettings
+
+    store = Store(tmp_path / "index")
+    store.directory.mkdir()
+    store.create(
+        StoreSettings(
+            model="t", model_source="t", model_revision="t", layer=0, chunk_tokens=100, chunking="fixed",
+            anchor_radius=0, overlap=0, dim=8, index_type="flat", vector_dtype="float16", sketch_scaled=1000,
+        )
+    )  # fmt: skip
+    return store
+
+
+def test_genomes_committed_as_a_group_get_the_rows_and_ids_of_one_at_a_time(empty_store: Store, tmp_path) -> None:
+    genomes = [new_genome(i, windows=3 + i) for i in range(3)]
+    with empty_store.connect(read_only=False) as con:
+        grouped = writes.add_genomes(con, genomes, "float16")
+        rows = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("chunks", "labels", "records")}
+        vectors = con.execute("SELECT vector FROM chunk_vectors ORDER BY chunk_id").fetchall()
+    assert [gid for gid, _ in grouped] == [1, 2, 3]
+    assert [ids.tolist() for _, ids in grouped] == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11, 12]]
+    stored = np.frombuffer(b"".join(v for (v,) in vectors), "<f2").reshape(-1, 8)
+    assert np.array_equal(stored, np.concatenate([g.vectors for g in genomes]).astype("<f2"))
+    other = Store(tmp_path / "one-by-one")
+    other.directory.mkdir()
+    other.create(empty_store.settings())
+    with other.connect(read_only=False) as con:
+        assert [writes.add_genome(con, g, "float16")[0] for g in genomes] == [1, 2, 3]
+        assert rows == {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in rows}
+    assert GenomeIndex(empty_store.directory).check(quick=True) == []
+
+
+def test_a_group_that_fails_commits_none_of_its_genomes(empty_store: Store) -> None:
+    with empty_store.connect(read_only=False) as con:
+        writes.add_genomes(con, [new_genome(0, 2)], "float16")
+        again = [new_genome(1, 2), new_genome(2, 2, sha=f"{0:064x}")]  # the second repeats a stored sequence
+        with pytest.raises(duckdb.ConstraintException):
+            writes.add_genomes(con, again, "float16")
+        assert con.execute("SELECT name FROM genomes").fetchall() == [("g0",)]
+        assert con.execute("SELECT count(*) FROM chunks").fetchall() == [(2,)]
+        assert writes.add_genomes(con, [new_genome(1, 2)], "float16")[0][0] == 2  # ids were not used up

@@ -45,9 +45,10 @@ def vectors_column(vectors: np.ndarray, dtype: str = "float32") -> pa.Array:
     """(n, dim) vectors as an Arrow column: FLOAT[dim] for float32, one float16 BLOB per row."""
     import pyarrow as pa
 
-    if dtype == "float16":
+    if dtype == "float16":  # the rows' bytes handed to Arrow as one buffer: no copy per row
         half = np.ascontiguousarray(vectors, dtype="<f2")
-        return pa.array([row.tobytes() for row in half], pa.binary())
+        offsets = np.arange(len(half) + 1, dtype=np.int64) * (half.shape[1] * 2)
+        return pa.Array.from_buffers(pa.large_binary(), len(half), [None, pa.py_buffer(offsets), pa.py_buffer(half)])
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
 
@@ -59,8 +60,12 @@ def to_matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
     if len(column) == 0:
         return np.empty((0, dim), dtype=np.float32)
     array = column.combine_chunks()
-    if pa.types.is_binary(array.type):
-        return np.frombuffer(b"".join(array.to_pylist()), dtype="<f2").reshape(-1, dim).astype(np.float32)
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):  # rows of equal width: one buffer
+        _, offsets, data = array.buffers()
+        width = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+        ends = np.frombuffer(offsets, dtype=width)[array.offset : array.offset + len(array) + 1]
+        half = np.frombuffer(data, dtype=np.uint8)[ends[0] : ends[-1]].view("<f2")
+        return half.reshape(-1, dim).astype(np.float32)
     return array.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -14,6 +14,9 @@ import numpy as np
 from genome_index.sequences import PackedSequence
 from genome_index.store.schema import SKETCH_KSIZE
 from genome_index.store.vectors import normalise, unit_sum, vectors_column
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass
@@ -56,86 +59,119 @@ def _next_ids(con: duckdb.DuckDBPyConnection, key: str, count: int) -> int:
 
 def add_genome(con: duckdb.DuckDBPyConnection, genome: NewGenome, vector_dtype: str) -> tuple[int, np.ndarray]:
     """Commit one genome (rows, vectors, sketch, labels) in one transaction; its id and chunk ids."""
+    return add_genomes(con, [genome], vector_dtype)[0]
+
+
+def add_genomes(
+    con: duckdb.DuckDBPyConnection, genomes: Sequence[NewGenome], vector_dtype: str
+) -> list[tuple[int, np.ndarray]]:
+    """Commit several genomes in one transaction, all or none; each one's id and chunk ids.
+
+    Each table gets one append for the whole group: a COMMIT costs about as much for one
+    genome as for sixteen (bench_commit.py), so a writer fed by many GPUs commits groups.
+    """
     import pyarrow as pa  # here, not at the top: commands that only read start faster
+
+    tables: dict[str, list[pa.Table]] = {name: [] for name in ADDED_TABLES}
+    added = []
+    with transaction(con):
+        genome_id = _next_ids(con, "next_genome_id", len(genomes))
+        record_id = _next_ids(con, "next_record_id", sum(len(g.records) for g in genomes))
+        chunk_id = _next_ids(con, "next_chunk_id", sum(len(g.vectors) for g in genomes))
+        added_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        for genome in genomes:
+            rows = _rows(genome, genome_id, record_id, chunk_id, added_at, vector_dtype)
+            for name, table in rows.items():
+                tables[name].append(table)
+            added.append((genome_id, rows["chunks"].column("id").to_numpy()))
+            genome_id, record_id = genome_id + 1, record_id + len(genome.records)
+            chunk_id += len(genome.vectors)
+        for name, parts in tables.items():
+            if parts:
+                con.register("incoming", pa.concat_tables(parts))
+                con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
+                con.unregister("incoming")
+        for (genome_id, _), genome in zip(added, genomes, strict=True):
+            set_labels(con, genome_id, genome.labels)
+    return added
+
+
+ADDED_TABLES = ("genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "sequences")
+
+
+def _rows(
+    genome: NewGenome, genome_id: int, first_record: int, first_chunk: int, added_at: datetime, vector_dtype: str
+) -> dict[str, pa.Table]:
+    """The Arrow rows one genome adds to each table (its sequences only where it keeps them)."""
+    import pyarrow as pa
 
     n_chunks = len(genome.vectors)
     n_records = len(genome.records)
-    with transaction(con):
-        genome_id = _next_ids(con, "next_genome_id", 1)
-        first_record = _next_ids(con, "next_record_id", n_records)
-        first_chunk = _next_ids(con, "next_chunk_id", n_chunks)
-        added_at = datetime.now(timezone.utc).replace(tzinfo=None)
-        con.execute(
-            "INSERT INTO genomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [genome_id, genome.name, genome.file, genome.sha256, genome.length, genome.gc, genome.n_count,
-             n_records, n_chunks, added_at],
-        )  # fmt: skip
-        records = pa.table(
+    record_ids = list(range(first_record, first_record + n_records))
+    chunk_ids = np.arange(first_chunk, first_chunk + n_chunks, dtype=np.int64)
+    c = genome.chunks
+    chunk_sum = unit_sum(genome.vectors)
+    rows = {
+        "genomes": pa.table(
             {
-                "id": pa.array(range(first_record, first_record + n_records), pa.int32()),
+                "id": pa.array([genome_id], pa.int32()), "name": [genome.name], "file": [genome.file],
+                "sha256": [genome.sha256], "length": pa.array([genome.length], pa.int64()),
+                "gc": pa.array([genome.gc], pa.float64()), "n_count": pa.array([genome.n_count], pa.int64()),
+                "n_records": pa.array([n_records], pa.int32()), "n_chunks": pa.array([n_chunks], pa.int32()),
+                "added_at": pa.array([added_at], pa.timestamp("us")),
+            }
+        ),
+        "records": pa.table(
+            {
+                "id": pa.array(record_ids, pa.int32()),
                 "genome_id": pa.array([genome_id] * n_records, pa.int32()),
                 "idx": pa.array(range(n_records), pa.int32()),
-                "name": [r["name"] for r in genome.records],
-                "description": [r["description"] for r in genome.records],
+                "name": pa.array([r["name"] for r in genome.records], pa.string()),
+                "description": pa.array([r["description"] for r in genome.records], pa.string()),
                 "length": pa.array([r["length"] for r in genome.records], pa.int64()),
                 "gc": pa.array([r["gc"] for r in genome.records], pa.float64()),
                 "n_count": pa.array([r["n_count"] for r in genome.records], pa.int64()),
             }
-        )
-        chunk_ids = np.arange(first_chunk, first_chunk + n_chunks, dtype=np.int64)
-        c = genome.chunks
-        chunks = pa.table(
+        ),
+        "chunks": pa.table(
             {
                 "id": chunk_ids,
                 "genome_id": np.full(n_chunks, genome_id, dtype=np.int32),
-                "record_id": (c["record"] + first_record).astype(np.int32),
-                "start": c["start"].astype(np.int64),
-                "end": c["end"].astype(np.int64),
-                "n_tokens": c["n_tokens"].astype(np.int32),
-                "gc": c["gc"].astype(np.float64),
-                "n_count": c["n_count"].astype(np.int32),
+                "record_id": (np.asarray(c["record"]) + first_record).astype(np.int32),
+                "start": np.asarray(c["start"]).astype(np.int64),
+                "end": np.asarray(c["end"]).astype(np.int64),
+                "n_tokens": np.asarray(c["n_tokens"]).astype(np.int32),
+                "gc": np.asarray(c["gc"]).astype(np.float64),
+                "n_count": np.asarray(c["n_count"]).astype(np.int32),
             }
-        )
-        vectors = pa.table({"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors, vector_dtype)})
-        chunk_sum = unit_sum(genome.vectors)
-        genome_vectors = pa.table(
+        ),
+        "chunk_vectors": pa.table({"chunk_id": chunk_ids, "vector": vectors_column(genome.vectors, vector_dtype)}),
+        "genome_vectors": pa.table(
             {
                 "genome_id": pa.array([genome_id], pa.int32()),
                 "vector": vectors_column(normalise(chunk_sum)),  # the genome vector: mean direction of its chunks
                 "chunk_sum": vectors_column(chunk_sum),
             }
-        )
-        sketch = pa.table(
+        ),
+        "sketches": pa.table(
             {
                 "genome_id": pa.array([genome_id], pa.int32()),
                 "ksize": pa.array([SKETCH_KSIZE], pa.int32()),
                 "scaled": pa.array([genome.sketch_scaled], pa.int32()),
                 "hashes": pa.array([np.sort(genome.sketch).astype(np.uint64)], pa.list_(pa.uint64())),
             }
-        )
-        for name, table in (
-            ("records", records),
-            ("chunks", chunks),
-            ("chunk_vectors", vectors),
-            ("genome_vectors", genome_vectors),
-            ("sketches", sketch),
-        ):
-            con.register("incoming", table)
-            con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
-            con.unregister("incoming")
-        if genome.sequences is not None:
-            add_sequences(con, genome_id, list(range(first_record, first_record + n_records)), genome.sequences)
-        set_labels(con, genome_id, genome.labels)
-    return genome_id, chunk_ids
+        ),
+    }  # fmt: skip
+    if genome.sequences is not None:
+        rows["sequences"] = sequence_rows(genome_id, record_ids, genome.sequences)
+    return rows
 
 
-def add_sequences(
-    con: duckdb.DuckDBPyConnection, genome_id: int, record_ids: list[int], sequences: list[PackedSequence]
-) -> None:
-    """Insert the packed sequences of one genome's records; inside the caller's transaction."""
+def sequence_rows(genome_id: int, record_ids: list[int], sequences: list[PackedSequence]) -> pa.Table:
+    """The `sequences` rows of one genome's records."""
     import pyarrow as pa
 
-    table = pa.table(
+    return pa.table(
         {
             "record_id": pa.array(record_ids, pa.int32()),
             "genome_id": pa.array([genome_id] * len(record_ids), pa.int32()),
@@ -146,9 +182,6 @@ def add_sequences(
             "n_ends": pa.array([s.n_ends for s in sequences], pa.list_(pa.int64())),
         }
     )
-    con.register("incoming", table)
-    con.execute("INSERT INTO sequences SELECT * FROM incoming")
-    con.unregister("incoming")
 
 
 def backfill_sequences(con: duckdb.DuckDBPyConnection, genome_id: int, sequences: list[PackedSequence]) -> None:
@@ -157,7 +190,9 @@ def backfill_sequences(con: duckdb.DuckDBPyConnection, genome_id: int, sequences
         record_ids = [
             r for (r,) in con.execute("SELECT id FROM records WHERE genome_id = ? ORDER BY idx", [genome_id]).fetchall()
         ]
-        add_sequences(con, genome_id, record_ids, sequences)
+        con.register("incoming", sequence_rows(genome_id, record_ids, sequences))
+        con.execute("INSERT INTO sequences SELECT * FROM incoming")
+        con.unregister("incoming")
 
 
 def set_labels(con: duckdb.DuckDBPyConnection, genome_id: int, labels: dict[str, str]) -> None:
