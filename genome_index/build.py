@@ -28,7 +28,6 @@ from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, gc_fraction, read_genome
 from genome_index.hits import RESERVED
-from genome_index.pipeline import EmbeddedGenome
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.sequences import pack
 from genome_index.settings import StoreSettings
@@ -36,9 +35,11 @@ from genome_index.sketch import sketch_records
 from genome_index.store import FAISS_FILES, Store, reads, writes
 from genome_index.store.vectors import normalise, normalise_in_place, unit_sum
 from genome_index.store.writes import NewGenome
+from genome_index.tokenize import Chunk
 
 FAISS_CHECKPOINT_SECONDS = 60.0
-COMMIT_SECONDS = 1.0  # the longest the writer holds the store file at a time
+COMMIT_SECONDS = 1.0  # the longest the writer holds the store file at a time (a group's commit may pass it)
+COMMIT_GROUP_BYTES = 192 << 20  # genomes queued together are committed together, up to this much of vectors
 READER_WINDOW = 0.1  # a pause between commit sessions, so a waiting reader gets the file
 WRITER_QUEUE_BYTES = 1 << 30  # vectors waiting for the writer: several groups of genomes, so the model never waits
 
@@ -170,11 +171,12 @@ def unique_names(files: list[Path], taken: set[str]) -> dict[Path, str]:
     return names
 
 
-def new_genome(item: EmbeddedGenome, name: str, labels: dict[str, str], sketch_scaled: int) -> NewGenome:
-    """The rows one embedded genome adds to the store, under `name`."""
-    genome = item.genome
+def new_genome(
+    genome: Genome, chunks: list[Chunk], vectors: np.ndarray, name: str, labels: dict[str, str], sketch_scaled: int
+) -> NewGenome:
+    """The rows a genome with its windows' vectors adds to the store, under `name`."""
     columns: dict[str, list[Any]] = {k: [] for k in ("record", "start", "end", "n_tokens", "gc", "n_count")}
-    for chunk in item.chunks:
+    for chunk in chunks:
         piece = genome.records[chunk.record].sequence[chunk.start : chunk.end]
         for key, value in (
             ("record", chunk.record),
@@ -203,7 +205,7 @@ def new_genome(item: EmbeddedGenome, name: str, labels: dict[str, str], sketch_s
             for r in genome.records
         ],
         chunks={k: np.asarray(v) for k, v in columns.items()},
-        vectors=item.vectors,
+        vectors=vectors,
         labels=labels,
         sketch=sketch_records(genome.records, sketch_scaled),
         sketch_scaled=sketch_scaled,
@@ -300,8 +302,10 @@ class Writer:
     def _run(self) -> None:
         """Commit queued tasks in short sessions: the store file is opened for what is queued (at
         most COMMIT_SECONDS of it) and closed again, so other processes can read the store
-        between commits. FAISS files are written after the first commits, then every
-        FAISS_CHECKPOINT_SECONDS; readers add what they lack from DuckDB."""
+        between commits. Genomes queued together are committed together, in groups of up to
+        COMMIT_GROUP_BYTES of vectors (each genome still all or nothing). FAISS files are
+        written after the first commits, then every FAISS_CHECKPOINT_SECONDS; readers add what
+        they lack from DuckDB."""
         try:
             self.wake.wait()  # nothing is written before every input has been read cleanly
             if self.stopping.is_set():
@@ -313,14 +317,19 @@ class Writer:
                 with self.store.connect(read_only=False, checkpoint=False) as con:
                     opened = time.perf_counter()
                     while queued[0][0] != "stop":
-                        self._do(con, *queued, validated)
-                        if time.perf_counter() - opened > COMMIT_SECONDS or self.tasks.empty():
+                        group, after = self._group(queued)
+                        self._do(con, group, validated)
+                        if after is not None:
+                            queued = after
+                        elif time.perf_counter() - opened > COMMIT_SECONDS or self.tasks.empty():
+                            queued = None
                             break
-                        queued = self.tasks.get()
+                        else:
+                            queued = self.tasks.get()
                 if last_write is None or time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
                     self.write_indexes()
                     last_write = time.perf_counter()
-                if queued[0][0] != "stop":
+                if queued is None:
                     if not self.tasks.empty():
                         time.sleep(READER_WINDOW)  # the file is free: let a waiting reader in
                     queued = self.tasks.get()
@@ -329,40 +338,136 @@ class Writer:
                 self.error = exc
                 self.room.notify_all()
 
-    def _do(self, con: duckdb.DuckDBPyConnection, task: tuple, size: int, validated: dict[Path, str]) -> None:
-        """One queued task: commit a genome, or relabel a stored one."""
+    def _group(self, first: tuple) -> tuple[list[tuple], tuple | None]:
+        """`first` and the genomes queued right behind it (up to COMMIT_GROUP_BYTES of vectors),
+        taken without waiting; and the task that ended the group, if one was taken."""
+        group = [first]
+        if first[0][0] != "add":
+            return group, None
+        size = first[1]
+        while size < COMMIT_GROUP_BYTES:
+            try:
+                queued = self.tasks.get_nowait()
+            except queue.Empty:
+                return group, None
+            if queued[0][0] != "add":
+                return group, queued
+            group.append(queued)
+            size += queued[1]
+        return group, None
+
+    def _do(self, con: duckdb.DuckDBPyConnection, group: list[tuple], validated: dict[Path, str]) -> None:
+        """One group of queued tasks: commit genomes (in one transaction), or relabel a stored one."""
+        task = group[0][0]
         if task[0] == "add":
-            item = task[1]
-            if validated.get(item.genome.path) != item.genome.sha256:
-                raise GenomeIndexError(
-                    f"{item.genome.path} changed while the build ran (it no longer holds what was "
-                    "checked); it was not stored: build again to add it"
-                )
-            self._add(con, item, task[2], task[3])
+            self._add(con, [self._new(task, validated) for task, _ in group])
         else:
             _, genome_id, labels = task
             writes.relabel(con, genome_id, labels)
             self.report.labelled_ids.add(genome_id)
         with self.room:
-            self.queued_bytes -= size
+            self.queued_bytes -= sum(size for _, size in group)
             self.room.notify_all()
 
-    def _add(self, con: duckdb.DuckDBPyConnection, item: EmbeddedGenome, name: str, labels: dict[str, str]) -> None:
-        genome = item.genome
-        vector_dtype = self.settings.vector_dtype
-        if vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
+    def _new(self, task: tuple, validated: dict[Path, str]) -> NewGenome:
+        """The rows of an `add` task: an embedded genome (made into rows here, off the model's
+        thread) or rows made elsewhere (a Ray worker); refused if its file changed since the check."""
+        _, item, name, labels = task
+        path, sha = (
+            (Path(item.file), item.sha256) if isinstance(item, NewGenome) else (item.genome.path, item.genome.sha256)
+        )
+        if validated.get(path) != sha:
+            raise GenomeIndexError(
+                f"{path} changed while the build ran (it no longer holds what was checked); it was not stored: "
+                "build again to add it"
+            )
+        if self.settings.vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
             item.vectors = item.vectors.astype(np.float16).astype(np.float32)
-        new = new_genome(item, name, labels, self.settings.sketch_scaled)
-        genome_id, chunk_ids = writes.add_genome(con, new, vector_dtype)
-        self.report.added.append((name, genome_id, len(chunk_ids)))
-        if labels:
-            self.report.labelled_ids.add(genome_id)
-        self.report.bases += genome.length
-        if self.incremental:
-            unit = normalise_in_place(item.vectors)  # committed: FAISS takes them normalised, no second copy
-            self.indexes["chunks"].add_with_ids(unit, chunk_ids)
-        self.indexes["genomes"].add_with_ids(normalise(unit_sum(item.vectors)), np.array([genome_id], dtype=np.int64))
+        if isinstance(item, NewGenome):
+            item.name, item.labels = name, labels
+            return item
+        return new_genome(item.genome, item.chunks, item.vectors, name, labels, self.settings.sketch_scaled)
+
+    def _add(self, con: duckdb.DuckDBPyConnection, group: list[NewGenome]) -> None:
+        """Commit genomes in one transaction, then add their vectors to the FAISS indexes."""
+        for new, (genome_id, chunk_ids) in zip(
+            group, writes.add_genomes(con, group, self.settings.vector_dtype), strict=True
+        ):
+            self.report.added.append((new.name, genome_id, len(chunk_ids)))
+            if new.labels:
+                self.report.labelled_ids.add(genome_id)
+            self.report.bases += new.length
+            if self.incremental:
+                unit = normalise_in_place(new.vectors)  # committed: FAISS takes them normalised, no second copy
+                self.indexes["chunks"].add_with_ids(unit, chunk_ids)
+            self.indexes["genomes"].add_with_ids(
+                normalise(unit_sum(new.vectors)), np.array([genome_id], dtype=np.int64)
+            )
         self.dirty.update(FAISS_FILES)
+
+
+def open_store(store: Store) -> tuple[StoreSettings, dict[str, tuple[int, str, str]], dict[str, Any], set[str]]:
+    """What a build starts from: the settings, the stored genomes by SHA-256 (id, name, file),
+    the FAISS indexes, and which of those had to be rebuilt from DuckDB."""
+    with store.connect(read_only=False) as con:  # held for this look only: the writer opens it per commit
+        settings = reads.settings(con)
+        stored = reads.genomes_by_sha(con)
+        indexes: dict[str, Any] = {}
+        rebuilt = set()
+        for kind in FAISS_FILES:
+            indexes[kind], was_rebuilt = store.load_faiss(con, kind, settings)
+            if was_rebuilt:
+                rebuilt.add(kind)
+    return settings, stored, indexes, rebuilt
+
+
+class Intake:
+    """Which inputs a build embeds: the first file of each sequence not stored yet. The others
+    are reported (already stored, or a duplicate of another file) and the labels given for a
+    stored genome are queued as a relabel (a duplicate's only with `labels_from_duplicates`).
+    The same for a local and a Ray build."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        stored: dict[str, tuple[int, str, str]],
+        label_rows: dict[str, dict[str, str]],
+        all_inputs: list[Path],
+        report: BuildReport,
+        labels_from_duplicates: bool = False,
+    ) -> None:
+        names = {name for _, name, _ in stored.values()}
+        stored_files = {key for _, _, file in stored.values() for key in (file, Path(file).name)}
+        check_label_names(label_rows, all_inputs, names | stored_files)
+        self.names = unique_names(files, names)
+        self.stored, self.label_rows, self.report = stored, label_rows, report
+        self.labels_from_duplicates = labels_from_duplicates
+        self.seen: dict[str, str] = {}  # SHA-256 -> name, of this run's genomes to embed
+        self.relabels: list[tuple[int, dict[str, str]]] = []  # (stored genome id, labels) for the writer
+
+    def labels_of(self, path: Path) -> dict[str, str]:
+        keys = label_keys(Genome(path), self.names.get(path))
+        return next((self.label_rows[k] for k in keys if k in self.label_rows), {})
+
+    def want(self, path: Path, sha: str) -> bool:
+        """Whether to embed this input (called in input order); if not, it is reported."""
+        if sha not in self.stored and sha not in self.seen:
+            self.seen[sha] = self.names[path]
+            return True
+        labels = self.labels_of(path)
+        if sha in self.stored:
+            genome_id, stored_name, _ = self.stored[sha]
+            again = stored_name in (Genome(path).name, self.names[path])
+            (self.report.already if again else self.report.duplicates).append((str(path), stored_name))
+            if labels and (again or self.labels_from_duplicates):
+                self.relabels.append((genome_id, labels))
+            elif labels:
+                self.report.labels_ignored.append(str(path))
+        else:
+            self.report.duplicates.append((str(path), self.seen[sha]))
+            if labels:
+                self.report.labels_ignored.append(str(path))
+        return False
 
 
 def run_build(
@@ -386,51 +491,24 @@ def run_build(
     step = progress.step("building", None, "bp", genomes=len(files))
     checked = check_inputs(files, stop, step)
     try:
-        with store.connect(read_only=False) as con:  # held for this look only: the writer opens it per commit
-            settings = reads.settings(con)
-            stored = reads.genomes_by_sha(con)
-            indexes: dict[str, Any] = {}
-            rebuilt = set()
-            for kind in FAISS_FILES:
-                indexes[kind], was_rebuilt = store.load_faiss(con, kind, settings)
-                if was_rebuilt:
-                    rebuilt.add(kind)
-        names = {name for _, name, _ in stored.values()}
-        stored_files = {key for _, _, file in stored.values() for key in (file, Path(file).name)}
-        check_label_names(label_rows, all_inputs or files, names | stored_files)
-        run_names = unique_names(files, names)
+        settings, stored, indexes, rebuilt = open_store(store)
+        intake = Intake(files, stored, label_rows, all_inputs or files, report, labels_from_duplicates)
         writer = Writer(store, indexes, settings, checked, report).start()
         writer.dirty.update(rebuilt)
-        seen_in_run: dict[str, str] = {}
-
-        def labels_of(genome: Genome) -> dict[str, str]:
-            keys = label_keys(genome, run_names.get(genome.path))
-            return next((label_rows[k] for k in keys if k in label_rows), {})
 
         def want(genome: Genome) -> bool:
-            sha = genome.sha256
-            if sha not in stored and sha not in seen_in_run:
-                seen_in_run[sha] = run_names[genome.path]
+            if intake.want(genome.path, genome.sha256):
                 return True
-            labels = labels_of(genome)
-            if sha in stored:
-                genome_id, stored_name, _ = stored[sha]
-                again = stored_name in (genome.name, run_names[genome.path])
-                (report.already if again else report.duplicates).append((str(genome.path), stored_name))
-                if labels and (again or labels_from_duplicates):
-                    writer.put(("relabel", genome_id, labels))
-                elif labels:
-                    report.labels_ignored.append(str(genome.path))
-            else:
-                report.duplicates.append((str(genome.path), seen_in_run[sha]))
-                if labels:
-                    report.labels_ignored.append(str(genome.path))
+            for genome_id, labels in intake.relabels:
+                writer.put(("relabel", genome_id, labels))
+            intake.relabels.clear()
             step.advance(genome.length, genomes=1)  # nothing to embed: done at once
             return False
 
         try:
             for item in embedder.embed_genomes(files, want=want, step=step):
-                writer.put(("add", item, run_names[item.genome.path], labels_of(item.genome)))
+                path = item.genome.path
+                writer.put(("add", item, intake.names[path], intake.labels_of(path)))
             writer.finish()
         except BaseException as exc:
             writer.abandon(save=not isinstance(exc, KeyboardInterrupt))

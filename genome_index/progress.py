@@ -27,6 +27,9 @@ class Step:
     def advance(self, amount: float = 0, **counts: int) -> None:
         """`amount` more done, and counters moved on (genomes=1, windows=64)."""
 
+    def gauge(self, **values: int) -> None:
+        """Counters that are read, not counted (actors=4): shown as given, replacing the last."""
+
     def close(self) -> None:
         """The step is over (finished or abandoned); closing twice is harmless."""
 
@@ -106,6 +109,12 @@ class ShownStep(Step):
                 self.bar.update(amount * (1e-6 if self.unit == "bp" else 1))
             elif time.monotonic() - self.last_line >= LOG_EVERY:
                 self._line()
+
+    def gauge(self, **values: int) -> None:
+        with self.lock:
+            self.counts.update(values)
+            if self.bar is not None:
+                self.bar.set_postfix_str(self._counters())
 
     def close(self) -> None:
         with self.lock:

@@ -36,6 +36,19 @@ def test_a_log_gets_lines_with_totals_learnt_late_counters_rate_and_time_left(mo
     assert len(lines) == 3
 
 
+def test_a_gauge_shows_its_latest_value_beside_the_counters(monkeypatch) -> None:
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    log = io.StringIO()
+    with Shown(stream=log).step("building on Ray", 2_000_000, "bp", genomes=2) as step:
+        step.gauge(actors=4)
+        step.advance(1_000_000, genomes=1)
+        step.gauge(actors=3)
+        step.advance(1_000_000, genomes=1)
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("building on Ray: 1.00 of 2.00 Mbp (50 %), 1/2 genomes, 4 actors, ")
+    assert lines[1].startswith("building on Ray: 2.00 of 2.00 Mbp (100 %), 2/2 genomes, 3 actors, ")
+
+
 def test_a_log_hears_nothing_of_a_step_shorter_than_a_minute() -> None:
     log = io.StringIO()
     with Shown(stream=log).step("indexing", 1000, "vectors") as step:
