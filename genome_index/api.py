@@ -97,6 +97,8 @@ class GenomeIndex:
         shard: tuple[int, int] | None = None,
         embedder: Embedder | None = None,
         progress: Progress = SILENT,
+        ray_address: str | None = None,
+        ray_actors: int | None = None,
     ) -> BuildReport:
         """Embed and add every new genome under `paths`; the first build fixes the settings.
 
@@ -106,12 +108,16 @@ class GenomeIndex:
         the bases, windows and genomes done. `shard=(i, n)` takes only the i-th (1-based) of
         n deterministic slices of the sorted inputs; one labels CSV may serve every shard. An
         `embedder` reuses a loaded model. A duplicate's labels (another file holding a stored
-        sequence) are ignored unless `labels_from_duplicates`.
+        sequence) are ignored unless `labels_from_duplicates`. `ray_address` (`auto` or a
+        cluster's address) embeds on a Ray actor pool instead (`cluster`), `ray_actors` of them.
         """
         from genome_index.build import read_labels, run_build
         from genome_index.embed import Embedder
 
+        if ray_address is not None and (shard is not None or embedder is not None):
+            raise GenomeIndexError("--ray spreads the whole build over the cluster: leave out --shard")
         started = time.perf_counter()
+        run = run or RunOptions()
         inputs = find_fasta_files(list(paths))
         files = shard_files(inputs, *shard) if shard is not None else inputs
         label_rows = read_labels(Path(labels)) if labels else {}
@@ -123,13 +129,30 @@ class GenomeIndex:
                 asked, store_options = resolve(as_model_options(model), store or StoreOptions(), stored)
                 if stored is not None and asked.model not in (stored.model, stored.model_source):
                     self._refuse_other_model(asked, stored)
-                embedder = embedder or Embedder(asked, run)
-                wanted = embedder.settings(store_options)
+                if ray_address is not None:
+                    from genome_index import cluster
+
+                    cluster.connect(ray_address)
+                    pool = cluster.plan_pool(run, ray_actors)
+                    described = cluster.describe(asked, run, store_options, pool)  # loads beside the check
+                    checked = cluster.check_inputs(files)  # a bad file: refused before anything is dispatched
+                    wanted = cluster.settings_from(described)
+                else:
+                    embedder = embedder or Embedder(asked, run)
+                    wanted = embedder.settings(store_options)
                 if stored is None:
                     self.store.create(wanted)
                 elif (difference := stored.difference(wanted)) is not None:
                     raise GenomeIndexError(differs(difference))
-                report = run_build(self.store, files, embedder, label_rows, progress, inputs, labels_from_duplicates)
+                if ray_address is not None:
+                    report = cluster.run_build(
+                        self.store, files, wanted, asked, run, store_options, pool, label_rows, checked, progress,
+                        labels_from_duplicates,
+                    )  # fmt: skip
+                else:
+                    report = run_build(
+                        self.store, files, embedder, label_rows, progress, inputs, labels_from_duplicates
+                    )
         report.seconds = time.perf_counter() - started
         return report
 

@@ -66,7 +66,9 @@ def _setup_logging() -> None:
 
 CONFIG_FILE = "genome-index.toml"
 TYPE_NAMES = {str: "string", int: "whole number", float: "number", bool: "true or false", list: "list of paths"}
-FILE_ONLY_TYPES = {"inputs": list, "index": str, "labels": str, "shard": str}  # TOML keys besides the settings
+FILE_ONLY_TYPES = {  # TOML keys besides the settings
+    "inputs": list, "index": str, "labels": str, "shard": str, "ray": str, "ray_actors": int,
+}  # fmt: skip
 # Options that run code: a file that travels with data (a cloned folder) must never turn them on.
 NOT_FROM_FILES = {
     "trust_remote_code": "pass --trust-remote-code (or set GENOME_INDEX_TRUST_REMOTE_CODE=1) yourself",
@@ -181,6 +183,21 @@ Device = Annotated[str, opt("device", metavar="DEVICE")]
 Dtype = Annotated[str, opt("dtype", metavar="[auto|float32|bfloat16|float16]")]
 BatchTokens = Annotated[int | None, opt("batch_tokens")]
 Compile = Annotated[bool, opt("compile", "--compile")]
+Ray = Annotated[
+    str | None,
+    typer.Option(
+        "--ray", metavar="auto|ADDRESS", envvar="GENOME_INDEX_RAY",
+        help="Embed on a Ray actor pool: auto (the cluster at $RAY_ADDRESS, else a local Ray with this machine's "
+        "GPUs) or a cluster's address (host:6379). Needs the [ray] extra.",
+    ),
+]  # fmt: skip
+RayActors = Annotated[
+    int | None,
+    typer.Option(
+        "--ray-actors", metavar="N", help="Embedding actors on Ray (each loads the model once).",
+        show_default="one per GPU; on CPUs, half of them",
+    ),
+]  # fmt: skip
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr.")]
 IndexDir = Annotated[
     Path | None,
@@ -255,7 +272,9 @@ def embed(
         list[Path],
         typer.Argument(help="FASTA files or folders (searched recursively); - reads stdin.", metavar="FASTA"),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write, one row per chunk.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Parquet file to write, one row per chunk (with --ray: a new folder).")
+    ],
     model: Model = None,
     layer: Layer = None,
     chunk_tokens: ChunkTokens = None,
@@ -267,29 +286,44 @@ def embed(
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
+    ray: Ray = None,
+    ray_actors: RayActors = None,
     quiet: Quiet = False,
 ) -> None:
     """Write chunk embeddings of FASTA files to Parquet.
 
     One row per window: file, genome, record, start, end, n_tokens, embedding. The file's
     metadata names the model, its revision, the layer, the windows and the tool version.
+    With --ray, the inputs are embedded on a Ray cluster and written as a Parquet dataset
+    (one or more files with these columns) into the folder --out.
 
     \b
     Examples:
       genome-index embed genomes/ -o chunks.parquet -m nt-tiny
       genome-index embed plasmid.fa -o plasmid.parquet -m ./my-checkpoint --layer 20
       zcat genome.fna.gz | genome-index embed - -o genome.parquet -m kmer:6
+      genome-index embed genomes/ -o chunks/ -m nt-tiny --ray auto
     """
     from genome_index.embed import Embedder
     from genome_index.export import write_parquet
     from genome_index.fasta import find_fasta_files
     from genome_index.progress import Shown
 
+    if ray_actors is not None and ray is None:
+        raise GenomeIndexError("--ray-actors applies with --ray")
     with stdin_as_file(fasta) as paths:
         files = find_fasta_files(paths)
         options = model_options(
             model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package
         )
+        if ray is not None:
+            from genome_index import cluster
+
+            run = RunOptions(device, dtype, batch_tokens)
+            cluster.connect(ray)
+            rows = cluster.embed_to_parquet(files, out, options, run, cluster.plan_pool(run, ray_actors), Shown(quiet))
+            log(f"wrote {rows} chunk embeddings of {len(files)} genome(s) to the Parquet dataset {out}/", quiet)
+            return
         embedder = Embedder(options, RunOptions(device, dtype, batch_tokens))
         with Shown(quiet).step("embedding", None, "bp", genomes=len(files)) as step:
             rows = write_parquet(embedder.embed_genomes(files, step=step), out, embedder)
@@ -340,6 +374,8 @@ def build(
         str | None,
         typer.Option(help="Embed only the I-th of N slices of the inputs (see `merge`).", metavar="I/N"),
     ] = None,
+    ray: Ray = None,
+    ray_actors: RayActors = None,
     quiet: Quiet = False,
 ) -> None:
     """Embed FASTA genomes into a store.
@@ -347,7 +383,9 @@ def build(
     The first build fixes the store's model, layer and windows; later builds add the new
     genomes (by sequence: a file already stored is skipped) with the same settings. Options
     left out follow the store. Every option may also come from ./genome-index.toml; flags
-    given here win. Other commands can read the store while a build runs.
+    given here win. Other commands can read the store while a build runs. With --ray, a
+    Ray actor pool embeds (one model per GPU) and this process commits; the inputs must be
+    readable at the same paths on every Ray node.
 
     \b
     Examples:
@@ -355,12 +393,15 @@ def build(
       genome-index build more-genomes/ --labels labels.csv
       genome-index build genomes/ -i kmer-store -m kmer:6
       genome-index build genomes/ -m InstaDeepAI/nucleotide-transformer-2.5b-multi-species --layer 20
+      genome-index build genomes/ --ray auto
     """
     from genome_index.api import GenomeIndex
     from genome_index.progress import Shown
 
     if not inputs:
         raise GenomeIndexError("no input: give FASTA files or folders, or `inputs` in genome-index.toml")
+    if ray_actors is not None and ray is None:
+        raise GenomeIndexError("--ray-actors applies with --ray")
     store = GenomeIndex(index_dir(index))
     with stdin_as_file(inputs) as paths:
         report = store.build(
@@ -372,6 +413,8 @@ def build(
             labels_from_duplicates=labels_from_duplicates,
             shard=parse_shard(shard),
             progress=Shown(quiet),
+            ray_address=ray,
+            ray_actors=ray_actors,
         )
     ignored = set(report.labels_ignored)
     for file, name in report.duplicates:

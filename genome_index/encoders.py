@@ -222,6 +222,15 @@ def load_encoder(options: ModelOptions, run: RunOptions) -> Encoder:
     return TransformerEncoder(options, run)
 
 
+def load_tokenizer(options: ModelOptions) -> Tokenizer:
+    """A model's tokenizer without its weights: what a worker that only cuts windows needs."""
+    name = options.model or ""
+    if kmer_size(name) is not None:
+        return kmer.BaseTokenizer()
+    trust = bool(options.trust_remote_code)
+    return models.load_tokenizer(name, models.load_config(name, trust, options.model_package), trust)
+
+
 def describe(name: str, trust_remote_code: bool = False, package: str | None = None) -> ModelSpec:
     """A model's identity and shape without loading its weights."""
     if kmer_size(name) is not None:

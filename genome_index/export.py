@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,19 +15,26 @@ import pyarrow.parquet as pq
 from genome_index import __version__
 from genome_index.embed import EmbeddedGenome, Embedder
 from genome_index.errors import GenomeIndexError
+from genome_index.fasta import Genome
+from genome_index.settings import ModelOptions, StoreOptions, StoreSettings, resolve
+from genome_index.store.writes import NewGenome
 
 
-def file_metadata(embedder: Embedder) -> dict[str, str]:
+def file_metadata(settings: StoreSettings) -> dict[str, str]:
     """What made the vectors, kept in the Parquet file's key-value metadata (`genome_index.*`
     keys): model, weights revision, class, layer, pooling, windows, dimension, tool version."""
-    chunker = embedder.chunker
     values = {
-        "model": embedder.spec.name, "model_source": embedder.spec.source, "model_revision": embedder.spec.revision,
-        "model_class": embedder.model_class, "layer": embedder.layer, "pooling": embedder.encoder.pooling,
-        "chunk_tokens": chunker.chunk_tokens, "chunking": chunker.chunking, "anchor_radius": chunker.anchor_radius,
-        "overlap": chunker.overlap, "dim": embedder.dim, "tool_version": __version__,
+        "model": settings.model, "model_source": settings.model_source, "model_revision": settings.model_revision,
+        "model_class": settings.model_class, "layer": settings.layer, "pooling": settings.pooling,
+        "chunk_tokens": settings.chunk_tokens, "chunking": settings.chunking, "anchor_radius": settings.anchor_radius,
+        "overlap": settings.overlap, "dim": settings.dim, "tool_version": __version__,
     }  # fmt: skip
     return {f"genome_index.{key}": str(value) for key, value in values.items()}
+
+
+def embed_settings(embedder: Embedder) -> StoreSettings:
+    """The settings an embedder's vectors are made with (the store options at their fallbacks)."""
+    return embedder.settings(resolve(ModelOptions(), StoreOptions(), None)[1])
 
 
 def schema(dim: int, metadata: dict[str, str] | None = None) -> pa.Schema:
@@ -47,15 +55,30 @@ def schema(dim: int, metadata: dict[str, str] | None = None) -> pa.Schema:
 def table(item: EmbeddedGenome, dim: int) -> pa.Table:
     """The rows of one embedded genome."""
     genome, chunks = item.genome, item.chunks
-    flat = pa.array(np.ascontiguousarray(item.vectors, dtype=np.float32).ravel())
+    records = [genome.records[c.record].id for c in chunks]
+    spans = np.array([(c.start, c.end, c.n_tokens) for c in chunks], dtype=np.int64).reshape(-1, 3)
+    return _table(str(genome.path), genome.name, records, spans.T, item.vectors, dim)
+
+
+def stored_table(new: NewGenome, dim: int) -> pa.Table:
+    """The same rows, of a genome's store rows with their vectors (what a Ray worker makes)."""
+    names = [r["name"] for r in new.records]
+    c = new.chunks
+    spans = (c["start"], c["end"], c["n_tokens"])
+    return _table(new.file, Genome(Path(new.file)).name, [names[i] for i in c["record"]], spans, new.vectors, dim)
+
+
+def _table(file: str, genome: str, records: list[str], spans: Any, vectors: np.ndarray, dim: int) -> pa.Table:
+    starts, ends, n_tokens = spans
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
     return pa.table(
         {
-            "file": [str(genome.path)] * len(chunks),
-            "genome": [genome.name] * len(chunks),
-            "record": [genome.records[c.record].id for c in chunks],
-            "start": [c.start for c in chunks],
-            "end": [c.end for c in chunks],
-            "n_tokens": [c.n_tokens for c in chunks],
+            "file": [file] * len(records),
+            "genome": [genome] * len(records),
+            "record": records,
+            "start": np.asarray(starts, dtype=np.int64),
+            "end": np.asarray(ends, dtype=np.int64),
+            "n_tokens": np.asarray(n_tokens, dtype=np.int32),
             "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
         },
         schema=schema(dim),
@@ -79,7 +102,7 @@ def write_parquet(items: Iterable[EmbeddedGenome], out: Path, embedder: Embedder
         raise GenomeIndexError(f"{out}: cannot write here ({exc.strerror})") from None
     os.close(fd)
     try:
-        with pq.ParquetWriter(tmp, schema(dim, file_metadata(embedder))) as writer:
+        with pq.ParquetWriter(tmp, schema(dim, file_metadata(embed_settings(embedder)))) as writer:
             for item in items:
                 writer.write_table(table(item, dim))
                 rows += len(item.chunks)

@@ -10,6 +10,8 @@ time the process gets there:
   commit    inside a genome's DuckDB transaction, after its rows are inserted, before COMMIT
   faiss     after a file is written in full, before it is renamed into place (the N-th rename:
             the first creates metadata.duckdb, later ones replace FAISS files)
+  committed after the N-th transaction of genomes is committed, each genome committed alone
+            (so N genomes are in the store and the others are not)
 With INT, the moment of the signal (time.monotonic) is printed to stderr as `signalled T`, so
 the test can time how long the build takes to stop.
 """
@@ -64,6 +66,16 @@ elif PHASE == "faiss":
         real_replace(src, dst)
 
     os.replace = replace_then_maybe_signal
+elif PHASE == "committed":
+    build.COMMIT_GROUP_BYTES = 1
+    real_add = writes.add_genomes
+
+    def add_then_maybe_signal(*args, **kwargs):  # type: ignore[no-untyped-def]
+        added = real_add(*args, **kwargs)
+        maybe_signal()
+        return added
+
+    writes.add_genomes = add_then_maybe_signal
 else:
     raise SystemExit(f"unknown phase {PHASE}")
 

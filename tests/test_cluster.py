@@ -1,0 +1,210 @@
+"""`build --ray` and `embed --ray`: on a local Ray started here, the same store and rows as a
+local run, through a killed worker and a killed driver; a bad input is refused first."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from genome_index import cluster
+from genome_index.api import GenomeIndex
+from genome_index.cli import app
+from genome_index.errors import GenomeIndexError
+from genome_index.progress import Progress, Step
+from genome_index.settings import RunOptions
+from tests.conftest import EXAMPLES, ROOT, write_fasta
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> str:
+    """A local Ray of two CPUs for this module: one CPU actor embeds, the other CPU reads."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def contents(directory: Path) -> dict[str, list]:
+    """What a store holds, independent of ids and order: genomes, chunks, labels, vectors."""
+    store = GenomeIndex(directory)
+    assert store.check() == []
+    queries = {
+        "genomes": "SELECT name, file, sha256, length, n_records, n_chunks FROM genomes ORDER BY name",
+        "chunks": 'SELECT g.name, r.name, c.start, c."end", c.n_tokens, c.gc, c.n_count FROM chunks c '
+        "JOIN genomes g ON g.id = c.genome_id JOIN records r ON r.id = c.record_id ORDER BY ALL",
+        "labels": "SELECT g.name, l.key, l.value FROM labels l JOIN genomes g ON g.id = l.genome_id ORDER BY ALL",
+        "sequences": "SELECT g.name, s.length, md5(s.packed) FROM sequences s JOIN genomes g ON g.id = s.genome_id "
+        "ORDER BY ALL",
+        "sketches": "SELECT g.name, s.hashes FROM sketches s JOIN genomes g ON g.id = s.genome_id ORDER BY 1",
+    }
+    found = {key: store.sql(sql)[1] for key, sql in queries.items()}
+    vectors = store.sql(
+        "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
+        "JOIN genomes g ON g.id = c.genome_id ORDER BY g.name, c.start"
+    )[1]
+    found["vectors"] = np.array([vector for (vector,) in vectors], dtype=np.float32)
+    return found
+
+
+def assert_same_store(ray_store: Path, local_store: Path, tolerance: float) -> None:
+    a, b = contents(ray_store), contents(local_store)
+    for key in a:
+        if key == "vectors":
+            assert a[key].shape == b[key].shape
+            assert np.abs(a[key] - b[key]).max() <= tolerance
+        else:
+            assert a[key] == b[key], key
+    assert GenomeIndex(ray_store).settings() == GenomeIndex(local_store).settings()
+
+
+class KillActorOnFirstGenome(Progress):
+    """Kills the embedding actor's process when the driver receives the first genome."""
+
+    def __init__(self) -> None:
+        self.killed: list[int] = []
+
+    def step(self, name: str, total: float | None = None, unit: str = "bp", **counts: int) -> Step:
+        outer = self
+
+        class Killing(Step):
+            def advance(self, amount: float = 0, **counts: int) -> None:
+                if counts.get("genomes") and not outer.killed:
+                    outer.killed.extend(embedding_actor_pids())
+                    for pid in outer.killed:
+                        os.kill(pid, signal.SIGKILL)
+
+        return Killing()
+
+
+def embedding_actors() -> list[dict]:
+    from ray._private import state
+
+    return [a for a in state.actors().values() if cluster.ACTOR_CLASS in a["ActorClassName"]]
+
+
+def embedding_actor_pids() -> list[int]:
+    return [a["Pid"] for a in embedding_actors() if a["State"] == "ALIVE"]
+
+
+def test_a_ray_build_with_a_worker_killed_equals_the_local_build(
+    ray_address, nt_tiny_store, example_genomes, tmp_path, monkeypatch
+) -> None:
+    """nt-tiny on CPU actors, one genome a call: the actor is killed when the first genome is
+    back; Ray restarts it and retries its genomes, and the store equals the local build's."""
+    monkeypatch.setattr(cluster, "GENOMES_PER_CALL", 1)
+    progress = KillActorOnFirstGenome()
+    report = GenomeIndex(tmp_path / "index").build(example_genomes, "nt-tiny", ray_address="auto", progress=progress)
+    assert progress.killed, "no actor was alive to kill"
+    assert any(a["NumRestarts"] >= 1 for a in embedding_actors())
+    assert len(report.added) == 4
+    assert_same_store(tmp_path / "index", nt_tiny_store, tolerance=1e-5)
+
+
+def test_a_killed_driver_resumes_and_the_store_equals_the_local_build(ray_address, tmp_path) -> None:
+    """kmer:6 with labels: the driver (a `build --ray ADDRESS` process joining this Ray) is
+    killed after two genomes are committed; the next `--ray` build adds only the other two,
+    and every row and vector is identical to a local build's."""
+    genomes = EXAMPLES / "genomes"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,isolate\n" + "".join(f"{p.name},{i}\n" for i, p in enumerate(sorted(genomes.iterdir()))))
+    args = ["build", str(genomes), "-i", str(tmp_path / "ray"), "-m", "kmer:6", "--labels", str(labels)]
+    child = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "KILL", "committed", "2", *args, "--ray", ray_address],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert GenomeIndex(tmp_path / "ray").sql("SELECT count(*) FROM genomes")[1] == [(2,)]
+    result = runner.invoke(app, [*args, "--ray", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "added 2 genome(s)" in result.output and "2 already stored" in result.output
+    local = GenomeIndex(tmp_path / "local")
+    local.build([genomes], "kmer:6", labels=labels)
+    assert_same_store(tmp_path / "ray", tmp_path / "local", tolerance=0.0)
+
+
+def test_a_bad_input_is_refused_before_anything_is_dispatched(ray_address, tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for genome in sorted((EXAMPLES / "genomes").glob("*.fna.gz"))[:2]:
+        (folder / genome.name).write_bytes(genome.read_bytes())
+    (folder / "broken.fa").write_text("this is not FASTA\n")
+    dispatched = []
+    monkeypatch.setattr(cluster, "embedded", lambda *args, **kwargs: dispatched.append(args))
+    result = runner.invoke(app, ["build", str(folder), "-i", str(tmp_path / "index"), "-m", "kmer:6", "--ray", "auto"])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "broken.fa" in result.output
+    assert dispatched == []
+    assert not (tmp_path / "index").exists()
+
+
+def test_embed_on_ray_writes_the_rows_embed_writes(ray_address, example_genomes, tmp_path) -> None:
+    local = tmp_path / "local.parquet"
+    assert runner.invoke(app, ["embed", *map(str, example_genomes), "-o", str(local), "-m", "kmer:6"]).exit_code == 0
+    result = runner.invoke(app, ["embed", *map(str, example_genomes), "-o", str(tmp_path / "ds"), "-m", "kmer:6",
+                                 "--ray", "auto"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    parts = sorted((tmp_path / "ds").glob("*.parquet"))
+    assert parts
+    mine = pq.read_table(local)
+    theirs = pq.ParquetDataset(str(tmp_path / "ds")).read()
+    assert theirs.schema.remove_metadata() == mine.schema.remove_metadata()
+    order = ["file", "start"]
+    assert (
+        theirs.sort_by([(c, "ascending") for c in order]).to_pylist()
+        == mine.sort_by([(c, "ascending") for c in order]).to_pylist()
+    )
+    for part in parts:
+        metadata = pq.read_schema(part).metadata
+        assert metadata[b"genome_index.model"] == b"kmer:6"
+        assert metadata == pq.read_schema(local).metadata
+    assert f"wrote {mine.num_rows} chunk embeddings of 4 genome(s)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("run", "actors", "message"),
+    [
+        (RunOptions(), 0, "--ray-actors 0: must be at least 1"),
+        (RunOptions(), 2, "--ray-actors 2: the Ray cluster has 2 CPUs, and reading needs one"),
+        (RunOptions(device="cuda"), None, "--device cuda, but the Ray cluster has no GPU"),
+    ],
+)
+def test_an_actor_pool_the_cluster_cannot_hold_is_refused(ray_address, run, actors, message) -> None:
+    with pytest.raises(GenomeIndexError, match=message):
+        cluster.plan_pool(run, actors)
+
+
+def test_the_default_pool_leaves_a_cpu_to_read(ray_address) -> None:
+    assert cluster.plan_pool(RunOptions(), None) == cluster.Pool(actors=1, gpus=False)
+
+
+def test_ray_options_need_ray(tmp_path, monkeypatch) -> None:
+    fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 100)])
+    result = runner.invoke(app, ["build", str(fasta), "-i", str(tmp_path / "i"), "--ray-actors", "2"])
+    assert result.exit_code == 1 and "--ray-actors applies with --ray" in result.output
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(GenomeIndexError, match=r"pip install 'genome-index\[ray\]'"):
+        cluster.connect("auto")
+
+
+def test_a_model_error_on_a_worker_is_one_line(ray_address, example_genomes, tmp_path) -> None:
+    result = runner.invoke(
+        app, ["build", str(example_genomes[0]), "-i", str(tmp_path / "index"), "-m", "nt-tiny", "--layer", "99",
+              "--ray", "auto"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output.startswith("genome-index: error: ") and result.output.count("\n") == 1
+    assert "layer 99" in result.output
+    assert not (tmp_path / "index").exists()
