@@ -33,11 +33,12 @@ from genome_index.sequences import pack
 from genome_index.settings import StoreSettings
 from genome_index.sketch import sketch_records
 from genome_index.store import FAISS_FILES, Store, reads, writes
-from genome_index.store.vectors import normalise, normalise_in_place, unit_sum
+from genome_index.store.vectors import normalise, normalise_in_place
 from genome_index.store.writes import NewGenome
 from genome_index.tokenize import Chunk
 
-FAISS_CHECKPOINT_SECONDS = 60.0
+FAISS_CHECKPOINT_SECONDS = 60.0  # FAISS files are brought up to date this often during a build ...
+FAISS_WRITE_SHARE = 0.1  # ... or less often, so that writing them takes at most this share of the writer's time
 COMMIT_SECONDS = 1.0  # the longest the writer holds the store file at a time (a group's commit may pass it)
 COMMIT_GROUP_BYTES = 192 << 20  # genomes queued together are committed together, up to this much of vectors
 READER_WINDOW = 0.1  # a pause between commit sessions, so a waiting reader gets the file
@@ -304,14 +305,15 @@ class Writer:
         most COMMIT_SECONDS of it) and closed again, so other processes can read the store
         between commits. Genomes queued together are committed together, in groups of up to
         COMMIT_GROUP_BYTES of vectors (each genome still all or nothing). FAISS files are
-        written after the first commits, then every FAISS_CHECKPOINT_SECONDS; readers add what
-        they lack from DuckDB."""
+        written after the first commits, then every FAISS_CHECKPOINT_SECONDS, or less often
+        where writing them takes longer than FAISS_WRITE_SHARE of the time (a file of many GB);
+        readers add what they lack from DuckDB."""
         try:
             self.wake.wait()  # nothing is written before every input has been read cleanly
             if self.stopping.is_set():
                 return
             validated = self.checked.result()
-            last_write = None
+            last_write, pause = None, FAISS_CHECKPOINT_SECONDS
             queued = self.tasks.get()
             while queued[0][0] != "stop":
                 with self.store.connect(read_only=False, checkpoint=False) as con:
@@ -326,9 +328,11 @@ class Writer:
                             break
                         else:
                             queued = self.tasks.get()
-                if last_write is None or time.perf_counter() - last_write > FAISS_CHECKPOINT_SECONDS:
+                if last_write is None or time.perf_counter() - last_write > pause:
+                    started = time.perf_counter()
                     self.write_indexes()
                     last_write = time.perf_counter()
+                    pause = max(FAISS_CHECKPOINT_SECONDS, (last_write - started) / FAISS_WRITE_SHARE)
                 if queued is None:
                     if not self.tasks.empty():
                         time.sleep(READER_WINDOW)  # the file is free: let a waiting reader in
@@ -382,7 +386,7 @@ class Writer:
                 "build again to add it"
             )
         if self.settings.vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
-            item.vectors = item.vectors.astype(np.float16).astype(np.float32)
+            item.vectors = item.vectors.astype(np.float16, copy=False)
         if isinstance(item, NewGenome):
             item.name, item.labels = name, labels
             return item
@@ -397,12 +401,10 @@ class Writer:
             if new.labels:
                 self.report.labelled_ids.add(genome_id)
             self.report.bases += new.length
-            if self.incremental:
-                unit = normalise_in_place(new.vectors)  # committed: FAISS takes them normalised, no second copy
+            if self.incremental:  # committed: FAISS takes them normalised, in place (float16 once copied to float32)
+                unit = normalise_in_place(np.ascontiguousarray(new.vectors, dtype=np.float32))
                 self.indexes["chunks"].add_with_ids(unit, chunk_ids)
-            self.indexes["genomes"].add_with_ids(
-                normalise(unit_sum(new.vectors)), np.array([genome_id], dtype=np.int64)
-            )
+            self.indexes["genomes"].add_with_ids(normalise(new.chunk_sum), np.array([genome_id], dtype=np.int64))
         self.dirty.update(FAISS_FILES)
 
 

@@ -205,14 +205,19 @@ class EmbedActor:
         if (difference := expected.difference(self.embedder.settings(store))) is not None:
             key, wanted, here = difference
             raise GenomeIndexError(f"a Ray worker's {key} is {here!r}, not the run's {wanted!r}")
+        self.vector_dtype = np.float16 if expected.vector_dtype == "float16" else np.float32
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, list[Any]]]:
-        """Embed the batch's genomes together; hand each one back as soon as all are done."""
+        """Embed the batch's genomes together; hand each one back as soon as all are done, its
+        vectors in the store's dtype and their unit sum worked out (work the driver is spared)."""
+        from genome_index.store.vectors import unit_sum
+
         items = [pickle.loads(blob) for blob in batch["item"]]
         vectors = self.embedder.embed_chunks([c for _, chunks in items for c in chunks])
         offset = 0
         for new, chunks in items:
-            new.vectors = vectors[offset : offset + len(chunks)]
+            new.vectors = vectors[offset : offset + len(chunks)].astype(self.vector_dtype)
+            new.chunk_sum = unit_sum(new.vectors)
             offset += len(chunks)
             yield {"sha256": [new.sha256], "item": [pickle.dumps(new, protocol=pickle.HIGHEST_PROTOCOL)]}
 

@@ -100,6 +100,8 @@ class Store:
         )
         if not checkpoint:
             con.execute("PRAGMA disable_checkpoint_on_shutdown")
+        if not read_only:  # vectors and packed bases do not compress; trying costs a build 3x its commit time
+            con.execute("SET force_compression = 'uncompressed'")
         try:
             if not reads.scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'settings'"):
                 raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")

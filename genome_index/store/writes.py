@@ -31,11 +31,12 @@ class NewGenome:
     n_count: int
     records: list[dict[str, Any]]
     chunks: dict[str, np.ndarray]  # record (index), start, end, n_tokens, gc, n_count
-    vectors: np.ndarray
+    vectors: np.ndarray  # float32, or float16 for a float16 store
     labels: dict[str, str]
     sketch: np.ndarray  # FracMinHash hashes (uint64) of the genome's canonical k-mers
     sketch_scaled: int
     sequences: list[PackedSequence] | None  # one per record; None: not kept (a store built before sequences)
+    chunk_sum: np.ndarray | None = None  # (1, dim) sum of the unit chunk vectors; None: worked out at commit
 
 
 @contextlib.contextmanager
@@ -110,7 +111,9 @@ def _rows(
     record_ids = list(range(first_record, first_record + n_records))
     chunk_ids = np.arange(first_chunk, first_chunk + n_chunks, dtype=np.int64)
     c = genome.chunks
-    chunk_sum = unit_sum(genome.vectors)
+    if genome.chunk_sum is None:
+        genome.chunk_sum = unit_sum(genome.vectors)
+    chunk_sum = genome.chunk_sum
     rows = {
         "genomes": pa.table(
             {
