@@ -187,8 +187,8 @@ Ray = Annotated[
     str | None,
     typer.Option(
         "--ray", metavar="auto|ADDRESS", envvar="GENOME_INDEX_RAY",
-        help="Embed on a Ray actor pool: auto (the cluster at $RAY_ADDRESS, else a local Ray with this machine's "
-        "GPUs) or a cluster's address (host:6379). Needs the [ray] extra.",
+        help="Embed on a Ray actor pool: auto (the cluster at $RAY_ADDRESS or one `ray start`ed on this machine, "
+        "else a new local Ray with this machine's GPUs) or a cluster's address (host:6379). Needs the [ray] extra.",
     ),
 ]  # fmt: skip
 RayActors = Annotated[

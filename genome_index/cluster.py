@@ -56,9 +56,10 @@ class Pool:
 
 
 def connect(address: str = "auto") -> None:
-    """Join or start Ray. `auto`: the cluster at RAY_ADDRESS when set, else a new local Ray with
-    this machine's CPUs and GPUs; any other value is a cluster's address. A Ray already
-    started in this process (a notebook, a test) is used as it is."""
+    """Join or start Ray. `auto`: the cluster at RAY_ADDRESS when set, else one started on this
+    machine with `ray start`, else a new local Ray with this machine's CPUs and GPUs (Ray's own
+    search); any other value is a cluster's address. A Ray already started in this process (a
+    notebook, a test) is used as it is."""
     try:
         import ray
     except ImportError:
