@@ -13,6 +13,7 @@ twice, and a new build after a lost driver adds only what is missing (by SHA-256
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -114,7 +115,22 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 def describe(model: ModelOptions, run: RunOptions, store: StoreOptions, pool: Pool) -> Any:
-    """A Ray task that loads the model as an actor will and gives its store settings (ObjectRef)."""
+    """Load the model as an actor will, to learn the store settings it gives, beside the input
+    check; `settings_from` waits for them. For a GPU pool a Ray task with one GPU loads it (the
+    driver's machine may have none); on CPUs this process does, in a thread: a worker would
+    take as long, and would load its libraries first."""
+    if not pool.gpus:
+        described: Future = Future()
+        on_cpu = dataclasses.replace(run, device="cpu", compile=False)
+
+        def load() -> None:
+            try:
+                described.set_result(_settings_of(model, on_cpu, store))
+            except BaseException as exc:
+                described.set_exception(exc)
+
+        threading.Thread(target=load, name="genome-index-describe", daemon=True).start()  # never holds up exit
+        return described
     import ray
 
     return ray.remote(**pool.resources)(_settings_of).remote(model, run, store)
@@ -126,12 +142,14 @@ def _settings_of(model: ModelOptions, run: RunOptions, store: StoreOptions) -> S
     return Embedder(model, run).settings(store)
 
 
-def settings_from(ref: Any) -> StoreSettings:
-    """The result of `describe`, its error as the user's one line."""
+def settings_from(described: Any) -> StoreSettings:
+    """What `describe` found, its error as the user's one line."""
+    if isinstance(described, Future):
+        return described.result()
     import ray
 
     try:
-        return ray.get(ref)
+        return ray.get(described)
     except Exception as exc:
         raise unwrap(exc) from None
 

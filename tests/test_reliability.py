@@ -248,7 +248,7 @@ def test_the_store_answers_while_a_build_runs(tmp_path: Path, embedder) -> None:
     runs in another process; each answer is consistent and the build still completes."""
     rng = random.Random(7)
     inputs = [  # each takes the model longer than a commit takes, so commits come one by one even under load
-        write_fasta(tmp_path / f"r{i:02d}.fa", [(f"r{i}", "".join(rng.choices("ACGT", k=60_000)))]) for i in range(6)
+        write_fasta(tmp_path / f"r{i:02d}.fa", [(f"r{i}", "".join(rng.choices("ACGT", k=60_000)))]) for i in range(5)
     ]
     index = tmp_path / "index"
     GenomeIndex(index).build(inputs[:1], model="nt-tiny")
