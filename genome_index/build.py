@@ -31,7 +31,6 @@ from genome_index.hits import RESERVED
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.sequences import pack
 from genome_index.settings import StoreSettings
-from genome_index.sketch import sketch_records
 from genome_index.store import FAISS_FILES, Store, reads, writes
 from genome_index.store.vectors import normalise, normalise_in_place
 from genome_index.store.writes import NewGenome
@@ -176,6 +175,8 @@ def new_genome(
     genome: Genome, chunks: list[Chunk], vectors: np.ndarray, name: str, labels: dict[str, str], sketch_scaled: int
 ) -> NewGenome:
     """The rows a genome with its windows' vectors adds to the store, under `name`."""
+    from genome_index.sketch import sketch_records  # here: sourmash (and scipy) take a second to import
+
     columns: dict[str, list[Any]] = {k: [] for k in ("record", "start", "end", "n_tokens", "gc", "n_count")}
     for chunk in chunks:
         piece = genome.records[chunk.record].sequence[chunk.start : chunk.end]

@@ -204,8 +204,7 @@ TABLE = {
 }
 
 
-@pytest.mark.parametrize("align", ["--align", "--no-align"])
-@pytest.mark.parametrize("mode", ["genome", "chunks"])
+@pytest.mark.parametrize(("mode", "align"), [("genome", "--no-align"), ("chunks", "--align")])  # each value once
 def test_query_formats_carry_the_same_columns_in_every_mode(store: Path, mode: str, align: str) -> None:
     import csv
     import io

@@ -109,7 +109,7 @@ def embedding_actor_pids() -> list[int]:
 def test_a_ray_build_with_a_worker_killed_equals_the_local_build(
     ray_address, nt_tiny_store, example_genomes, tmp_path, monkeypatch
 ) -> None:
-    """nt-tiny on CPU actors, one genome a call: the actor is killed when the first genome is
+    """nt-tiny on a CPU actor, one genome a call: the actor is killed when the first genome is
     back; Ray restarts it and retries its genomes, and the store equals the local build's."""
     monkeypatch.setattr(cluster, "GENOMES_PER_CALL", 1)
     progress = KillActorOnFirstGenome()
