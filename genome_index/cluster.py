@@ -1,8 +1,9 @@
 """Builds and embeddings on Ray: Ray Data streams genomes to one loaded model per GPU.
 
 The driver (this process) first checks every input in Ray tasks, so a bad file stops the
-build before anything is dispatched, and has one worker load the model to learn the store
-settings it gives (the same resolution as a local build). Then Ray Data reads the new
+build before anything is dispatched, and meanwhile has the model loaded once (by a GPU
+worker, or itself for CPU actors) to learn the store settings it gives (the same resolution
+as a local build). Then Ray Data reads the new
 genomes and cuts them into windows in tasks (`prepare`), an actor pool embeds them
 (`EmbedActor`: one `Embedder` loaded once per actor, one actor per GPU, or `--ray-actors N`
 on CPUs), and each finished genome streams back to the driver, whose `build.Writer` commits
@@ -67,7 +68,7 @@ def connect(address: str = "auto") -> None:
         raise GenomeIndexError(RAY_MISSING) from None
     if not ray.is_initialized():
         join = os.environ.get("RAY_ADDRESS") if address == "auto" else address
-        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}  # errors reach us raised
         if not join:
             options["include_dashboard"] = False
         try:
