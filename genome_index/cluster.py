@@ -252,7 +252,7 @@ def embedded(
 
     return (
         ray.data.from_items(rows, override_num_blocks=len(rows))
-        # Reads capped at READS_PER_ACTOR a actor: memory stays bounded, and a cap other than the
+        # Reads capped at READS_PER_ACTOR per actor: memory stays bounded, and a cap other than the
         # pool's size keeps Ray from fusing the reads into the actors, which would then read too.
         .map(
             prepare,
