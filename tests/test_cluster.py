@@ -20,7 +20,7 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.progress import Progress, Step
-from genome_index.settings import RunOptions
+from genome_index.settings import RunOptions, StoreOptions
 from tests.conftest import EXAMPLES, ROOT, write_fasta
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
@@ -62,7 +62,9 @@ def contents(directory: Path) -> dict[str, list]:
         "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
         "JOIN genomes g ON g.id = c.genome_id ORDER BY g.name, c.start"
     )[1]
-    found["vectors"] = np.array([vector for (vector,) in vectors], dtype=np.float32)
+    found["vectors"] = np.array(  # FLOAT[dim], or a float16 BLOB
+        [np.frombuffer(v, "<f2") if isinstance(v, bytes) else v for (v,) in vectors], dtype=np.float32
+    )
     return found
 
 
@@ -121,13 +123,14 @@ def test_a_ray_build_with_a_worker_killed_equals_the_local_build(
 
 
 def test_a_killed_driver_resumes_and_the_store_equals_the_local_build(ray_address, tmp_path) -> None:
-    """kmer:6 with labels: the driver (a `build --ray ADDRESS` process joining this Ray) is
-    killed after two genomes are committed; the next `--ray` build adds only the other two,
-    and every row and vector is identical to a local build's."""
+    """kmer:6 with labels, float16 vectors: the driver (a `build --ray ADDRESS` process joining
+    this Ray) is killed after two genomes are committed; the next `--ray` build adds only the
+    other two, and every row and vector is identical to a local build's."""
     genomes = EXAMPLES / "genomes"
     labels = tmp_path / "labels.csv"
     labels.write_text("file,isolate\n" + "".join(f"{p.name},{i}\n" for i, p in enumerate(sorted(genomes.iterdir()))))
-    args = ["build", str(genomes), "-i", str(tmp_path / "ray"), "-m", "kmer:6", "--labels", str(labels)]
+    args = ["build", str(genomes), "-i", str(tmp_path / "ray"), "-m", "kmer:6", "--labels", str(labels),
+            "--vector-dtype", "float16"]  # fmt: skip
     child = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "KILL", "committed", "2", *args, "--ray", ray_address],
         capture_output=True,
@@ -140,7 +143,7 @@ def test_a_killed_driver_resumes_and_the_store_equals_the_local_build(ray_addres
     assert result.exit_code == 0, result.output
     assert "added 2 genome(s)" in result.output and "2 already stored" in result.output
     local = GenomeIndex(tmp_path / "local")
-    local.build([genomes], "kmer:6", labels=labels)
+    local.build([genomes], "kmer:6", StoreOptions(vector_dtype="float16"), labels=labels)
     assert_same_store(tmp_path / "ray", tmp_path / "local", tolerance=0.0)
 
 
