@@ -114,8 +114,10 @@ class GenomeIndex:
         from genome_index.build import read_labels, run_build
         from genome_index.embed import Embedder
 
-        if ray_address is not None and (shard is not None or embedder is not None):
+        if ray_address is not None and shard is not None:
             raise GenomeIndexError("--ray spreads the whole build over the cluster: leave out --shard")
+        if ray_address is not None and embedder is not None:
+            raise GenomeIndexError("a build on Ray loads the model on its workers: give no embedder")
         started = time.perf_counter()
         run = run or RunOptions()
         inputs = find_fasta_files(list(paths))

@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -68,6 +69,10 @@ def connect(address: str = "auto") -> None:
         raise GenomeIndexError(RAY_MISSING) from None
     if not ray.is_initialized():
         join = os.environ.get("RAY_ADDRESS") if address == "auto" else address
+        if join and not _answers(join):  # Ray itself retries a wrong address for minutes
+            raise GenomeIndexError(
+                f"cannot reach a Ray cluster at {join}: nothing answers there (start one with `ray start --head`)"
+            )
         options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}  # errors reach us raised
         if not join:
             options["include_dashboard"] = False
@@ -82,6 +87,18 @@ def connect(address: str = "auto") -> None:
     context.print_on_execution_start = False
     for name in ("ray", "ray.data"):  # Ray's own progress lines would interleave with ours
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _answers(address: str, timeout: float = 5.0) -> bool:
+    """Whether something listens at a host:port address (other forms are left to Ray)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return True
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def plan_pool(run: RunOptions, actors: int | None) -> Pool:
