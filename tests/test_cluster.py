@@ -206,6 +206,10 @@ def test_ray_options_need_ray(tmp_path, monkeypatch) -> None:
     fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 100)])
     result = runner.invoke(app, ["build", str(fasta), "-i", str(tmp_path / "i"), "--ray-actors", "2"])
     assert result.exit_code == 1 and "--ray-actors applies with --ray" in result.output
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "genome-index.toml").write_text("ray_actors = 2\n")  # the file feeds the option too
+    result = runner.invoke(app, ["build", str(fasta), "-i", str(tmp_path / "i")])
+    assert result.exit_code == 1 and "--ray-actors applies with --ray" in result.output
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as if this process had not started Ray
     with pytest.raises(GenomeIndexError, match=r"cannot reach a Ray cluster at 127\.0\.0\.1:1: nothing answers"):
         cluster.connect("127.0.0.1:1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -21,12 +22,14 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from typer.testing import CliRunner
 
+from genome_index import cluster
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.evaluate import evaluate
-from genome_index.fasta import reverse_complement
+from genome_index.export import embed_settings
+from genome_index.fasta import read_genome, reverse_complement
 from genome_index.reference import embed_reference
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions
 from tests import families
@@ -96,7 +99,7 @@ def genomes(tmp_path_factory) -> tuple[list[Path], Path]:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_windows_are_the_hf_tokenizers_and_batching_changes_no_vector(family: str, checkpoints) -> None:
+def test_windows_are_the_hf_tokenizers_and_batching_changes_no_vector(family: str, checkpoints, tmp_path) -> None:
     embedder = Embedder(options(family, checkpoints), CPU)
     hf = AutoTokenizer.from_pretrained(embedder.spec.source if family != "nt-v1" else checkpoints[family].replace(
         "nt-tiny", str(Path(__file__).parent.parent / "genome_index" / "assets" / "nt-tiny")))  # fmt: skip
@@ -116,6 +119,14 @@ def test_windows_are_the_hf_tokenizers_and_batching_changes_no_vector(family: st
         np.testing.assert_allclose(batched[layer], alone, atol=6e-6, rtol=1e-5, err_msg=f"{family} layer {layer}")
         assert np.isfinite(batched[layer]).all()
     assert embedder.encoder.pooling == FAMILIES[family][2]
+    # a Ray task cuts windows with the tokenizer alone (no weights): the same windows
+    fasta = write_fasta(tmp_path / "g.fa", [("r", sequence.decode())])
+    genome = read_genome(fasta)
+    row = {"path": str(fasta), "file": str(fasta), "name": "g", "sha256": genome.sha256}
+    _, cut = pickle.loads(cluster.prepare(row, embed_settings(embedder), options(family, checkpoints))["item"])
+    assert [(c.start, c.end, c.input_ids.tolist()) for c in cut] == [
+        (c.start, c.end, c.input_ids.tolist()) for c in embedder.chunk(genome)
+    ], family
 
 
 @pytest.mark.parametrize("family", [f for f, spec in FAMILIES.items() if spec[3]])
