@@ -2,6 +2,8 @@
 
 In the manner of sentence-transformers' `encode`: sort chunks by length, batch them under a
 token budget, run under `torch.inference_mode()`, pool on the device, restore the input order.
+Where the batches are cut is planned (`plan_batches`), so that windows of varied lengths
+carry little padding.
 A producer thread pads (and on CUDA pins) the next batches while the encoder runs this one;
 it stops as soon as the consumer does, error or not, and drops what it holds.
 """
@@ -23,6 +25,43 @@ from genome_index.tokenize import Chunk
 
 AHEAD = 3  # batches padded ahead of the encoder
 IN_FLIGHT = 2  # batches whose vectors stay on the device before they are copied out (the GPU stays busy)
+BATCH_COST = 1 / 32  # what one more batch costs, as a share of a full batch's tokens (launches, smaller matmuls)
+
+
+def plan_batches(widths: np.ndarray, budget: int, batch_cost: float) -> list[tuple[int, int]]:
+    """Cut windows sorted widest first into batches [start, stop) of at most `budget` padded
+    tokens (rows x the first row's width; one row may exceed it), with the fewest padded tokens
+    plus `batch_cost` tokens per batch. Filling every batch to the budget instead pads the
+    short windows of a varied set heavily: anchored windows of 48 genomes cut in the build's
+    groups carry 11 % padding that way, 5 % so. A shortest-path over the sorted widths, hand
+    written because batching libraries pack for tokens, not for this padded-plus-count cost."""
+    widths = np.asarray(widths, dtype=np.int64)
+    best = np.zeros(len(widths) + 1)  # best[stop]: the cheapest plan of the first `stop` windows
+    start_of = np.zeros(len(widths) + 1, dtype=np.int64)
+    for stop in range(1, len(widths) + 1):
+        starts = np.arange(max(0, stop - max(1, budget // widths[stop - 1])), stop)
+        rows = stop - starts
+        fits = (rows * widths[starts] <= budget) | (rows == 1)
+        starts, rows = starts[fits], rows[fits]
+        costs = best[starts] + rows * widths[starts]
+        pick = int(np.argmin(costs))
+        best[stop], start_of[stop] = costs[pick] + batch_cost, starts[pick]
+    cuts, stop = [], len(widths)
+    while stop:
+        cuts.append((int(start_of[stop]), stop))
+        stop = cuts[-1][0]
+    return cuts[::-1]
+
+
+def equal_length_batches(lengths: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Cuts of windows sorted longest first into batches of one length each, full to `budget`."""
+    cuts, start = [], 0
+    while start < len(lengths):
+        same = start + int(np.searchsorted(-lengths[start:], -lengths[start], side="right"))
+        stop = min(same, start + max(1, budget // int(lengths[start])))
+        cuts.append((start, stop))
+        start = stop
+    return cuts
 
 
 class BatchEngine:
@@ -36,23 +75,23 @@ class BatchEngine:
     def batches(self, chunks: Sequence[Chunk]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(chunk indices, padded ids, lengths) of length-sorted batches, longest first."""
         order = np.argsort([-c.n_tokens for c in chunks], kind="stable")
+        sorted_lengths = np.array([chunks[i].n_tokens for i in order], dtype=np.int64)
+        if self.encoder.exact_lengths:  # padding would change the vectors: one length a batch
+            widths = sorted_lengths
+            cuts = equal_length_batches(sorted_lengths, self.batch_tokens)
+        else:
+            widths = -(-sorted_lengths // self.width_multiple) * self.width_multiple
+            cuts = plan_batches(widths, self.batch_tokens, self.batch_tokens * BATCH_COST)
         pad_id = self.encoder.tokenizer.pad_id
-        exact = self.encoder.exact_lengths  # padding would change the vectors: one length a batch
-        start = 0
-        while start < len(order):
-            longest = chunks[order[start]].n_tokens
-            width = longest if exact else -(-longest // self.width_multiple) * self.width_multiple
-            index = order[start : start + max(1, self.batch_tokens // width)]
-            if exact:
-                index = index[: int(np.sum([chunks[i].n_tokens == longest for i in index]))]
-            ids = np.full((len(index), width), pad_id, dtype=np.int64)
+        for start, stop in cuts:
+            index = order[start:stop]
+            ids = np.full((len(index), widths[start]), pad_id, dtype=np.int64)
             for row, i in enumerate(index):
                 ids[row, : chunks[i].n_tokens] = chunks[i].input_ids
-            lengths = np.array([chunks[i].n_tokens for i in index])
+            lengths = sorted_lengths[start:stop]
             if self.encoder.compiled and len(index) == 1:  # a size-1 dimension would compile a second graph
                 ids, lengths = np.repeat(ids, 2, axis=0), np.repeat(lengths, 2)
             yield index, ids, lengths
-            start += len(index)
 
     def embed(self, chunks: Sequence[Chunk], layers: Sequence[int], step: Step | None = None) -> dict[int, np.ndarray]:
         """float32 vectors of the chunks at each of `layers` (all <= the encoder's), in order;
