@@ -8,7 +8,9 @@ tokenised: the model's pace. The build figure is `GenomeIndex.build` over the sa
 files with the same loaded model: reading, validating, tokenising, embedding, DuckDB
 commits and FAISS adds, start to finish. Their ratio says how busy the build keeps the
 model. The warm-up call before the engine figure is timed too: with --compile it is the
-compilation. Then (unless --no-rss) peak RSS of a whole `build` process for 5 and 20 genomes.
+compilation. Each pass is timed batch by batch (`Timeline`), to say where a build loses time
+against the engine: before the model first runs, between batches, after the last one, or in
+padding. Then (unless --no-rss) peak RSS of a whole `build` process for 5 and 20 genomes.
 """
 
 from __future__ import annotations
@@ -60,6 +62,58 @@ def synchronize(cuda: bool) -> None:
         torch.cuda.synchronize()
 
 
+class Timeline:
+    """Times every encoder call of one pass: on CUDA by events in the stream (the calls are
+    asynchronous), on the CPU by the clock. Also counts padded against real tokens."""
+
+    def __init__(self, embedder: Embedder, cuda: bool) -> None:
+        self.encoder, self.cuda = embedder.encoder, cuda
+        self.forward = self.encoder.forward
+        self.marks: list = []  # (before, after) of each call: CUDA events or clock readings
+        self.padded = self.real = 0
+
+    def now(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def __enter__(self) -> Timeline:
+        def timed(ids: torch.Tensor, lengths: torch.Tensor, layers):
+            before = self.now()
+            out = self.forward(ids, lengths, layers)
+            self.marks.append((before, self.now()))
+            self.padded += ids.numel()
+            self.real += int(lengths.sum())
+            return out
+
+        self.start = self.now()
+        self.encoder.forward = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.encoder.forward  # the class's own again
+        synchronize(self.cuda)
+        self.end = self.now()
+        synchronize(self.cuda)
+
+    def seconds(self, mark) -> float:
+        """Seconds from the start of the pass to `mark`."""
+        return self.start.elapsed_time(mark) / 1000 if self.cuda else mark - self.start
+
+    def summary(self) -> str:
+        spans = [(self.seconds(a), self.seconds(b)) for a, b in self.marks]
+        wall = self.seconds(self.end)
+        busy = sum(b - a for a, b in spans)
+        gaps = sum(max(0.0, spans[i + 1][0] - spans[i][1]) for i in range(len(spans) - 1))
+        return (
+            f"{len(spans)} batches, padding {1 - self.real / self.padded:.1%}; model running {busy:.2f} s of "
+            f"{wall:.2f} s ({busy / wall:.0%}): first batch at {spans[0][0]:.2f} s, idle between batches "
+            f"{gaps:.2f} s, after the last batch {wall - spans[-1][1]:.2f} s"
+        )
+
+
 def peak_rss_of_build(count: int, shape: str) -> float:
     """Peak RSS (MB) of a child process that builds a store of `count` genomes."""
     child = subprocess.run(
@@ -75,6 +129,7 @@ def main() -> None:
     parser.add_argument("--genomes", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="token budget (default: the device's)")
     parser.add_argument("--layer", type=int, default=None)
     parser.add_argument("--checkpoint", type=Path, default=None, help="folder to keep (or reuse) the checkpoint in")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child builds")
@@ -90,7 +145,7 @@ def main() -> None:
         checkpoint = random_checkpoint(args.shape, args.checkpoint or tmp_path / "model", "cuda" if cuda else "cpu")
         embedder = Embedder(
             ModelOptions(str(checkpoint), args.layer, chunking=args.chunking),
-            RunOptions(args.device, compile=args.compile),
+            RunOptions(args.device, compile=args.compile, batch_tokens=args.batch_tokens),
         )
         if args.rss_child:
             GenomeIndex(tmp_path / "store").build(files, embedder=embedder)
@@ -105,12 +160,13 @@ def main() -> None:
         synchronize(cuda)
         warm_up = time.perf_counter() - start
         start = time.perf_counter()
-        embedder.embed_chunks(chunks)
-        synchronize(cuda)
+        with Timeline(embedder, cuda) as engine_timeline:
+            embedder.embed_chunks(chunks)
         engine = time.perf_counter() - start
 
         start = time.perf_counter()
-        report = GenomeIndex(tmp_path / "store").build(files, embedder=embedder)
+        with Timeline(embedder, cuda) as build_timeline:
+            report = GenomeIndex(tmp_path / "store").build(files, embedder=embedder)
         build = time.perf_counter() - start
         assert len(report.added) == len(files)
 
@@ -122,6 +178,8 @@ def main() -> None:
     print(f"bare engine : {tokens / engine:12,.0f} tokens/s  {bases / engine / 1e6:8.3f} Mbp/s")
     print(f"whole build : {tokens / build:12,.0f} tokens/s  {bases / build / 1e6:8.3f} Mbp/s")
     print(f"ratio build / engine: {engine / build:.2f}")
+    print(f"  engine: {engine_timeline.summary()}")
+    print(f"  build : {build_timeline.summary()}")
     print(f"warm-up call before the engine figure{' (compilation)' if embedder.compiled else ''}: {warm_up:.1f} s")
     if args.no_rss:
         return
