@@ -28,13 +28,18 @@ from genome_index.settings import RunOptions
 from genome_index.testing import SHAPES, random_checkpoint
 
 
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def rate(engine: Embedder, chunks: list, backends: list | None) -> float:
     tokens = sum(c.n_tokens for c in chunks)
     with sdpa_kernel(backends) if backends else torch.inference_mode():
-        torch.cuda.synchronize()
+        synchronize()
         start = time.perf_counter()
         engine.embed_chunks(chunks)
-        torch.cuda.synchronize()
+        synchronize()
     return tokens / (time.perf_counter() - start)
 
 
@@ -47,8 +52,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "g").mkdir()
         files = make_genomes(Path(tmp) / "g", args.genomes, seed=1)
-        checkpoint = random_checkpoint(args.shape, args.checkpoint or Path(tmp) / "model", "cuda")
-        engine = Embedder(str(checkpoint), RunOptions(device="cuda"))
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only to try the script out
+        checkpoint = random_checkpoint(args.shape, args.checkpoint or Path(tmp) / "model", device)
+        engine = Embedder(str(checkpoint), RunOptions(device=device))
         chunks = [c for f in files for c in engine.chunk(read_genome(f))]
         no_cudnn = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
         print(f"machine: {describe_machine()}")

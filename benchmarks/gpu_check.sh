@@ -10,7 +10,10 @@
 #     cachetools deprecation cffi pycparser
 # then run this script there with `.whl` carried. In one run and on one card it prints: the CUDA
 # parity tests (NT-2.5B shape, layers 20 and 32), engine vs research loop, peak memory by token
-# budget, the layer-20 cut, and whole build vs bare engine with and without --compile.
+# budget, whole build vs bare engine with --compile and without (each pass batch by batch: padding,
+# model busy, first batch, gaps, tail), the layer-20 cut, and the per-shape costs of anchored
+# windows (bench_shapes). The steps take about 7 minutes on an H100, the most wanted first.
+# Ray (about 70 MB of wheels) does not fit what can be carried, so `--ray` is not among them.
 # Every step has its own time limit, so one that hangs cannot take the others with it; the
 # whole log is also written to $OUT/gpu_check.log when OUT is set.
 set -uo pipefail
@@ -37,7 +40,8 @@ step() {  # step LIMIT_SECONDS COMMAND...: run, time and label one check
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
   step 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_embed.py -k "cuda"
   step 200 python3 benchmarks/bench_embed.py --shape nt-2.5b --checkpoint $checkpoint --probe-budgets
-  step 90 python3 benchmarks/bench_embed.py --shape nt-2.5b --checkpoint $checkpoint --layer 20 --reference-chunks 0
-  step 150 python3 benchmarks/bench_build.py --shape nt-2.5b --checkpoint $checkpoint --genomes 48 --no-rss
   step 200 python3 benchmarks/bench_build.py --shape nt-2.5b --checkpoint $checkpoint --genomes 48 --no-rss --compile
+  step 150 python3 benchmarks/bench_build.py --shape nt-2.5b --checkpoint $checkpoint --genomes 48 --no-rss
+  step 90 python3 benchmarks/bench_embed.py --shape nt-2.5b --checkpoint $checkpoint --layer 20 --reference-chunks 0
+  step 120 python3 benchmarks/bench_shapes.py --shape nt-2.5b --checkpoint $checkpoint
 } 2>&1 | tee "$log"
