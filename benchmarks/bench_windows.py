@@ -29,20 +29,11 @@ from _machine import describe_machine
 from genome_index import engine
 from genome_index.embed import Embedder
 from genome_index.fasta import read_genome
+from genome_index.reference import filled_batches
 from genome_index.settings import ModelOptions, RunOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 STAPH = ROOT.parent / "shared" / "data" / "staph"
-
-
-def filled(widths: np.ndarray, budget: int, batch_cost: float = 0) -> list[tuple[int, int]]:
-    """The plain cut, for comparison: every batch filled to the budget."""
-    cuts, start = [], 0
-    while start < len(widths):
-        stop = min(len(widths), start + max(1, budget // int(widths[start])))
-        cuts.append((start, stop))
-        start = stop
-    return cuts
 
 
 def padding(embedder: Embedder, chunks: list, planned: bool = True) -> float:
@@ -52,7 +43,7 @@ def padding(embedder: Embedder, chunks: list, planned: bool = True) -> float:
         padded = sum(ids.size for _, ids, _ in embedder.engine.batches(chunks))
     else:
         widths = np.sort([c.n_tokens for c in chunks])[::-1]
-        padded = sum((stop - start) * widths[start] for start, stop in filled(widths, embedder.batch_tokens))
+        padded = sum((stop - start) * widths[start] for start, stop in filled_batches(widths, embedder.batch_tokens))
     return padded / sum(c.n_tokens for c in chunks) - 1
 
 
@@ -63,7 +54,10 @@ def time_plans() -> None:
     embedder.embed_chunks(per_genome[0])  # warm-up
     best = {"planned": np.inf, "filled": np.inf}
     for _ in range(3):
-        for name, cut in (("planned", engine.plan_batches), ("filled", filled)):
+        for name, cut in (
+            ("planned", engine.plan_batches),
+            ("filled", lambda widths, budget, _: filled_batches(widths, budget)),
+        ):
             with patch.object(engine, "plan_batches", cut):
                 start = time.perf_counter()
                 for chunks in per_genome:

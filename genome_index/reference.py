@@ -2,8 +2,8 @@
 
 `embed_reference` is the original research-code loop: HF tokenizer, one chunk at a time, the
 full model with all hidden states, masked mean of `hidden_states[layer]`. `kmer_profiles`
-counts each chunk's K-mers one window at a time. Used by the parity tests and as the baseline
-in benchmarks.
+counts each chunk's K-mers one window at a time. `filled_batches` is the plain batch cut the
+engine's plan must beat. Used by the tests and as the baseline in benchmarks.
 """
 
 from __future__ import annotations
@@ -57,3 +57,14 @@ def kmer_profiles(chunks: Sequence[Any], k: int) -> np.ndarray:
         if counts.sum():
             out[row] = counts / counts.sum()
     return out
+
+
+def filled_batches(widths: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Windows sorted widest first cut into batches [start, stop), each filled to `budget`
+    padded tokens (one row at least)."""
+    cuts, start = [], 0
+    while start < len(widths):
+        stop = min(len(widths), start + max(1, budget // int(widths[start])))
+        cuts.append((start, stop))
+        start = stop
+    return cuts

@@ -11,6 +11,7 @@ import pytest
 
 from genome_index.engine import BATCH_COST, BatchEngine, equal_length_batches, plan_batches
 from genome_index.fasta import read_genome
+from genome_index.reference import filled_batches
 
 
 def cost(widths: np.ndarray, cuts: list[tuple[int, int]], batch_cost: float) -> float:
@@ -22,16 +23,6 @@ def every_plan(n: int):
     for bounds in itertools.product([False, True], repeat=n - 1):
         edges = [0, *(i + 1 for i, cut in enumerate(bounds) if cut), n]
         yield list(itertools.pairwise(edges))
-
-
-def greedy(widths: np.ndarray, budget: int) -> list[tuple[int, int]]:
-    """The obvious cut: every batch filled to the budget."""
-    cuts, start = [], 0
-    while start < len(widths):
-        stop = min(len(widths), start + max(1, budget // int(widths[start])))
-        cuts.append((start, stop))
-        start = stop
-    return cuts
 
 
 def assert_valid(widths: np.ndarray, cuts: list[tuple[int, int]], budget: int) -> None:
@@ -62,10 +53,10 @@ def test_anchored_windows_carry_less_padding_than_full_batches(embedder, example
     real = sum(c.n_tokens for c in chunks)
     planned = sum(ids.size for _, ids, _ in BatchEngine(embedder.encoder, 65536).batches(chunks))
     widths = np.sort([c.n_tokens for c in chunks])[::-1]
-    filled = sum((stop - start) * widths[start] for start, stop in greedy(widths, 65536))
+    filled = sum((stop - start) * widths[start] for start, stop in filled_batches(widths, 65536))
     assert planned - real < 0.6 * (filled - real)
     assert cost(widths, plan_batches(widths, 65536, 65536 * BATCH_COST), 65536 * BATCH_COST) <= cost(
-        widths, greedy(widths, 65536), 65536 * BATCH_COST
+        widths, filled_batches(widths, 65536), 65536 * BATCH_COST
     )
 
 
