@@ -31,9 +31,10 @@ def assert_valid(widths: np.ndarray, cuts: list[tuple[int, int]], budget: int) -
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_the_plan_is_the_cheapest_of_every_possible_cut(seed: int) -> None:
+@pytest.mark.parametrize("kinds", [3, 60], ids=["runs of equal widths", "mostly distinct widths"])
+def test_the_plan_is_the_cheapest_of_every_possible_cut(seed: int, kinds: int) -> None:
     rng = np.random.default_rng(seed)
-    widths = np.sort(rng.integers(1, 60, size=int(rng.integers(1, 10))))[::-1]
+    widths = np.sort(rng.choice(rng.integers(1, 60, size=kinds), size=int(rng.integers(1, 11))))[::-1]
     budget, batch_cost = int(rng.integers(60, 200)), float(rng.integers(0, 50))
     cuts = plan_batches(widths, budget, batch_cost)
     assert_valid(widths, cuts, budget)
