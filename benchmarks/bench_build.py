@@ -70,7 +70,8 @@ class Timeline:
         self.encoder, self.cuda = embedder.encoder, cuda
         self.forward = self.encoder.forward
         self.marks: list = []  # (before, after) of each call: CUDA events or clock readings
-        self.padded = self.real = 0
+        self.lengths: list[torch.Tensor] = []
+        self.padded = 0
 
     def now(self):
         if not self.cuda:
@@ -85,7 +86,7 @@ class Timeline:
             out = self.forward(ids, lengths, layers)
             self.marks.append((before, self.now()))
             self.padded += ids.numel()
-            self.real += int(lengths.sum())
+            self.lengths.append(lengths)  # summed after the pass: reading a CUDA tensor now would wait for it
             return out
 
         self.start = self.now()
@@ -104,11 +105,12 @@ class Timeline:
 
     def summary(self) -> str:
         spans = [(self.seconds(a), self.seconds(b)) for a, b in self.marks]
+        real = sum(int(lengths.sum()) for lengths in self.lengths)
         wall = self.seconds(self.end)
         busy = sum(b - a for a, b in spans)
         gaps = sum(max(0.0, spans[i + 1][0] - spans[i][1]) for i in range(len(spans) - 1))
         return (
-            f"{len(spans)} batches, padding {1 - self.real / self.padded:.1%}; model running {busy:.2f} s of "
+            f"{len(spans)} batches, padding {1 - real / self.padded:.1%}; model running {busy:.2f} s of "
             f"{wall:.2f} s ({busy / wall:.0%}): first batch at {spans[0][0]:.2f} s, idle between batches "
             f"{gaps:.2f} s, after the last batch {wall - spans[-1][1]:.2f} s"
         )
