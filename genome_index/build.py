@@ -172,6 +172,14 @@ def unique_names(files: list[Path], taken: set[str]) -> dict[Path, str]:
     return names
 
 
+def changed_since_check(path: Path | str) -> GenomeIndexError:
+    """The error for an input whose sequence is no longer what the input check read."""
+    return GenomeIndexError(
+        f"{path} changed while the build ran (it no longer holds what was checked); it was not stored: "
+        "build again to add it"
+    )
+
+
 def new_genome(
     genome: Genome, chunks: list[Chunk], vectors: np.ndarray, name: str, labels: dict[str, str], sketch_scaled: int
 ) -> NewGenome:
@@ -394,10 +402,7 @@ class Writer:
             (Path(item.file), item.sha256) if isinstance(item, NewGenome) else (item.genome.path, item.genome.sha256)
         )
         if validated.get(path) != sha:
-            raise GenomeIndexError(
-                f"{path} changed while the build ran (it no longer holds what was checked); it was not stored: "
-                "build again to add it"
-            )
+            raise changed_since_check(path)
         if self.settings.vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
             item.vectors = item.vectors.astype(np.float16, copy=False)
         if isinstance(item, NewGenome):

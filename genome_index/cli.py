@@ -316,15 +316,15 @@ def embed(
         options = model_options(
             model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package
         )
+        run = RunOptions(device, dtype, batch_tokens)
         if ray is not None:
             from genome_index import cluster
 
-            run = RunOptions(device, dtype, batch_tokens)
             cluster.connect(ray)
             rows = cluster.embed_to_parquet(files, out, options, run, cluster.plan_pool(run, ray_actors), Shown(quiet))
             log(f"wrote {rows} chunk embeddings of {len(files)} genome(s) to the Parquet dataset {out}/", quiet)
             return
-        embedder = Embedder(options, RunOptions(device, dtype, batch_tokens))
+        embedder = Embedder(options, run)
         with Shown(quiet).step("embedding", None, "bp", genomes=len(files)) as step:
             rows = write_parquet(embedder.embed_genomes(files, step=step), out, embedder)
     log(

@@ -217,14 +217,12 @@ def _chunker(settings: StoreSettings, model: ModelOptions) -> Any:
 def prepare(row: dict[str, Any], settings: StoreSettings, model: ModelOptions) -> dict[str, Any]:
     """Read one genome, cut it into windows and make its rows (all but the vectors): the CPU
     work of a genome, done in a Ray task beside the actors."""
-    from genome_index.build import new_genome
+    from genome_index.build import changed_since_check, new_genome
     from genome_index.fasta import read_genome
 
     genome = read_genome(Path(row["path"]))
     if genome.sha256 != row["sha256"]:
-        raise GenomeIndexError(
-            f"{row['file']} changed while the build ran (it no longer holds what was checked); build again to add it"
-        )
+        raise changed_since_check(row["file"])
     chunks = _chunker(settings, model).chunk(genome)
     new = new_genome(genome, chunks, np.empty((0, settings.dim), np.float32), row["name"], {}, settings.sketch_scaled)
     new.file = row["file"]

@@ -68,8 +68,9 @@ def add_genomes(
 ) -> list[tuple[int, np.ndarray]]:
     """Commit several genomes in one transaction, all or none; each one's id and chunk ids.
 
-    Each table gets one append for the whole group: a COMMIT costs about as much for one
-    genome as for sixteen (bench_commit.py), so a writer fed by many GPUs commits groups.
+    Each table gets one append for the whole group: one commit costs about as much for one
+    genome as for many, so a writer fed by many GPUs commits groups (3.5x the genomes per
+    second of one a transaction: benchmarks/bench_ray.py).
     """
     import pyarrow as pa  # here, not at the top: commands that only read start faster
 
@@ -89,9 +90,7 @@ def add_genomes(
             chunk_id += len(genome.vectors)
         for name, parts in tables.items():
             if parts:
-                con.register("incoming", pa.concat_tables(parts))
-                con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
-                con.unregister("incoming")
+                _append(con, name, pa.concat_tables(parts))
         for (genome_id, _), genome in zip(added, genomes, strict=True):
             set_labels(con, genome_id, genome.labels)
     return added
@@ -193,9 +192,14 @@ def backfill_sequences(con: duckdb.DuckDBPyConnection, genome_id: int, sequences
         record_ids = [
             r for (r,) in con.execute("SELECT id FROM records WHERE genome_id = ? ORDER BY idx", [genome_id]).fetchall()
         ]
-        con.register("incoming", sequence_rows(genome_id, record_ids, sequences))
-        con.execute("INSERT INTO sequences SELECT * FROM incoming")
-        con.unregister("incoming")
+        _append(con, "sequences", sequence_rows(genome_id, record_ids, sequences))
+
+
+def _append(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table) -> None:
+    """Insert Arrow rows into a table, in the caller's transaction."""
+    con.register("incoming", rows)
+    con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
+    con.unregister("incoming")
 
 
 def set_labels(con: duckdb.DuckDBPyConnection, genome_id: int, labels: dict[str, str]) -> None:
