@@ -10,7 +10,8 @@ default) for one genome alone and for all of them sorted together, as `build` gr
 as the engine plans the batches (`engine.plan_batches`) and, for comparison, with every batch
 filled to the budget. Last, what the plan saves in time: nt-tiny on this machine's CPU (its
 default budget) embeds each example genome in its own call, as a query does, with planned and
-with filled batches, alternating, best of three.
+with filled batches, alternating, best of three; and what planning itself costs for 200,000
+one-read records (4-8 tokens each, the CPU budget).
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def time_plans() -> None:
                 for chunks in per_genome:
                     embedder.embed_chunks(chunks)
                 best[name] = min(best[name], time.perf_counter() - start)
+    widths = np.sort(np.random.default_rng(0).integers(4, 9, 200_000))[::-1]
+    start = time.perf_counter()
+    engine.plan_batches(widths, embedder.batch_tokens, embedder.batch_tokens * engine.BATCH_COST)
+    print(f"planning the batches of 200,000 one-read records: {time.perf_counter() - start:.2f} s")
     planned, full = best["planned"], best["filled"]
     print(
         f"nt-tiny, CPU, --batch-tokens {embedder.batch_tokens}, 4 example genomes one call each: planned "
