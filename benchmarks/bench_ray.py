@@ -41,7 +41,8 @@ from genome_index.build import BuildReport, Writer
 from genome_index.progress import Progress, Step
 from genome_index.sequences import pack
 from genome_index.settings import StoreSettings
-from genome_index.store import Store
+from genome_index.store import FAISS_FILES, Store
+from genome_index.store.indexes import build_faiss
 from genome_index.store.vectors import unit_sum
 from genome_index.store.writes import NewGenome
 
@@ -99,10 +100,11 @@ def commit_rates(blobs: list[bytes], dim: int, group_bytes: int) -> tuple[float,
         store = Store(Path(tmp) / "store")
         store.directory.mkdir()
         store.create(settings)
+        indexes = {kind: build_faiss(np.zeros(0, np.int64), np.zeros((0, dim)), dim, "flat") for kind in FAISS_FILES}
         checked: Future = Future()
         checked.set_result({Path(f"genome{i:05d}.fna"): f"{i:064x}" for i in range(len(blobs))})
         started = time.perf_counter()
-        writer = TimedWriter(store, settings, checked, BuildReport()).start()
+        writer = TimedWriter(store, indexes, settings, checked, BuildReport()).start()
         for blob in blobs:
             new = pickle.loads(blob)
             writer.put(("add", new, new.name, {}))

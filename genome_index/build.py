@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib
 import queue
 import threading
 import time
@@ -228,13 +227,15 @@ class Writer:
     """A thread that commits genomes and updates the FAISS indexes beside the model's work."""
 
     def __init__(
-        self, store: Store, settings: StoreSettings, checked: Future, report: BuildReport, sketches: bool = True
+        self,
+        store: Store,
+        indexes: dict[str, Any],
+        settings: StoreSettings,
+        checked: Future,
+        report: BuildReport,
     ) -> None:
-        """`sketches`: whether this writer makes genomes' rows and sketches itself (False where
-        they come made, from Ray workers)."""
-        self.store, self.checked, self.report = store, checked, report
-        self.settings, self.sketches = settings, sketches
-        self.indexes: dict[str, Any] = {}  # loaded by the thread first, while the model starts
+        self.store, self.indexes, self.checked, self.report = store, indexes, checked, report
+        self.settings = settings
         # Exact and HNSW indexes take vectors one genome at a time; IVF-PQ is retrained at the end.
         self.incremental = settings.index_type in ("flat", "hnsw")
         self.dirty: set[str] = set()
@@ -317,7 +318,6 @@ class Writer:
         where writing them takes longer than FAISS_WRITE_SHARE of the time (a file of many GB);
         readers add what they lack from DuckDB."""
         try:
-            self._prepare()
             self.wake.wait()  # nothing is written before every input has been read cleanly
             if self.stopping.is_set():
                 return
@@ -350,18 +350,6 @@ class Writer:
             with self.room:
                 self.error = exc
                 self.room.notify_all()
-
-    def _prepare(self) -> None:
-        """The slow starts of a build, here beside the model's first batches rather than before
-        them or after its last: importing FAISS and loading the indexes (repaired from DuckDB if
-        they lag), and importing sourmash for the sketches."""
-        if self.sketches:
-            importlib.import_module("genome_index.sketch")
-        with self.store.connect(read_only=False) as con:
-            for kind in FAISS_FILES:
-                self.indexes[kind], rebuilt = self.store.load_faiss(con, kind, self.settings)
-                if rebuilt:
-                    self.dirty.add(kind)
 
     def _group(self, first: tuple) -> tuple[list[tuple], tuple | None]:
         """`first` and the genomes queued right behind it (up to COMMIT_GROUP_BYTES of vectors),
@@ -426,11 +414,19 @@ class Writer:
         self.dirty.update(FAISS_FILES)
 
 
-def open_store(store: Store) -> tuple[StoreSettings, dict[str, tuple[int, str, str]]]:
-    """What a build starts from: the settings and the stored genomes by SHA-256 (id, name, file).
-    The writer loads the FAISS indexes itself, beside the model's first batches."""
+def open_store(store: Store) -> tuple[StoreSettings, dict[str, tuple[int, str, str]], dict[str, Any], set[str]]:
+    """What a build starts from: the settings, the stored genomes by SHA-256 (id, name, file),
+    the FAISS indexes, and which of those had to be rebuilt from DuckDB."""
     with store.connect(read_only=False) as con:  # held for this look only: the writer opens it per commit
-        return reads.settings(con), reads.genomes_by_sha(con)
+        settings = reads.settings(con)
+        stored = reads.genomes_by_sha(con)
+        indexes: dict[str, Any] = {}
+        rebuilt = set()
+        for kind in FAISS_FILES:
+            indexes[kind], was_rebuilt = store.load_faiss(con, kind, settings)
+            if was_rebuilt:
+                rebuilt.add(kind)
+    return settings, stored, indexes, rebuilt
 
 
 class Intake:
@@ -503,9 +499,10 @@ def run_build(
     step = progress.step("building", None, "bp", genomes=len(files))
     checked = check_inputs(files, stop, step)
     try:
-        settings, stored = open_store(store)
+        settings, stored, indexes, rebuilt = open_store(store)
         intake = Intake(files, stored, label_rows, all_inputs or files, report, labels_from_duplicates)
-        writer = Writer(store, settings, checked, report).start()
+        writer = Writer(store, indexes, settings, checked, report).start()
+        writer.dirty.update(rebuilt)
 
         def want(genome: Genome) -> bool:
             if intake.want(genome.path, genome.sha256):

@@ -345,7 +345,7 @@ def run_build(
 
     started = time.perf_counter()
     report = BuildReport()
-    _, stored = open_store(store)
+    _, stored, indexes, rebuilt = open_store(store)
     intake = Intake(files, stored, label_rows, files, report, labels_from_duplicates)
     rows = [
         {"path": str(path.absolute()), "file": str(path), "name": intake.names[path], "sha256": checked[path][0]}
@@ -355,7 +355,8 @@ def run_build(
     by_sha = {row["sha256"]: Path(row["file"]) for row in rows}
     validated: Future = Future()
     validated.set_result({path: sha for path, (sha, _) in checked.items()})
-    writer = Writer(store, settings, validated, report, sketches=False).start()
+    writer = Writer(store, indexes, settings, validated, report).start()
+    writer.dirty.update(rebuilt)
     total = sum(checked[path][1] for path in by_sha.values())
     step = progress.step("building on Ray", total, "bp", genomes=len(rows))
     try:

@@ -38,7 +38,7 @@ def maybe_signal() -> None:
         print(f"signalled {time.monotonic()}", file=sys.stderr, flush=True)
         os.kill(os.getpid(), SIGNAL)
         if SIGNAL == signal.SIGINT:
-            time.sleep(0.5)  # where the signal arrives in another thread, let the main thread take it
+            time.sleep(0.2)  # where the signal arrives in another thread, let the main thread take it
 
 
 def signal_on_nth(func):  # type: ignore[no-untyped-def]

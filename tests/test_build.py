@@ -17,7 +17,7 @@ from genome_index.embed import Embedder
 from genome_index.fasta import read_genome
 from genome_index.pipeline import FIRST_GROUP_BATCHES, GROUP_BATCHES, EmbeddedGenome
 from genome_index.settings import RunOptions
-from genome_index.store import Store, reads
+from genome_index.store import FAISS_FILES, Store, reads
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,9 @@ def open_store(tmp_path, example_genomes):
     GenomeIndex(tmp_path / "index").build(example_genomes[:1], model="kmer:6")
     store = Store(tmp_path / "index")
     with store.connect(read_only=False) as con:
-        return store, reads.settings(con)
+        settings = reads.settings(con)
+        indexes = {kind: store.load_faiss(con, kind, settings)[0] for kind in FAISS_FILES}
+    return store, indexes, settings
 
 
 def embedded(engine: Embedder, path: Path) -> EmbeddedGenome:
@@ -129,12 +131,10 @@ def test_a_dead_writer_raises_in_put_instead_of_hanging(open_store, example_geno
 
 
 @pytest.mark.parametrize("new", [True, False], ids=["with a new genome", "with nothing new"])
-def test_the_writer_repairs_a_missing_faiss_file_beside_the_model(
-    open_store, example_genomes, kmer_engine, new: bool, caplog
-) -> None:
-    """The writer loads the FAISS indexes in its own thread, so their import and any repair from
-    DuckDB overlap the model's first batches; the repaired file is written either way."""
-    store, _ = open_store
+def test_a_build_repairs_a_missing_faiss_file(open_store, example_genomes, kmer_engine, new: bool, caplog) -> None:
+    """A FAISS file lost since the last build is rebuilt from DuckDB and written, whether or not
+    the build adds anything."""
+    store, _, _ = open_store
     (store.directory / "chunks.faiss").unlink()
     with caplog.at_level("WARNING", logger="genome_index"):
         report = GenomeIndex(store.directory).build(example_genomes[: 2 if new else 1], embedder=kmer_engine)
