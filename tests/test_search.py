@@ -19,6 +19,15 @@ def index(nt_tiny_store: Path, tmp_path_factory) -> GenomeIndex:
     return GenomeIndex(copy_store(nt_tiny_store, tmp_path_factory.mktemp("search")))
 
 
+@pytest.fixture(scope="module")
+def fragment(example_genomes, tmp_path_factory) -> Path:
+    """The first example genome's two records cut to 20 kb at most: a query that is quick to
+    embed where its size does not matter."""
+    records = [(r.id, r.sequence[:20_000].decode()) for r in read_genome(example_genomes[0]).records]
+    assert len(records) == 2
+    return write_fasta(tmp_path_factory.mktemp("fragment") / "f.fa", records)
+
+
 def write_reverse_complement(source: Path, target: Path) -> Path:
     genome = read_genome(source)
     return write_fasta(target, [(r.id, reverse_complement(r.sequence).decode()) for r in reversed(genome.records)])
@@ -37,7 +46,8 @@ def test_every_genome_finds_itself_first(index: GenomeIndex, example_genomes, mo
 
 @pytest.mark.parametrize("mode", ["genome", "chunks"])
 def test_reverse_complement_gives_the_same_hits(index: GenomeIndex, example_genomes, tmp_path, mode) -> None:
-    source = example_genomes[1]
+    records = read_genome(example_genomes[1]).records  # two contigs' worth: quick to embed
+    source = write_fasta(tmp_path / "fw.fa", [(r.id, r.sequence[:20_000].decode()) for r in records[:2]])
     flipped = write_reverse_complement(source, tmp_path / "rc.fa")
     forward = index.query(source, QueryOptions(k=4, mode=mode, align=False))  # the embedding's own invariance
     reverse = index.query(flipped, QueryOptions(k=4, mode=mode, align=False))
@@ -59,16 +69,15 @@ def test_fragment_of_reverse_strand_in_chunk_mode(index: GenomeIndex, example_ge
     assert hits[0].support >= 1
 
 
-def test_per_record_queries(index: GenomeIndex, example_genomes) -> None:
-    path = example_genomes[0]
-    records = read_genome(path).records
-    hits = index.query(path, QueryOptions(k=2, per_record=True))
+def test_per_record_queries(index: GenomeIndex, fragment: Path) -> None:
+    records = read_genome(fragment).records
+    hits = index.query(fragment, QueryOptions(k=2, per_record=True))
     assert [h.query for h in hits] == [r.id for r in records for _ in range(2)]
     assert [h.rank for h in hits] == [1, 2] * len(records)
 
 
-def test_k_larger_than_the_store(index: GenomeIndex, example_genomes) -> None:
-    assert len(index.query(example_genomes[0], QueryOptions(k=50))) == len(example_genomes)
+def test_k_larger_than_the_store(index: GenomeIndex, example_genomes, fragment: Path) -> None:
+    assert len(index.query(fragment, QueryOptions(k=50))) == len(example_genomes)
 
 
 def test_bad_query_arguments(index: GenomeIndex, example_genomes, tmp_path) -> None:
@@ -82,7 +91,7 @@ def test_bad_query_arguments(index: GenomeIndex, example_genomes, tmp_path) -> N
         index.query(bad)
 
 
-def test_query_with_another_model_is_refused(index: GenomeIndex, example_genomes, tmp_path) -> None:
+def test_query_with_another_model_is_refused(index: GenomeIndex, fragment: Path, tmp_path) -> None:
     other = tmp_path / "other-model"
     shutil.copytree(Path(__file__).parent.parent / "genome_index" / "assets" / "nt-tiny", other)
     weights = other / "model.safetensors"
@@ -90,8 +99,8 @@ def test_query_with_another_model_is_refused(index: GenomeIndex, example_genomes
     data[-1] ^= 0xFF  # different weights, same shape
     weights.write_bytes(bytes(data))
     with pytest.raises(GenomeIndexError, match="not the model this store was built with"):
-        index.query(example_genomes[0], model=str(other))
-    assert index.query(example_genomes[0], QueryOptions(k=1), model="nt-tiny")[0].rank == 1
+        index.query(fragment, model=str(other))
+    assert index.query(fragment, QueryOptions(k=1), model="nt-tiny")[0].rank == 1
 
 
 def test_empty_store_has_no_answers(tmp_path) -> None:
