@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genome_index.cli import app
+from genome_index.fasta import read_genome
 from tests.conftest import EXAMPLES, copy_store, write_fasta
 
 runner = CliRunner()
@@ -265,8 +266,10 @@ def test_labels_are_stored_queryable_and_shown(store: Path, example_genomes, tmp
     assert f"labels set on {len(example_genomes)}" in result.stderr
     rows = sql_rows(store, "SELECT value AS host, count(*) AS n FROM labels WHERE key = 'host' GROUP BY 1 ORDER BY 1")
     assert [r["host"] for r in rows] == [f"host{i}" for i in range(len(example_genomes))]
-    hits = json.loads(run("query", example_genomes[2], "-k", "1", "--index", store, "-f", "json").stdout)
-    assert hits[0]["species"] == "S. aureus" and hits[0]["host"] == "host2"
+    record = read_genome(example_genomes[2]).records[0]  # 10 kb of it: quick, and found by its chunks
+    fragment = write_fasta(tmp_path / "fragment.fa", [(record.id, record.sequence[:10_000].decode())])
+    hits = json.loads(run("query", fragment, "-k", "1", "--index", store, "-f", "json").stdout)
+    assert hits[0]["name"] == "BPH2947" and hits[0]["species"] == "S. aureus" and hits[0]["host"] == "host2"
 
 
 def test_labels_naming_unknown_genomes_are_refused(store: Path, example_genomes, tmp_path: Path) -> None:
@@ -320,7 +323,7 @@ def test_info(store: Path) -> None:
     assert "MiB" in table and max(len(line) for line in table.splitlines()) <= 120
 
 
-def test_remove_by_name_and_id(store: Path, example_genomes) -> None:
+def test_remove_by_name_and_id(store: Path) -> None:
     result = run("remove", "BPH2003", "1", "--index", store)
     assert result.exit_code == 0, result.output
     assert "removed genome 1 ATCC12600" in result.stderr
@@ -329,12 +332,12 @@ def test_remove_by_name_and_id(store: Path, example_genomes) -> None:
     assert sql_rows(store, "SELECT count(*) AS n FROM chunks WHERE genome_id IN (1, 2)") == [{"n": 0}]
     import json
 
-    hits = json.loads(run("query", example_genomes[1], "--index", store, "-f", "json").stdout)
+    hits = json.loads(run("query", EXAMPLES / "query.fa", "--index", store, "-f", "json").stdout)
     assert {h["name"] for h in hits} == {"BPH2947", "DSM20231"}
     one_line_error(run("remove", "no-such", "--index", store), "no-such")
 
 
-def test_reindex_after_deleting_the_faiss_file(store: Path, example_genomes) -> None:
+def test_reindex_after_deleting_the_faiss_file(store: Path) -> None:
     (store / "chunks.faiss").unlink()
     (store / "genomes.faiss").unlink()
     result = run("reindex", "--index", store)
@@ -342,13 +345,13 @@ def test_reindex_after_deleting_the_faiss_file(store: Path, example_genomes) -> 
     assert (store / "chunks.faiss").exists() and (store / "genomes.faiss").exists()
     import json
 
-    hits = json.loads(run("query", example_genomes[3], "-k", "1", "--index", store, "-f", "json").stdout)
+    hits = json.loads(run("query", EXAMPLES / "query.fa", "-k", "1", "--index", store, "-f", "json").stdout)
     assert hits[0]["name"] == "DSM20231"
 
 
-def test_query_repairs_a_missing_faiss_file_with_a_notice(store: Path, example_genomes) -> None:
+def test_query_repairs_a_missing_faiss_file_with_a_notice(store: Path) -> None:
     (store / "chunks.faiss").unlink()  # the index a fragment-sized query uses
-    result = run("query", example_genomes[0], "-k", "1", "--index", store)
+    result = run("query", EXAMPLES / "query.fa", "-k", "1", "--index", store)
     assert result.exit_code == 0, result.output
     assert "rebuilt from the vectors" in result.stderr
 
