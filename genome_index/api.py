@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genome_index import __version__
+from genome_index import __version__, permissions
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import Genome, find_fasta_files, read_genome
 from genome_index.progress import SILENT, Progress
@@ -128,7 +128,9 @@ class GenomeIndex:
         with self._undone_on_failure(new_store, made_directory):
             with self.store.lock():
                 stored = None if new_store else self.store.settings()
-                asked, store_options = resolve(as_model_options(model), store or StoreOptions(), stored)
+                asked = as_model_options(model)
+                asked = permissions.require(asked, stored, self.directory) if stored else permissions.granted(asked)
+                asked, store_options = resolve(asked, store or StoreOptions(), stored)
                 if stored is not None and asked.model not in (stored.model, stored.model_source):
                     self._refuse_other_model(asked, stored)
                 if ray_address is not None:
@@ -185,16 +187,21 @@ class GenomeIndex:
         model: str | None = None,
         embedder: Embedder | None = None,
         micro_batch: bool = False,
+        trust_remote_code: bool | None = None,
+        model_package: str | None = None,
     ) -> Searcher:
         """A `Searcher`: this store's model, FAISS indexes and genome details loaded once, for
         many queries (use it in a `with` block). `model`, if given, must be the store's;
         `embedder` reuses a loaded one (it must be the store's). With `micro_batch`, queries
-        from several threads are embedded together (what `serve` uses)."""
+        from several threads are embedded together (what `serve` uses). A store whose model
+        runs its own code, or comes from a package, loads only with `trust_remote_code` or
+        `model_package` given here (or their environment variables, see `permissions`)."""
         from genome_index.searcher import Searcher
 
         self.store.require()
         settings = self.settings()
-        embedder = embedder or self._embedder(settings, model, run or RunOptions())
+        grants = ModelOptions(trust_remote_code=trust_remote_code, model_package=model_package)
+        embedder = embedder or self._embedder(settings, model, run or RunOptions(), grants)
         if not settings.same_vectors(embedder.settings(settings.store_options())):
             raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
         return Searcher(self.store, embedder, settings, micro_batch)
@@ -210,16 +217,21 @@ class GenomeIndex:
         timings: dict[str, float] | None = None,
         progress: Progress = SILENT,
         aligners: Aligners | None = None,
+        trust_remote_code: bool | None = None,
+        model_package: str | None = None,
     ) -> list[Hit]:
         """Nearest stored genomes to `query` (a FASTA path, FASTA text or sequence, (name,
         sequence) records or a Genome), best first, `options.k` per query.
 
         One query: a searcher is made and dropped (keep `searcher()` for many). `timings`, if
         given, receives the seconds spent embedding the query and searching (alignment
-        included); `aligners` keeps the candidates' minimap2 indexes between calls.
+        included); `aligners` keeps the candidates' minimap2 indexes between calls;
+        `trust_remote_code` and `model_package` as for `searcher`.
         """
         options = options or QueryOptions()
-        with self.searcher(run, model=model, embedder=embedder) as searcher:
+        with self.searcher(
+            run, model=model, embedder=embedder, trust_remote_code=trust_remote_code, model_package=model_package
+        ) as searcher:
             if aligners is not None:
                 searcher.aligners = aligners
             started = time.perf_counter()
@@ -228,15 +240,23 @@ class GenomeIndex:
             timings.update(embed_s=embed_seconds, search_s=time.perf_counter() - started - embed_seconds)
         return hits
 
-    def _embedder(self, settings: StoreSettings, model: str | None, run: RunOptions) -> Embedder:
-        """The store's own model, layer and windows; a --model that is not the store's is refused."""
+    def _embedder(self, settings: StoreSettings, model: str | None, run: RunOptions, grants: ModelOptions) -> Embedder:
+        """The store's own model, layer and windows, with the code and package the user grants
+        (`permissions.require`); a --model that is not the store's is refused."""
         from genome_index.embed import Embedder
 
+        grants = permissions.require(grants, settings, self.directory)
         stored = settings.model_options()
         if model is not None and model not in (settings.model, settings.model_source):
             self._refuse_other_model(ModelOptions(model=model), settings)
         run = dataclasses.replace(run, batch_tokens=run.batch_tokens or settings.batch_tokens or None)
-        embedder = Embedder(dataclasses.replace(stored, model=model or stored.model), run)
+        embedder = Embedder(
+            dataclasses.replace(
+                stored, model=model or stored.model, trust_remote_code=grants.trust_remote_code,
+                model_package=grants.model_package,
+            ),
+            run,
+        )  # fmt: skip
         if embedder.spec.revision != settings.model_revision:
             raise GenomeIndexError(
                 f"model {model or stored.model!r} is not the model this store was built with "

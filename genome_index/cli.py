@@ -67,12 +67,14 @@ def _setup_logging() -> None:
 CONFIG_FILE = "genome-index.toml"
 TYPE_NAMES = {str: "string", int: "whole number", float: "number", bool: "true or false", list: "list of paths"}
 FILE_ONLY_TYPES = {  # TOML keys besides the settings
-    "inputs": list, "index": str, "labels": str, "shard": str, "ray": str, "ray_actors": int,
+    "inputs": list, "index": str, "labels": str, "shard": str, "ray_actors": int,
 }  # fmt: skip
-# Options that run code: a file that travels with data (a cloned folder) must never turn them on.
+# Options that run code or reach other machines: a file that travels with data (a cloned
+# folder) must never turn them on (see `permissions`).
 NOT_FROM_FILES = {
     "trust_remote_code": "pass --trust-remote-code (or set GENOME_INDEX_TRUST_REMOTE_CODE=1) yourself",
-    "model_package": "pass --model-package yourself",
+    "model_package": "pass --model-package (or set GENOME_INDEX_MODEL_PACKAGE) yourself",
+    "ray": "pass --ray (or set RAY_ADDRESS) yourself",
 }
 
 
@@ -178,7 +180,9 @@ TrustRemoteCode = Annotated[
     bool | None, opt("trust_remote_code", "--trust-remote-code", envvar="GENOME_INDEX_TRUST_REMOTE_CODE")
 ]
 Pooling = Annotated[str | None, opt("pooling", metavar="[mean|cls|last]")]
-ModelPackage = Annotated[str | None, opt("model_package", metavar="PACKAGE")]
+ModelPackage = Annotated[
+    str | None, opt("model_package", "--model-package", metavar="PACKAGE", envvar="GENOME_INDEX_MODEL_PACKAGE")
+]
 Device = Annotated[str, opt("device", metavar="DEVICE")]
 Dtype = Annotated[str, opt("dtype", metavar="[auto|float32|bfloat16|float16]")]
 BatchTokens = Annotated[int | None, opt("batch_tokens")]
@@ -459,6 +463,8 @@ def query(
         str | None,
         typer.Option("--model", "-m", help="Must be the store's model (it is read from the store).", metavar="MODEL"),
     ] = None,
+    trust_remote_code: TrustRemoteCode = None,
+    model_package: ModelPackage = None,
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
@@ -493,7 +499,10 @@ def query(
     choose(known, [], fmt, columns)  # an unknown --columns fails before the model loads
     options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank, align, align_top)
     with stdin_as_file([fasta]) as (path,):
-        hits = store.query(path, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet))
+        hits = store.query(
+            path, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet),
+            trust_remote_code=trust_remote_code, model_package=model_package,
+        )  # fmt: skip
     rows = [hit.row(alignments=fmt == "json") for hit in hits]
     aligned = any(hit.identity is not None for hit in hits)
     brief = (["query"] if per_record else []) + list(HIT_TABLE_COLUMNS if aligned else HIT_TABLE_UNALIGNED)
@@ -600,6 +609,8 @@ def serve(
         Path | None,
         typer.Option("--compare", help="A `genome-index compare` output folder to show on the page.", metavar="DIR"),
     ] = None,
+    trust_remote_code: TrustRemoteCode = None,
+    model_package: ModelPackage = None,
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
@@ -627,7 +638,10 @@ def serve(
         raise GenomeIndexError(f"--compare {compare_dir}: no such folder (an output folder of `genome-index compare`)")
     store = GenomeIndex.open(index_dir(index))
     store.store.reader_wait = BUSY_WAIT  # a request answers 503 rather than wait out a long commit
-    searcher = store.searcher(RunOptions(device, dtype, batch_tokens), micro_batch=True)
+    searcher = store.searcher(
+        RunOptions(device, dtype, batch_tokens), micro_batch=True, trust_remote_code=trust_remote_code,
+        model_package=model_package,
+    )  # fmt: skip
     log(f"serving {store.directory} on http://{host}:{port} (Ctrl-C stops)")
     run_server(
         store, host, port, searcher, Limits(max_query_bytes=max_query_bytes, sql_timeout=sql_timeout), token,

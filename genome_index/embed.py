@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genome_index import __version__
+from genome_index import __version__, permissions
 from genome_index.chunker import Chunker
 from genome_index.encoders import Encoder, load_encoder
 from genome_index.engine import BatchEngine
@@ -31,7 +31,7 @@ class Embedder:
 
     def __init__(self, model: ModelOptions | str | None = None, run: RunOptions | None = None) -> None:
         asked = ModelOptions(model=model) if isinstance(model, str) else model or ModelOptions()
-        options, _ = resolve(asked, StoreOptions(), None)
+        options, _ = resolve(permissions.granted(asked), StoreOptions(), None)
         run = run or RunOptions()
         if options.chunk_tokens is not None and options.chunk_tokens < 2:
             raise GenomeIndexError(f"--chunk-tokens {options.chunk_tokens}: a window holds at least 2 tokens")
@@ -52,7 +52,7 @@ class Embedder:
                 f"--batch-tokens {batch_tokens} is smaller than one window ({self.chunker.chunk_tokens} tokens)"
             )
         self.engine = BatchEngine(self.encoder, batch_tokens)
-        self.trust_remote_code = bool(options.trust_remote_code)
+        self.trust_remote_code = self.encoder.own_code  # recorded: a later run must grant it again
         self.model_package = options.model_package or ""
         self.asked_batch_tokens = run.batch_tokens or 0
 

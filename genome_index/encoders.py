@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import torch
 
-from genome_index import kmer, models
+from genome_index import kmer, models, permissions
 from genome_index.devices import pick_device, pick_dtype
 from genome_index.errors import GenomeIndexError
 from genome_index.models import ModelSpec
@@ -32,6 +32,7 @@ class Encoder(Protocol):
     compiled: bool
     pooling: str
     exact_lengths: bool  # padding changes vectors: batch windows of one length only
+    own_code: bool  # the checkpoint's own Python code runs (it needed --trust-remote-code)
     default_chunk_tokens: int  # 0: the model states no limit
     default_batch_tokens: int
 
@@ -77,6 +78,7 @@ class TransformerEncoder:
         self.device = pick_device(run.device)
         self.dtype = pick_dtype(run.dtype, self.device)
         config = models.load_config(name, trust, package)
+        self.own_code = bool(getattr(config, "auto_map", None))  # the checkpoint's own classes run
         self.tokenizer: Tokenizer = models.load_tokenizer(name, config, trust)
         self.model = models.load_model(name, self.layer, self.device, self.dtype, trust, package)
         self._cut = models.is_truncatable(self.model)
@@ -216,10 +218,11 @@ def _first_tensor(output: Any) -> torch.Tensor:
 
 
 def load_encoder(options: ModelOptions, run: RunOptions) -> Encoder:
-    """The encoder for a model name: `kmer:K` or a transformer checkpoint."""
+    """The encoder for a model name: `kmer:K` or a transformer checkpoint (its code and package
+    as the user grants them, `permissions.granted`)."""
     if kmer_size(options.model or "") is not None:
         return kmer.KmerEncoder(options, run)
-    return TransformerEncoder(options, run)
+    return TransformerEncoder(permissions.granted(options), run)
 
 
 def load_tokenizer(options: ModelOptions) -> Tokenizer:
@@ -227,12 +230,15 @@ def load_tokenizer(options: ModelOptions) -> Tokenizer:
     name = options.model or ""
     if kmer_size(name) is not None:
         return kmer.BaseTokenizer()
+    options = permissions.granted(options)
     trust = bool(options.trust_remote_code)
     return models.load_tokenizer(name, models.load_config(name, trust, options.model_package), trust)
 
 
-def describe(name: str, trust_remote_code: bool = False, package: str | None = None) -> ModelSpec:
+def describe(options: ModelOptions) -> ModelSpec:
     """A model's identity and shape without loading its weights."""
+    name = options.model or ""
     if kmer_size(name) is not None:
         return kmer.spec(name)
-    return models.describe(name, trust_remote_code, package)
+    options = permissions.granted(options)
+    return models.describe(name, bool(options.trust_remote_code), options.model_package)

@@ -87,8 +87,8 @@ def evaluate(
     identity = ani_matrix(len(files), lambda i: read_genome(files[i]), progress) if ani else None
     rows = []
     for model in models:
-        template = windows or ModelOptions()
-        n_layers = describe(model, bool(template.trust_remote_code), template.model_package).num_layers
+        template = dataclasses.replace(windows or ModelOptions(), model=model)
+        n_layers = describe(template).num_layers
         wanted = parse_layers(layers, n_layers) if n_layers else [0]  # one hidden state: the layers are moot
         embedder = Embedder(dataclasses.replace(template, model=model, layer=max(wanted)), run)
         vectors: dict[int, list[np.ndarray]] = {layer: [] for layer in wanted}

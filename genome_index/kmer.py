@@ -80,6 +80,7 @@ class KmerEncoder:
         self.compiled = False
         self.pooling = "mean"  # the profile: the mean of the chunk's one-hot K-mer counts
         self.exact_lengths = False
+        self.own_code = False
         self.default_chunk_tokens = DEFAULT_CHUNK_BP
         self.default_batch_tokens = BATCH_BASES
 

@@ -248,11 +248,12 @@ class StoreSettings:
         }
 
     def model_options(self) -> ModelOptions:
-        """The options that rebuild this store's embedder (its own model, layer and windows)."""
+        """The options that rebuild this store's embedder (its own model, layer and windows).
+        Never what the store records of code it ran (`trust_remote_code`, `model_package`): only
+        the user grants those (`permissions`)."""
         return ModelOptions(
             model=self.model_source, layer=self.layer, chunk_tokens=self.chunk_tokens, chunking=self.chunking,
-            overlap=self.overlap, trust_remote_code=self.trust_remote_code, anchor_radius=self.anchor_radius,
-            pooling=self.pooling, model_package=self.model_package or None,
+            overlap=self.overlap, anchor_radius=self.anchor_radius, pooling=self.pooling,
         )  # fmt: skip
 
     def store_options(self) -> StoreOptions:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import EXAMPLES, STAPH
+
 os.environ.setdefault("GENOME_INDEX_CACHE", tempfile.mkdtemp(prefix="genome-index-test-cache-"))  # not ~/.cache
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-STAPH = ROOT.parent / "shared" / "data" / "staph"
 
 
 @pytest.fixture(scope="session")
@@ -63,19 +60,6 @@ def nt_tiny_store(tmp_path_factory, example_genomes) -> Path:
     return directory
 
 
-def copy_store(built: Path, tmp_path: Path) -> Path:
-    """A private copy of a store built once per module, for a test that changes it."""
-    copy = tmp_path / "index"
-    shutil.copytree(built, copy)
-    return copy
-
-
-def write_fasta(path: Path, records: list[tuple[str, str]], gz: bool = False, eol: str = "\n") -> Path:
-    """Write records as FASTA (optionally gzip, optionally CRLF) and return the path."""
-    text = "".join(f">{header}{eol}{sequence}{eol}" for header, sequence in records)
-    data = text.encode()
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
 
 
 @pytest.fixture(scope="session")

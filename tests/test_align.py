@@ -105,7 +105,7 @@ def test_indexes_are_built_once_and_kept(genomes) -> None:
 
 
 def test_a_query_fills_the_aligners_it_is_given(nt_tiny_store: Path) -> None:
-    from tests.conftest import EXAMPLES
+    from tests.helpers import EXAMPLES
 
     aligners = Aligners()
     GenomeIndex.open(nt_tiny_store).query(EXAMPLES / "query.fa", QueryOptions(k=2), aligners=aligners)

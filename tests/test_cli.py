@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from genome_index.cli import app
 from genome_index.fasta import read_genome
-from tests.conftest import EXAMPLES, copy_store, write_fasta
+from tests.helpers import EXAMPLES, copy_store, one_line_error, write_fasta
 
 runner = CliRunner()
 
@@ -23,15 +23,6 @@ def run(*args: str):
 def run_with_input(data: bytes, *args: str):
     return runner.invoke(app, [str(a) for a in args], input=data, catch_exceptions=False)
 
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("genome-index: error:")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_version() -> None:

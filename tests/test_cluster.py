@@ -21,7 +21,7 @@ from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.progress import Progress, Step
 from genome_index.settings import RunOptions, StoreOptions
-from tests.conftest import EXAMPLES, ROOT, write_fasta
+from tests.helpers import EXAMPLES, ROOT, write_fasta
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
 runner = CliRunner()

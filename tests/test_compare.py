@@ -20,8 +20,7 @@ from genome_index.evaluate import evaluate, parse_layers
 from genome_index.fasta import Genome, Record, read_genome, reverse_complement
 from genome_index.kmer import canonical_columns
 from genome_index.settings import QueryOptions
-from tests.conftest import write_fasta
-from tests.test_cli import one_line_error
+from tests.helpers import one_line_error, write_fasta
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ from genome_index.models import BUNDLED, FusedGelu
 from genome_index.reference import embed_reference
 from genome_index.settings import ModelOptions, RunOptions
 from genome_index.testing import random_checkpoint
-from tests.conftest import write_fasta
+from tests.helpers import write_fasta
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -13,7 +13,7 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome, reverse_complement
-from tests.conftest import copy_store
+from tests.helpers import copy_store
 
 runner = CliRunner()
 

@@ -14,6 +14,7 @@ import json
 import pickle
 import shutil
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from genome_index.fasta import read_genome, reverse_complement
 from genome_index.reference import embed_reference
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions
 from tests import families
-from tests.conftest import write_fasta
+from tests.helpers import write_fasta
 
 CPU = RunOptions(device="cpu")
 # family: (how its checkpoint is made, options beyond the model, pooling expected, compare with stock HF)
@@ -163,7 +164,11 @@ def test_a_store_of_every_family_covers_every_base_and_ignores_strand(
     forward = write_fasta(tmp_path / "q.fa", [("q", sequence[200:1300])])
     backward = write_fasta(tmp_path / "rc.fa", [("rc", reverse_complement(sequence[200:1300].encode()).decode())])
     query = QueryOptions(k=4, mode="chunks", rerank=False)
-    hits, flipped = store.query(forward, query, CPU), store.query(backward, query, CPU)
+    extra = FAMILIES[family][1]
+    grants = {key: extra[key] for key in ("trust_remote_code", "model_package") if key in extra}
+    with pytest.raises(GenomeIndexError, match=r"--trust-remote-code|--model-package") if grants else nullcontext():
+        store.searcher(CPU)  # what the store records of the model's code, only the user grants
+    hits, flipped = store.query(forward, query, CPU, **grants), store.query(backward, query, CPU, **grants)
     assert [(h.name, h.score) for h in hits] == [(h.name, h.score) for h in flipped]
 
 

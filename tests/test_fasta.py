@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import FASTA_SUFFIXES, find_fasta_files, is_fasta_path, iter_records, read_genome
-from tests.conftest import write_fasta
+from tests.helpers import write_fasta
 
 
 @pytest.mark.parametrize("suffix", FASTA_SUFFIXES)

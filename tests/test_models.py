@@ -12,7 +12,7 @@ import pytest
 
 from genome_index import models
 from genome_index.errors import GenomeIndexError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 NT_TINY = models.BUNDLED["nt-tiny"]
 

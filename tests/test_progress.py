@@ -13,7 +13,7 @@ import genome_index.progress as progress
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.progress import Shown, duration
-from tests.conftest import EXAMPLES, copy_store
+from tests.helpers import EXAMPLES, copy_store
 
 
 class Terminal(io.StringIO):

@@ -28,7 +28,7 @@ from genome_index.search import (
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
 from genome_index.store import reads
 from genome_index.store.vectors import normalise
-from tests.conftest import write_fasta
+from tests.helpers import write_fasta
 
 
 def query_of(length: int) -> Query:

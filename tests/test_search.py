@@ -11,7 +11,7 @@ from genome_index.api import GenomeIndex
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome, reverse_complement
 from genome_index.settings import QueryOptions
-from tests.conftest import copy_store, write_fasta
+from tests.helpers import copy_store, write_fasta
 
 
 @pytest.fixture(scope="module")

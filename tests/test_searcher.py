@@ -16,7 +16,7 @@ from genome_index.hits import HIT_COLUMNS, Hit
 from genome_index.progress import SILENT
 from genome_index.searcher import MicroBatcher
 from genome_index.settings import QueryOptions
-from tests.conftest import EXAMPLES, copy_store
+from tests.helpers import EXAMPLES, copy_store
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from genome_index.cli import app as cli
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome
 from genome_index.serve import Limits, check_host, create_app
-from tests.conftest import EXAMPLES, copy_store
+from tests.helpers import EXAMPLES, copy_store, free_port
 
 TOKEN = "a-test-token-of-some-length"
 QUERY = (EXAMPLES / "query.fa").read_text()  # 20 kb of DSM20231
@@ -142,11 +142,6 @@ def test_the_cli_refuses_an_open_host_before_loading(tmp_path: Path, nt_tiny_sto
     result = CliRunner().invoke(cli, ["serve", "-i", str(nt_tiny_store), "--token-file", str(short)])
     assert result.exit_code == 1 and "at least 16 characters" in result.stderr
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

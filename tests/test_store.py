@@ -21,7 +21,7 @@ from genome_index.store.indexes import build_faiss
 from genome_index.store.lock import write_lock
 from genome_index.store.vectors import genome_vector, normalise
 from genome_index.store.writes import NewGenome
-from tests.conftest import copy_store, write_fasta
+from tests.helpers import copy_store, write_fasta
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ import uvicorn
 
 from genome_index.api import GenomeIndex
 from genome_index.serve import create_app
-from tests.conftest import EXAMPLES, copy_store
-from tests.test_serve import free_port
+from tests.helpers import EXAMPLES, copy_store, free_port
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
