@@ -379,3 +379,52 @@ def test_a_group_that_fails_commits_none_of_its_genomes(empty_store: Store) -> N
         assert con.execute("SELECT name FROM genomes").fetchall() == [("g0",)]
         assert con.execute("SELECT count(*) FROM chunks").fetchall() == [(2,)]
         assert writes.add_genomes(con, [new_genome(1, 2)], "float16")[0][0] == 2  # ids were not used up
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory, example_genomes) -> Path:
+    """A kmer:4 store of two examples (quick to rebuild), for tests that break it."""
+    index = tmp_path_factory.mktemp("links") / "index"
+    GenomeIndex(index).build(example_genomes[:2], "kmer:4")
+    return index
+
+
+@pytest.mark.parametrize(
+    ("link", "command"),
+    [
+        ("build.lock", "remove"),
+        ("build.lock", "build"),
+        ("chunks.faiss.tmp", "reindex"),
+        ("chunks.faiss", "reindex"),
+        ("metadata.duckdb", "build"),
+        ("metadata.duckdb.wal", "remove"),
+        ("chunks.faiss.tmp", "query"),  # a query that repairs a stale FAISS file
+    ],
+)
+def test_writes_never_follow_a_link_in_the_store(
+    link: str, command: str, small_store: Path, example_genomes, tmp_path: Path
+) -> None:
+    index = copy_store(small_store, tmp_path)
+    outside = tmp_path / "outside"
+    if link == "metadata.duckdb":  # the link leads to a working copy of the database
+        (index / link).rename(outside)
+    else:
+        (index / link).unlink(missing_ok=True)
+        outside.write_bytes(b"precious")
+    before = outside.read_bytes()
+    (index / link).symlink_to(outside)
+    args = {
+        "remove": ["remove", "1"],
+        "build": ["build", example_genomes[2]],
+        "reindex": ["reindex"],
+        "query": ["query", example_genomes[0], "--no-align", "-k", "1"],
+    }[command]
+    if command == "query":
+        (index / "chunks.faiss").unlink()  # stale: the query rebuilds it and would save it
+    result = CliRunner().invoke(app, [*map(str, args), "-i", str(index)])
+    assert outside.read_bytes() == before
+    if command == "query":
+        assert result.exit_code == 0 and "symbolic link" in result.stderr
+    else:
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1
+        assert f"{index / link} is a symbolic link" in result.stderr

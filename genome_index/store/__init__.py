@@ -31,6 +31,7 @@ from genome_index.errors import GenomeIndexError, StoreBusy, first_line
 from genome_index.progress import SILENT, Progress
 from genome_index.settings import StoreSettings
 from genome_index.store import reads
+from genome_index.store.files import refuse_links, touch
 from genome_index.store.lock import LOCK_FILE, is_held, write_lock
 from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, has_sequences, upgrade
 
@@ -90,6 +91,8 @@ class Store:
         (a build commits, a long query reads), it waits up to `wait` seconds (readers 30 s by
         default, writers 10 minutes). Without `checkpoint`, closing it leaves the commits in the
         write-ahead log (a build's short commit sessions; DuckDB checkpoints past 16 MB of log)."""
+        if not read_only:
+            self.refuse_links()
         config: dict[str, Any] = {"enable_external_access": False, "lock_configuration": read_only}
         if memory_limit is not None:
             config.update(temp_directory="", memory_limit=memory_limit)
@@ -152,8 +155,8 @@ class Store:
                         "commit?); try again later"
                     ) from None
                 if not read_only:
-                    with contextlib.suppress(OSError):  # a full disk or a read-only folder: wait unannounced
-                        wanted.touch()
+                    with contextlib.suppress(OSError, GenomeIndexError):  # a full disk, a read-only folder,
+                        touch(wanted)  # or a link where the file belongs: wait unannounced
                 time.sleep(0.05)
             except duckdb.Error as exc:
                 raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
@@ -162,12 +165,18 @@ class Store:
     def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The write lock and a writable connection, for one command that changes the store."""
         self.require()
-        with write_lock(self.directory), self.connect(read_only=False) as con:
+        with self.lock(), self.connect(read_only=False) as con:
             yield con
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """The write lock alone (a build holds it before the store exists)."""
+        self.refuse_links()
         return write_lock(self.directory)
+
+    def refuse_links(self) -> None:
+        """One line, before anything is written, when one of the store's own files is a symbolic
+        link: writes never follow links out of the store (`files`)."""
+        refuse_links(self.directory, LEFTOVERS)
 
     def settings(self) -> StoreSettings:
         self.require()
@@ -198,6 +207,7 @@ class Store:
         """An empty store with its fixed settings (the folder must exist)."""
         if self.db_path.exists():
             raise GenomeIndexError(f"{self.db_path} exists already")
+        self.refuse_links()
         try:
             create_database(self.db_path, settings)
         except (duckdb.Error, OSError) as exc:
@@ -242,6 +252,7 @@ class Store:
     def write_faiss(self, kind: str, index: faiss.Index) -> None:
         from genome_index.store.indexes import write_atomically
 
+        self.refuse_links()
         write_atomically(self.faiss_path(kind), index)
 
     def rewrite_faiss(
@@ -291,7 +302,7 @@ class Store:
     def save_repair(self, kind: str, index: faiss.Index) -> None:
         """Persist a FAISS file repaired during a read, unless a writer holds the store."""
         try:
-            with write_lock(self.directory):
+            with self.lock():
                 self.write_faiss(kind, index)
         except GenomeIndexError as exc:
             if "another genome-index process" not in str(exc):

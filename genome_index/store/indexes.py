@@ -154,11 +154,15 @@ def read_verified(
 
 
 def write_atomically(path: Path, index: faiss.Index) -> None:
-    """Replace one FAISS file atomically: write a temp file, fsync, rename, fsync the folder."""
+    """Replace one FAISS file atomically: write a new temp file (never through a link), fsync,
+    rename, fsync the folder."""
+    from genome_index.store.files import create_new
+
     tmp = path.with_name(path.name + ".tmp")
     try:
-        faiss.write_index(index, str(tmp))
-        with open(tmp, "rb") as handle:
+        with os.fdopen(create_new(tmp), "wb", buffering=1 << 20) as handle:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write, 1 << 20))
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         folder = os.open(path.parent, os.O_RDONLY)
@@ -167,5 +171,6 @@ def write_atomically(path: Path, index: faiss.Index) -> None:
         finally:
             os.close(folder)
     except (OSError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
+        if not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
         raise GenomeIndexError(f"{path}: cannot write the FAISS index ({first_line(exc)})") from None

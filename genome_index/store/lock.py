@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from genome_index.errors import GenomeIndexError
+from genome_index.store.files import open_no_follow
 
 LOCK_FILE = "build.lock"
 
@@ -18,7 +19,7 @@ def write_lock(directory: Path) -> Iterator[None]:
     """Hold the store's write lock for the block, or fail at once naming the holder."""
     path = directory / LOCK_FILE
     try:
-        handle = open(path, "a+")
+        handle = os.fdopen(open_no_follow(path, os.O_RDWR | os.O_CREAT), "r+")
     except OSError as exc:
         raise GenomeIndexError(f"{directory}: cannot write here ({exc.strerror})") from None
     try:
@@ -50,8 +51,8 @@ def is_held(directory: Path) -> bool:
     """True while another process holds the write lock (a build is running)."""
     path = directory / LOCK_FILE
     try:
-        handle = open(path)
-    except OSError:
+        handle = os.fdopen(open_no_follow(path, os.O_RDONLY), "r")
+    except (OSError, GenomeIndexError):
         return False
     with handle:
         try:
