@@ -30,6 +30,7 @@ from genome_index.settings import (
     resolve,
 )
 from genome_index.store import FAISS_FILES, Store, reads, writes
+from genome_index.store.sql import SqlResult
 
 if TYPE_CHECKING:  # the model's and the build's modules load torch: imported where they run
     from genome_index.align import Aligners
@@ -284,12 +285,21 @@ class GenomeIndex:
             ]
             return b"".join(region_fasta(con, region, names[region.genome_id], reverse, width) for region in chosen)
 
-    def sql(self, statement: str, timeout: float = 60.0, memory_limit: str = "2GB") -> tuple[list[str], list[tuple]]:
+    def sql(
+        self, statement: str, timeout: float = 60.0, memory_limit: str = "2GB", max_rows: int | None = None
+    ) -> tuple[list[str], list[tuple]]:
         """Run one read-only SQL statement: writes, files and a temporary folder are out of its
-        reach, it may use `memory_limit` of memory and is stopped after `timeout` seconds."""
-        self.store.require()
-        with self.store.connect(read_only=True, memory_limit=memory_limit) as con:
-            return reads.run_sql(con, statement, timeout)
+        reach, it may use `memory_limit` of memory (its planning included), is stopped after
+        `timeout` seconds and returns at most `max_rows` rows. See `sql_stream` for rows in batches."""
+        with self.sql_stream(statement, timeout, memory_limit, max_rows) as result:
+            return result.columns, result.rows()
+
+    def sql_stream(
+        self, statement: str, timeout: float = 60.0, memory_limit: str = "2GB", max_rows: int | None = None
+    ) -> contextlib.AbstractContextManager[SqlResult]:
+        """`sql` with the rows as they come: `with index.sql_stream(s) as result:` gives
+        `result.columns` and `result.batches()`; memory stays bounded whatever the row count."""
+        return self.store.sql(statement, timeout, memory_limit, max_rows)
 
     def label_names(self) -> list[str]:
         """The label columns of this store (the keys of its `labels` table), sorted."""

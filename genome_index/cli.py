@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -147,6 +148,10 @@ def user_errors(func: F) -> F:
         except GenomeIndexError as exc:
             typer.echo(f"genome-index: error: {exc}", err=True)
             raise typer.Exit(1) from None
+        except BrokenPipeError:  # the reader of stdout left (`| head`): nothing more to say
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except OSError as exc:  # e.g. an output path in a missing or read-only folder
             where = f"{exc.filename}: " if exc.filename else ""
             typer.echo(f"genome-index: error: {where}{exc.strerror or exc}", err=True)
@@ -604,7 +609,17 @@ def serve(
     ] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Listen beyond this machine without a token.")] = False,
     max_query_bytes: Annotated[int, typer.Option(help="Largest request body.", metavar="BYTES")] = 50_000_000,
+    query_bytes: Annotated[
+        int, typer.Option(help="Query bodies handled at once, in bytes (others wait their turn).", metavar="BYTES")
+    ] = 50_000_000,
     sql_timeout: Annotated[float, typer.Option(help="Stop SQL after this many seconds.", metavar="SECONDS")] = 10.0,
+    sql_memory_limit: Annotated[
+        str, typer.Option(help="Memory one SQL statement may use, its planning included.", metavar="SIZE")
+    ] = "500MB",
+    max_sql: Annotated[int, typer.Option(help="SQL statements run at once.", metavar="N")] = 2,
+    queue_wait: Annotated[
+        float, typer.Option(help="Seconds a request waits for its turn before a 503.", metavar="SECONDS")
+    ] = 5.0,
     compare_dir: Annotated[
         Path | None,
         typer.Option("--compare", help="A `genome-index compare` output folder to show on the page.", metavar="DIR"),
@@ -629,24 +644,26 @@ def serve(
       genome-index serve --host 0.0.0.0 --token-file token.txt --compare compare-out
     """
     from genome_index.api import GenomeIndex
-    from genome_index.serve import BUSY_WAIT, Limits, check_host, read_token
+    from genome_index.serve import BUSY_WAIT, Limits, bind, check_host, read_token
     from genome_index.serve import serve as run_server
 
     token = read_token(token_file)
     check_host(host, token, insecure)  # before the model loads
     if compare_dir is not None and not compare_dir.is_dir():
         raise GenomeIndexError(f"--compare {compare_dir}: no such folder (an output folder of `genome-index compare`)")
+    limits = Limits(
+        max_query_bytes=max_query_bytes, query_bytes=query_bytes, sql_timeout=sql_timeout,
+        sql_memory=sql_memory_limit, sql=max_sql, queue_wait=queue_wait,
+    )  # fmt: skip
     store = GenomeIndex.open(index_dir(index))
+    sock = bind(host, port)  # a port in use is said before the model loads
     store.store.reader_wait = BUSY_WAIT  # a request answers 503 rather than wait out a long commit
     searcher = store.searcher(
         RunOptions(device, dtype, batch_tokens), micro_batch=True, trust_remote_code=trust_remote_code,
         model_package=model_package,
     )  # fmt: skip
     log(f"serving {store.directory} on http://{host}:{port} (Ctrl-C stops)")
-    run_server(
-        store, host, port, searcher, Limits(max_query_bytes=max_query_bytes, sql_timeout=sql_timeout), token,
-        insecure, compare_dir,
-    )  # fmt: skip
+    run_server(store, host, port, searcher, limits, token, insecure, compare_dir, sock)
 
 
 @command()
@@ -673,11 +690,12 @@ def sql(
       genome-index sql 'SELECT id, subsequence(record_id, start, "end") FROM chunks LIMIT 2'
     """
     from genome_index.api import GenomeIndex
-    from genome_index.output import render
+    from genome_index.output import write_rows
 
     check_format(fmt)
-    columns, rows = GenomeIndex.open(index_dir(index)).sql(statement, timeout, memory_limit)
-    typer.echo(render(columns, rows, fmt), nl=False)
+    with GenomeIndex.open(index_dir(index)).sql_stream(statement, timeout, memory_limit) as result:
+        write_rows(result.columns, result.batches(), fmt, sys.stdout.write)
+    sys.stdout.flush()
 
 
 @command()

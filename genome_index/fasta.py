@@ -220,14 +220,27 @@ def parse_fasta(text: str | bytes, name: str = "query") -> Genome:
 
 
 def genome_of(records: Iterable[tuple[str, str | bytes]], name: str = "query") -> Genome:
-    """A genome from (name, sequence) pairs, each sequence checked and normalised as in a file."""
-    text = b"".join(
-        b">" + record.encode() + b"\n" + (sequence.encode() if isinstance(sequence, str) else sequence) + b"\n"
-        for record, sequence in records
-    )
-    if not text:
+    """A genome from (name, sequence) pairs: each name one line of text, each sequence nucleotide
+    letters (white space dropped), checked and normalised as a file's are. A sequence is never
+    read as FASTA: a '>' or a newline in it cannot start a record of its own."""
+    made = []
+    for number, (record, sequence) in enumerate(records, start=1):
+        where = f"{name}: record {number}"
+        if not record.strip() or any(ord(c) < 32 or ord(c) == 127 for c in record):
+            raise GenomeIndexError(f"{where}: its name must be one line of text")
+        data = sequence.encode() if isinstance(sequence, str) else bytes(sequence)
+        bad = data.translate(None, _SEQUENCE_OK + _WHITESPACE)
+        if bad:
+            shown = "".join(sorted({chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in bad}))[:20]
+            raise GenomeIndexError(f"{where}: characters '{shown}' are not nucleotide letters")
+        raw = data.translate(None, _WHITESPACE)
+        if not raw:
+            raise GenomeIndexError(f"{where} ({record.strip()!r}) has no sequence")
+        _check_not_protein(Path(name), number, raw)
+        made.append(Record(record.split(maxsplit=1)[0], record.strip(), raw.translate(_NORMALISE), len(raw)))
+    if not made:
         raise GenomeIndexError(f"{name}: no records")
-    return parse_fasta(text, name)
+    return Genome(Path(name), made)
 
 
 def find_fasta_files(paths: list[str | Path]) -> list[Path]:

@@ -1,9 +1,10 @@
-"""Render result rows as an aligned table, TSV, CSV or JSON on stdout.
+"""Render result rows as an aligned table, TSV, CSV or JSON on stdout, in batches where they stream.
 
-TSV, CSV and JSON carry every column; JSON keeps numbers as numbers. The table is for
-reading: it shows a command's few most useful columns (and label columns while the line
-stays within TABLE_WIDTH), with long names shortened in the middle. `--columns` chooses for
-every format.
+TSV, CSV and JSON carry every column and every digit; JSON keeps numbers as numbers. The table
+is for reading: it shows a command's few most useful columns (and label columns while the
+line fits the terminal), each column of numbers with one number of decimals, and cuts long
+cells in the middle only where the table would not fit the terminal ($COLUMNS, else the
+terminal's width, else TABLE_WIDTH). `--columns` chooses for every format.
 """
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from genome_index.errors import GenomeIndexError
 
 FORMATS = ("table", "tsv", "csv", "json")
-TABLE_WIDTH = 120  # characters a table line may take when it adds optional columns
-CELL_WIDTH = 36  # longer table cells are shortened in the middle
+TABLE_WIDTH = 120  # a table's width where no terminal says (piped, or $COLUMNS unset)
+MIN_CELL = 8  # a column cut to fit the terminal keeps at least this many characters
+MAX_DECIMALS = 6
 # The table's columns (labels added while they fit): aligned hits, and hits without alignment.
-HIT_TABLE_COLUMNS = ("rank", "name", "identity", "query_coverage", "target_record", "target_start", "strand")
+HIT_TABLE_COLUMNS = ("rank", "name", "identity", "query_coverage", "target_record", "target_start", "target_end",
+                     "strand")  # fmt: skip
 HIT_TABLE_UNALIGNED = ("rank", "name", "score", "support", "containment", "ani_estimate")
 NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?")  # no leading zeros: "007" stays text
 
@@ -44,15 +49,12 @@ def human_bytes(size: int) -> str:
     return f"{size} B" if unit == 0 else f"{value:.1f} {units[unit]}"
 
 
-def _text(value: Any, table: bool) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}" if table else repr(value)
-    return str(value)
+def terminal_width() -> int:
+    """The width a table may take: $COLUMNS, else the terminal's, else TABLE_WIDTH."""
+    return shutil.get_terminal_size((TABLE_WIDTH, 24)).columns
 
 
-def shorten(text: str, width: int = CELL_WIDTH) -> str:
+def shorten(text: str, width: int) -> str:
     """`text` cut to `width` characters by an ellipsis in the middle (both ends kept: NCBI
     names differ at the start, file names at the end)."""
     if len(text) <= width:
@@ -61,37 +63,134 @@ def shorten(text: str, width: int = CELL_WIDTH) -> str:
     return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
 
 
-def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _decimals(values: Sequence[Any]) -> int | None:
+    """The fixed decimals a column of numbers is shown with: as many as its most precise value
+    needs at six significant digits (so 1 and 0.9995 read 1.0000 and 0.9995); None for a column
+    of whole numbers, text, or values too large or small for fixed decimals."""
+    floats = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not floats or not all(_is_number(v) or v is None or isinstance(v, float) for v in values):
+        return None
+    places = 0
+    for value in floats:
+        text = f"{value:.6g}"
+        if "e" in text:
+            return None
+        places = max(places, len(text.partition(".")[2]))
+    return min(places, MAX_DECIMALS)
+
+
+class TableLayout:
+    """How a table shows its columns: each column's decimals and width, cut to fit `width`
+    characters only where the natural widths do not fit (the widest columns are cut first,
+    none below MIN_CELL). Made from a sample of rows, so rows streamed later fit it too."""
+
+    def __init__(self, columns: Sequence[str], sample: Sequence[Sequence[Any]], width: int | None = None) -> None:
+        self.columns = list(columns)
+        self.decimals = [_decimals([row[i] for row in sample]) for i in range(len(columns))]
+        self.numeric = [
+            bool(sample) and all(_is_number(row[i]) or row[i] is None for row in sample) for i in range(len(columns))
+        ]
+        natural = [
+            max([len(name)] + [len(self.text(i, row[i])) for row in sample]) for i, name in enumerate(columns)
+        ]
+        self.widths = _fit(natural, terminal_width() if width is None else width)
+
+    def text(self, i: int, value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, float) and self.decimals[i] is not None:
+            return f"{value:.{self.decimals[i]}f}"
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        return str(value)
+
+    def line(self, values: Sequence[Any], cells: bool = True) -> str:
+        texts = [self.text(i, v) if cells else str(v) for i, v in enumerate(values)]
+        parts = [
+            shorten(t, w).rjust(w) if num and cells else shorten(t, w).ljust(w)
+            for t, w, num in zip(texts, self.widths, self.numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    def head(self) -> str:
+        return self.line(self.columns, cells=False) + "\n" + self.line(["-" * w for w in self.widths], cells=False)
+
+
+def _fit(natural: list[int], width: int) -> list[int]:
+    """Column widths within `width` characters (two spaces between columns): the natural ones
+    where they fit, else every column wider than a cap cut to it (the largest cap that fits, not
+    below MIN_CELL)."""
+    room = width - 2 * (len(natural) - 1)
+    if sum(natural) <= room:
+        return natural
+    cap = max(natural)
+    while cap > MIN_CELL and sum(min(w, cap) for w in natural) > room:
+        cap -= 1
+    return [min(w, cap) for w in natural]
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", width: int | None = None) -> str:
     """The rows in the chosen format, ending with a newline (empty table: just the header)."""
-    if fmt == "json":
-        return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2, default=str) + "\n"
+    out = io.StringIO()
+    write_rows(columns, [rows], fmt, out.write, width)
+    return out.getvalue()
+
+
+def write_rows(
+    columns: Sequence[str],
+    batches: Iterable[Sequence[Sequence[Any]]],
+    fmt: str,
+    write: Callable[[str], Any],
+    width: int | None = None,
+) -> int:
+    """Write rows that come in batches, each batch as it comes (memory bounded by a batch); a
+    table takes its layout from the first batch. Returns the rows written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    count = 0
     if fmt in ("tsv", "csv"):
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([[_text(v, table=False) for v in row] for row in rows])
-        return buffer.getvalue()
-    if fmt != "table":
-        raise ValueError(f"unknown format {fmt!r}")
-    cells = [[shorten(_text(v, table=True)) for v in row] for row in rows]
-    widths = _widths(columns, cells)
-    numeric = [all(_is_number(r[i]) or r[i] is None for r in rows) and bool(rows) for i in range(len(columns))]
+        for batch in batches:
+            writer.writerows([[_text(v) for v in row] for row in batch])
+            count += len(batch)
+            write(buffer.getvalue())
+            buffer.seek(0)
+            buffer.truncate()
+        write(buffer.getvalue())
+        return count
+    if fmt == "json":
+        for batch in batches:
+            for row in batch:
+                item = json.dumps(dict(zip(columns, row, strict=True)), indent=2, default=str)
+                write(("[\n" if not count else ",\n") + "  " + item.replace("\n", "\n  "))
+                count += 1
+        write("\n]\n" if count else "[]\n")
+        return count
+    layout = None
+    for batch in batches:
+        if layout is None:
+            layout = TableLayout(columns, batch, width)
+            write(layout.head() + "\n")
+        write("".join(layout.line(row) + "\n" for row in batch))
+        count += len(batch)
+    if layout is None:
+        write(TableLayout(columns, [], width).head() + "\n")
+    return count
 
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
-        return "  ".join(parts).rstrip()
 
-    out = [line(columns), line(["-" * w for w in widths])]
-    out.extend(line(r) for r in cells)
-    return "\n".join(out) + "\n"
-
-
-def _widths(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> list[int]:
-    return [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _text(value: Any) -> str:
+    """A value in TSV and CSV: every digit kept."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def column_names(rows: Sequence[dict[str, Any]], known: Sequence[str] = ()) -> list[str]:
@@ -112,7 +211,7 @@ def choose(
 ) -> list[str]:
     """The columns to print: `wanted` (comma-separated, any format) if given; every column in
     tsv, csv and json; in a table, the `brief` ones plus each of `optional` (labels) while the
-    line stays within TABLE_WIDTH."""
+    line fits the terminal uncut."""
     if wanted:
         chosen = [c.strip() for c in wanted.split(",") if c.strip()]
         unknown = [c for c in chosen if c not in columns]
@@ -122,10 +221,11 @@ def choose(
     if fmt != "table" or not brief:
         return list(columns)
     chosen = [c for c in brief if c in columns]
+    room = terminal_width()
     for extra in optional:
         trial = [*chosen, extra]
-        cells = [[shorten(_text(row.get(c), table=True)) for c in trial] for row in rows]
-        if sum(_widths(trial, cells)) + 2 * (len(trial) - 1) > TABLE_WIDTH:
+        layout = TableLayout(trial, [[row.get(c) for c in trial] for row in rows], width=1 << 30)
+        if sum(layout.widths) + 2 * (len(trial) - 1) > room:
             break
         chosen = trial
     return chosen

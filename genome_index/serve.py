@@ -5,19 +5,33 @@ are embedded in shared micro-batches). Requests never hold the store: a build ma
 beside the server, and its genomes are served as they are committed; while a build holds
 the file longer than `BUSY_WAIT` seconds a request gets 503 with one line and the next one
 is served. Safe by default: it listens on 127.0.0.1, any other host needs a bearer token
-(`--token-file`, compared in constant time) unless `--insecure`; bodies, records, k and SQL
-rows are capped; every error is JSON with a one-line `detail`, never a traceback.
+(`--token-file`, compared in constant time) unless `--insecure`; every error is JSON with a
+one-line `detail`, never a traceback.
+
+Bounded whatever it is sent: bodies, records, k and SQL rows are capped; a JSON sequence holds
+bases only; the queries handled at once hold at most `Limits.query_bytes` of bodies (a body is
+read only once its query has its turn; many small queries share a batch, large ones take turns)
+and at most `Limits.sql` statements run at once; the others wait up to `Limits.queue_wait`
+seconds and then get 503 with Retry-After; SQL runs in a worker process of its own (`store.sql`),
+held to `Limits.sql_memory` and `Limits.sql_timeout`, its planning included, and fetched
+only up to the row cap. The light pages (`/health`, `/info`, `/genomes`) never wait on them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,33 +42,55 @@ from genome_index.errors import GenomeIndexError, StoreBusy, first_line
 from genome_index.fasta import genome_of, parse_fasta
 from genome_index.searcher import Searcher
 from genome_index.settings import QUERY_MODES, QueryOptions
+from genome_index.store.sql import check_timeout, parse_size
 
 log = logging.getLogger("genome_index")
 WEB = Path(__file__).parent / "assets" / "web"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 BUSY_WAIT = 5.0  # seconds a request waits for a store a build holds, then 503
+QUERY_OVERHEAD = 65_536  # bytes a query costs beside its body, in the query budget
 COMPARE_FILES = ("heatmap.png", "pca.png", "umap.png", "heatmap.svg", "pca.svg", "umap.svg")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask."""
+    """What one request may ask, and how many run at once."""
 
     max_query_bytes: int = 50_000_000
     max_records: int = 10_000
     max_k: int = 1_000
     sql_timeout: float = 10.0
     sql_rows: int = 10_000
+    sql_memory: str = "500MB"
+    query_bytes: int = 50_000_000  # bodies of the queries handled at once, in bytes (one always runs)
+    sql: int = 2  # statements at once (each a worker process of up to sql_memory + 512 MB)
+    queue_wait: float = 5.0  # seconds a request waits for its turn, then 503
+
+    def __post_init__(self) -> None:
+        check_timeout(self.sql_timeout, "--sql-timeout")
+        parse_size(self.sql_memory, "--sql-memory-limit")
+        if min(self.query_bytes, self.sql, self.max_query_bytes) < 1:
+            raise GenomeIndexError("--query-bytes, --max-sql and --max-query-bytes must be at least 1")
+
+
+BASES = r"^[A-Za-z]*$"  # a JSON sequence: letters only (no newline, no '>', so no records of its own)
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"  # a name: no newline or other control character
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=ONE_LINE, max_length=1000)
+    sequence: str = Field(pattern=BASES)
 
 
 class QueryBody(BaseModel):
     """A query as JSON: one of `sequence`, `fasta` or `records`, and the query's options."""
 
     model_config = ConfigDict(extra="forbid")
-    sequence: str | None = None
+    sequence: str | None = Field(None, pattern=BASES)
     fasta: str | None = None
-    records: list[dict[str, str]] | None = None
-    name: str = "query"
+    records: list[Record] | None = None
+    name: str = Field("query", pattern=ONE_LINE, max_length=1000)
     k: int = Field(10, ge=1)
     mode: str = "auto"
     per_record: bool = False
@@ -65,7 +101,40 @@ class QueryBody(BaseModel):
 
 class SqlBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    statement: str
+    statement: str = Field(max_length=1_000_000)
+
+
+class Gate:
+    """A budget that requests of one kind share: a request runs once its cost fits beside those
+    running (one always runs), else it waits up to `wait` seconds and gets 503 with Retry-After.
+    Thread-safe and free of any event loop, so one gate serves every loop that runs requests."""
+
+    def __init__(self, what: str, budget: int, wait: float) -> None:
+        self.what, self.budget, self.wait = what, budget, wait
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def _take(self, cost: int) -> bool:
+        with self.lock:
+            if self.used and self.used + cost > self.budget:
+                return False
+            self.used += cost
+            return True
+
+    @contextlib.asynccontextmanager
+    async def turn(self, cost: int = 1) -> AsyncIterator[None]:
+        deadline = time.monotonic() + self.wait
+        while not self._take(cost):
+            if time.monotonic() >= deadline:
+                raise HTTPException(
+                    503, f"too many {self.what} at once; try again shortly", headers={"Retry-After": "2"}
+                )
+            await asyncio.sleep(0.02)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.used -= cost
 
 
 def explain(exc: ValidationError) -> str:
@@ -96,6 +165,49 @@ def read_token(path: Path | None) -> str | None:
     return token
 
 
+def query_of(raw: bytes, request: Request, limits: Limits) -> tuple[Any, QueryOptions]:
+    """The query a /query request sends (JSON, or FASTA with options as query parameters),
+    checked against the limits; a bad one is a 4xx with one line."""
+    params = dict(request.query_params)
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = QueryBody.model_validate_json(raw)
+        except ValidationError as exc:
+            raise HTTPException(422, f"not a valid query body: {explain(exc)}") from None
+    else:
+        sent = sorted({"sequence", "fasta", "records"} & set(params))
+        if sent:
+            raise HTTPException(422, f"{sent[0]}: send the sequence as the body, not as a query parameter")
+        try:
+            body = QueryBody(fasta=raw.decode("utf-8"), **params)
+        except UnicodeDecodeError:
+            raise HTTPException(400, "the body is not UTF-8 text (send FASTA, not gzip)") from None
+        except ValidationError as exc:
+            raise HTTPException(422, f"bad query parameters: {explain(exc)}") from None
+    given = [x for x in (body.sequence, body.fasta, body.records) if x is not None]
+    if len(given) != 1:
+        raise HTTPException(422, "give exactly one of sequence, fasta or records")
+    if body.k > limits.max_k:
+        raise HTTPException(422, f"k is at most {limits.max_k}")
+    if body.mode not in QUERY_MODES:
+        raise HTTPException(422, f"mode must be one of {', '.join(QUERY_MODES)}")
+    if body.records is not None:
+        if len(body.records) > limits.max_records:
+            raise HTTPException(422, f"at most {limits.max_records:,} records a query")
+        genome = genome_of([(r.name, r.sequence) for r in body.records], body.name)
+    elif body.sequence is not None:
+        genome = genome_of([(body.name, body.sequence)], body.name)
+    else:
+        if (body.fasta or "").count(">") > limits.max_records:
+            raise HTTPException(422, f"at most {limits.max_records:,} records a query")
+        genome = parse_fasta(body.fasta or "", body.name)
+    options = QueryOptions(
+        k=body.k, mode=body.mode, per_record=body.per_record, rerank=body.rerank, align=body.align,
+        align_top=body.align_top,
+    )  # fmt: skip
+    return genome, options
+
+
 def create_app(
     index: GenomeIndex,
     searcher: Searcher,
@@ -105,6 +217,8 @@ def create_app(
 ) -> FastAPI:
     """The app serving one store through one searcher."""
     app = FastAPI(title="genome-index", description="Search stored genomes by sequence; read the store with SQL.")
+    query_gate = Gate("queries", limits.query_bytes, limits.queue_wait)
+    sql_gate = Gate("SQL statements", limits.sql, limits.queue_wait)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
@@ -159,10 +273,8 @@ def create_app(
         return details
 
     @app.get("/genomes")
-    def genomes(offset: int = 0, limit: int = 100) -> dict[str, Any]:
+    def genomes(offset: int = Query(0, ge=0, le=1 << 62), limit: int = Query(100, ge=1, le=1_000)) -> dict[str, Any]:
         """Stored genomes by id, `limit` (at most 1,000) from `offset`, with their labels."""
-        if offset < 0 or not 1 <= limit <= 1_000:
-            raise HTTPException(422, "offset must be >= 0 and limit between 1 and 1000")
         total, page = index.genomes(offset, limit)
         return {"total": total, "offset": offset, "genomes": page}
 
@@ -178,50 +290,24 @@ def create_app(
     async def query(request: Request) -> list[dict[str, Any]]:
         """FASTA text (any content type but JSON; options as query parameters), or JSON with
         `sequence`, `fasta` or `records` and the options. The same rows as `query --format json`."""
-        raw = await body_of(request)
-        if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                body = QueryBody.model_validate_json(raw)
-            except ValidationError as exc:
-                raise HTTPException(422, f"not a valid query body: {explain(exc)}") from None
-        else:
-            try:
-                body = QueryBody(fasta=raw.decode("utf-8"), **dict(request.query_params))
-            except UnicodeDecodeError:
-                raise HTTPException(400, "the body is not UTF-8 text (send FASTA, not gzip)") from None
-            except ValidationError as exc:
-                raise HTTPException(422, f"bad query parameters: {explain(exc)}") from None
-        given = [x for x in (body.sequence, body.fasta, body.records) if x is not None]
-        if len(given) != 1:
-            raise HTTPException(422, "give exactly one of sequence, fasta or records")
-        if body.k > limits.max_k:
-            raise HTTPException(422, f"k is at most {limits.max_k}")
-        if body.mode not in QUERY_MODES:
-            raise HTTPException(422, f"mode must be one of {', '.join(QUERY_MODES)}")
-        if body.records is not None:
-            if any(set(r) != {"name", "sequence"} for r in body.records):
-                raise HTTPException(422, 'each record is {"name": ..., "sequence": ...}')
-            if len(body.records) > limits.max_records:
-                raise HTTPException(422, f"at most {limits.max_records:,} records a query")
-            query = genome_of([(r["name"], r["sequence"]) for r in body.records], body.name)
-        elif body.sequence is not None:
-            query = genome_of([(body.name, body.sequence)], body.name)
-        else:
-            if (body.fasta or "").count(">") > limits.max_records:
-                raise HTTPException(422, f"at most {limits.max_records:,} records a query")
-            query = parse_fasta(body.fasta or "", body.name)
-        options = QueryOptions(
-            k=body.k, mode=body.mode, per_record=body.per_record, rerank=body.rerank, align=body.align,
-            align_top=body.align_top,
-        )  # fmt: skip
-        hits = await run_in_threadpool(searcher.query, query, options)
+        length = request.headers.get("content-length")  # checked by `guard`; none: a chunked upload
+        cost = QUERY_OVERHEAD + (int(length) if length else limits.max_query_bytes)
+        async with query_gate.turn(cost):  # the body is read only once the query has its turn
+            genome, options = query_of(await body_of(request), request, limits)
+            hits = await run_in_threadpool(searcher.query, genome, options)
         return [hit.row(alignments=True) for hit in hits]
 
     @app.post("/sql")
-    def sql(body: SqlBody) -> dict[str, Any]:
-        """One read-only statement, as `genome-index sql` runs it, stopped after the time limit;
-        at most the row cap comes back (`truncated` says when more matched)."""
-        columns, rows = index.sql(body.statement, timeout=limits.sql_timeout)
+    async def sql(body: SqlBody) -> dict[str, Any]:
+        """One read-only statement, as `genome-index sql` runs it, in a process of its own held to
+        the server's memory and time limits; at most the row cap comes back (`truncated` says
+        when more matched)."""
+
+        def run() -> tuple[list[str], list[tuple]]:
+            return index.sql(body.statement, limits.sql_timeout, limits.sql_memory, max_rows=limits.sql_rows + 1)
+
+        async with sql_gate.turn():
+            columns, rows = await run_in_threadpool(run)
         return {"columns": columns, "rows": rows[: limits.sql_rows], "truncated": len(rows) > limits.sql_rows}
 
     @app.get("/compare/{name}")
@@ -245,6 +331,20 @@ def create_app(
     return app
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, made before the model loads: a port in use is one line at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise GenomeIndexError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
+    sock.listen(2048)
+    return sock
+
+
 def serve(
     index: GenomeIndex,
     host: str = "127.0.0.1",
@@ -254,13 +354,15 @@ def serve(
     token: str | None = None,
     insecure: bool = False,
     compare_dir: Path | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Run the server until Ctrl-C (uvicorn)."""
+    """Run the server until Ctrl-C (uvicorn), on `sock` if given (see `bind`)."""
     import uvicorn
 
     check_host(host, token, insecure)
+    sock = sock or bind(host, port)
     index.store.reader_wait = BUSY_WAIT
     searcher = searcher or index.searcher(micro_batch=True)
     with searcher:
         app = create_app(index, searcher, limits, token, compare_dir)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -193,7 +193,7 @@ HIT_COLUMNS = [
     "query_coverage", "match", "target_record", "target_start", "target_end", "strand", "ranked_by",
 ]  # fmt: skip
 TABLE = {
-    "--align": ["rank", "name", "identity", "query_coverage", "target_record", "target_start", "strand"],
+    "--align": ["rank", "name", "identity", "query_coverage", "target_record", "target_start", "target_end", "strand"],
     "--no-align": ["rank", "name", "score", "support", "containment", "ani_estimate"],
 }
 
@@ -524,11 +524,14 @@ def long_named_store(tmp_path_factory, example_genomes) -> Path:
 def test_the_table_fits_a_terminal_and_json_carries_everything(long_named_store: Path, example_genomes) -> None:
     import json
 
-    table = run("query", example_genomes[0], "-i", long_named_store, "-k", "4")
-    lines = table.stdout.splitlines()
-    assert 80 <= max(len(line) for line in lines) <= 120
-    assert lines[0].split()[:7] == TABLE["--align"]
-    assert "…" in lines[2] and "/" not in table.stdout  # shortened names, no file paths
+    ask = ["query", example_genomes[0], "-i", long_named_store, "-k", "4"]
+    names = [f"GCA_{900_000_000 + i:09d}.1_ASM{600_000 + i}v1_a_long_assembly_name_genomic" for i in range(4)]
+    wide = runner.invoke(app, [str(a) for a in ask], env={"COLUMNS": "200"}).stdout.splitlines()
+    assert max(len(line) for line in wide) <= 200 and wide[0].split()[:8] == TABLE["--align"]
+    assert {line.split()[1] for line in wide[2:]} <= set(names) and "…" not in "".join(wide)  # whole names
+    narrow = runner.invoke(app, [str(a) for a in ask], env={"COLUMNS": "100"}).stdout.splitlines()
+    assert 90 <= max(len(line) for line in narrow) <= 100
+    assert "…" in narrow[2] and "/" not in "".join(narrow)  # names cut in the middle, no file paths
     rows = json.loads(run("query", example_genomes[0], "-i", long_named_store, "-f", "json").stdout)
     assert rows[0]["file"].endswith(".fna.gz") and rows[0]["species"] == "Staphylococcus aureus"
     assert isinstance(rows[0]["size"], int) and rows[0]["st"] in {"000", "001", "002", "003"}  # 007 stays text

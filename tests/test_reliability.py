@@ -21,7 +21,7 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.fasta import read_genome
 from genome_index.settings import QueryOptions
-from tests.helpers import ROOT, copy_store, one_line_error, write_fasta
+from tests.helpers import ROOT, PeakMemory, copy_store, one_line_error, write_fasta
 
 runner = CliRunner()
 
@@ -446,18 +446,60 @@ def test_sql_takes_exactly_one_statement(store: Path, statement: str, message: s
     one_line_error(run("sql", statement, "--index", store), message)
 
 
+FOREVER = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t"  # never ends
+
+
 def test_sql_has_a_time_and_a_memory_limit(store: Path) -> None:
     started = time.monotonic()
-    one_line_error(run("sql", "SELECT count(*) FROM range(1000000000000)", "--index", store, "--timeout", "1"),
-                   "stopped after 1 s")  # fmt: skip
+    one_line_error(run("sql", FOREVER, "--index", store, "--timeout", "1"), "stopped after 1 s")
     assert time.monotonic() - started < 5
     cross = "SELECT a.range FROM range(100000) a, range(100000) b ORDER BY 1"
     one_line_error(run("sql", cross, "--index", store, "--memory-limit", "64MB", "--timeout", "60"), "out of memory")
 
 
+def test_a_statement_that_plans_forever_is_held_to_both_limits(store: Path) -> None:
+    """14,000 UNION ALLs took 5.5 GB and 16 s past the timeout while DuckDB planned them."""
+    unions = "SELECT 1" + " UNION ALL SELECT 1" * 14_000
+    started = time.monotonic()
+    one_line_error(run("sql", unions, "-i", store, "--memory-limit", "100MB", "--timeout", "3"), "SQL")
+    assert time.monotonic() - started < 6
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--memory-limit", "abc", "--memory-limit 'abc': give a size"), ("--timeout", "-1", "--timeout -1.0: give"),
+     ("--timeout", "nan", "--timeout nan: give a number of seconds above 0")],
+)  # fmt: skip
+def test_sql_limits_are_checked_before_the_store(store: Path, option: str, value: str, message: str) -> None:
+    one_line_error(run("sql", "SELECT 1", "-i", store, option, value), message)
+
+
+def test_sql_streams_its_rows_in_bounded_memory(store: Path, tmp_path: Path) -> None:
+    """Two million rows to a file: the command and its SQL worker stay near their resting size
+    (before, every row was fetched, then rendered whole: 620 MB)."""
+    out = tmp_path / "rows.tsv"
+    with open(out, "w") as handle:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "genome_index.cli", "sql", "SELECT range FROM range(2000000)", "-i", store,
+             "--memory-limit", "100MB", "-f", "tsv"],
+            stdout=handle,
+        )  # fmt: skip
+        with PeakMemory(child.pid) as peak:
+            assert child.wait(timeout=120) == 0
+    with open(out) as handle:
+        assert sum(1 for _ in handle) == 2_000_001
+    assert peak.tree < 350 << 20, peak.tree
+
+
+def test_sql_into_a_pipe_that_closes_early_ends_quietly(store: Path) -> None:
+    shell = f"{sys.executable} -m genome_index.cli sql 'SELECT range FROM range(1000000)' -i {store} -f tsv | head -2"
+    result = subprocess.run(shell, shell=True, capture_output=True, text=True, timeout=60)
+    assert result.stdout == "range\n0\n" and result.stderr == ""
+
+
 def test_ctrl_c_stops_a_long_sql_statement(store: Path) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-m", "genome_index.cli", "sql", "SELECT count(*) FROM range(1000000000000)", "-i", store],
+        [sys.executable, "-m", "genome_index.cli", "sql", FOREVER, "-i", store],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(3)

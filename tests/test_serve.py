@@ -24,9 +24,10 @@ from genome_index.cli import app as cli
 from genome_index.errors import GenomeIndexError
 from genome_index.fasta import read_genome
 from genome_index.serve import Limits, check_host, create_app
-from tests.helpers import EXAMPLES, copy_store, free_port
+from tests.helpers import EXAMPLES, PeakMemory, copy_store, free_port, rss_bytes
 
 TOKEN = "a-test-token-of-some-length"
+FOREVER = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t"  # never ends
 QUERY = (EXAMPLES / "query.fa").read_text()  # 20 kb of DSM20231
 
 
@@ -47,7 +48,8 @@ def test_a_fasta_body_and_a_json_body_give_the_rows_of_query_json(client: TestCl
     index = served[0]
     plain = client.post("/query?k=2", content=QUERY)
     as_json = client.post("/query", json={"fasta": QUERY, "k": 2})
-    records = client.post("/query", json={"records": [{"name": "q", "sequence": QUERY.split("\n", 1)[1]}], "k": 2})
+    bases = QUERY.split("\n", 1)[1].replace("\n", "")
+    records = client.post("/query", json={"records": [{"name": "q", "sequence": bases}], "k": 2})
     assert plain.status_code == as_json.status_code == records.status_code == 200
     expected = [hit.row(alignments=True) for hit in index.query(EXAMPLES / "query.fa", k_options(2))]
     assert plain.json() == as_json.json() == json.loads(json.dumps(expected))
@@ -87,9 +89,16 @@ def test_store_pages(client: TestClient, example_genomes) -> None:
         (("post", "/query", {"content": b"\x1f\x8b\x08\x00"}), 400, "not UTF-8"),
         (("post", "/query", {"content": b"A" * 1_000_001}), 413, "over 1,000,000 bytes"),
         (("post", "/sql", {"json": {"statement": "DROP TABLE genomes"}}), 400, "read-only"),
-        (("post", "/sql", {"json": {"statement": "SELECT count(*) FROM range(10000000000)"}}), 400, "stopped after 1"),
+        (("post", "/sql", {"json": {"statement": FOREVER}}), 400, "stopped after 1"),
         (("post", "/sql", {"json": {}}), 422, "statement: Field required"),
-        (("get", "/genomes?limit=0", {}), 422, "limit between 1 and 1000"),
+        (("get", "/genomes?limit=0", {}), 422, "limit: Input should be greater than or equal to 1"),
+        (("get", "/genomes?offset=1e20", {}), 422, "offset: Input should be a valid integer"),
+        (("get", f"/genomes?offset={10**20}", {}), 422, "offset: Input should be less than or equal to"),
+        (("get", "/genomes?offset=-1", {}), 422, "offset: Input should be greater than or equal to 0"),
+        (("post", "/query?fasta=x", {"content": QUERY}), 422, "fasta: send the sequence as the body"),
+        (("post", "/query", {"json": {"sequence": "ACGT\n>x\nACGT"}}), 422, "sequence: String should match"),
+        (("post", "/query", {"json": {"sequence": "ACGT", "name": "two\nlines"}}), 422, "name: String should match"),
+        (("post", "/query", {"json": {"records": [{"name": "a\rb", "sequence": "ACGT"}]}}), 422, "records.0.name"),
         (("get", "/compare/heatmap.png", {}), 404, "no compare figure"),
     ],
 )
@@ -232,3 +241,68 @@ def test_a_store_held_by_another_process_gets_503_and_the_server_recovers(served
         holder.kill()
         holder.wait()
     assert client.post("/query?k=1", content=QUERY).json()[0]["name"] == "DSM20231"
+
+
+@pytest.fixture(scope="module")
+def server_process(example_genomes, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`genome-index serve` as users run it, in its own process (so its memory can be read), on a
+    kmer:4 store, with 5 MB query bodies, 200 MB SQL statements and a 2 s wait for a turn."""
+    index = tmp_path_factory.mktemp("hostile") / "index"
+    GenomeIndex(index).build(example_genomes, "kmer:4")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "genome_index.cli", "serve", "-i", str(index), "--port", str(port),
+         "--max-query-bytes", "5000000", "--query-bytes", "5000000", "--sql-timeout", "2",
+         "--sql-memory-limit", "200MB", "--queue-wait", "2"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url, server
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_the_server_stays_up_and_bounded_whatever_it_is_sent(server_process) -> None:
+    """Each request of the adversarial run, with the server's memory (and its SQL workers')
+    sampled throughout: it stays within its resting size + 1 GB (+ 712 MB for each of the two
+    statements that may run at once, each capped at --sql-memory-limit + 512 MB), and answers."""
+    url, server = server_process
+    client = httpx.Client(base_url=url, timeout=120)
+    resting = rss_bytes(server.pid)
+    bases = QUERY.split("\n", 1)[1].replace("\n", "")
+    with PeakMemory(server.pid) as peak:
+        injected = client.post("/query", json={"sequence": "ACGT\n>x\n" * 1_100_000})  # 9 MB of would-be records
+        assert injected.status_code == 413 or "sequence" in injected.json()["detail"]
+        many = client.post("/query", json={"records": [{"name": f"r{i}", "sequence": "ACGT"} for i in range(20_001)]})
+        assert many.status_code == 422 and "at most 10,000 records" in many.json()["detail"]
+        rows = client.post("/sql", json={"statement": "SELECT range, range + 1 FROM range(120000000)"}).json()
+        assert len(rows["rows"]) == 10_000 and rows["truncated"] is True
+        started = time.monotonic()
+        unions = client.post("/sql", json={"statement": "SELECT 1" + " UNION ALL SELECT 1" * 14_000})
+        assert unions.status_code == 400 and time.monotonic() - started < 8, unions.text
+        assert "out of memory" in unions.json()["detail"] or "stopped after 2 s" in unions.json()["detail"]
+        big = ">big\n" + "".join(random.Random(1).choices("ACGT", k=4_900_000))
+        with ThreadPoolExecutor(15) as pool:  # fifteen bodies at the size limit, at once
+            answers = list(pool.map(lambda _: client.post("/query?k=1&align=false", content=big), range(15)))
+        assert {a.status_code for a in answers} <= {200, 503} and any(a.status_code == 200 for a in answers)
+        assert all(a.headers.get("retry-after") for a in answers if a.status_code == 503)
+        with ThreadPoolExecutor(64) as pool:  # sixty statements that never end, and the pages meanwhile
+            slow = [pool.submit(client.post, "/sql", json={"statement": FOREVER}) for _ in range(60)]
+            time.sleep(0.5)
+            for _ in range(3):
+                asked = time.monotonic()
+                assert client.get("/health").status_code == 200 and time.monotonic() - asked < 1.0
+            found = client.post("/query", json={"sequence": bases, "k": 1})
+            assert found.status_code == 200 and found.json()[0]["name"] == "DSM20231"
+            statuses = {future.result().status_code for future in slow}
+        assert statuses <= {400, 503} and 503 in statuses
+    assert client.get("/health").json()["status"] == "ok"
+    assert peak.process - resting < 1 << 30, (resting, peak.process)
+    assert peak.tree - resting < (1 << 30) + 2 * (712 << 20), (resting, peak.tree)

@@ -34,6 +34,7 @@ from genome_index.store import reads
 from genome_index.store.files import refuse_links, touch
 from genome_index.store.lock import LOCK_FILE, is_held, write_lock
 from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, has_sequences, upgrade
+from genome_index.store.sql import SqlResult, run_sql
 
 if TYPE_CHECKING:  # FAISS is imported by what uses it: `info` and `sql` start without it
     import faiss
@@ -177,6 +178,15 @@ class Store:
         """One line, before anything is written, when one of the store's own files is a symbolic
         link: writes never follow links out of the store (`files`)."""
         refuse_links(self.directory, LEFTOVERS)
+
+    def sql(
+        self, statement: str, timeout: float, memory_limit: str, max_rows: int | None = None
+    ) -> contextlib.AbstractContextManager[SqlResult]:
+        """A user's read-only statement, run in a worker process with its own memory and time
+        limits (`store.sql`); a build waiting for the file goes first."""
+        self.require()
+        _defer_to_writer(self.directory / WANTED_FILE)
+        return run_sql(self.db_path, statement, timeout, memory_limit, max_rows, self.reader_wait)
 
     def settings(self) -> StoreSettings:
         self.require()

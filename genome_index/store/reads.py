@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import duckdb
 import numpy as np
 
-from genome_index.errors import GenomeIndexError, first_line
 from genome_index.sequences import PackedSequence, unpack
 from genome_index.settings import StoreSettings
 from genome_index.store.schema import has_sequences
@@ -248,55 +245,6 @@ def summary(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
     counts = {table: int(scalar(con, f"SELECT count(*) FROM {table}")) for table in ("genomes", "records", "chunks")}
     counts["sequences"] = int(scalar(con, "SELECT count(*) FROM sequences")) if has_sequences(con) else 0
     return counts, int(scalar(con, "SELECT coalesce(sum(length), 0) FROM genomes"))
-
-
-def run_sql(con: duckdb.DuckDBPyConnection, statement: str, timeout: float) -> tuple[list[str], list[tuple]]:
-    """One user statement on a read-only connection: its column names and rows. It runs in a
-    worker thread, so Ctrl-C (here a KeyboardInterrupt) and `timeout` seconds both stop it at once."""
-    try:
-        count = len(con.extract_statements(statement))
-    except duckdb.Error as exc:
-        raise GenomeIndexError(f"SQL error: {first_line(exc)}") from None
-    if count != 1:
-        raise GenomeIndexError("no SQL statement given" if not count else f"one SQL statement at a time (got {count})")
-    outcome: dict[str, Any] = {}
-    cursor = con.cursor()  # the worker's own handle: the main thread interrupts it and closes `con`
-    done = threading.Event()  # not Thread.is_alive: a join cut short by Ctrl-C can misreport it
-
-    def run() -> None:
-        try:
-            cursor.execute(statement)
-            columns = [d[0] for d in cursor.description or []]
-            outcome["result"] = (columns, cursor.fetchall() if columns else [])
-        except BaseException as exc:
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="genome-index-sql", daemon=True).start()
-    started = time.monotonic()
-    try:
-        while not done.wait(0.05) and time.monotonic() - started < timeout:
-            pass
-    finally:
-        timed_out = not done.is_set()  # else finished, or Ctrl-C is on its way up
-        if timed_out:
-            cursor.interrupt()
-        done.wait()
-        cursor.close()
-    if "result" in outcome:
-        return outcome["result"]
-    error = outcome.get("error")
-    if timed_out:
-        raise GenomeIndexError(f"SQL stopped after {timeout:g} s (allow longer with --timeout)")
-    if isinstance(error, duckdb.InterruptException):  # DuckDB took the Ctrl-C itself
-        raise KeyboardInterrupt
-    message = first_line(error)
-    if "read-only" in message or "read only" in message:
-        raise GenomeIndexError(f"the store is read-only through `sql`: {message}") from None
-    if "Out of Memory" in message:
-        raise GenomeIndexError(f"SQL ran out of memory ({message}); allow more with --memory-limit") from None
-    raise GenomeIndexError(f"SQL error: {message}") from None
 
 
 def stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGenome]:

@@ -1,0 +1,93 @@
+"""The process that runs one user SQL statement (started by `store.sql`; not imported).
+
+It reads its job as JSON on stdin, caps its own data segment (RLIMIT_DATA: DuckDB then fails
+with "Out of Memory" rather than the machine running out, planning included), opens the store
+read-only with no file access, runs the one statement and writes its rows to stdout as an
+Arrow IPC stream, batch by batch, stopping after `max_rows`. Errors go to stderr as one JSON
+line. It imports only the standard library, DuckDB and pyarrow, so it starts in a fraction of
+a second.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def fail(kind: str, message: str) -> None:
+    sys.stderr.write(json.dumps({"kind": kind, "message": message}) + "\n")
+    sys.stderr.flush()
+    sys.exit(3)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect(job: dict):
+    import duckdb
+
+    config = {
+        "enable_external_access": False, "lock_configuration": True, "temp_directory": "",
+        "memory_limit": job["memory_limit"], "threads": job["threads"],
+    }  # fmt: skip
+    deadline = time.monotonic() + job["wait"]
+    while True:
+        try:
+            return duckdb.connect(job["database"], read_only=True, config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                fail("damaged", first_line(exc))
+            if time.monotonic() >= deadline:
+                fail("busy", first_line(exc))
+            time.sleep(0.05)
+        except duckdb.Error as exc:
+            fail("damaged", first_line(exc))
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    limit = job["data_limit"]
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    import duckdb
+    import pyarrow as pa
+
+    con = connect(job)
+    try:
+        statements = con.extract_statements(job["statement"])
+    except duckdb.Error as exc:
+        fail("sql", first_line(exc))
+    if len(statements) != 1:
+        fail("count", str(len(statements)))
+    out = sys.stdout.buffer
+    try:
+        relation = con.sql(job["statement"])  # a query streams; anything else has run already
+        if relation is None:  # a statement without a result (a transaction's BEGIN): no columns
+            pa.ipc.new_stream(out, pa.schema([])).close()
+            out.flush()
+            return
+        left = job["max_rows"]
+        with relation.to_arrow_reader(batch_size=job["batch_rows"]) as reader:
+            writer = pa.ipc.new_stream(out, reader.schema)
+            for batch in reader:
+                if left is not None and batch.num_rows >= left:
+                    writer.write_batch(batch.slice(0, left))
+                    break
+                writer.write_batch(batch)
+                if left is not None:
+                    left -= batch.num_rows
+            writer.close()
+        out.flush()
+    except BrokenPipeError:
+        sys.exit(0)  # the reader stopped reading: it has what it wanted
+    except MemoryError:
+        fail("memory", "Out of Memory")
+    except duckdb.Error as exc:
+        fail("sql", first_line(exc))
+
+
+if __name__ == "__main__":
+    main()
