@@ -100,6 +100,7 @@ class GenomeIndex:
         progress: Progress = SILENT,
         ray_address: str | None = None,
         ray_actors: int | None = None,
+        force: bool = False,
     ) -> BuildReport:
         """Embed and add every new genome under `paths`; the first build fixes the settings.
 
@@ -111,6 +112,8 @@ class GenomeIndex:
         `embedder` reuses a loaded model. A duplicate's labels (another file holding a stored
         sequence) are ignored unless `labels_from_duplicates`. `ray_address` (`auto` or a
         cluster's address) embeds on a Ray actor pool instead (`cluster`), `ray_actors` of them.
+        A file that looks like reads (many records, most shorter than 300 bp) is refused unless
+        `force`: reads are no genome (query them instead).
         """
         from genome_index.build import read_labels, run_build
         from genome_index.embed import Embedder
@@ -140,7 +143,7 @@ class GenomeIndex:
                     cluster.connect(ray_address)
                     pool = cluster.plan_pool(run, ray_actors)
                     described = cluster.describe(asked, run, store_options, pool)  # loads beside the check
-                    checked = cluster.check_inputs(files)  # a bad file: refused before anything is dispatched
+                    checked = cluster.check_inputs(files, force)  # a bad file: refused before anything is dispatched
                     wanted = cluster.settings_from(described)
                 else:
                     embedder = embedder or Embedder(asked, run)
@@ -156,7 +159,7 @@ class GenomeIndex:
                     )  # fmt: skip
                 else:
                     report = run_build(
-                        self.store, files, embedder, label_rows, progress, inputs, labels_from_duplicates
+                        self.store, files, embedder, label_rows, progress, inputs, labels_from_duplicates, force
                     )
         report.seconds = time.perf_counter() - started
         return report

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import queue
 import threading
 import time
@@ -26,9 +27,9 @@ import numpy as np
 
 from genome_index.embed import Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome, gc_fraction, read_genome
+from genome_index.fasta import Genome, gc_fraction, summarise
 from genome_index.hits import RESERVED
-from genome_index.progress import SILENT, Progress, Step
+from genome_index.progress import SILENT, Progress
 from genome_index.sequences import pack
 from genome_index.settings import StoreSettings
 from genome_index.store import FAISS_FILES, Store, reads, writes
@@ -36,6 +37,7 @@ from genome_index.store.vectors import normalise, normalise_in_place
 from genome_index.store.writes import NewGenome
 from genome_index.tokenize import Chunk
 
+log = logging.getLogger("genome_index")
 FAISS_CHECKPOINT_SECONDS = 60.0  # FAISS files are brought up to date this often during a build ...
 FAISS_WRITE_SHARE = 0.1  # ... or less often, so that writing them takes at most this share of the writer's time
 COMMIT_SECONDS = 1.0  # the longest the writer holds the store file at a time (a group's commit may pass it)
@@ -53,6 +55,7 @@ class BuildReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # file, name of the same sequence
     labels_ignored: list[str] = field(default_factory=list)  # duplicates whose labels were not applied
     labelled_ids: set[int] = field(default_factory=set)  # genomes whose labels this run set
+    changed: list[str] = field(default_factory=list)  # inputs that changed after the check: not stored
     bases: int = 0
     seconds: float = 0.0
 
@@ -90,31 +93,46 @@ def read_labels(path: Path) -> dict[str, dict[str, str]]:
     return labels
 
 
-def check_inputs(files: list[Path], stop: threading.Event, step: Step | None = None) -> Future:
-    """Read and validate every FASTA file in a thread; the future gives each file's sequence
-    hash, or fails on the first bad file, and `step` learns the total bases. Setting `stop`
-    ends the check after the file in hand (the future then never completes)."""
-    checked: Future = Future()
+class InputCheck:
+    """Every input read once in a thread, keeping no sequence (`fasta.summarise`): `future` gives
+    each file's SHA-256 once all are read, or fails on the first bad file (or file of reads,
+    unless `reads_ok`); `sha_of` waits for one file's. Setting `stop` ends the check after the
+    file in hand (the future then never completes)."""
 
-    def run() -> None:
-        hashes = {}
-        bases = 0
+    def __init__(self, files: list[Path], stop: threading.Event, reads_ok: bool = False) -> None:
+        self.files, self.stop, self.reads_ok = files, stop, reads_ok
+        self.hashes: dict[Path, str] = {}
+        self.lengths: dict[Path, int] = {}
+        self.future: Future = Future()
+        self.changed = threading.Condition()
+        threading.Thread(target=self._run, name="genome-index-validator", daemon=True).start()
+
+    def _run(self) -> None:
         try:
-            for path in files:
-                if stop.is_set():
+            for path in self.files:
+                if self.stop.is_set():
                     return
-                genome = read_genome(path)
-                hashes[path] = genome.sha256
-                bases += genome.length
+                summary = summarise(path, self.reads_ok)
+                with self.changed:
+                    self.hashes[path], self.lengths[path] = summary.sha256, summary.length
+                    self.changed.notify_all()
         except BaseException as exc:
-            checked.set_exception(exc)
+            self.future.set_exception(exc)
         else:
-            if step is not None:
-                step.set_total(bases)
-            checked.set_result(hashes)
+            self.future.set_result(dict(self.hashes))
+        finally:
+            with self.changed:
+                self.changed.notify_all()
 
-    threading.Thread(target=run, name="genome-index-validator", daemon=True).start()
-    return checked
+    def sha_of(self, path: Path) -> str:
+        """The file's SHA-256 once the check has read it; the check's error if it failed first."""
+        with self.changed:
+            self.changed.wait_for(lambda: path in self.hashes or self.future.done() or self.stop.is_set())
+            if path in self.hashes:
+                return self.hashes[path]
+        if self.future.done():
+            self.future.result()  # raises the check's error
+        raise GenomeIndexError("the build was stopped")
 
 
 def label_keys(genome: Genome, name: str | None = None) -> list[str]:
@@ -171,10 +189,12 @@ def unique_names(files: list[Path], taken: set[str]) -> dict[Path, str]:
     return names
 
 
-def changed_since_check(path: Path | str) -> GenomeIndexError:
-    """The error for an input whose sequence is no longer what the input check read."""
+def changed_since_check(path: Path | str, stored: int | None = None) -> GenomeIndexError:
+    """The error for an input whose sequence is no longer what the input check read; `stored`
+    says how many other genomes of the build were stored nonetheless (None: not known)."""
+    others = "" if stored is None else f"; the build stored {stored} other new genome(s)"
     return GenomeIndexError(
-        f"{path} changed while the build ran (it no longer holds what was checked); it was not stored: "
+        f"{path} changed while the build ran (it no longer holds what was checked); it was not stored{others}: "
         "build again to add it"
     )
 
@@ -373,7 +393,7 @@ class Writer:
         """One group of queued tasks: commit genomes (in one transaction), or relabel a stored one."""
         task = group[0][0]
         if task[0] == "add":
-            self._add(con, [self._new(task, validated) for task, _ in group])
+            self._add(con, [new for task, _ in group if (new := self._new(task, validated)) is not None])
         else:
             _, genome_id, labels = task
             writes.relabel(con, genome_id, labels)
@@ -382,15 +402,17 @@ class Writer:
             self.queued_bytes -= sum(size for _, size in group)
             self.room.notify_all()
 
-    def _new(self, task: tuple, validated: dict[Path, str]) -> NewGenome:
+    def _new(self, task: tuple, validated: dict[Path, str]) -> NewGenome | None:
         """The rows of an `add` task: an embedded genome (made into rows here, off the model's
-        thread) or rows made elsewhere (a Ray worker); refused if its file changed since the check."""
+        thread) or rows made elsewhere (a Ray worker); None, and noted in the report, if its file
+        changed since the check (the build goes on, and fails at its end naming it)."""
         _, item, name, labels = task
         path, sha = (
             (Path(item.file), item.sha256) if isinstance(item, NewGenome) else (item.genome.path, item.genome.sha256)
         )
         if validated.get(path) != sha:
-            raise changed_since_check(path)
+            self.report.changed.append(str(path))
+            return None
         if self.settings.vector_dtype == "float16":  # FAISS gets what DuckDB keeps, so a rebuild gives the same index
             item.vectors = item.vectors.astype(np.float16, copy=False)
         if isinstance(item, NewGenome):
@@ -400,6 +422,8 @@ class Writer:
 
     def _add(self, con: duckdb.DuckDBPyConnection, group: list[NewGenome]) -> None:
         """Commit genomes in one transaction, then add their vectors to the FAISS indexes."""
+        if not group:
+            return
         for new, (genome_id, chunk_ids) in zip(
             group, writes.add_genomes(con, group, self.settings.vector_dtype), strict=True
         ):
@@ -447,11 +471,30 @@ class Intake:
         names = {name for _, name, _ in stored.values()}
         stored_files = {key for _, _, file in stored.values() for key in (file, Path(file).name)}
         check_label_names(label_rows, all_inputs, names | stored_files)
+        self.files = files
         self.names = unique_names(files, names)
         self.stored, self.label_rows, self.report = stored, label_rows, report
         self.labels_from_duplicates = labels_from_duplicates
         self.seen: dict[str, str] = {}  # SHA-256 -> name, of this run's genomes to embed
         self.relabels: list[tuple[int, dict[str, str]]] = []  # (stored genome id, labels) for the writer
+
+    def preview(self, hashes: dict[Path, str]) -> tuple[list[Path], list[tuple[str, str, bool, bool]]]:
+        """What `want` will decide for every input, worked out up front from the input check
+        (nothing changes): the files to embed, and each duplicate of another file or of a
+        stored genome as (file, the genome it repeats, whether its labels are ignored, whether
+        that genome is stored already)."""
+        new: list[Path] = []
+        duplicates = []
+        seen = {sha: name for sha, (_, name, _) in self.stored.items()}
+        for path in self.files:
+            sha = hashes[path]
+            if sha not in seen:
+                seen[sha] = self.names[path]
+                new.append(path)
+            elif sha not in self.stored or seen[sha] not in (Genome(path).name, self.names[path]):
+                ignored = bool(self.labels_of(path)) and not self.labels_from_duplicates
+                duplicates.append((str(path), seen[sha], ignored, sha in self.stored))
+        return new, duplicates
 
     def labels_of(self, path: Path) -> dict[str, str]:
         keys = label_keys(Genome(path), self.names.get(path))
@@ -478,6 +521,15 @@ class Intake:
         return False
 
 
+def announce_duplicates(duplicates: list[tuple[str, str, bool, bool]]) -> None:
+    """Name, before the embedding gets far, each input that repeats a sequence (not embedded):
+    (file, the genome it repeats, whether its labels are ignored, whether that genome is stored)."""
+    for file, name, labels_ignored, stored in duplicates:
+        note = ", its labels ignored (--labels-from-duplicates applies them)" if labels_ignored else ""
+        which = "stored genome" if stored else "genome"
+        log.info("duplicate: %s has the same sequence as %s %r; not embedded again%s", file, which, name, note)
+
+
 def run_build(
     store: Store,
     files: list[Path],
@@ -486,31 +538,40 @@ def run_build(
     progress: Progress = SILENT,
     all_inputs: list[Path] | None = None,
     labels_from_duplicates: bool = False,
+    reads_ok: bool = False,
 ) -> BuildReport:
     """Embed every new genome of `files` into `store` (whose lock the caller holds).
 
     `all_inputs` (a sharded build's every input) may be named by the labels too. A stored
     genome built again takes the labels given for it; a duplicate (another file with a stored
-    sequence) does not, unless `labels_from_duplicates`.
+    sequence) does not, unless `labels_from_duplicates`. A file of reads is refused unless
+    `reads_ok` (`fasta.summarise`).
     """
     started = time.perf_counter()
     report = BuildReport()
     stop = threading.Event()
     step = progress.step("building", None, "bp", genomes=len(files))
-    checked = check_inputs(files, stop, step)
+    check = InputCheck(files, stop, reads_ok)
     try:
         settings, stored, indexes, rebuilt = open_store(store)
         intake = Intake(files, stored, label_rows, all_inputs or files, report, labels_from_duplicates)
-        writer = Writer(store, indexes, settings, checked, report).start()
+
+        def checked(future: Future) -> None:  # the totals leave out what will not be embedded
+            if future.exception() is None:
+                new, duplicates = intake.preview(future.result())
+                step.set_total(sum(check.lengths[path] for path in new), genomes=len(new))
+                announce_duplicates(duplicates)
+
+        check.future.add_done_callback(checked)
+        writer = Writer(store, indexes, settings, check.future, report).start()
         writer.dirty.update(rebuilt)
 
-        def want(genome: Genome) -> bool:
-            if intake.want(genome.path, genome.sha256):
+        def want(path: Path) -> bool:
+            if intake.want(path, check.sha_of(path)):
                 return True
             for genome_id, labels in intake.relabels:
                 writer.put(("relabel", genome_id, labels))
             intake.relabels.clear()
-            step.advance(genome.length, genomes=1)  # nothing to embed: done at once
             return False
 
         try:
@@ -521,8 +582,12 @@ def run_build(
         except BaseException as exc:
             writer.abandon(save=not isinstance(exc, KeyboardInterrupt))
             raise
+        if report.changed:
+            raise changed_since_check(", ".join(report.changed), len(report.added))
     finally:
         stop.set()
+        with check.changed:
+            check.changed.notify_all()
         step.close()
     report.seconds = time.perf_counter() - started
     return report

@@ -385,6 +385,9 @@ def build(
     ] = None,
     ray: Ray = None,
     ray_actors: RayActors = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Store a file that looks like reads (many records under 300 bp) anyway.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Embed FASTA genomes into a store.
@@ -411,6 +414,8 @@ def build(
         raise GenomeIndexError("no input: give FASTA files or folders, or `inputs` in genome-index.toml")
     if ray_actors is not None and ray is None:
         raise GenomeIndexError("--ray-actors applies with --ray")
+    if quiet:  # the duplicates a build names as it finds them are part of its report
+        logging.getLogger("genome_index").setLevel(logging.WARNING)
     store = GenomeIndex(index_dir(index))
     with stdin_as_file(inputs) as paths:
         report = store.build(
@@ -424,11 +429,8 @@ def build(
             progress=Shown(quiet),
             ray_address=ray,
             ray_actors=ray_actors,
+            force=force,
         )
-    ignored = set(report.labels_ignored)
-    for file, name in report.duplicates:
-        note = ", its labels ignored (--labels-from-duplicates applies them)" if file in ignored else ""
-        log(f"duplicate: {file} has the same sequence as stored genome {name!r}; not embedded again{note}", quiet)
     chunks = sum(n for _, _, n in report.added)
     rate = report.bases / report.seconds / 1e6 if report.seconds else 0.0
     summary = (

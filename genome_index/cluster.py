@@ -175,12 +175,12 @@ def settings_from(described: Any) -> StoreSettings:
 # -- checking inputs ---------------------------------------------------------------------
 
 
-def check_inputs(files: list[Path]) -> dict[Path, tuple[str, int]]:
+def check_inputs(files: list[Path], reads_ok: bool = False) -> dict[Path, tuple[str, int]]:
     """Read every input in Ray tasks: each file's (SHA-256, bases), or the first bad file's
-    error (in input order), before anything is dispatched."""
+    error (in input order; a file of reads is one unless `reads_ok`), before anything is dispatched."""
     import ray.data
 
-    rows = [{"path": str(path.absolute()), "index": i} for i, path in enumerate(files)]
+    rows = [{"path": str(path.absolute()), "index": i, "reads_ok": reads_ok} for i, path in enumerate(files)]
     checked = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 256))).map(_check).take_all()
     by_index = {row["index"]: row for row in checked}
     for i in range(len(files)):
@@ -190,11 +190,11 @@ def check_inputs(files: list[Path]) -> dict[Path, tuple[str, int]]:
 
 
 def _check(row: dict[str, Any]) -> dict[str, Any]:
-    from genome_index.fasta import read_genome
+    from genome_index.fasta import summarise
 
     try:
-        genome = read_genome(Path(row["path"]))
-        return {**row, "sha256": genome.sha256, "length": genome.length, "error": ""}
+        summary = summarise(Path(row["path"]), row["reads_ok"])
+        return {**row, "sha256": summary.sha256, "length": summary.length, "error": ""}
     except GenomeIndexError as exc:
         return {**row, "sha256": "", "length": 0, "error": str(exc)}
 
@@ -341,7 +341,7 @@ def run_build(
     """Embed every new genome of `files` into `store` (whose lock the caller holds, and whose
     settings are `settings`) on the Ray actor pool; the driver commits. `checked` is what
     `check_inputs` gave: every input was read cleanly before this is called."""
-    from genome_index.build import BuildReport, Intake, Writer, open_store
+    from genome_index.build import BuildReport, Intake, Writer, announce_duplicates, open_store
 
     started = time.perf_counter()
     report = BuildReport()
@@ -352,6 +352,9 @@ def run_build(
         for path in files
         if intake.want(path, checked[path][0])
     ]
+    ignored = set(report.labels_ignored)
+    stored_names = {name for _, name, _ in stored.values()}
+    announce_duplicates([(file, name, file in ignored, name in stored_names) for file, name in report.duplicates])
     by_sha = {row["sha256"]: Path(row["file"]) for row in rows}
     validated: Future = Future()
     validated.set_result({path: sha for path, (sha, _) in checked.items()})

@@ -119,7 +119,7 @@ class Embedder:
         return self.engine.embed(chunks, layers, step)
 
     def embed_genomes(
-        self, paths: Iterable[Path], want: Callable[[Genome], bool] | None = None, step: Step | None = None
+        self, paths: Iterable[Path], want: Callable[[Path], bool] | None = None, step: Step | None = None
     ) -> Iterator[EmbeddedGenome]:
         """Read, chunk and embed genomes in order (see `pipeline.embed_genomes`)."""
         return embed_genomes(self, paths, want, step=step)

@@ -30,6 +30,9 @@ _NORMALISE = bytes.maketrans(
     b"ACGTN" + b"N" * len(_AMBIGUOUS) + b"T" + b"ACGTN" + b"N" * len(_AMBIGUOUS) + b"T",
 )
 _WHITESPACE = b" \t\r\n\v\f"
+SNIFF_BYTES = 1 << 20  # checked for binary data before any line is read
+UTF8_BOM = b"\xef\xbb\xbf"
+_TEXT_BYTES = bytes(range(32, 256)) + _WHITESPACE  # control bytes (NUL included) are none of these
 # Letters that occur in protein but never in nucleotide FASTA.
 _PROTEIN_ONLY = set(b"EFILPQXZJOefilpqxzjo*")
 
@@ -109,7 +112,9 @@ def gc_fraction(sequence: bytes) -> float:
 
 
 def _open_lines(path: Path) -> Iterator[bytes]:
-    """Yield the raw lines of a plain or gzip file (detected by magic bytes, not by suffix)."""
+    """Yield the raw lines of a plain or gzip file (detected by magic bytes, not by suffix),
+    after its first SNIFF_BYTES have been checked: binary data is refused before a line of it
+    is read whole, and a UTF-8 byte-order mark is dropped."""
     try:
         with open(path, "rb") as handle:
             magic = handle.read(2)
@@ -125,9 +130,22 @@ def _open_lines(path: Path) -> Iterator[bytes]:
         raw = open(path, "rb")
     with raw:
         try:
+            head = raw.read(SNIFF_BYTES)
+            _sniff(path, head)
+            head = head.removeprefix(UTF8_BOM)
+            if head and not head.endswith(b"\n"):
+                head += raw.readline()  # the head's last line, whole (a sequence line: bounded by the file)
+            yield from io.BytesIO(head)
             yield from raw
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise GenomeIndexError(f"{path}: damaged or truncated gzip file ({exc})") from None
+
+
+def _sniff(path: Path, head: bytes) -> None:
+    """Refuse binary data from the file's first bytes: NUL or other control bytes outside the
+    FASTA text's white space (a header's UTF-8 letters are text)."""
+    if head.translate(None, _TEXT_BYTES)[:1]:
+        raise GenomeIndexError(f"{path}: binary data, not a FASTA file")
 
 
 def _check_sequence_line(path: Path, lineno: int, line: bytes) -> None:
@@ -200,6 +218,50 @@ def _check_not_protein(path: Path, lineno: int, raw: bytes) -> None:
     ambiguous = len(raw) - len(raw.translate(None, _AMBIGUOUS + _AMBIGUOUS.lower()))
     if len(raw) >= 20 and ambiguous > 0.5 * len(raw):
         raise GenomeIndexError(f"{path}:{lineno}: mostly IUPAC ambiguity codes, not A/C/G/T/N: protein sequence?")
+
+
+READ_LIKE_RECORDS = 1_000  # a file of at least this many records ...
+READ_LIKE_MEDIAN = 300  # ... half of them shorter than this (bp) holds reads (50-300 bp), not an assembly
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the input check learns of a genome file in one pass: its SHA-256 (as `Genome.sha256`),
+    bases and records."""
+
+    sha256: str
+    length: int
+    records: int
+
+
+def summarise(path: str | Path, reads_ok: bool = False) -> Summary:
+    """Read a FASTA file once, keeping no sequence: its `Summary`. A file that looks like reads
+    (READ_LIKE_RECORDS records or more, their median shorter than READ_LIKE_MEDIAN) is refused
+    as soon as that shows, unless `reads_ok`: reads are no genome, and as one they make a store
+    hundreds of times the input's size."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    lengths: list[int] = []
+    for record in iter_records(path):
+        digest.update(record.sequence)
+        digest.update(b">")
+        lengths.append(len(record.sequence))
+        if len(lengths) == READ_LIKE_RECORDS and not reads_ok:
+            _refuse_reads(path, lengths)
+    if not reads_ok:
+        _refuse_reads(path, lengths)
+    return Summary(digest.hexdigest(), sum(lengths), len(lengths))
+
+
+def _refuse_reads(path: Path, lengths: list[int]) -> None:
+    if len(lengths) < READ_LIKE_RECORDS:
+        return
+    median = sorted(lengths)[len(lengths) // 2]
+    if median < READ_LIKE_MEDIAN:
+        raise GenomeIndexError(
+            f"{path}: looks like reads, not a genome ({len(lengths):,}+ records, median {median} bp): query reads "
+            "against a store with `genome-index query`, or pass --force to store the file as one genome"
+        )
 
 
 def read_genome(path: str | Path) -> Genome:

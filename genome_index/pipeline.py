@@ -42,13 +42,13 @@ Group = list[tuple[Genome, list[Chunk]]]
 def embed_genomes(
     embedder: Embedder,
     paths: Iterable[Path],
-    want: Callable[[Genome], bool] | None = None,
+    want: Callable[[Path], bool] | None = None,
     lookahead: int = 2,
     step: Step | None = None,
 ) -> Iterator[EmbeddedGenome]:
-    """Embedded genomes in the order of `paths`; `want`, called in order before a genome is
-    embedded, may decline it (e.g. a duplicate). `step` hears of every batch's bases and
-    windows, and of each genome embedded.
+    """Embedded genomes in the order of `paths`; `want`, called in order before a file is
+    read, may decline it (a duplicate, a genome stored already): a declined file is neither
+    read nor cut. `step` hears of every batch's bases and windows, and of each genome embedded.
 
     The first group is FIRST_GROUP_BATCHES batches' worth of tokens, so the encoder starts once
     a few genomes are read; each next group doubles up to GROUP_BATCHES. The last genomes go in
@@ -63,7 +63,9 @@ def embed_genomes(
     submitted = 0
     budget = embedder.batch_tokens
 
-    def prepare(path: Path) -> tuple[Genome, list[Chunk]]:
+    def prepare(path: Path) -> tuple[Genome, list[Chunk]] | None:
+        if want is not None and not want(path):  # in the reader thread, in order
+            return None
         genome = read_genome(path)
         return genome, embedder.chunk(genome)
 
@@ -79,11 +81,11 @@ def embed_genomes(
         group: Group = []
         tokens, target = 0, FIRST_GROUP_BATCHES
         for i in range(len(paths)):
-            genome, chunks = ahead.popleft().result()
+            prepared = ahead.popleft().result()
             read_ahead()
-            if want is None or want(genome):
-                group.append((genome, chunks))
-                tokens += sum(c.n_tokens for c in chunks)
+            if prepared is not None:
+                group.append(prepared)
+                tokens += sum(c.n_tokens for c in prepared[1])
             if group and tokens >= target * budget:
                 lookahead = max(lookahead, 2 * len(group))
                 read_ahead()

@@ -50,7 +50,7 @@ def signal_on_nth(func):  # type: ignore[no-untyped-def]
 
 
 if PHASE == "validate":
-    build.read_genome = signal_on_nth(build.read_genome)
+    build.summarise = signal_on_nth(build.summarise)
 elif PHASE == "read":
     pipeline.read_genome = signal_on_nth(pipeline.read_genome)
 elif PHASE == "embed":

@@ -137,7 +137,7 @@ def test_embedding_genomes_in_groups_equals_one_at_a_time(tmp_path, batch_tokens
         for i in range(4)
     ]  # fmt: skip
     engine = Embedder("nt-tiny", RunOptions(device="cpu", batch_tokens=batch_tokens))
-    items = list(engine.embed_genomes(genomes, want=lambda g: g.name != "g1"))
+    items = list(engine.embed_genomes(genomes, want=lambda path: path.stem != "g1"))
     assert [i.genome.name for i in items] == ["g0", "g2", "g3"]
     for item in items:
         alone = engine.embed_chunks(engine.chunk(item.genome))

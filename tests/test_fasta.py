@@ -68,7 +68,8 @@ BAD_INPUTS = {
     "protein": (b">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n", "protein"),
     "protein in iupac letters": (b">p\nMKVRSWDHMKVRSWDHMKVRSWDH\n", "protein"),
     "binary": (bytes(range(256)) * 4, "binary"),
-    "undecodable header": (b">\xff\xfe\x00name\nACGT\n", "not valid UTF-8"),
+    "undecodable header": (b">\xff\xfename\nACGT\n", "not valid UTF-8"),
+    "nul in the header": (b">\x00name\nACGT\n", "binary data"),
     "binary in sequence": (b">r\nACGT\x00\x01\x02ACGT\n", "binary"),
     "digits in sequence": (b">r\nACGT123\n", "not nucleotide letters"),
 }
@@ -146,3 +147,61 @@ def test_fuzz_reader_returns_records_or_raises_own_error(tmp_path: Path, data: b
     except GenomeIndexError:
         return
     assert records and all(set(r.sequence) <= set(b"ACGTN") and r.sequence for r in records)
+
+
+def peak_bytes(call) -> tuple[object, int]:
+    """What `call()` returned or raised, and the peak of Python's allocations while it ran."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            outcome: object = call()
+        except GenomeIndexError as exc:
+            outcome = exc
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_binary_data_is_refused_from_its_first_megabyte(tmp_path: Path, gz: bool) -> None:
+    """64 MB of NULs (512 MB of them once peaked at 2.3 GB, read as one line before the check)."""
+    data = b"\x00" * (64 << 20)
+    path = tmp_path / "nul.fa"
+    path.write_bytes(gzip.compress(data, 1) if gz else data)
+    outcome, peak = peak_bytes(lambda: read_genome(path))
+    assert isinstance(outcome, GenomeIndexError) and "binary data, not a FASTA file" in str(outcome)
+    assert peak < 4 << 20, peak
+
+
+def test_a_utf8_byte_order_mark_is_text(tmp_path: Path) -> None:
+    path = tmp_path / "bom.fa"
+    path.write_bytes(b"\xef\xbb\xbf>r one\nACGT\n")
+    assert read_genome(path).records[0].description == "r one"
+
+
+def test_a_file_of_reads_is_refused_at_its_thousandth_record_unless_forced(tmp_path: Path) -> None:
+    """A million 1 bp records once passed 6 GB on their way into a store; here 200,000."""
+    from genome_index.fasta import READ_LIKE_RECORDS, summarise
+
+    path = tmp_path / "reads.fa"
+    with open(path, "w") as handle:
+        handle.writelines(f">read{i}\n{'ACGT'[i % 4]}\n" for i in range(200_000))
+    outcome, peak = peak_bytes(lambda: summarise(path))
+    assert isinstance(outcome, GenomeIndexError) and f"{READ_LIKE_RECORDS:,}+ records, median 1 bp" in str(outcome)
+    assert "--force" in str(outcome) and "genome-index query" in str(outcome) and peak < 4 << 20
+    forced = summarise(path, reads_ok=True)
+    assert forced.records == forced.length == 200_000
+    assert forced.sha256 == read_genome(path).sha256
+
+
+def test_an_assembly_of_many_contigs_is_no_reads(tmp_path: Path) -> None:
+    path = write_fasta(tmp_path / "draft.fa", [(f"contig{i}", "ACGT" * 100) for i in range(1_500)])  # 400 bp each
+    assert summarise_of(path).records == 1_500
+
+
+def summarise_of(path: Path):
+    from genome_index.fasta import summarise
+
+    return summarise(path)

@@ -131,3 +131,43 @@ def test_every_long_command_reports_its_steps_unless_quiet(
     else:
         for fragment in expected:
             assert any(fragment in line for line in progress_lines), (fragment, result.stderr)
+
+
+def test_a_build_names_its_duplicates_up_front_and_leaves_them_out_of_its_totals(
+    kmer_store: Path, tmp_path: Path, example_genomes, monkeypatch
+) -> None:
+    """The report read "14.78 of 14.78 Mbp, 5/5 genomes", then "added 4 genome(s) ... 11.70 Mbp"."""
+    import shutil
+
+    from genome_index.fasta import read_genome
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    twin = tmp_path / "in" / "twin.fna.gz"
+    twin.parent.mkdir()
+    shutil.copy(example_genomes[1], twin)
+    inputs = [*example_genomes, twin]
+    result = CliRunner().invoke(app, ["build", *map(str, inputs), "-i", str(tmp_path / "new"), "-m", "kmer:4"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    named = next(i for i, line in enumerate(lines) if line.startswith(f"duplicate: {twin}"))
+    assert named < next(i for i, line in enumerate(lines) if "done in" in line)  # named before the build ends
+    bases = sum(read_genome(p).length for p in example_genomes) / 1e6
+    final = next(line for line in lines if "done in" in line)
+    assert f"{bases:.2f} of {bases:.2f} Mbp (100 %), 4/4 genomes" in final
+    assert "added 4 genome(s), " in lines[-1] and f"{bases:.2f} Mbp" in lines[-1] and "1 duplicate(s)" in lines[-1]
+
+
+def test_labels_for_stored_genomes_read_each_input_once(kmer_store: Path, tmp_path: Path, example_genomes, monkeypatch):
+    """Setting labels with nothing to add once read every input twice (the check, then to embed)."""
+    from genome_index import fasta, pipeline
+
+    store = copy_store(kmer_store, tmp_path)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,host\n" + "".join(f"{p.name},human\n" for p in example_genomes))
+    opened: list[str] = []
+    real = fasta._open_lines
+    monkeypatch.setattr(fasta, "_open_lines", lambda path: opened.append(Path(path).name) or real(path))
+    monkeypatch.setattr(pipeline, "read_genome", lambda path: pytest.fail(f"{path} read again to embed"))
+    report = GenomeIndex.open(store).build(example_genomes, labels=labels)
+    assert report.labelled == 4 and not report.added and len(report.already) == 4
+    assert sorted(opened) == sorted(p.name for p in example_genomes)

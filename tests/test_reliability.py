@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import os
 import random
@@ -352,11 +353,13 @@ def test_accepted_inputs_are_built_and_found(tmp_path: Path, name: str) -> None:
     assert store.query(fasta, QueryOptions(k=1))[0].name == name
 
 
-def test_ten_thousand_tiny_records_and_a_unicode_file_name(tmp_path: Path) -> None:
+def test_ten_thousand_tiny_records_need_force_and_a_unicode_file_name(tmp_path: Path) -> None:
     records = [(f"contig_{i}", "ACGTTGCAAGGT"[: 1 + i % 12]) for i in range(10_000)]
     fasta = write_fasta(tmp_path / "génome_株.fa", records)
     index = tmp_path / "index"
-    result = run(*build_cmd(index, [fasta], "kmer:3"))  # 32 columns: the self-query of 10,000 records stays quick
+    one_line_error(run(*build_cmd(index, [fasta], "kmer:3")), "looks like reads", "--force")
+    assert not index.exists()
+    result = run(*build_cmd(index, [fasta], "kmer:3"), "--force")  # 32 columns: the self-query stays quick
     assert result.exit_code == 0, result.output
     store = GenomeIndex.open(index)
     assert store.sql("SELECT count(*) FROM records")[1] == [(10_000,)]
@@ -397,7 +400,7 @@ def test_a_duplicates_labels_never_overwrite_the_stored_genomes(tmp_path: Path, 
         assert result.exit_code == 0, result.output
         assert "labels set on 2" in result.stderr
         assert (
-            "b.fa has the same sequence as stored genome 'a'; not embedded again, its labels ignored" in result.stderr
+            "b.fa has the same sequence as genome 'a'; not embedded again, its labels ignored" in result.stderr
         )
     assert stored_labels(index)["a"] == {"accession": "GCA_1", "source": "GenBank"}
     report = GenomeIndex.open(index).build(files[1:2], labels=csv, labels_from_duplicates=True)
@@ -575,27 +578,29 @@ def test_a_faiss_write_that_fails_says_what_was_committed(store: Path, genomes, 
     assert index.check() == []
 
 
-def test_an_input_changed_after_validation_is_refused_and_the_store_stays_consistent(
+def test_an_input_changed_after_validation_is_refused_and_the_others_are_stored(
     store: Path, genomes, monkeypatch
 ) -> None:
     from genome_index import build
     from genome_index.errors import GenomeIndexError
 
-    real = build.read_genome
+    real = build.summarise
 
-    def validated_before_an_edit(path):  # type: ignore[no-untyped-def]
-        genome = real(path)
+    def validated_before_an_edit(path, reads_ok=False):  # type: ignore[no-untyped-def]
+        summary = real(path, reads_ok)
         if Path(path).name == genomes[3].name:  # the validator saw another version of this file
-            return real(genomes[4])
-        return genome
+            return dataclasses.replace(summary, sha256="0" * 64)
+        return summary
 
-    monkeypatch.setattr(build, "read_genome", validated_before_an_edit)
-    with pytest.raises(GenomeIndexError, match=f"{genomes[3].name} changed while the build ran"):
+    monkeypatch.setattr(build, "summarise", validated_before_an_edit)
+    message = f"{genomes[3].name} changed while the build ran .*; it was not stored; the build stored 2 other"
+    with pytest.raises(GenomeIndexError, match=message):
         GenomeIndex.open(store).build(genomes[2:5])
     monkeypatch.undo()
     index = GenomeIndex.open(store)
     assert index.check() == []  # committed genomes complete, FAISS files brought up to them
-    assert genomes[3].stem not in [n for (n,) in index.sql("SELECT name FROM genomes")[1]]
+    names = [n for (n,) in index.sql("SELECT name FROM genomes")[1]]
+    assert genomes[3].stem not in names and genomes[4].stem in names  # the genome after it was not dropped
 
 
 def test_check_reads_every_block_and_a_damaged_file_is_called_damaged(tmp_path: Path, example_genomes) -> None:
