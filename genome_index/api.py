@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from genome_index import __version__, permissions
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome, find_fasta_files, read_genome
+from genome_index.fasta import Genome, QueryInput, as_genome, find_fasta_files, read_genome
 from genome_index.progress import SILENT, Progress
 from genome_index.settings import (
     INDEX_TYPES,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the model's and the build's modules load torch: imported wh
     from genome_index.build import BuildReport
     from genome_index.embed import Embedder
     from genome_index.hits import Hit
-    from genome_index.searcher import QueryInput, Searcher
+    from genome_index.searcher import Searcher
 
 DEFAULT_INDEX = "genome-index"
 
@@ -233,6 +233,7 @@ class GenomeIndex:
         `trust_remote_code` and `model_package` as for `searcher`.
         """
         options = options or QueryOptions()
+        query = as_genome(query)  # a bad query is refused before the model loads
         with self.searcher(
             run, model=model, embedder=embedder, trust_remote_code=trust_remote_code, model_package=model_package
         ) as searcher:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.completion import completion_init
 
 from genome_index.cli_format import HelpCommand, OneLineErrors
 from genome_index.errors import GenomeIndexError
@@ -35,7 +36,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"max_content_width": 100},
     pretty_exceptions_enable=False,
+    add_completion=False,  # the `completion` command prints the script: one way, not two
 )
+completion_init()  # what answers the shell's completion requests (typer sets it up only with its own options)
 command = functools.partial(app.command, cls=HelpCommand)
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -305,6 +305,31 @@ def genome_of(records: Iterable[tuple[str, str | bytes]], name: str = "query") -
     return Genome(Path(name), made)
 
 
+QueryInput = str | Path | Genome | Iterable[tuple[str, str | bytes]]
+
+
+def as_genome(query: QueryInput, name: str = "query") -> Genome:
+    """A query as a Genome: a FASTA path (a Path, or a str naming an existing file), FASTA
+    text or bare sequence (a str), (name, sequence) records, or a Genome as it is."""
+    if isinstance(query, Genome):
+        return query
+    if isinstance(query, Path):
+        return read_genome(query)
+    if isinstance(query, str):
+        text = query.strip()
+        if not text.startswith(">") and "\n" not in text and _is_file(text):
+            return read_genome(text)
+        return parse_fasta(query, name)
+    return genome_of(query, name)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # too long for a path, or a NUL in it: a sequence
+        return False
+
+
 def find_fasta_files(paths: list[str | Path]) -> list[Path]:
     """Expand files and folders (searched recursively) into a sorted, de-duplicated FASTA list."""
     found: list[Path] = []

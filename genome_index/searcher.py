@@ -17,9 +17,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +26,7 @@ import numpy as np
 from genome_index import sketch
 from genome_index.align import Aligners, GenomeAlignment, align
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome, genome_of, parse_fasta, read_genome
+from genome_index.fasta import QueryInput, as_genome
 from genome_index.hits import Hit
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.search import (
@@ -56,30 +55,7 @@ if TYPE_CHECKING:
     from genome_index.tokenize import Chunk
 
 log = logging.getLogger("genome_index")
-QueryInput = str | Path | Genome | Iterable[tuple[str, str | bytes]]
 BATCH_WAIT = 0.005  # seconds a micro-batch waits for more queries after its first
-
-
-def as_genome(query: QueryInput, name: str = "query") -> Genome:
-    """A query as a Genome: a FASTA path (a Path, or a str naming an existing file), FASTA
-    text or bare sequence (a str), (name, sequence) records, or a Genome as it is."""
-    if isinstance(query, Genome):
-        return query
-    if isinstance(query, Path):
-        return read_genome(query)
-    if isinstance(query, str):
-        text = query.strip()
-        if not text.startswith(">") and "\n" not in text and _is_file(text):
-            return read_genome(text)
-        return parse_fasta(query, name)
-    return genome_of(query, name)
-
-
-def _is_file(text: str) -> bool:
-    try:
-        return Path(text).is_file()
-    except (OSError, ValueError):  # too long for a path, or a NUL in it: a sequence
-        return False
 
 
 class MicroBatcher:

@@ -492,6 +492,8 @@ def test_completion_scripts_and_completion_itself(tmp_path: Path) -> None:
         script = run("completion", shell)
         assert script.exit_code == 0 and "_GENOME_INDEX_COMPLETE" in script.stdout
     one_line_error(run("completion", "tcsh"), "bash, zsh or fish")
+    shown = run("--help").stdout
+    assert "--install-completion" not in shown and "--show-completion" not in shown  # offered once: the command
     env = {**os.environ, "_GENOME_INDEX_COMPLETE": "complete_bash", "COMP_WORDS": "genome-index que", "COMP_CWORD": "1"}
     completed = subprocess.run(
         [sys.executable, "-c", "from genome_index.cli import main; main()"], env=env, capture_output=True, text=True
@@ -541,3 +543,28 @@ def test_the_table_fits_a_terminal_and_json_carries_everything(long_named_store:
 
 def test_an_unknown_column_fails_before_the_model_loads(long_named_store: Path, example_genomes) -> None:
     one_line_error(run("query", example_genomes[0], "-i", long_named_store, "-c", "nmae"), "no column 'nmae'")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n", "protein"), (b"@read1\nACGT\n+\nIIII\n", "not FASTA")],
+)
+def test_a_bad_query_is_refused_before_the_model_loads(tmp_path: Path, example_genomes, content, message) -> None:
+    """A protein or FASTQ file took 7.4 s to refuse, torch loaded first, even on a kmer:6 store."""
+    import subprocess
+    import sys
+
+    index = tmp_path / "index"
+    assert run("build", example_genomes[0], "-i", index, "-m", "kmer:4", "-q").exit_code == 0
+    bad = tmp_path / "bad.fa"
+    bad.write_bytes(content)
+    code = (
+        "import sys\nfrom genome_index.cli import main\ntry:\n    main()\nexcept SystemExit as exc:\n"
+        "    print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', file=sys.stderr)\n"
+        "    sys.exit(exc.code)\n"
+    )
+    command = [sys.executable, "-c", code, "query", str(bad), "-i", str(index)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and message in lines[0] and lines[0].startswith("genome-index: error:")
+    assert lines[1:] == ["torch not loaded"]
