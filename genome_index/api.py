@@ -478,7 +478,7 @@ class GenomeIndex:
             return self.store.rewrite_faiss(con, settings, progress)
         except GenomeIndexError as exc:
             raise GenomeIndexError(
-                f"{committed} metadata.duckdb, but {exc}; `genome-index reindex` (or the next build) rebuilds "
+                f"{committed} {self.store.db_path}, but {exc}; `genome-index reindex` (or the next build) rebuilds "
                 "the FAISS files from it"
             ) from None
 

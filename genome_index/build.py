@@ -324,7 +324,7 @@ class Writer:
             if not self.report.added:
                 raise
             raise GenomeIndexError(
-                f"{len(self.report.added)} genome(s) were added to metadata.duckdb, but {exc}; "
+                f"{len(self.report.added)} genome(s) were added to {self.store.db_path}, but {exc}; "
                 "`genome-index reindex` (or the next build) rebuilds the FAISS files from it"
             ) from None
         self.dirty.clear()

@@ -956,9 +956,16 @@ def check(
     for problem in problems:
         typer.echo(f"problem: {problem}", err=True)
     if problems:
-        raise GenomeIndexError(
-            f"{store.directory}: {len(problems)} problem(s); `genome-index reindex` repairs FAISS files"
+        from genome_index.store import FAISS_FILES
+
+        faiss_only = all(problem.startswith(tuple(FAISS_FILES.values())) for problem in problems)
+        remedy = (
+            "`genome-index reindex` rebuilds the FAISS files from metadata.duckdb"
+            if faiss_only
+            else "metadata.duckdb itself is affected, which `reindex` cannot repair: restore the store from a copy, "
+            "or build it again from its FASTA files"
         )
+        raise GenomeIndexError(f"{store.directory}: {len(problems)} problem(s); {remedy}")
     typer.echo(f"{store.directory}: consistent")
 
 

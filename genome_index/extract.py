@@ -41,24 +41,43 @@ class Region:
 def parse_region(spec: str, genome_id: Callable[[str], int | None], records: Callable[[int], list[str]]) -> Region:
     """The region `spec` names. `genome_id(text)` resolves a genome name or id (None: no such
     genome); `records(id)` lists a genome's record names in order. Names may hold ':' (NCBI
-    record names such as `CP035101.1:300000-450000` do), so each reading is tried in turn:
-    the last part as a range, then as part of a record name; the longest genome name first."""
+    record names such as `CP035101.1:300000-450000` do), so every reading is tried: the last
+    part as a range or as part of a record name, the genome name as long or as short as fits.
+    A spec that two readings fit is refused, naming both, as a bare name that is also an id is."""
     parts = spec.split(":")
     span = RANGE.match(parts[-1]) if len(parts) > 1 else None
     readings = ([(parts[:-1], span)] if span else []) + [(parts, None)]
+    found: dict[Region, str] = {}
     problem = None
     for head, this_span in readings:
         for cut in range(len(head), 0, -1):
-            gid = genome_id(":".join(head[:cut]))
+            genome = ":".join(head[:cut])
+            gid = genome_id(genome)
             if gid is None:
                 continue
+            record = ":".join(head[cut:]) or None
             try:
-                return _region(spec, gid, ":".join(head[cut:]) or None, records(gid), this_span)
+                region = _region(spec, gid, record, records(gid), this_span)
             except GenomeIndexError as exc:
                 problem = problem or exc
+                continue
+            found.setdefault(region, _reading(genome, record, this_span))
+    if len(found) > 1:
+        first, second = list(found.values())[:2]
+        raise GenomeIndexError(
+            f"{spec!r} reads two ways: {first}, or {second}; name the genome as id:N or the record by its number"
+        )
+    if found:
+        return next(iter(found))
     if problem is not None:
         raise problem
     raise GenomeIndexError(f"{spec!r}: no such genome in this store (give a name or id, then :RECORD and :START-END)")
+
+
+def _reading(genome: str, record: str | None, span: re.Match | None) -> str:
+    """One reading of a region, in words: `genome 'G' record 'r1' bases 1-5`."""
+    words = f"genome {genome!r}" + (f" record {record!r}" if record else "")
+    return words + (f" bases {span.group(0)}" if span else "")
 
 
 def _region(spec: str, gid: int, record: str | None, names: list[str], span: re.Match | None) -> Region:

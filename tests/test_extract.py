@@ -187,3 +187,23 @@ def test_remove_takes_the_sequences_too(built: Path, tmp_path: Path) -> None:
     assert store.sql("SELECT count(*) FROM sequences")[1] == [(4,)]
     with pytest.raises(GenomeIndexError, match="no such genome"):
         store.extract(["w60"])
+
+
+def test_a_region_two_readings_fit_is_refused_naming_both(tmp_path: Path) -> None:
+    """`G:r1:1-5` with a genome G holding record `r1:1-5` and a genome `G:r1`: once one reading
+    was taken in silence."""
+    from tests.helpers import one_line_error, write_fasta
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_fasta(folder / "G.fa", [("r1:1-5", "ACGTTGCAAC" * 30)])
+    write_fasta(folder / "G:r1.fa", [("chr", "TTGACCGGAT" * 30)])
+    index = tmp_path / "index"
+    assert run("build", folder, "-i", index, "-m", "kmer:4").exit_code == 0
+    one_line_error(
+        run("extract", "G:r1:1-5", "-i", index),
+        "reads two ways", "genome 'G:r1' bases 1-5", "genome 'G' record 'r1:1-5'", "id:N",
+    )  # fmt: skip
+    ids = dict(GenomeIndex.open(index).sql("SELECT name, id FROM genomes")[1])
+    assert run("extract", f"id:{ids['G:r1']}:1-5", "-i", index).stdout == ">chr:1-5\nTTGAC\n"
+    assert run("extract", "G:1", "-i", index).stdout.startswith(">r1:1-5\n")

@@ -215,6 +215,14 @@ def tmpfs(path: Path, size: str, read_only: bool = False):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path: Path, genomes, base_store: Path) -> None:
+    """A merge's commit failed on its full target, and the line named the source store."""
+    with tmpfs(tmp_path / "small", "1500k") as mount:
+        result = run("merge", mount / "merged", base_store, "-q")
+        one_line_error(result, f"{mount / 'merged'}/metadata.duckdb", "disk full")
+        assert str(base_store) not in result.stderr
+
+
 def test_read_only_filesystem(tmp_path: Path, genomes) -> None:
     with tmpfs(tmp_path / "ro", "4m", read_only=True) as mount:
         one_line_error(run(*build_cmd(mount / "index", genomes[:1])), "index")
@@ -617,6 +625,9 @@ def test_check_reads_every_block_and_a_damaged_file_is_called_damaged(tmp_path: 
     db.write_bytes(bytes(data))
     problems = GenomeIndex.open(index).check()
     assert len(problems) == 1 and problems[0].startswith("metadata.duckdb is damaged: reading ")
+    checked = run("check", "-i", index)  # and says what repairs it: not reindex, which reads this very file
+    assert checked.exit_code == 1 and "restore the store from a copy" in checked.stderr.splitlines()[-1]
+    (index / "chunks.faiss").write_bytes(b"junk")
     db.write_bytes(bytes(data[: len(data) // 2]))
     one_line_error(run("info", "--index", index), "damaged")
 

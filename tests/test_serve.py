@@ -141,6 +141,18 @@ def test_listening_beyond_this_machine_needs_a_token(host: str, token, insecure:
         check_host(host, token, insecure)
 
 
+def test_a_port_in_use_is_one_line_before_the_model_loads(nt_tiny_store: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = CliRunner().invoke(cli, ["serve", "-i", str(nt_tiny_store), "--port", str(port)])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "serving" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert time.monotonic() - started < 5
+
+
 def test_the_cli_refuses_an_open_host_before_loading(tmp_path: Path, nt_tiny_store: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "-i", str(nt_tiny_store), "--host", "0.0.0.0"])
     assert result.exit_code == 1 and "--token-file" in result.stderr

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ LEFTOVERS = {
     WANTED_FILE,
     *(name + suffix for name in FAISS_FILES.values() for suffix in ("", ".tmp")),
 }  # fmt: skip
+UNWRITABLE = re.compile(r'Could not write file "([^"]+)": ([^"\n]+)')  # DuckDB's words for a failed write
 WRITER_MEMORY = "1GB"  # DuckDB's own cache while writing; it spills or writes out past this
 WRITER_FIRST = 1.0  # seconds a reader defers to a waiting writer, at most
 READER_WAIT, WRITER_WAIT = 30.0, 600.0  # seconds to wait for a file another process holds (a commit, a query)
@@ -112,14 +114,20 @@ class Store:
             if not read_only:
                 upgrade(con)
             yield con
-        except duckdb.IOException as exc:
-            if read_only or _is_read_error(exc):
-                raise GenomeIndexError(f"{self.db_path}: cannot read ({first_line(exc)}); is it damaged?") from None
-            raise GenomeIndexError(
-                f"{self.db_path}: cannot write ({first_line(exc)}); disk full or read-only? "
-                "The store keeps every genome committed before this one"
-            ) from None
         except duckdb.Error as exc:
+            unwritable = UNWRITABLE.search(str(exc))  # named by DuckDB: maybe another store's (a merge's target)
+            if unwritable is not None:
+                raise GenomeIndexError(
+                    f"{unwritable.group(1)}: cannot write ({unwritable.group(2)}); disk full or read-only? "
+                    "The store keeps every genome committed before this one"
+                ) from None
+            if isinstance(exc, duckdb.IOException) and (read_only or _is_read_error(exc)):
+                raise GenomeIndexError(f"{self.db_path}: cannot read ({first_line(exc)}); is it damaged?") from None
+            if isinstance(exc, duckdb.IOException):
+                raise GenomeIndexError(
+                    f"{self.db_path}: cannot write ({first_line(exc)}); disk full or read-only? "
+                    "The store keeps every genome committed before this one"
+                ) from None
             raise GenomeIndexError(f"{self.db_path}: database error ({first_line(exc)})") from None
         finally:
             con.close()
