@@ -70,24 +70,30 @@ def label_scores(similarity: np.ndarray, labels: Sequence[str]) -> LabelScores:
 
 
 def group_summary(similarity: np.ndarray, groups: Sequence[str]) -> list[dict]:
-    """Per label value and overall: genomes, mean similarity within the group and to the rest."""
+    """Per label value and overall: genomes, mean similarity within the group and to the rest
+    (None where there is no pair: a group of one has no within, a single group no between).
+    Genomes without the label form a group of their own, `(no label)`; without a label at all
+    there is only the overall row. Values are not rounded: whoever shows them chooses decimals."""
     groups_array = np.asarray(groups)
     off_diagonal = ~np.eye(len(groups_array), dtype=bool)
     rows = []
-    for group in sorted(set(groups)):
+    values = sorted(set(groups))
+    for group in values if values != [""] else []:
         inside = groups_array == group
         within = similarity[np.ix_(inside, inside)][off_diagonal[np.ix_(inside, inside)]]
         between = similarity[np.ix_(inside, ~inside)]
         rows.append({
-            "label": group or "(none)", "genomes": int(inside.sum()),
-            "within": round(float(within.mean()), 4) if within.size else None,
-            "between": round(float(between.mean()), 4) if between.size else None,
+            "label": group or "(no label)", "genomes": int(inside.sum()),
+            "within": float(within.mean()) if within.size else None,
+            "between": float(between.mean()) if between.size else None,
         })  # fmt: skip
-    scores = label_scores(similarity, groups) if len(set(groups)) > 1 else None
+    same = groups_array[:, None] == groups_array[None, :]
+    within = similarity[same & off_diagonal]
+    between = similarity[~same]
     rows.append({
         "label": "(all)", "genomes": len(groups),
-        "within": round(scores.within, 4) if scores else round(float(similarity[off_diagonal].mean()), 4),
-        "between": round(scores.between, 4) if scores else None,
+        "within": float(within.mean()) if within.size else None,
+        "between": float(between.mean()) if between.size else None,
     })  # fmt: skip
     return rows
 

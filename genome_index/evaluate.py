@@ -104,13 +104,12 @@ def evaluate(
             scores = label_scores(similarity, labels)
             row = {
                 "model": model, "layer": layer, "genomes": len(files),
-                "nn_accuracy": round(scores.nn_accuracy, 4), "within": round(scores.within, 4),
-                "between": round(scores.between, 4), "gap": round(scores.gap, 4),
-                "silhouette": round(scores.silhouette, 4),
+                "nn_accuracy": scores.nn_accuracy, "within": scores.within, "between": scores.between,
+                "gap": scores.gap, "silhouette": scores.silhouette,
             }  # fmt: skip
             if identity is not None:
                 rho, count = ani_correlation(similarity, identity)
-                row.update(ani_spearman=round(rho, 4), ani_pairs=count)
+                row.update(ani_spearman=rho, ani_pairs=count)
                 if pairs is not None:
                     upper = np.triu_indices(len(files), k=1)
                     pairs[(model, layer)] = (similarity[upper], identity[upper])

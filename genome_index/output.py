@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from genome_index.errors import GenomeIndexError
+from genome_index.numbers import decimals_to_tell_apart
 
 FORMATS = ("table", "tsv", "csv", "json")
 TABLE_WIDTH = 120  # a table's width where no terminal says (piped, or $COLUMNS unset)
 MIN_CELL = 8  # a column cut to fit the terminal keeps at least this many characters
-MAX_DECIMALS = 6
+MAX_DECIMALS = 10
 # The table's columns (labels added while they fit): aligned hits, and hits without alignment.
 HIT_TABLE_COLUMNS = ("rank", "name", "identity", "query_coverage", "target_record", "target_start", "target_end",
                      "strand")  # fmt: skip
@@ -69,8 +70,9 @@ def _is_number(value: Any) -> bool:
 
 def _decimals(values: Sequence[Any]) -> int | None:
     """The fixed decimals a column of numbers is shown with: as many as its most precise value
-    needs at six significant digits (so 1 and 0.9995 read 1.0000 and 0.9995); None for a column
-    of whole numbers, text, or values too large or small for fixed decimals."""
+    needs at six significant digits (so 1 and 0.9995 read 1.0000 and 0.9995), more where values
+    would otherwise read alike or as a whole number they are not; None for a column of whole
+    numbers, text, or values too large or small for fixed decimals."""
     floats = [v for v in values if isinstance(v, float) and math.isfinite(v)]
     if not floats or not all(_is_number(v) or v is None or isinstance(v, float) for v in values):
         return None
@@ -80,7 +82,7 @@ def _decimals(values: Sequence[Any]) -> int | None:
         if "e" in text:
             return None
         places = max(places, len(text.partition(".")[2]))
-    return min(places, MAX_DECIMALS)
+    return decimals_to_tell_apart(floats, least=min(places, MAX_DECIMALS), most=MAX_DECIMALS)
 
 
 class TableLayout:

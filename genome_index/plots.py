@@ -9,7 +9,6 @@ are written in the cells of small heatmaps.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import squareform
 
 from genome_index.errors import GenomeIndexError
+from genome_index.numbers import decimals_to_tell_apart
 
 PLOT_FORMATS = ("png", "svg", "pdf")
 NAME_CHARS = 28  # longer names are shortened in the middle
@@ -81,12 +81,6 @@ def label_colours(groups: Sequence[str]) -> dict[str, tuple]:
     return colours
 
 
-def _decimals(low: float, high: float) -> int:
-    """Decimals that tell `low` from `high` apart (no offset notation: 0.99998, not 1e-5+...)."""
-    spread = max(high - low, 1e-12)
-    return int(min(max(math.ceil(-math.log10(spread)) + 1, 2), 10))
-
-
 def _tick_decimals(ticks: np.ndarray) -> int:
     """The fewest decimals that write every tick exactly enough to tell it from its neighbours."""
     step = float(np.min(np.diff(ticks))) if len(ticks) > 1 else 1.0
@@ -123,7 +117,6 @@ def heatmap_figure(
     low, high = (float(off.min()), float(off.max())) if off.size else (0.0, 1.0)
     if high - low < 1e-12:
         low, high = low - 1e-6, high + 1e-6
-    decimals = _decimals(low, high)
 
     side = min(max(0.3 * n, 3.5), 12.0)  # inches for the matrix itself
     cell_pt = side * 72 / n
@@ -154,7 +147,7 @@ def heatmap_figure(
         heat_ax.set_yticks([])
         heat_ax.set_xlabel(f"{n} genomes in cluster order (names in similarity.tsv)")
     if n <= VALUES_UP_TO:
-        cell_decimals = min(decimals, 6)  # the colour bar tells values closer than that apart
+        cell_decimals = decimals_to_tell_apart([*off, 1.0], least=2, most=8)  # 0.999995 is not the diagonal's 1
         value_font = min(max(cell_pt / (0.7 * (cell_decimals + 2)), 3.0), 9.0)
         middle = (low + high) / 2
         for i in range(n):

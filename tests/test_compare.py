@@ -144,6 +144,20 @@ def test_compare_writes_matrix_plots_and_summary(labelled_store: Path, labelled_
     assert summary["(all)"]["within"] > summary["(all)"]["between"] + 0.3
 
 
+def test_the_summary_has_no_nan_no_copy_of_all_and_decimals_that_tell_values_apart() -> None:
+    from genome_index.compare import group_summary
+    from genome_index.output import render_dicts
+
+    similarity = np.array([[1.0, 0.99999, 0.99990], [0.99999, 1.0, 0.99991], [0.99990, 0.99991, 1.0]])
+    rows = {r["label"]: r for r in group_summary(similarity, ["x", "x", "y"])}
+    assert rows["y"]["genomes"] == 1 and rows["y"]["within"] is None  # a group of one: no pair, no nan
+    assert rows["x"]["within"] == pytest.approx(0.99999) and rows["(all)"]["between"] == pytest.approx(0.999905)
+    unlabelled = group_summary(similarity, ["", "", ""])
+    assert [r["label"] for r in unlabelled] == ["(all)"]  # not a "(none)" row equal to it
+    table = render_dicts(group_summary(similarity, ["x", "x", "y"]), "table")
+    assert "nan" not in table and "0.99999" in table and " 1.0000 " not in table
+
+
 def test_compare_unknown_label(labelled_store: Path, tmp_path: Path) -> None:
     result = run("compare", "--index", labelled_store, "--label", "host", "--out", tmp_path)
     assert result.exit_code == 1 and "no label 'host'" in result.stderr and "species" in result.stderr

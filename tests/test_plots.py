@@ -69,6 +69,15 @@ def test_colour_scale_of_near_identical_vectors_has_readable_ticks() -> None:
     assert bar.yaxis.get_offset_text().get_text() == ""
 
 
+def test_heatmap_cells_never_show_a_near_one_as_the_diagonals_one() -> None:
+    """kmer:6 printed 0.999995 as 1.00000, the diagonal's value."""
+    names = ["a", "b", "c"]
+    similarity = np.array([[1.0, 0.999995, 0.99990], [0.999995, 1.0, 0.99992], [0.99990, 0.99992, 1.0]])
+    heat = next(ax for ax in heatmap_figure(names, similarity, "kmer:6").axes if ax.images)
+    cells = [t.get_text() for t in heat.texts]
+    assert cells.count("1.00000") == 3 and len(set(cells)) == 4  # the diagonal alone reads 1; every value its own
+
+
 @pytest.mark.parametrize("n", [4, 12, 40])
 def test_map_labels_stay_inside_the_plot(n: int) -> None:
     names, vectors, groups = genomes(n)
