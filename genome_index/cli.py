@@ -487,7 +487,9 @@ def query(
     coverage. Rows carry the cosine score, the sketch figures, the alignment (identity,
     aligned_bp, query_coverage, where in the genome), the rank key (ranked_by; equal keys
     share a rank and are flagged tied), then the genome's labels; the table shows the few
-    that fit a terminal, --format json adds every alignment.
+    that fit a terminal, --format json adds every alignment. In chunks mode, support is the
+    number of query windows whose best match lies in the genome (identical genomes share a
+    window's match, so twins have equal support).
 
     \b
     Examples:

@@ -45,6 +45,7 @@ from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks,
 log = logging.getLogger("genome_index")
 AUTO_GENOME_MODE_FROM_BP = 1_000_000  # auto mode: whole-genome-sized queries use genome mode
 CHUNK_HITS = 50  # neighbours looked at per query chunk in chunks mode
+TIE = 1e-6  # scores this close are one best match (identical windows of twin genomes score alike)
 RERANK_CANDIDATES = 20  # genomes re-ordered by containment
 ALIGN_UP_TO_BP = 6_000_000  # queries up to this long are aligned by default (a large bacterial genome)
 DIGITS = 6  # figures are shown, and compared for ties, to this many decimals
@@ -175,7 +176,7 @@ class Candidate:
     genome_id: int
     score: float  # plain cosine (genome mode), or the mean over query windows of their best plain cosine
     centred_score: float | None = None  # the same after subtracting the store's mean vector (when centred)
-    support: int | None = None  # query windows whose nearest stored window lies in this genome (chunks mode)
+    support: int | None = None  # query windows whose best match lies in this genome, ties shared (chunks mode)
     sketch: SketchEstimate | None = None
     alignment: GenomeAlignment | None = None
 
@@ -268,7 +269,8 @@ def rank_chunk_mode(
     """Genome id -> Candidate: the mean over query chunks of their best similarity to the genome
     (plain, and centred when `centred`), and the support.
 
-    Support counts the query chunks whose single best hit lies in that genome. A genome not
+    Support counts the query chunks whose best hit lies in that genome; a chunk whose best
+    hit is equally good in several genomes (identical sequence) counts for each. A genome not
     among a chunk's nearest neighbours contributes 0 for that chunk. Each view is scored on
     its own and the view with the best ranking score kept.
     """
@@ -284,9 +286,11 @@ def rank_chunk_mode(
                 if cid >= 0:
                     pair = seen.setdefault(genome_of[int(cid)], [-np.inf, -np.inf])
                     pair[0], pair[1] = max(pair[0], float(rank_score)), max(pair[1], float(plain_score))
-            if row_ids[0] >= 0:
-                top = genome_of[int(row_ids[0])]
-                support[top] = support.get(top, 0) + 1
+            if seen:  # every genome holding the window's best match (identical genomes share it)
+                top = max(pair[0] for pair in seen.values())
+                for gid, (rank_score, _) in seen.items():
+                    if rank_score >= top - TIE:
+                        support[gid] = support.get(gid, 0) + 1
             for gid, (rank_score, plain_score) in seen.items():
                 total = totals.setdefault(gid, [0.0, 0.0])
                 total[0] += rank_score

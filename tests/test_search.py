@@ -110,3 +110,15 @@ def test_empty_store_has_no_answers(tmp_path) -> None:
     store.remove(["g"])
     with pytest.raises(GenomeIndexError, match="holds no genomes"):
         store.query(fasta)
+
+
+def test_identical_genomes_share_the_support_of_a_window(tmp_path: Path, example_genomes) -> None:
+    """The true source got support 0 and its identical twin 7: a tied best match went to one."""
+    records = [(r.id, r.sequence[:30_000].decode()) for r in read_genome(example_genomes[0]).records]
+    source = write_fasta(tmp_path / "source.fa", records)
+    twin = write_fasta(tmp_path / "twin.fa", [*records, ("extra", "ACGTTGCA" * 100)])  # the same windows, and more
+    store = GenomeIndex(tmp_path / "index")
+    store.build([source, twin], "kmer:4")
+    query = write_fasta(tmp_path / "q.fa", [("q", records[0][1][5_000:25_000])])
+    hits = {h.name: h for h in store.query(query, QueryOptions(k=2, mode="chunks", align=False))}
+    assert hits["source"].support == hits["twin"].support > 0
