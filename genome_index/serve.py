@@ -33,7 +33,8 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -49,6 +50,7 @@ WEB = Path(__file__).parent / "assets" / "web"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 BUSY_WAIT = 5.0  # seconds a request waits for a store a build holds, then 503
 QUERY_OVERHEAD = 65_536  # bytes a query costs beside its body, in the query budget
+PUBLIC = ("/", "/favicon.ico", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # no token needed
 COMPARE_FILES = ("heatmap.png", "pca.png", "umap.png", "heatmap.svg", "pca.svg", "umap.svg")
 
 
@@ -216,14 +218,17 @@ def create_app(
     compare_dir: Path | None = None,
 ) -> FastAPI:
     """The app serving one store through one searcher."""
-    app = FastAPI(title="genome-index", description="Search stored genomes by sequence; read the store with SQL.")
+    app = FastAPIOffline(  # Swagger UI's files come from the package, not a CDN: /docs works offline
+        title="genome-index", description="Search stored genomes by sequence; read the store with SQL.",
+        static_url="/static-docs", favicon_url="/favicon.ico",
+    )  # fmt: skip
     query_gate = Gate("queries", limits.query_bytes, limits.queue_wait)
     sql_gate = Gate("SQL statements", limits.sql, limits.queue_wait)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
         path = request.url.path
-        public = path in ("/", "/favicon.ico") or path.startswith("/static/") or path in ("/docs", "/openapi.json")
+        public = path in PUBLIC or path.startswith(("/static/", "/static-docs/"))
         if token is not None and not public:
             sent = request.headers.get("authorization", "")
             if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
@@ -324,9 +329,35 @@ def create_app(
 
     @app.get("/static/{name}")
     def static(name: str) -> FileResponse:
-        if name not in ("app.js", "style.css"):
+        if name not in ("app.js", "style.css", "favicon.svg"):
             raise HTTPException(404, f"no file {name!r}")
         return FileResponse(WEB / name)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(WEB / "favicon.svg", media_type="image/svg+xml")
+
+    @app.get("/genomes/{genome_id}/fasta", response_class=PlainTextResponse)
+    def genome_fasta(
+        genome_id: int, record: str | None = None, start: int | None = Query(None, ge=1),
+        end: int | None = Query(None, ge=1), rc: bool = False,
+    ) -> PlainTextResponse:  # fmt: skip
+        """Stored sequence as FASTA, as `genome-index extract` writes it: the genome, one record
+        (its name), or bases start-end of it (1-based, inclusive), reverse-complemented with rc."""
+        found = index.genome(genome_id)
+        if found is None:
+            raise HTTPException(404, f"no genome {genome_id}")
+        spec = f"id:{genome_id}"
+        if record is not None:
+            numbers = {r["name"]: r["idx"] + 1 for r in found["records"]}
+            if record not in numbers:
+                raise HTTPException(404, f"genome {genome_id} has no record {record!r}")
+            spec += f":{numbers[record]}"
+        if (start is None) != (end is None) or (start is not None and record is None):
+            raise HTTPException(422, "give record, then start and end together")
+        if start is not None:
+            spec += f":{start}-{end}"
+        return PlainTextResponse(index.extract([spec], reverse=rc).decode(), media_type="text/plain")
 
     return app
 

@@ -100,6 +100,9 @@ def test_store_pages(client: TestClient, example_genomes) -> None:
         (("post", "/query", {"json": {"sequence": "ACGT", "name": "two\nlines"}}), 422, "name: String should match"),
         (("post", "/query", {"json": {"records": [{"name": "a\rb", "sequence": "ACGT"}]}}), 422, "records.0.name"),
         (("get", "/compare/heatmap.png", {}), 404, "no compare figure"),
+        (("get", "/genomes/1/fasta?record=nope", {}), 404, "has no record 'nope'"),
+        (("get", "/genomes/1/fasta?start=5&end=9", {}), 422, "give record, then start and end together"),
+        (("get", "/genomes/99/fasta", {}), 404, "no genome 99"),
     ],
 )
 def test_a_bad_request_gets_its_4xx_and_the_next_query_is_answered(client: TestClient, request_, status, detail):

@@ -65,7 +65,10 @@ def test_paste_a_fragment_see_its_genome_first_and_follow_the_link(browser, site
     assert rows.count() == 4
     first = rows.nth(0).locator("td")
     assert first.nth(0).inner_text() == "1" and first.nth(1).inner_text() == "DSM20231"
-    assert first.nth(2).inner_text() == "1.0000" and "50001-70000 (+)" in first.nth(4).inner_text()
+    assert first.nth(2).inner_text() == "1.0000" and "50,001-70,000 (+)" in first.nth(4).inner_text()
+    cells = first.all_inner_texts()
+    decimals = {len(cells[i].split(".")[1]) for i in (2, 3, 5, 6, 7) if cells[i]}
+    assert decimals == {4}  # identity, coverage, score, containment and ANI alike
     assert "4 hits" in page.inner_text("#status")
     rows.nth(0).locator("a.genome-link").click()
     page.wait_for_function("document.getElementById('genome-name').textContent === 'DSM20231'")
@@ -85,3 +88,64 @@ def test_a_bad_query_shows_its_error_on_the_page(browser, site: str) -> None:
     page.wait_for_function("document.getElementById('status').className === 'error'")
     assert "protein" in page.inner_text("#status") and page.locator("#hits").is_hidden()
     page.close()
+
+
+def fetched(page, url: str) -> str:
+    return page.evaluate("async (url) => (await fetch(url)).text()", url)
+
+
+def test_a_hits_region_and_a_genome_come_as_fasta(browser, site: str) -> None:
+    page = browser.new_page()
+    page.goto(site + "/")
+    page.wait_for_function("document.getElementById('store').textContent.includes('genomes')")
+    page.fill("#fasta", (EXAMPLES / "query.fa").read_text())
+    page.click("#submit")
+    page.wait_for_selector("#hits tbody tr.hit")
+    link = page.locator("#hits tbody tr.hit").nth(0).locator("a.fasta-link")
+    region = fetched(page, link.get_attribute("href"))
+    assert region.startswith(">CP104478.1:600000-750000:50001-70000\n")
+    assert len(region.replace("\n", "")) - len(region.split("\n")[0]) == 20_000
+    page.locator("#hits tbody tr.hit").nth(0).locator("a.genome-link").click()
+    page.wait_for_function("document.getElementById('genome-name').textContent === 'DSM20231'")
+    facts = page.inner_text("#genome-facts")
+    assert "DSM20231.fna.gz" in facts and "/" not in facts  # the file's name, not the server's path
+    added = page.locator("#genome-facts dd").nth(6).inner_text()
+    assert len(added) == 16 and added[4] == "-" and added[10] == " "  # 2026-12-06 05:12, no microseconds
+    whole = fetched(page, page.locator("#genome-fasta a").get_attribute("href"))
+    assert whole.startswith(">CP104478.1:600000-750000 DSM20231") and len(whole) > 150_000  # its one record, whole
+    page.close()
+
+
+def test_the_page_fits_a_phone_and_figures_keep_their_size(browser, site: str) -> None:
+    page = browser.new_page(viewport={"width": 420, "height": 800})
+    page.goto(site + "/")
+    page.wait_for_function("document.getElementById('store').textContent.includes('genomes')")
+    page.fill("#fasta", (EXAMPLES / "query.fa").read_text())
+    page.click("#submit")
+    page.wait_for_selector("#hits tbody tr.hit")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420  # the header spans what the page spans
+    assert page.evaluate("document.getElementById('hits-wrap').scrollWidth") > 420  # the table scrolls in place
+    page.wait_for_function("[...document.querySelectorAll('#figure-list img')].every((i) => i.complete)")
+    sizes = page.evaluate("[...document.querySelectorAll('#figure-list img')].map((i) => [i.width, i.naturalWidth])")
+    assert sizes and all(shown == natural for shown, natural in sizes)
+    page.close()
+
+
+def test_the_api_docs_and_the_icon_need_no_network(browser, site: str) -> None:
+    """Swagger UI came from a CDN: offline, /docs was a blank page."""
+    context = browser.new_context()
+    refused: list[str] = []
+
+    def offline(route) -> None:  # every request that would leave this machine fails, as offline
+        refused.append(route.request.url)
+        route.abort()
+
+    context.route(lambda url: not url.startswith(site), offline)
+    page = context.new_page()
+    page.goto(site + "/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "genome-index" in page.inner_text(".swagger-ui .info .title")
+    assert page.locator(".opblock-summary-path").count() >= 5 and refused == []
+    icon = page.request.get(site + "/favicon.ico")
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    context.close()

@@ -25,6 +25,17 @@ function cell(row, value, numeric) {
 }
 
 const number = (value, digits) => (value === null || value === undefined ? "" : Number(value).toFixed(digits));
+const FRACTION = 4; // every similarity, identity and coverage with the same decimals
+const grouped = (value) => Number(value).toLocaleString("en");
+const baseName = (path) => String(path).split(/[\\/]/).pop();
+
+function fastaLink(text, genomeId, params, fileName) {
+  const link = document.createElement("a");
+  const query = new URLSearchParams(params).toString();
+  link.href = `/genomes/${genomeId}/fasta` + (query ? "?" + query : "");
+  link.textContent = text; link.className = "fasta-link"; link.download = fileName;
+  return link;
+}
 
 async function showStore() {
   const info = await api("/info");
@@ -54,16 +65,24 @@ function showHits(hits) {
     const link = document.createElement("a");
     link.href = "#/genomes/" + hit.genome_id; link.textContent = hit.name; link.className = "genome-link";
     cell(row, link);
-    cell(row, number(hit.identity, 4), true);
-    cell(row, number(hit.query_coverage, 3), true);
-    cell(row, hit.target_record ? `${hit.target_record}:${hit.target_start}-${hit.target_end} (${hit.strand})` : "");
-    cell(row, number(hit.score, 4), true);
-    cell(row, number(hit.containment, 3), true);
-    cell(row, number(hit.ani_estimate, 4), true);
+    cell(row, number(hit.identity, FRACTION), true);
+    cell(row, number(hit.query_coverage, FRACTION), true);
+    if (hit.target_record) {
+      const where = document.createElement("span");
+      where.className = "where";
+      where.textContent = `${hit.target_record}:${grouped(hit.target_start)}-${grouped(hit.target_end)} (${hit.strand}) `;
+      const region = { record: hit.target_record, start: hit.target_start, end: hit.target_end };
+      if (hit.strand === "-") region.rc = "true";
+      where.appendChild(fastaLink("FASTA", hit.genome_id, region, `${hit.name}_${hit.target_start}-${hit.target_end}.fa`));
+      cell(row, where);
+    } else cell(row, "");
+    cell(row, number(hit.score, FRACTION), true);
+    cell(row, number(hit.containment, FRACTION), true);
+    cell(row, number(hit.ani_estimate, FRACTION), true);
     for (const label of labels) cell(row, hit[label] ?? hit["label." + label]);
     body.appendChild(row);
   }
-  $("hits").hidden = hits.length === 0;
+  $("hits-wrap").hidden = hits.length === 0;
 }
 
 async function search(event) {
@@ -77,25 +96,30 @@ async function search(event) {
     showHits(hits);
     status.textContent = `${hits.length} hits in ${((performance.now() - started) / 1000).toFixed(2)} s`;
   } catch (error) {
-    $("hits").hidden = true; status.className = "error"; status.textContent = error.message;
+    $("hits-wrap").hidden = true; status.className = "error"; status.textContent = error.message;
   }
 }
+
+const when = (iso) => iso.slice(0, 16).replace("T", " "); // minutes, as the store's clock wrote them
 
 async function showGenome(id) {
   const genome = await api("/genomes/" + id);
   $("genome-name").textContent = genome.name;
-  const facts = { id: genome.id, file: genome.file, length: genome.length.toLocaleString() + " bp",
-    GC: number(genome.gc, 4), records: genome.n_records, windows: genome.n_chunks, added: genome.added_at,
-    ...genome.labels };
+  const facts = { id: genome.id, file: baseName(genome.file), length: grouped(genome.length) + " bp",
+    GC: number(genome.gc, FRACTION), records: grouped(genome.n_records), windows: grouped(genome.n_chunks),
+    added: when(genome.added_at), ...genome.labels };
   $("genome-facts").replaceChildren(...Object.entries(facts).flatMap(([key, value]) => {
     const dt = document.createElement("dt"); dt.textContent = key;
     const dd = document.createElement("dd"); dd.textContent = value;
     return [dt, dd];
   }));
+  const whole = $("genome-fasta");
+  whole.replaceChildren(...(genome.sequence_stored ? [fastaLink("the genome as FASTA", genome.id, {}, genome.name + ".fa")] : []));
   $("records").tBodies[0].replaceChildren(...genome.records.map((r) => {
     const row = document.createElement("tr");
     cell(row, r.idx + 1, true); cell(row, r.name); cell(row, r.description);
-    cell(row, r.length.toLocaleString(), true); cell(row, number(r.gc, 4), true); cell(row, r.n_count, true);
+    cell(row, grouped(r.length), true); cell(row, number(r.gc, FRACTION), true); cell(row, grouped(r.n_count), true);
+    cell(row, genome.sequence_stored ? fastaLink("FASTA", genome.id, { record: r.name }, `${genome.name}_${r.name}.fa`) : "");
     return row;
   }));
 }
