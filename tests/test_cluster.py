@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.progress import Progress, Step
 from genome_index.settings import RunOptions, StoreOptions
-from tests.helpers import EXAMPLES, ROOT, write_fasta
+from tests.helpers import EXAMPLES, ROOT, children_of, write_fasta
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
 runner = CliRunner()
@@ -227,3 +228,63 @@ def test_a_model_error_on_a_worker_is_one_line(ray_address, example_genomes, tmp
     assert result.output.startswith("genome-index: error: ") and result.output.count("\n") == 1
     assert "layer 99" in result.output
     assert not (tmp_path / "index").exists()
+
+
+def ray_processes_below(pid: int) -> dict[int, str]:
+    """The processes under `pid` with their command names (a local Ray's raylet, GCS, workers)."""
+    found = {}
+    for child in children_of(pid):
+        try:
+            found[child] = Path(f"/proc/{child}/comm").read_text().strip()
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_local_ray_dies_with_its_driver_however_it_ends(tmp_path) -> None:
+    """A driver killed with -9 left Ray's processes (about 170 MB) running; they are stopped."""
+    args = ["build", str(EXAMPLES / "genomes"), "-i", str(tmp_path / "index"), "-m", "kmer:6", "--ray", "auto"]
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "KILL", "committed", "1", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    started: dict[int, str] = {}
+    while child.poll() is None:
+        started.update(ray_processes_below(child.pid))
+        time.sleep(0.1)
+    assert child.returncode == -signal.SIGKILL, child.stderr.read()
+    assert "raylet" in started.values() and "gcs_server" in started.values()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(pid) for pid in started):
+        time.sleep(0.2)
+    assert not [name for pid, name in started.items() if alive(pid)]
+
+
+def test_a_dead_raylet_mid_build_is_one_line_and_the_store_stays_consistent(tmp_path) -> None:
+    """Killing Ray's own raylet ended in a LocalRayletDiedError traceback, or in a Ray log line
+    and a folder holding just build.lock."""
+    index = tmp_path / "index"
+    args = ["build", str(EXAMPLES / "genomes"), "-i", str(index), "-m", "nt-tiny", "--ray", "auto"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "genome_index.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    raylet = None
+    while child.poll() is None and raylet is None:
+        if (index / "metadata.duckdb").exists():  # Ray runs, the store is made: the embedding is under way
+            raylet = next((pid for pid, name in ray_processes_below(child.pid).items() if name == "raylet"), None)
+        time.sleep(0.1)
+    assert raylet is not None, "the build ended before its raylet could be killed"
+    os.kill(raylet, signal.SIGKILL)
+    stdout, stderr = child.communicate(timeout=120)
+    ours = [line for line in stderr.splitlines() if not line.startswith("[")]  # Ray's core: its level line only
+    assert child.returncode == 1 and stdout == "" and "Traceback" not in stderr
+    assert len(ours) == 1 and "Ray's raylet process on this machine died mid-run" in ours[0], stderr
+    if index.exists():
+        assert GenomeIndex.open(index).check() == []  # what was committed is whole
