@@ -407,9 +407,8 @@ def test_a_duplicates_labels_never_overwrite_the_stored_genomes(tmp_path: Path, 
         result = run(*build_cmd(index, files)[:-1], "--labels", csv)
         assert result.exit_code == 0, result.output
         assert "labels set on 2" in result.stderr
-        assert (
-            "b.fa has the same sequence as genome 'a'; not embedded again, its labels ignored" in result.stderr
-        )
+        assert re.search(r"b.fa has the same sequence as (stored )?genome 'a'; not embedded again, its labels ignored",
+                         result.stderr)  # fmt: skip
     assert stored_labels(index)["a"] == {"accession": "GCA_1", "source": "GenBank"}
     report = GenomeIndex.open(index).build(files[1:2], labels=csv, labels_from_duplicates=True)
     assert report.labelled == 1 and stored_labels(index)["a"] == {"accession": "GCF_1", "source": "RefSeq"}
@@ -575,11 +574,11 @@ def test_a_faiss_write_that_fails_says_what_was_committed(store: Path, genomes, 
     index = GenomeIndex.open(store)
     if command == "remove":
         with pytest.raises(
-            GenomeIndexError, match=r"genome\(s\) 1 g00 were removed from metadata.duckdb, but .*No space"
+            GenomeIndexError, match=r"genome\(s\) 1 g00 were removed from \S*metadata.duckdb, but .*No space"
         ):
             index.remove(["g00"])
     else:
-        with pytest.raises(GenomeIndexError, match=r"1 genome\(s\) were added to metadata.duckdb, but .*No space"):
+        with pytest.raises(GenomeIndexError, match=r"1 genome\(s\) were added to \S*metadata.duckdb, but .*No space"):
             index.build(genomes[2:3])
     monkeypatch.undo()
     index.reindex()  # as the message says
