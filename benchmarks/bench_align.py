@@ -27,10 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 
-from genome_index.align import Aligners
 from genome_index.api import GenomeIndex
-from genome_index.embed import Embedder
-from genome_index.fasta import read_genome
+from genome_index.embedding.embedder import Embedder
+from genome_index.io.fasta import read_genome
+from genome_index.search.align import Aligners
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions
 from genome_index.store import TABLES
 
@@ -88,8 +88,8 @@ def rss_mb() -> float:
 
 def index_memory(index: GenomeIndex) -> str:
     """Resident MB one kept minimap2 index takes, per Mbp of genome (asm10, the fragments' preset)."""
-    from genome_index.align import LONG_PRESET
-    from genome_index.sequences import unpack
+    from genome_index.io.sequences import unpack
+    from genome_index.search.align import LONG_PRESET
     from genome_index.store import reads
 
     aligners = Aligners()

@@ -19,9 +19,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 
-from genome_index.evaluate import evaluate
-from genome_index.fasta import read_genome
-from genome_index.output import render_dicts
+from genome_index.analysis.evaluate import evaluate
+from genome_index.cli.output import render_dicts
+from genome_index.io.fasta import read_genome
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "genomes"
 RATES = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.10)

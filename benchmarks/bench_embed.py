@@ -27,11 +27,11 @@ from transformers import AutoModel, AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 
-from genome_index.embed import Embedder
-from genome_index.reference import embed_reference
+from genome_index.embedding.embedder import Embedder
+from genome_index.embedding.reference import embed_reference
+from genome_index.embedding.testing import SHAPES, random_checkpoint
+from genome_index.embedding.tokenize import chunk_tokens
 from genome_index.settings import ModelOptions, RunOptions
-from genome_index.testing import SHAPES, random_checkpoint
-from genome_index.tokenize import chunk_tokens
 
 BP_PER_TOKEN = 5.994  # bases per token of a 1000-token window of N-free sequence (999 6-mers + <cls>)
 

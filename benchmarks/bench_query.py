@@ -98,7 +98,7 @@ def bench_index_types(n: int, dim: int, n_queries: int, types: list[str]) -> Non
 
 def bench_store_query(n_genomes: int, query_mbp: float) -> None:
     from genome_index.api import GenomeIndex
-    from genome_index.embed import Embedder
+    from genome_index.embedding.embedder import Embedder
     from genome_index.store.writes import NewGenome, add_genome
 
     rng = np.random.default_rng(1)

@@ -35,11 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 
-from genome_index import build
 from genome_index.api import GenomeIndex
-from genome_index.build import BuildReport, Writer
+from genome_index.build import run as build
+from genome_index.build.run import BuildReport, Writer
+from genome_index.io.sequences import pack
 from genome_index.progress import Progress, Step
-from genome_index.sequences import pack
 from genome_index.settings import StoreSettings
 from genome_index.store import FAISS_FILES, Store
 from genome_index.store.indexes import build_faiss

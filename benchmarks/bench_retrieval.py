@@ -47,14 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from _machine import describe_machine
 from make_examples import synthetic_sequence
 
-from genome_index.align import Aligners
-from genome_index.anchors import kmer_hashes
+from genome_index.analysis.evaluate import genome_labels
 from genome_index.api import GenomeIndex
-from genome_index.embed import Embedder
-from genome_index.evaluate import genome_labels
-from genome_index.fasta import Genome, find_fasta_files, read_genome, reverse_complement
-from genome_index.hits import Hit
-from genome_index.search import RERANK_CANDIDATES
+from genome_index.embedding.anchors import kmer_hashes
+from genome_index.embedding.embedder import Embedder
+from genome_index.io.fasta import Genome, find_fasta_files, read_genome, reverse_complement
+from genome_index.search.align import Aligners
+from genome_index.search.hits import Hit
+from genome_index.search.ranking import RERANK_CANDIDATES
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 from bench_ray import genome
 
-from genome_index.build import COMMIT_GROUP_BYTES
+from genome_index.build.run import COMMIT_GROUP_BYTES
 from genome_index.settings import StoreSettings
 from genome_index.store import Store
 from genome_index.store.indexes import build_faiss

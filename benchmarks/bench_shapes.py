@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 from bench_build import make_genomes
 
-from genome_index.embed import Embedder
-from genome_index.fasta import read_genome
+from genome_index.embedding.embedder import Embedder
+from genome_index.embedding.testing import SHAPES, random_checkpoint
+from genome_index.io.fasta import read_genome
 from genome_index.settings import RunOptions
-from genome_index.testing import SHAPES, random_checkpoint
 
 
 def synchronize() -> None:

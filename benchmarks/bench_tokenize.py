@@ -18,9 +18,9 @@ from transformers import AutoTokenizer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 
-from genome_index.fasta import read_genome
-from genome_index.models import BUNDLED
-from genome_index.tokenize import make_tokenizer
+from genome_index.embedding.backends.checkpoints import BUNDLED
+from genome_index.embedding.tokenize import make_tokenizer
+from genome_index.io.fasta import read_genome
 
 STAPH = Path(__file__).resolve().parents[2] / "shared" / "data" / "staph"
 

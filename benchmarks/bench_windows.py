@@ -27,10 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 
-from genome_index import engine
-from genome_index.embed import Embedder
-from genome_index.fasta import read_genome
-from genome_index.reference import filled_batches
+from genome_index.embedding import engine
+from genome_index.embedding.embedder import Embedder
+from genome_index.embedding.reference import filled_batches
+from genome_index.io.fasta import read_genome
 from genome_index.settings import ModelOptions, RunOptions
 
 ROOT = Path(__file__).resolve().parent.parent

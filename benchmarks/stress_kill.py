@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 
 from genome_index.api import GenomeIndex
-from genome_index.fasta import read_genome
+from genome_index.io.fasta import read_genome
 from genome_index.settings import QueryOptions
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from genome_index.errors import GenomeIndexError
 
 __version__ = "0.1.0"
+ASSETS = Path(__file__).parent / "assets"  # the bundled model (nt-tiny) and the web page
 
 __all__ = ["GenomeIndex", "GenomeIndexError", "__version__"]
 

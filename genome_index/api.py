@@ -15,9 +15,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genome_index import __version__, permissions
+from genome_index import __version__
+from genome_index import config as permissions
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome, QueryInput, as_genome, find_fasta_files, read_genome
+from genome_index.io.fasta import Genome, QueryInput, as_genome, find_fasta_files, read_genome
 from genome_index.progress import SILENT, Progress
 from genome_index.settings import (
     INDEX_TYPES,
@@ -33,11 +34,11 @@ from genome_index.store import FAISS_FILES, Store, reads, writes
 from genome_index.store.sql import SqlResult
 
 if TYPE_CHECKING:  # the model's and the build's modules load torch: imported where they run
-    from genome_index.align import Aligners
-    from genome_index.build import BuildReport
-    from genome_index.embed import Embedder
-    from genome_index.hits import Hit
-    from genome_index.searcher import Searcher
+    from genome_index.build.run import BuildReport
+    from genome_index.embedding.embedder import Embedder
+    from genome_index.search.align import Aligners
+    from genome_index.search.hits import Hit
+    from genome_index.search.searcher import Searcher
 
 DEFAULT_INDEX = "genome-index"
 
@@ -115,8 +116,8 @@ class GenomeIndex:
         A file that looks like reads (many records, most shorter than 300 bp) is refused unless
         `force`: reads are no genome (query them instead).
         """
-        from genome_index.build import read_labels, run_build
-        from genome_index.embed import Embedder
+        from genome_index.build.run import read_labels, run_build
+        from genome_index.embedding.embedder import Embedder
 
         if ray_address is not None and shard is not None:
             raise GenomeIndexError("--ray spreads the whole build over the cluster: leave out --shard")
@@ -138,7 +139,7 @@ class GenomeIndex:
                 if stored is not None and asked.model not in (stored.model, stored.model_source):
                     self._refuse_other_model(asked, stored)
                 if ray_address is not None:
-                    from genome_index import cluster
+                    from genome_index.build import cluster
 
                     cluster.connect(ray_address)
                     pool = cluster.plan_pool(run, ray_actors)
@@ -200,7 +201,7 @@ class GenomeIndex:
         from several threads are embedded together (what `serve` uses). A store whose model
         runs its own code, or comes from a package, loads only with `trust_remote_code` or
         `model_package` given here (or their environment variables, see `permissions`)."""
-        from genome_index.searcher import Searcher
+        from genome_index.search.searcher import Searcher
 
         self.store.require()
         settings = self.settings()
@@ -248,7 +249,7 @@ class GenomeIndex:
     def _embedder(self, settings: StoreSettings, model: str | None, run: RunOptions, grants: ModelOptions) -> Embedder:
         """The store's own model, layer and windows, with the code and package the user grants
         (`permissions.require`); a --model that is not the store's is refused."""
-        from genome_index.embed import Embedder
+        from genome_index.embedding.embedder import Embedder
 
         grants = permissions.require(grants, settings, self.directory)
         stored = settings.model_options()
@@ -273,7 +274,7 @@ class GenomeIndex:
         """FASTA of stored sequence: each of `regions` is GENOME[:RECORD[:START-END]] (1-based,
         inclusive; see `extract`), reverse-complemented with `reverse`, in lines of `width`
         bases (0: one line; None: as the input file had them)."""
-        from genome_index.extract import parse_region, region_fasta
+        from genome_index.store.extract import parse_region, region_fasta
 
         self.store.require()
         with self.store.connect() as con:
@@ -353,8 +354,8 @@ class GenomeIndex:
         with `ani`, also skani's whole-genome ANI matrix (ani.tsv), from the genome files.
         Plots name genomes by the `name_column` label where a genome has it, and are written
         as `plot_format` (png, svg or pdf)."""
-        from genome_index import compare
-        from genome_index.ani import ani_matrix
+        from genome_index.analysis import compare
+        from genome_index.analysis.ani import ani_matrix
 
         self.store.require()
         with self.store.connect() as con:
@@ -411,7 +412,7 @@ class GenomeIndex:
         of all the inputs keeps the first), however the inputs were split. A name already taken
         gets the folders that tell it apart (a/x), as in a build.
         """
-        from genome_index.build import BuildReport, unique_names
+        from genome_index.build.run import BuildReport, unique_names
 
         started = time.perf_counter()
         stores = [Store(source) for source in sources]
@@ -522,7 +523,7 @@ class GenomeIndex:
         kept), read from their FASTA files: a file is used only when its sequence's SHA-256 is
         a stored genome's. Returns the names filled, the files that are no stored genome or
         whose genome has its sequence already, and the genomes still without one."""
-        from genome_index.sequences import pack
+        from genome_index.io.sequences import pack
 
         files = find_fasta_files(list(paths))
         report: dict[str, list[str]] = {"filled": [], "already": [], "unknown": [], "missing": []}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genome_index.fasta import iter_records
+from genome_index.io.fasta import iter_records
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {

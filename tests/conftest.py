@@ -17,21 +17,21 @@ os.environ.setdefault("GENOME_INDEX_CACHE", tempfile.mkdtemp(prefix="genome-inde
 def hf_tokenizer():
     from transformers import AutoTokenizer
 
-    from genome_index.models import BUNDLED
+    from genome_index.embedding.backends.checkpoints import BUNDLED
 
     return AutoTokenizer.from_pretrained(BUNDLED["nt-tiny"])
 
 
 @pytest.fixture(scope="session")
 def tokenizer(hf_tokenizer):
-    from genome_index.tokenize import make_tokenizer
+    from genome_index.embedding.tokenize import make_tokenizer
 
     return make_tokenizer(hf_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def embedder():
-    from genome_index.embed import Embedder
+    from genome_index.embedding.embedder import Embedder
     from genome_index.settings import RunOptions
 
     return Embedder("nt-tiny", RunOptions(device="cpu"))

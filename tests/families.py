@@ -17,7 +17,7 @@ import torch
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from genome_index.models import BUNDLED
+from genome_index.embedding.backends.checkpoints import BUNDLED
 
 DOUBLES = Path(__file__).parent / "doubles"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -23,8 +23,10 @@ import signal
 import sys
 import time
 
-from genome_index import build, encoders, kmer, pipeline
+from genome_index.build import run as build
 from genome_index.cli import main
+from genome_index.embedding import encoders, pipeline
+from genome_index.embedding.backends import kmer
 from genome_index.store import writes
 
 SIGNAL = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}[sys.argv[1]]

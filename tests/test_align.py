@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genome_index.align import LONG_GAP_BP, SHORT_PRESET, Aligners, align, preset_for
 from genome_index.api import GenomeIndex
-from genome_index.fasta import Record, read_genome, reverse_complement
+from genome_index.io.fasta import Record, read_genome, reverse_complement
+from genome_index.search.align import LONG_GAP_BP, SHORT_PRESET, Aligners, align, preset_for
 from genome_index.settings import QueryOptions
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)

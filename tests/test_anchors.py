@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from genome_index.anchors import ANCHOR_K, cut_points, kmer_hashes, sliding_min
-from genome_index.fasta import reverse_complement
-from genome_index.kmer import BaseTokenizer
-from genome_index.tokenize import anchor_radius, anchored_chunks
+from genome_index.embedding.anchors import ANCHOR_K, cut_points, kmer_hashes, sliding_min
+from genome_index.embedding.backends.kmer import BaseTokenizer
+from genome_index.embedding.tokenize import anchor_radius, anchored_chunks
+from genome_index.io.fasta import reverse_complement
 
 
 def random_dna(length: int, seed: int = 3) -> bytes:
@@ -166,7 +166,7 @@ def test_sliding_min_is_exact_for_64_bit_values(width: int) -> None:
 
 
 def test_long_records_are_cut_in_passes_with_the_same_cuts(monkeypatch) -> None:
-    from genome_index import anchors
+    from genome_index.embedding import anchors
 
     sequence = bytes(
         np.random.default_rng(11).choice(np.frombuffer(b"ACGTN", np.uint8), 60_000, p=[0.249] * 4 + [0.004])

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genome_index import build
 from genome_index.api import GenomeIndex
-from genome_index.build import BuildReport, Writer
-from genome_index.embed import Embedder
-from genome_index.fasta import read_genome
-from genome_index.pipeline import FIRST_GROUP_BATCHES, GROUP_BATCHES, EmbeddedGenome
+from genome_index.build import run as build
+from genome_index.build.run import BuildReport, Writer
+from genome_index.embedding.embedder import Embedder
+from genome_index.embedding.pipeline import FIRST_GROUP_BATCHES, GROUP_BATCHES, EmbeddedGenome
+from genome_index.io.fasta import read_genome
 from genome_index.settings import RunOptions
 from genome_index.store import FAISS_FILES, Store, reads
 

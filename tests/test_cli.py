@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genome_index.cli import app
-from genome_index.fasta import read_genome
+from genome_index.io.fasta import read_genome
 from tests.helpers import EXAMPLES, copy_store, one_line_error, write_fasta
 
 runner = CliRunner()
@@ -168,7 +168,7 @@ def test_rebuild_adds_nothing(store: Path, example_genomes) -> None:
 
 
 def test_duplicate_under_another_name(store: Path, example_genomes, tmp_path: Path) -> None:
-    from genome_index.fasta import read_genome
+    from genome_index.io.fasta import read_genome
 
     genome = read_genome(example_genomes[0])
     copy = write_fasta(tmp_path / "renamed.fa", [(f"NZ_{r.id}", r.sequence.decode()) for r in genome.records])
@@ -181,7 +181,7 @@ def test_duplicate_under_another_name(store: Path, example_genomes, tmp_path: Pa
 def test_real_genbank_refseq_pair_is_one_genome(tmp_path: Path, staph_dir: Path) -> None:
     gca = staph_dir / "GCA_900620245.1_BPH2947_genomic.fna.gz"
     gcf = staph_dir / "GCF_900620245.1_BPH2947_genomic.fna.gz"
-    from genome_index.fasta import read_genome
+    from genome_index.io.fasta import read_genome
 
     assert read_genome(gca).sha256 == read_genome(gcf).sha256
     assert read_genome(gca).records[0].id != read_genome(gcf).records[0].id

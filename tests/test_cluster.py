@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from genome_index import cluster
 from genome_index.api import GenomeIndex
+from genome_index.build import cluster
 from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.progress import Progress, Step

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from genome_index.analysis.compare import cosine_matrix, label_scores
+from genome_index.analysis.evaluate import evaluate, parse_layers
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
-from genome_index.compare import cosine_matrix, label_scores
-from genome_index.embed import Embedder
+from genome_index.embedding.backends.kmer import canonical_columns
+from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.evaluate import evaluate, parse_layers
-from genome_index.fasta import Genome, Record, read_genome, reverse_complement
-from genome_index.kmer import canonical_columns
+from genome_index.io.fasta import Genome, Record, read_genome, reverse_complement
 from genome_index.settings import QueryOptions
 from tests.helpers import one_line_error, write_fasta
 
@@ -145,8 +145,8 @@ def test_compare_writes_matrix_plots_and_summary(labelled_store: Path, labelled_
 
 
 def test_the_summary_has_no_nan_no_copy_of_all_and_decimals_that_tell_values_apart() -> None:
-    from genome_index.compare import group_summary
-    from genome_index.output import render_dicts
+    from genome_index.analysis.compare import group_summary
+    from genome_index.cli.output import render_dicts
 
     similarity = np.array([[1.0, 0.99999, 0.99990], [0.99999, 1.0, 0.99991], [0.99990, 0.99991, 1.0]])
     rows = {r["label"]: r for r in group_summary(similarity, ["x", "x", "y"])}
@@ -195,7 +195,7 @@ def relatives(tmp_path_factory, example_genomes) -> tuple[list[Path], Path]:
 
 
 def test_ani_of_relatives_falls_with_their_substitutions(relatives) -> None:
-    from genome_index.ani import ani_matrix
+    from genome_index.analysis.ani import ani_matrix
 
     ani = ani_matrix(len(relatives[0]), lambda i: read_genome(relatives[0][i]))
     assert np.allclose(np.diag(ani), 1.0) and np.allclose(ani[:5, :5], ani[:5, :5].T)

@@ -12,14 +12,14 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from genome_index.devices import pick_device, pick_dtype
-from genome_index.embed import Embedder
+from genome_index.embedding.backends.checkpoints import BUNDLED, FusedGelu
+from genome_index.embedding.devices import pick_device, pick_dtype
+from genome_index.embedding.embedder import Embedder
+from genome_index.embedding.reference import embed_reference
+from genome_index.embedding.testing import random_checkpoint
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import read_genome
-from genome_index.models import BUNDLED, FusedGelu
-from genome_index.reference import embed_reference
+from genome_index.io.fasta import read_genome
 from genome_index.settings import ModelOptions, RunOptions
-from genome_index.testing import random_checkpoint
 from tests.helpers import write_fasta
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -36,7 +36,7 @@ def mixed_chunks(tokenizer, example_genomes):
     genome = read_genome(example_genomes[0])
     sequence = genome.records[0].sequence[:40_000]
     sequence = sequence[:1000] + b"N" * 37 + sequence[1000:]
-    from genome_index.tokenize import chunk_tokens
+    from genome_index.embedding.tokenize import chunk_tokens
 
     chunks = chunk_tokens(tokenizer.tokenize(sequence), tokenizer, 0, 600)
     lengths = [2, 600, 17, 333, 600, 5, 128, 599, 64, 250, 1, 450]
@@ -227,7 +227,7 @@ def test_cuda_bfloat16_engine_matches_float32_reference_at_nt_2_5b_shape(layer, 
     sequence = rng.choice(np.frombuffer(b"ACGT", np.uint8), 200_000).tobytes()
     sequence = sequence[:5000] + b"N" * 13 + sequence[5000:]
     engine = Embedder(ModelOptions(str(checkpoint), layer=layer), RunOptions(device="cuda"))
-    from genome_index.tokenize import chunk_tokens
+    from genome_index.embedding.tokenize import chunk_tokens
 
     windows = chunk_tokens(engine.tokenizer.tokenize(sequence), engine.tokenizer, 0, 1000)
     chunks = [

@@ -9,9 +9,9 @@ import itertools
 import numpy as np
 import pytest
 
-from genome_index.engine import BATCH_COST, BatchEngine, equal_length_batches, plan_batches
-from genome_index.fasta import read_genome
-from genome_index.reference import filled_batches
+from genome_index.embedding.engine import BATCH_COST, BatchEngine, equal_length_batches, plan_batches
+from genome_index.embedding.reference import filled_batches
+from genome_index.io.fasta import read_genome
 
 
 def cost(widths: np.ndarray, cuts: list[tuple[int, int]], batch_cost: float) -> float:

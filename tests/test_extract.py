@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import read_genome, reverse_complement
+from genome_index.io.fasta import read_genome, reverse_complement
 from tests.helpers import copy_store
 
 runner = CliRunner()

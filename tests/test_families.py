@@ -23,15 +23,15 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from typer.testing import CliRunner
 
-from genome_index import cluster
+from genome_index.analysis.evaluate import evaluate
 from genome_index.api import GenomeIndex
+from genome_index.build import cluster
+from genome_index.build.export import embed_settings
 from genome_index.cli import app
-from genome_index.embed import Embedder
+from genome_index.embedding.embedder import Embedder
+from genome_index.embedding.reference import embed_reference
 from genome_index.errors import GenomeIndexError
-from genome_index.evaluate import evaluate
-from genome_index.export import embed_settings
-from genome_index.fasta import read_genome, reverse_complement
-from genome_index.reference import embed_reference
+from genome_index.io.fasta import read_genome, reverse_complement
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions
 from tests import families
 from tests.helpers import write_fasta

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import FASTA_SUFFIXES, find_fasta_files, is_fasta_path, iter_records, read_genome
+from genome_index.io.fasta import FASTA_SUFFIXES, find_fasta_files, is_fasta_path, iter_records, read_genome
 from tests.helpers import write_fasta
 
 
@@ -183,7 +183,7 @@ def test_a_utf8_byte_order_mark_is_text(tmp_path: Path) -> None:
 
 def test_a_file_of_reads_is_refused_at_its_thousandth_record_unless_forced(tmp_path: Path) -> None:
     """A million 1 bp records once passed 6 GB on their way into a store; here 200,000."""
-    from genome_index.fasta import READ_LIKE_RECORDS, summarise
+    from genome_index.io.fasta import READ_LIKE_RECORDS, summarise
 
     path = tmp_path / "reads.fa"
     with open(path, "w") as handle:
@@ -202,6 +202,6 @@ def test_an_assembly_of_many_contigs_is_no_reads(tmp_path: Path) -> None:
 
 
 def summarise_of(path: Path):
-    from genome_index.fasta import summarise
+    from genome_index.io.fasta import summarise
 
     return summarise(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from genome_index import models
+from genome_index.embedding.backends import checkpoints as models
 from genome_index.errors import GenomeIndexError
 from tests.helpers import ROOT
 
@@ -89,7 +89,7 @@ def test_the_weights_hash_is_cached_until_a_weight_file_changes(tmp_path: Path, 
     import json
     import shutil
 
-    from genome_index.models import BUNDLED, _weights_hash
+    from genome_index.embedding.backends.checkpoints import BUNDLED, _weights_hash
 
     monkeypatch.setenv("GENOME_INDEX_CACHE", str(tmp_path / "cache"))
     folder = Path(shutil.copytree(BUNDLED["nt-tiny"], tmp_path / "model"))

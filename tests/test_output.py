@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from genome_index.cli.output import TABLE_WIDTH, choose, human_bytes, render, render_dicts, shorten, typed, write_rows
 from genome_index.errors import GenomeIndexError
-from genome_index.output import TABLE_WIDTH, choose, human_bytes, render, render_dicts, shorten, typed, write_rows
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
+from genome_index.config import PACKAGE_ENV, TRUST_ENV
 from genome_index.errors import GenomeIndexError
-from genome_index.permissions import PACKAGE_ENV, TRUST_ENV
-from genome_index.serve import create_app
+from genome_index.server.app import create_app
 from genome_index.settings import ModelOptions, RunOptions
 from tests import families
 from tests.helpers import copy_store, one_line_error, write_fasta

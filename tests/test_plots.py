@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from genome_index.compare import cosine_matrix, pca_coords, write_comparison
+from genome_index.analysis.compare import cosine_matrix, pca_coords, write_comparison
+from genome_index.analysis.plots import display_names, heatmap_figure, layers_figure, map_figure
 from genome_index.errors import GenomeIndexError
-from genome_index.plots import display_names, heatmap_figure, layers_figure, map_figure
 
 SPECIES = ["S. aureus", "S. epidermidis", "E. coli", "K. pneumoniae", "synthetic GC-rich"]
 

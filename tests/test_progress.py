@@ -139,7 +139,7 @@ def test_a_build_names_its_duplicates_up_front_and_leaves_them_out_of_its_totals
     """The report read "14.78 of 14.78 Mbp, 5/5 genomes", then "added 4 genome(s) ... 11.70 Mbp"."""
     import shutil
 
-    from genome_index.fasta import read_genome
+    from genome_index.io.fasta import read_genome
 
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
     twin = tmp_path / "in" / "twin.fna.gz"
@@ -159,7 +159,8 @@ def test_a_build_names_its_duplicates_up_front_and_leaves_them_out_of_its_totals
 
 def test_labels_for_stored_genomes_read_each_input_once(kmer_store: Path, tmp_path: Path, example_genomes, monkeypatch):
     """Setting labels with nothing to add once read every input twice (the check, then to embed)."""
-    from genome_index import fasta, pipeline
+    from genome_index.embedding import pipeline
+    from genome_index.io import fasta
 
     store = copy_store(kmer_store, tmp_path)
     labels = tmp_path / "labels.csv"

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
-from genome_index.fasta import read_genome
+from genome_index.io.fasta import read_genome
 from genome_index.settings import QueryOptions
 from tests.helpers import ROOT, PeakMemory, copy_store, one_line_error, write_fasta
 
@@ -588,7 +588,7 @@ def test_a_faiss_write_that_fails_says_what_was_committed(store: Path, genomes, 
 def test_an_input_changed_after_validation_is_refused_and_the_others_are_stored(
     store: Path, genomes, monkeypatch
 ) -> None:
-    from genome_index import build
+    from genome_index.build import run as build
     from genome_index.errors import GenomeIndexError
 
     real = build.summarise

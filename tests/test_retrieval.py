@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genome_index import sketch
-from genome_index.align import Alignment, GenomeAlignment
-from genome_index.anchors import cut_points
 from genome_index.api import GenomeIndex
-from genome_index.embed import Embedder
+from genome_index.embedding.anchors import cut_points
+from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Record, read_genome, reverse_complement
-from genome_index.search import (
+from genome_index.io.fasta import Record, read_genome, reverse_complement
+from genome_index.search.align import Alignment, GenomeAlignment
+from genome_index.search.ranking import (
     AUTO_GENOME_MODE_FROM_BP,
     Candidate,
     Plan,
@@ -23,6 +22,7 @@ from genome_index.search import (
     Ranker,
     order_hits,
     resolve_mode,
+    sketch,
     views,
 )
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions

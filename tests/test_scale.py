@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from genome_index.api import GenomeIndex, shard_files
 from genome_index.cli import app
-from genome_index.embed import Embedder
+from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import INDEX_TYPES, ModelOptions, QueryOptions, RunOptions, StoreOptions
 from genome_index.store import reads

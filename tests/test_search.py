@@ -9,7 +9,7 @@ import pytest
 
 from genome_index.api import GenomeIndex
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import read_genome, reverse_complement
+from genome_index.io.fasta import read_genome, reverse_complement
 from genome_index.settings import QueryOptions
 from tests.helpers import copy_store, write_fasta
 

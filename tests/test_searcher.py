@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from genome_index import models
 from genome_index.api import GenomeIndex
+from genome_index.embedding.backends import checkpoints as models
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import read_genome
-from genome_index.hits import HIT_COLUMNS, Hit
+from genome_index.io.fasta import read_genome
 from genome_index.progress import SILENT
-from genome_index.searcher import MicroBatcher
+from genome_index.search.hits import HIT_COLUMNS, Hit
+from genome_index.search.searcher import MicroBatcher
 from genome_index.settings import QueryOptions
 from tests.helpers import EXAMPLES, copy_store
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genome_index.api import GenomeIndex
-from genome_index.fasta import read_genome
-from genome_index.sequences import fasta_lines, pack, unpack
+from genome_index.io.fasta import read_genome
+from genome_index.io.sequences import fasta_lines, pack, unpack
 from genome_index.store.schema import SEQUENCES
 
 sequences = st.text(alphabet="ACGTN", max_size=300).map(str.encode)

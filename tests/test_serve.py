@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from genome_index.api import GenomeIndex
 from genome_index.cli import app as cli
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import read_genome
-from genome_index.serve import Limits, check_host, create_app
+from genome_index.io.fasta import read_genome
+from genome_index.server.app import Limits, check_host, create_app
 from tests.helpers import EXAMPLES, PeakMemory, copy_store, free_port, rss_bytes
 
 TOKEN = "a-test-token-of-some-length"

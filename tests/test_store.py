@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genome_index.api import GenomeIndex
-from genome_index.build import read_labels
+from genome_index.build.run import read_labels
 from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import ModelOptions, QueryOptions, StoreOptions

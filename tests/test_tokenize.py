@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from genome_index.fasta import read_genome
-from genome_index.models import BUNDLED
-from genome_index.tokenize import CharTokenizer, HFTokenizer, KmerTokenizer, chunk_tokens, make_tokenizer
+from genome_index.embedding.backends.checkpoints import BUNDLED
+from genome_index.embedding.tokenize import CharTokenizer, HFTokenizer, KmerTokenizer, chunk_tokens, make_tokenizer
+from genome_index.io.fasta import read_genome
 
 
 def hf_ids(hf, sequence: bytes) -> list[int]:

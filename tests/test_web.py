@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from genome_index.api import GenomeIndex
-from genome_index.serve import create_app
+from genome_index.server.app import create_app
 from tests.helpers import EXAMPLES, copy_store, free_port
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

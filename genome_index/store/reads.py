@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from genome_index.sequences import PackedSequence, unpack
+from genome_index.io.sequences import PackedSequence, unpack
 from genome_index.settings import StoreSettings
 from genome_index.store.schema import has_sequences
 from genome_index.store.vectors import to_matrix

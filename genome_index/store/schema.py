@@ -41,7 +41,7 @@ INSERT INTO state VALUES ('next_genome_id', 1), ('next_record_id', 1), ('next_ch
 """
 
 
-# Every record's sequence, 2 bits a base (see `genome_index.sequences`), and a macro that reads
+# Every record's sequence, 2 bits a base (see `genome_index.io.sequences`), and a macro that reads
 # bases [start, end) of a record in SQL: subsequence(chunks.record_id, chunks.start, chunks."end"). A zero
 # byte is appended before the cast to BIT, which refuses an empty blob.
 SEQUENCES = """

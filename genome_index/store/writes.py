@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import numpy as np
 
-from genome_index.sequences import PackedSequence
+from genome_index.io.sequences import PackedSequence
 from genome_index.store.schema import SKETCH_KSIZE
 from genome_index.store.vectors import normalise, unit_sum, vectors_column
 

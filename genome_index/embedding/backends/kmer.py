@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from genome_index.devices import pick_device
-from genome_index.models import ModelSpec, resolve_layer
+from genome_index.embedding.backends.checkpoints import ModelSpec, resolve_layer
+from genome_index.embedding.devices import pick_device
+from genome_index.embedding.tokenize import Tokens, base_positions
 from genome_index.settings import ModelOptions, RunOptions, kmer_size
-from genome_index.tokenize import Tokens, base_positions
 
 DEFAULT_CHUNK_BP = 6000
 MAX_CHUNK_BP = 1_000_000

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from genome_index.anchors import cut_points
+from genome_index.embedding.anchors import cut_points
 
 _BASES = "ACGT"
 _N_CODE = 4

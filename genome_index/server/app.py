@@ -38,15 +38,16 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from genome_index import ASSETS
 from genome_index.api import GenomeIndex
 from genome_index.errors import GenomeIndexError, StoreBusy, first_line
-from genome_index.fasta import genome_of, parse_fasta
-from genome_index.searcher import Searcher
+from genome_index.io.fasta import genome_of, parse_fasta
+from genome_index.search.searcher import Searcher
 from genome_index.settings import QUERY_MODES, QueryOptions
 from genome_index.store.sql import check_timeout, parse_size
 
 log = logging.getLogger("genome_index")
-WEB = Path(__file__).parent / "assets" / "web"
+WEB = ASSETS / "web"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 BUSY_WAIT = 5.0  # seconds a request waits for a store a build holds, then 503
 QUERY_OVERHEAD = 65_536  # bytes a query costs beside its body, in the query budget

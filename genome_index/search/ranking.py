@@ -26,21 +26,21 @@ import duckdb
 import faiss
 import numpy as np
 
-from genome_index import sketch
-from genome_index.align import GenomeAlignment, Target
-from genome_index.anchors import cut_points
-from genome_index.embed import Embedder
-from genome_index.fasta import Genome, Record, reverse_complement
-from genome_index.hits import Hit
-from genome_index.output import typed
+from genome_index.cli.output import typed
+from genome_index.embedding.anchors import cut_points
+from genome_index.embedding.embedder import Embedder
+from genome_index.embedding.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks, chunk_tokens, piece_chunks
+from genome_index.io.fasta import Genome, Record, reverse_complement
+from genome_index.io.sequences import unpack
 from genome_index.progress import SILENT, Progress, Step
-from genome_index.sequences import unpack
+from genome_index.search import sketch
+from genome_index.search.align import GenomeAlignment, Target
+from genome_index.search.hits import Hit
+from genome_index.search.sketch import SketchEstimate
 from genome_index.settings import QueryOptions, StoreSettings
-from genome_index.sketch import SketchEstimate
 from genome_index.store import reads
 from genome_index.store.indexes import search
 from genome_index.store.vectors import genome_vector, normalise, pair_scores, rescore
-from genome_index.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks, chunk_tokens, piece_chunks
 
 log = logging.getLogger("genome_index")
 AUTO_GENOME_MODE_FROM_BP = 1_000_000  # auto mode: whole-genome-sized queries use genome mode

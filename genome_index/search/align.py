@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genome_index.fasta import Record
+from genome_index.io.fasta import Record
 
 SHORT_QUERY_BP = 1_000  # below: minimap2's short-read preset; above: its assembly preset
 SHORT_PRESET, LONG_PRESET = "sr", "asm10"  # asm10: up to ~10 % divergence, strains of one species

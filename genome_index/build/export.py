@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genome_index import __version__
-from genome_index.embed import EmbeddedGenome, Embedder
+from genome_index.embedding.embedder import EmbeddedGenome, Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome
+from genome_index.io.fasta import Genome
 from genome_index.settings import ModelOptions, StoreOptions, StoreSettings, resolve
 from genome_index.store.writes import NewGenome
 

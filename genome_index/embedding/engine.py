@@ -19,10 +19,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from genome_index.encoders import Encoder
+from genome_index.embedding.encoders import Encoder
+from genome_index.embedding.tokenize import Chunk
 from genome_index.errors import GenomeIndexError
 from genome_index.progress import Step
-from genome_index.tokenize import Chunk
 
 AHEAD = 3  # batches padded ahead of the encoder
 IN_FLIGHT = 2  # batches whose vectors stay on the device before they are copied out (the GPU stays busy)

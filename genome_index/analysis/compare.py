@@ -17,9 +17,9 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-from genome_index.ani import write_ani
+from genome_index.analysis.ani import write_ani
+from genome_index.analysis.plots import PLOT_FORMATS, plot_heatmap, plot_map
 from genome_index.errors import GenomeIndexError
-from genome_index.plots import PLOT_FORMATS, plot_heatmap, plot_map
 from genome_index.store.vectors import normalise
 
 

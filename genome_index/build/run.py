@@ -25,17 +25,17 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from genome_index.embed import Embedder
+from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome, gc_fraction, summarise
-from genome_index.hits import RESERVED
+from genome_index.io.fasta import Genome, gc_fraction, summarise
+from genome_index.search.hits import RESERVED
 from genome_index.progress import SILENT, Progress
-from genome_index.sequences import pack
+from genome_index.io.sequences import pack
 from genome_index.settings import StoreSettings
 from genome_index.store import FAISS_FILES, Store, reads, writes
 from genome_index.store.vectors import normalise, normalise_in_place
 from genome_index.store.writes import NewGenome
-from genome_index.tokenize import Chunk
+from genome_index.embedding.tokenize import Chunk
 
 log = logging.getLogger("genome_index")
 FAISS_CHECKPOINT_SECONDS = 60.0  # FAISS files are brought up to date this often during a build ...
@@ -203,7 +203,7 @@ def new_genome(
     genome: Genome, chunks: list[Chunk], vectors: np.ndarray, name: str, labels: dict[str, str], sketch_scaled: int
 ) -> NewGenome:
     """The rows a genome with its windows' vectors adds to the store, under `name`."""
-    from genome_index.sketch import sketch_records  # here: sourmash (and scipy) take a second to import
+    from genome_index.search.sketch import sketch_records  # here: sourmash (and scipy) take a second to import
 
     columns: dict[str, list[Any]] = {k: [] for k in ("record", "start", "end", "n_tokens", "gc", "n_count")}
     for chunk in chunks:

@@ -33,10 +33,11 @@ from urllib.parse import urlparse
 
 import torch
 
+from genome_index import ASSETS
+from genome_index.embedding.tokenize import Tokenizer, make_tokenizer
 from genome_index.errors import GenomeIndexError
-from genome_index.tokenize import Tokenizer, make_tokenizer
 
-BUNDLED = {"nt-tiny": Path(__file__).parent / "assets" / "nt-tiny"}
+BUNDLED = {"nt-tiny": ASSETS / "nt-tiny"}
 # Modules of a checkpoint that may go unused when only the encoder is loaded, and modules of
 # the encoder class that may be missing from a checkpoint because we never run them.
 HEADS = ("lm_head", "cls", "classifier", "pooler", "qa_outputs", "score", "contact_head", "predictions", "head",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import sourmash
 
-from genome_index.fasta import Record
+from genome_index.io.fasta import Record
 from genome_index.store.schema import SKETCH_KSIZE
 
 

@@ -37,7 +37,7 @@ from genome_index.progress import SILENT, Progress, Step
 from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
 
 if TYPE_CHECKING:
-    from genome_index.build import BuildReport
+    from genome_index.build.run import BuildReport
     from genome_index.store import Store
 
 log = logging.getLogger("genome_index")
@@ -325,7 +325,7 @@ def describe(model: ModelOptions, run: RunOptions, store: StoreOptions, pool: Po
 
 
 def _settings_of(model: ModelOptions, run: RunOptions, store: StoreOptions) -> StoreSettings:
-    from genome_index.embed import Embedder
+    from genome_index.embedding.embedder import Embedder
 
     return Embedder(model, run).settings(store)
 
@@ -360,7 +360,7 @@ def check_inputs(files: list[Path], reads_ok: bool = False) -> dict[Path, tuple[
 
 
 def _check(row: dict[str, Any]) -> dict[str, Any]:
-    from genome_index.fasta import summarise
+    from genome_index.io.fasta import summarise
 
     try:
         summary = summarise(Path(row["path"]), row["reads_ok"])
@@ -375,8 +375,8 @@ def _check(row: dict[str, Any]) -> dict[str, Any]:
 @lru_cache(maxsize=4)
 def _chunker(settings: StoreSettings, model: ModelOptions) -> Any:
     """A worker's chunker for the run's windows, its tokenizer loaded once per process."""
-    from genome_index.chunker import Chunker
-    from genome_index.encoders import load_tokenizer
+    from genome_index.embedding.chunker import Chunker
+    from genome_index.embedding.encoders import load_tokenizer
 
     return Chunker(
         load_tokenizer(model), settings.chunking, settings.chunk_tokens, settings.overlap, settings.anchor_radius,
@@ -387,8 +387,8 @@ def _chunker(settings: StoreSettings, model: ModelOptions) -> Any:
 def prepare(row: dict[str, Any], settings: StoreSettings, model: ModelOptions) -> dict[str, Any]:
     """Read one genome, cut it into windows and make its rows (all but the vectors): the CPU
     work of a genome, done in a Ray task beside the actors."""
-    from genome_index.build import changed_since_check, new_genome
-    from genome_index.fasta import read_genome
+    from genome_index.build.run import changed_since_check, new_genome
+    from genome_index.io.fasta import read_genome
 
     genome = read_genome(Path(row["path"]))
     if genome.sha256 != row["sha256"]:
@@ -404,7 +404,7 @@ class EmbedActor:
     it embeds exactly as the driver was told (a node with other weights or libraries)."""
 
     def __init__(self, model: ModelOptions, run: RunOptions, store: StoreOptions, expected: StoreSettings) -> None:
-        from genome_index.embed import Embedder
+        from genome_index.embedding.embedder import Embedder
 
         self.embedder = Embedder(model, run)
         if (difference := expected.difference(self.embedder.settings(store))) is not None:
@@ -511,7 +511,7 @@ def run_build(
     """Embed every new genome of `files` into `store` (whose lock the caller holds, and whose
     settings are `settings`) on the Ray actor pool; the driver commits. `checked` is what
     `check_inputs` gave: every input was read cleanly before this is called."""
-    from genome_index.build import BuildReport, Intake, Writer, announce_duplicates, open_store
+    from genome_index.build.run import BuildReport, Intake, Writer, announce_duplicates, open_store
 
     started = time.perf_counter()
     report = BuildReport()
@@ -570,8 +570,8 @@ def embed_to_parquet(
     into a hidden folder beside `out`, renamed to `out` once complete."""
     import pyarrow.parquet as pq
 
-    from genome_index.export import file_metadata, schema, stored_table
-    from genome_index.fasta import Genome
+    from genome_index.build.export import file_metadata, schema, stored_table
+    from genome_index.io.fasta import Genome
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise GenomeIndexError(f"{out}: give a new or empty folder for the Parquet dataset")

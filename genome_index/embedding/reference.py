@@ -43,7 +43,7 @@ def embed_reference(
 
 def kmer_profiles(chunks: Sequence[Any], k: int) -> np.ndarray:
     """Canonical K-mer frequencies of each chunk on its own, K-mer by K-mer."""
-    from genome_index.kmer import canonical_columns
+    from genome_index.embedding.backends.kmer import canonical_columns
 
     columns, dim = canonical_columns(k)
     out = np.zeros((len(chunks), dim), dtype=np.float32)

@@ -13,12 +13,14 @@ from typing import Any, Protocol
 
 import torch
 
-from genome_index import kmer, models, permissions
-from genome_index.devices import pick_device, pick_dtype
+from genome_index import config as permissions
+from genome_index.embedding.backends import checkpoints as models
+from genome_index.embedding.backends import kmer
+from genome_index.embedding.backends.checkpoints import ModelSpec
+from genome_index.embedding.devices import pick_device, pick_dtype
+from genome_index.embedding.tokenize import Tokenizer
 from genome_index.errors import GenomeIndexError
-from genome_index.models import ModelSpec
 from genome_index.settings import ModelOptions, RunOptions, kmer_size
-from genome_index.tokenize import Tokenizer
 
 
 class Encoder(Protocol):

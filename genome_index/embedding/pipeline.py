@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from genome_index.fasta import Genome, read_genome
+from genome_index.embedding.tokenize import Chunk
+from genome_index.io.fasta import Genome, read_genome
 from genome_index.progress import Step
-from genome_index.tokenize import Chunk
 
 if TYPE_CHECKING:
-    from genome_index.embed import Embedder
+    from genome_index.embedding.embedder import Embedder
 
 GROUP_BATCHES = 48  # genomes are embedded together up to this many batches' worth of windows (padding ~2 %)
 FIRST_GROUP_BATCHES = 4  # ... starting with groups this small, so the encoder starts early

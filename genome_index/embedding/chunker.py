@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from genome_index.embedding.tokenize import Chunk, Tokenizer, anchor_radius, anchored_chunks, chunk_tokens
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome
+from genome_index.io.fasta import Genome
 from genome_index.settings import CHUNKINGS
-from genome_index.tokenize import Chunk, Tokenizer, anchor_radius, anchored_chunks, chunk_tokens
 
 
 class Chunker:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genome_index.fasta import Genome
+from genome_index.io.fasta import Genome
 from genome_index.progress import SILENT, Progress
 
 ANI_FLOOR = 0.80  # skani's range: pairs below it are not reported and not correlated

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from genome_index.models import BUNDLED
+from genome_index.embedding.backends.checkpoints import BUNDLED
 
 SHAPES: dict[str, dict[str, int] | None] = {
     "nt-tiny": None,

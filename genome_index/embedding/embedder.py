@@ -13,17 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from genome_index import __version__, permissions
-from genome_index.chunker import Chunker
-from genome_index.encoders import Encoder, load_encoder
-from genome_index.engine import BatchEngine
+from genome_index import __version__
+from genome_index import config as permissions
+from genome_index.embedding.backends.checkpoints import ModelSpec
+from genome_index.embedding.chunker import Chunker
+from genome_index.embedding.encoders import Encoder, load_encoder
+from genome_index.embedding.engine import BatchEngine
+from genome_index.embedding.pipeline import EmbeddedGenome, embed_genomes
+from genome_index.embedding.tokenize import Chunk, Tokenizer
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome
-from genome_index.models import ModelSpec
-from genome_index.pipeline import EmbeddedGenome, embed_genomes
+from genome_index.io.fasta import Genome
 from genome_index.progress import Step
 from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
-from genome_index.tokenize import Chunk, Tokenizer
 
 
 class Embedder:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.completion import completion_init
 
-from genome_index.cli_format import HelpCommand, OneLineErrors
+from genome_index.cli.help import HelpCommand, OneLineErrors
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import (
     ModelOptions,
@@ -255,7 +255,7 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 
 def check_format(fmt: str) -> None:
-    from genome_index.output import FORMATS
+    from genome_index.cli.output import FORMATS
 
     if fmt not in FORMATS:
         raise GenomeIndexError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
@@ -316,9 +316,9 @@ def embed(
       zcat genome.fna.gz | genome-index embed - -o genome.parquet -m kmer:6
       genome-index embed genomes/ -o chunks/ -m nt-tiny --ray auto
     """
-    from genome_index.embed import Embedder
-    from genome_index.export import write_parquet
-    from genome_index.fasta import find_fasta_files
+    from genome_index.build.export import write_parquet
+    from genome_index.embedding.embedder import Embedder
+    from genome_index.io.fasta import find_fasta_files
     from genome_index.progress import Shown
 
     if ray_actors is not None and ray is None:
@@ -330,7 +330,7 @@ def embed(
         )
         run = RunOptions(device, dtype, batch_tokens)
         if ray is not None:
-            from genome_index import cluster
+            from genome_index.build import cluster
 
             cluster.connect(ray)
             rows = cluster.embed_to_parquet(files, out, options, run, cluster.plan_pool(run, ray_actors), Shown(quiet))
@@ -499,9 +499,9 @@ def query(
       cat reads.fa | genome-index query -
     """
     from genome_index.api import GenomeIndex
-    from genome_index.hits import HIT_COLUMNS, label_column
-    from genome_index.output import HIT_TABLE_COLUMNS, HIT_TABLE_UNALIGNED, choose, column_names, render_dicts
+    from genome_index.cli.output import HIT_TABLE_COLUMNS, HIT_TABLE_UNALIGNED, choose, column_names, render_dicts
     from genome_index.progress import Shown
+    from genome_index.search.hits import HIT_COLUMNS, label_column
 
     check_format(fmt)
     store = GenomeIndex.open(index_dir(index))
@@ -651,8 +651,8 @@ def serve(
       genome-index serve --host 0.0.0.0 --token-file token.txt --compare compare-out
     """
     from genome_index.api import GenomeIndex
-    from genome_index.serve import BUSY_WAIT, Limits, bind, check_host, read_token
-    from genome_index.serve import serve as run_server
+    from genome_index.server.app import BUSY_WAIT, Limits, bind, check_host, read_token
+    from genome_index.server.app import serve as run_server
 
     token = read_token(token_file)
     check_host(host, token, insecure)  # before the model loads
@@ -697,7 +697,7 @@ def sql(
       genome-index sql 'SELECT id, subsequence(record_id, start, "end") FROM chunks LIMIT 2'
     """
     from genome_index.api import GenomeIndex
-    from genome_index.output import write_rows
+    from genome_index.cli.output import write_rows
 
     check_format(fmt)
     with GenomeIndex.open(index_dir(index)).sql_stream(statement, timeout, memory_limit) as result:
@@ -720,7 +720,7 @@ def info(
       genome-index info -i other-store --format json --bytes
     """
     from genome_index.api import GenomeIndex
-    from genome_index.output import human_bytes, render
+    from genome_index.cli.output import human_bytes, render
 
     check_format(fmt)
     details = GenomeIndex.open(index_dir(index)).info()
@@ -847,7 +847,7 @@ def compare(
       genome-index compare --label st --name-column strain --plot-format pdf --ani
     """
     from genome_index.api import GenomeIndex
-    from genome_index.output import render_dicts
+    from genome_index.cli.output import render_dicts
     from genome_index.progress import Shown
 
     check_format(fmt)
@@ -901,13 +901,13 @@ def evaluate(
       genome-index evaluate labelled/ --labels labels.csv --label species -m nt-tiny -m kmer:6
       genome-index evaluate labelled/ --labels labels.csv --label species -m ./ckpt --layers 0,8,-1 --plot l.png
     """
-    from genome_index.evaluate import evaluate as run_evaluate
-    from genome_index.output import render_dicts
+    from genome_index.analysis.evaluate import evaluate as run_evaluate
+    from genome_index.cli.output import render_dicts
     from genome_index.progress import Shown
 
     check_format(fmt)
     if plot is not None:
-        from genome_index.plots import check_plot_path
+        from genome_index.analysis.plots import check_plot_path
 
         check_plot_path(plot)  # before the hours of embedding, not after
     windows = model_options(
@@ -921,7 +921,7 @@ def evaluate(
     )  # fmt: skip
     typer.echo(render_dicts(rows, fmt), nl=False)
     if plot is not None:
-        from genome_index.plots import plot_ani, plot_layers
+        from genome_index.analysis.plots import plot_ani, plot_layers
 
         plot_layers(plot, rows)
         log(f"wrote {plot}", quiet)
@@ -992,7 +992,3 @@ def completion(
 
 def main() -> None:
     app(prog_name="genome-index")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

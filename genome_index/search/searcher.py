@@ -23,13 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genome_index import sketch
-from genome_index.align import Aligners, GenomeAlignment, align
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import QueryInput, as_genome
-from genome_index.hits import Hit
+from genome_index.io.fasta import QueryInput, as_genome
 from genome_index.progress import SILENT, Progress, Step
-from genome_index.search import (
+from genome_index.search.align import Aligners, GenomeAlignment, align
+from genome_index.search.hits import Hit
+from genome_index.search.ranking import (
     NO_SEQUENCES,
     Plan,
     Query,
@@ -41,6 +40,7 @@ from genome_index.search import (
     queries_of,
     rank_chunk_mode,
     resolve_mode,
+    sketch,
     views,
     wants_alignment,
 )  # fmt: skip
@@ -51,8 +51,8 @@ from genome_index.store.indexes import to_gpu
 if TYPE_CHECKING:
     import faiss
 
-    from genome_index.embed import Embedder
-    from genome_index.tokenize import Chunk
+    from genome_index.embedding.embedder import Embedder
+    from genome_index.embedding.tokenize import Chunk
 
 log = logging.getLogger("genome_index")
 BATCH_WAIT = 0.005  # seconds a micro-batch waits for more queries after its first

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import duckdb
 
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import reverse_complement
-from genome_index.sequences import fasta_lines, unpack
+from genome_index.io.fasta import reverse_complement
+from genome_index.io.sequences import fasta_lines, unpack
 from genome_index.store import reads
 
 RANGE = re.compile(r"^(\d[\d,]*)-(\d[\d,]*)$")

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from genome_index.ani import ani_correlation, ani_matrix
-from genome_index.build import label_keys, read_labels
-from genome_index.compare import cosine_matrix, label_scores
-from genome_index.embed import Embedder
-from genome_index.encoders import describe
+from genome_index.analysis.ani import ani_correlation, ani_matrix
+from genome_index.analysis.compare import cosine_matrix, label_scores
+from genome_index.build.run import label_keys, read_labels
+from genome_index.embedding.backends.checkpoints import resolve_layer
+from genome_index.embedding.embedder import Embedder
+from genome_index.embedding.encoders import describe
 from genome_index.errors import GenomeIndexError
-from genome_index.fasta import Genome, find_fasta_files, read_genome
-from genome_index.models import resolve_layer
+from genome_index.io.fasta import Genome, find_fasta_files, read_genome
 from genome_index.progress import SILENT, Progress
 from genome_index.settings import ModelOptions, RunOptions
 from genome_index.store.vectors import genome_vector
