@@ -99,7 +99,8 @@ def bench_index_types(n: int, dim: int, n_queries: int, types: list[str]) -> Non
 def bench_store_query(n_genomes: int, query_mbp: float) -> None:
     from genome_index.api import GenomeIndex
     from genome_index.embedding.embedder import Embedder
-    from genome_index.store.writes import NewGenome, add_genome
+    from genome_index.store.rows import NewGenome
+    from genome_index.store.writes import add_genome
 
     rng = np.random.default_rng(1)
     embedder = Embedder("nt-tiny", RunOptions(device="cpu"))

@@ -43,8 +43,8 @@ from genome_index.progress import Progress, Step
 from genome_index.settings import StoreSettings
 from genome_index.store import FAISS_FILES, Store
 from genome_index.store.indexes import build_faiss
+from genome_index.store.rows import NewGenome
 from genome_index.store.vectors import unit_sum
-from genome_index.store.writes import NewGenome
 
 ROOT = Path(__file__).resolve().parent.parent
 H100_TOKENS_PER_S = 105_700  # ../shared/DESIGN.md, NT-2.5B shape, bf16 + SDPA + torch.compile

@@ -116,8 +116,10 @@ class GenomeIndex:
         A file that looks like reads (many records, most shorter than 300 bp) is refused unless
         `force`: reads are no genome (query them instead).
         """
-        from genome_index.build.run import read_labels, run_build
+        from genome_index.build.run import run_build
         from genome_index.embedding.embedder import Embedder
+        from genome_index.io.labels import read_labels
+        from genome_index.search.hits import RESERVED
 
         if ray_address is not None and shard is not None:
             raise GenomeIndexError("--ray spreads the whole build over the cluster: leave out --shard")
@@ -127,7 +129,7 @@ class GenomeIndex:
         run = run or RunOptions()
         inputs = find_fasta_files(list(paths))
         files = shard_files(inputs, *shard) if shard is not None else inputs
-        label_rows = read_labels(Path(labels)) if labels else {}
+        label_rows = read_labels(Path(labels), RESERVED) if labels else {}
         made_directory = self.store.prepare_directory()
         new_store = not self.store.exists()
         with self._undone_on_failure(new_store, made_directory):

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from genome_index.cli.output import TABLE_WIDTH, choose, human_bytes, render, render_dicts, shorten, typed, write_rows
+from genome_index.cli.output import TABLE_WIDTH, choose, human_bytes, render, render_dicts, shorten, write_rows
 from genome_index.errors import GenomeIndexError
+from genome_index.io.labels import typed
 
 
 @pytest.mark.parametrize(

@@ -12,15 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from genome_index.api import GenomeIndex
-from genome_index.build.run import read_labels
 from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
+from genome_index.io.labels import read_labels
 from genome_index.settings import ModelOptions, QueryOptions, StoreOptions
 from genome_index.store import FAISS_FILES, Store, reads, writes
 from genome_index.store.indexes import build_faiss
 from genome_index.store.lock import write_lock
+from genome_index.store.rows import NewGenome
 from genome_index.store.vectors import genome_vector, normalise
-from genome_index.store.writes import NewGenome
 from tests.helpers import copy_store, write_fasta
 
 

@@ -16,13 +16,14 @@ import numpy as np
 
 from genome_index.analysis.ani import ani_correlation, ani_matrix
 from genome_index.analysis.compare import cosine_matrix, label_scores
-from genome_index.build.run import label_keys, read_labels
 from genome_index.embedding.backends.checkpoints import resolve_layer
 from genome_index.embedding.embedder import Embedder
 from genome_index.embedding.encoders import describe
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import Genome, find_fasta_files, read_genome
+from genome_index.io.labels import label_keys, read_labels
 from genome_index.progress import SILENT, Progress
+from genome_index.search.hits import RESERVED
 from genome_index.settings import ModelOptions, RunOptions
 from genome_index.store.vectors import genome_vector
 
@@ -42,7 +43,7 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
 
 def genome_labels(genomes: Sequence[Genome], labels_csv: Path, label: str) -> list[str]:
     """The `label` column of the labels CSV for each genome, matched by file name, path or name."""
-    rows = read_labels(labels_csv)
+    rows = read_labels(labels_csv, RESERVED)
     values = []
     for genome in genomes:
         row = next((rows[k] for k in label_keys(genome) if k in rows), None)

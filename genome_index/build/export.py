@@ -17,7 +17,7 @@ from genome_index.embedding.embedder import EmbeddedGenome, Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import Genome
 from genome_index.settings import ModelOptions, StoreOptions, StoreSettings, resolve
-from genome_index.store.writes import NewGenome
+from genome_index.store.rows import NewGenome
 
 
 def file_metadata(settings: StoreSettings) -> dict[str, str]:

@@ -28,13 +28,13 @@ import numpy as np
 from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import Genome, gc_fraction, summarise
-from genome_index.search.hits import RESERVED
+from genome_index.io.labels import label_keys
 from genome_index.progress import SILENT, Progress
 from genome_index.io.sequences import pack
 from genome_index.settings import StoreSettings
 from genome_index.store import FAISS_FILES, Store, reads, writes
 from genome_index.store.vectors import normalise, normalise_in_place
-from genome_index.store.writes import NewGenome
+from genome_index.store.rows import NewGenome
 from genome_index.embedding.tokenize import Chunk
 
 log = logging.getLogger("genome_index")
@@ -62,35 +62,6 @@ class BuildReport:
     @property
     def labelled(self) -> int:
         return len(self.labelled_ids)
-
-
-def read_labels(path: Path) -> dict[str, dict[str, str]]:
-    """Labels CSV -> {file name or genome name: {column: value}}; needs a `file` or `name` column."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            key = "file" if "file" in columns else "name" if "name" in columns else None
-            if key is None:
-                raise GenomeIndexError(f"{path}: labels CSV needs a 'file' or 'name' column (has {columns})")
-            clashes = [c for c in columns if c in RESERVED and c not in ("file", "name")]
-            if clashes:
-                raise GenomeIndexError(
-                    f"{path}: label column {clashes[0]!r} is the name of a query hit field; rename it "
-                    f"(fields: {', '.join(sorted(RESERVED))})"
-                )
-            rows = list(reader)
-    except OSError as exc:
-        raise GenomeIndexError(f"{path}: cannot read labels ({exc.strerror})") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise GenomeIndexError(f"{path}: not a readable CSV file ({exc})") from None
-    labels = {}
-    for line, row in enumerate(rows, start=2):
-        ident = (row.get(key) or "").strip()
-        if not ident:
-            raise GenomeIndexError(f"{path}:{line}: empty {key!r}")
-        labels[ident] = {k: v for k, v in row.items() if k not in ("file", "name") and k is not None}
-    return labels
 
 
 class InputCheck:
@@ -133,12 +104,6 @@ class InputCheck:
         if self.future.done():
             self.future.result()  # raises the check's error
         raise GenomeIndexError("the build was stopped")
-
-
-def label_keys(genome: Genome, name: str | None = None) -> list[str]:
-    """The names a labels CSV may use for a genome: file name, path, its name in the store
-    (`name`, where it differs from the file stem) and its file stem."""
-    return list(dict.fromkeys([genome.path.name, str(genome.path), *([name] if name else []), genome.name]))
 
 
 def check_label_names(label_rows: dict[str, dict[str, str]], files: list[Path], stored: set[str]) -> None:

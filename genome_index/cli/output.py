@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import math
-import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -29,16 +28,6 @@ MAX_DECIMALS = 10
 HIT_TABLE_COLUMNS = ("rank", "name", "identity", "query_coverage", "target_record", "target_start", "target_end",
                      "strand")  # fmt: skip
 HIT_TABLE_UNALIGNED = ("rank", "name", "score", "support", "containment", "ani_estimate")
-NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?")  # no leading zeros: "007" stays text
-
-
-def typed(value: str) -> Any:
-    """A label's text as a number where it is one (`3079932`, `0.5`), else the text itself
-    (identifiers such as `007` or `1e` stay text)."""
-    if not NUMBER.fullmatch(value):
-        return value
-    number = float(value)
-    return int(value) if re.fullmatch(r"-?\d+", value) else number
 
 
 def human_bytes(size: int) -> str:

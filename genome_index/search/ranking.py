@@ -26,11 +26,11 @@ import duckdb
 import faiss
 import numpy as np
 
-from genome_index.cli.output import typed
 from genome_index.embedding.anchors import cut_points
 from genome_index.embedding.embedder import Embedder
 from genome_index.embedding.tokenize import Chunk, KmerTokenizer, Tokens, anchored_chunks, chunk_tokens, piece_chunks
 from genome_index.io.fasta import Genome, Record, reverse_complement
+from genome_index.io.labels import typed
 from genome_index.io.sequences import unpack
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.search import sketch

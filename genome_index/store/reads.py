@@ -10,9 +10,9 @@ import numpy as np
 
 from genome_index.io.sequences import PackedSequence, unpack
 from genome_index.settings import StoreSettings
+from genome_index.store.rows import NewGenome
 from genome_index.store.schema import has_sequences
 from genome_index.store.vectors import to_matrix
-from genome_index.store.writes import NewGenome
 
 KINDS = {"chunks": ("chunks", "chunk_vectors", "chunk_id"), "genomes": ("genomes", "genome_vectors", "genome_id")}
 

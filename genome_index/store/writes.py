@@ -4,39 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 
 from genome_index.io.sequences import PackedSequence
+from genome_index.store.rows import NewGenome
 from genome_index.store.schema import SKETCH_KSIZE
 from genome_index.store.vectors import normalise, unit_sum, vectors_column
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-@dataclass
-class NewGenome:
-    """Everything one genome adds to the store, ready to commit in one transaction."""
-
-    name: str
-    file: str
-    sha256: str
-    length: int
-    gc: float
-    n_count: int
-    records: list[dict[str, Any]]
-    chunks: dict[str, np.ndarray]  # record (index), start, end, n_tokens, gc, n_count
-    vectors: np.ndarray  # float32, or float16 for a float16 store
-    labels: dict[str, str]
-    sketch: np.ndarray  # FracMinHash hashes (uint64) of the genome's canonical k-mers
-    sketch_scaled: int
-    sequences: list[PackedSequence] | None  # one per record; None: not kept (a store built before sequences)
-    chunk_sum: np.ndarray | None = None  # (1, dim) sum of the unit chunk vectors; None: worked out at commit
 
 
 @contextlib.contextmanager
