@@ -90,17 +90,14 @@ def index_memory(index: GenomeIndex) -> str:
     """Resident MB one kept minimap2 index takes, per Mbp of genome (asm10, the fragments' preset)."""
     from genome_index.io.sequences import unpack
     from genome_index.search.align import LONG_PRESET
-    from genome_index.store import reads
 
     aligners = Aligners()
     before, bases = rss_mb(), 0
-    with index.store.connect() as con:
-        for gid in reads.genome_names(con):
+    with index.store.reading() as reader:
+        for gid in reader.genome_names():
             records = [
                 (name, unpack(p))
-                for (name, _, _), p in zip(
-                    reads.records_of(con, gid), reads.packed_sequences(con, gid) or [], strict=True
-                )
+                for (name, _, _), p in zip(reader.records_of(gid), reader.packed_sequences(gid) or [], strict=True)
             ]
             bases += sum(len(sequence) for _, sequence in records)
             aligners.get(gid, LONG_PRESET, lambda records=records: records)

@@ -100,7 +100,6 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
     from genome_index.api import GenomeIndex
     from genome_index.embedding.embedder import Embedder
     from genome_index.store.rows import NewGenome
-    from genome_index.store.writes import add_genome
 
     rng = np.random.default_rng(1)
     embedder = Embedder("nt-tiny", RunOptions(device="cpu"))
@@ -113,7 +112,7 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
         index.store.directory.mkdir()
         index.store.create(settings)
         start = time.perf_counter()
-        with index.store.connect(read_only=False) as con:
+        with index.store.session() as writer:
             for g in range(n_genomes):
                 starts = np.arange(chunks_per_genome) * chunk_bp
                 genome = NewGenome(
@@ -146,8 +145,8 @@ def bench_store_query(n_genomes: int, query_mbp: float) -> None:
                     sketch_scaled=settings.sketch_scaled,
                     sequences=None,  # a scale test of the search: no sequences to align
                 )
-                add_genome(con, genome, settings.vector_dtype)
-            index.store.rewrite_faiss(con, settings)
+                writer.add_genome(genome, settings.vector_dtype)
+            index.store.rewrite_faiss(writer, settings)
         filled = time.perf_counter() - start
         query = Path(tmp) / "query.fa"
         sequence = rng.choice(np.frombuffer(b"ACGT", np.uint8), int(query_mbp * 1e6)).tobytes()

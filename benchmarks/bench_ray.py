@@ -4,7 +4,7 @@
 
 1. The driver's commit ceiling. Every genome of a Ray build ends in the driver, which
    unpickles it and commits it with the build's writer (DuckDB rows, then FAISS). This feeds
-   the real `build.Writer` pickled genomes as a Ray worker sends them: 3 Mbp genomes of
+   the real `build.writer.Writer` pickled genomes as a Ray worker sends them: 3 Mbp genomes of
    1,000 windows (the anchored default's mean of 3 kb) with float16 vectors of NT-2.5B
    width (2,560) for a float16 store, their unit sum, packed sequences and sketches. It runs
    twice, genomes committed in groups (the default) and one genome a transaction (as
@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 
 from genome_index.api import GenomeIndex
-from genome_index.build import run as build
-from genome_index.build.run import BuildReport, Writer
+from genome_index.build import writer as writer_module
+from genome_index.build.run import BuildReport
+from genome_index.build.writer import Add, Stop, Writer
 from genome_index.io.sequences import pack
 from genome_index.progress import Progress, Step
 from genome_index.settings import StoreSettings
@@ -51,8 +52,8 @@ H100_TOKENS_PER_S = 105_700  # ../shared/DESIGN.md, NT-2.5B shape, bf16 + SDPA +
 BP_PER_TOKEN = 6
 GENOME_BP = 3_000_000
 TARGET_GPUS = 64
-COMMIT_GROUP_BYTES = build.COMMIT_GROUP_BYTES
-FAISS_SHARE = 1 - build.FAISS_WRITE_SHARE  # of a long build's writer time left for commits
+COMMIT_GROUP_BYTES = writer_module.COMMIT_GROUP_BYTES
+FAISS_SHARE = 1 - writer_module.FAISS_WRITE_SHARE  # of a long build's writer time left for commits
 
 
 def genome(rng: np.random.Generator, number: int, windows: int, dim: int) -> NewGenome:
@@ -95,7 +96,7 @@ def commit_rates(blobs: list[bytes], dim: int, group_bytes: int) -> tuple[float,
         model="bench", model_source="bench", model_revision="bench", layer=0, chunk_tokens=1000, chunking="anchored",
         anchor_radius=1498, overlap=0, dim=dim, index_type="flat", vector_dtype="float16", sketch_scaled=1000,
     )  # fmt: skip
-    build.COMMIT_GROUP_BYTES = group_bytes
+    writer_module.COMMIT_GROUP_BYTES = group_bytes
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "store")
         store.directory.mkdir()
@@ -107,8 +108,8 @@ def commit_rates(blobs: list[bytes], dim: int, group_bytes: int) -> tuple[float,
         writer = TimedWriter(store, indexes, settings, checked, BuildReport()).start()
         for blob in blobs:
             new = pickle.loads(blob)
-            writer.put(("add", new, new.name, {}))
-        writer.put(("stop",))
+            writer.put(Add(new, new.name, {}))
+        writer.put(Stop())
         writer.thread.join()
         streamed = time.perf_counter()
         during = writer.faiss_seconds
@@ -182,7 +183,7 @@ def main() -> None:
     index_gb = args.genomes * args.windows * args.dim * 4 / 1e9
     print(
         f"1. driver commit ceiling: {args.genomes} genomes of 3 Mbp, {args.windows} float16 vectors of {args.dim} "
-        f"each, with sequences and sketches, unpickled and committed by build.Writer to a flat store "
+        f"each, with sequences and sketches, unpickled and committed by build.writer.Writer to a flat store "
         f"(chunk index {index_gb:.1f} GB)"
     )
     rates = {}

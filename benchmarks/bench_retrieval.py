@@ -54,7 +54,7 @@ from genome_index.embedding.embedder import Embedder
 from genome_index.io.fasta import Genome, find_fasta_files, read_genome, reverse_complement
 from genome_index.search.align import Aligners
 from genome_index.search.hits import Hit
-from genome_index.search.ranking import RERANK_CANDIDATES
+from genome_index.search.rerank import RERANK_CANDIDATES
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
 
 ROOT = Path(__file__).resolve().parent.parent

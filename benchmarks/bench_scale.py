@@ -28,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine
 from bench_ray import genome
 
-from genome_index.build.run import COMMIT_GROUP_BYTES
+from genome_index.build.writer import COMMIT_GROUP_BYTES
 from genome_index.settings import StoreSettings
 from genome_index.store import Store
 from genome_index.store.indexes import build_faiss
-from genome_index.store.writes import add_genomes
 
 SHAPES = {"NT-2.5B (2,560-d)": (2560, 1000), "500M-class (1,024-d)": (1024, 500)}
 SIZES = (10_000, 100_000, 1_000_000)
@@ -59,13 +58,13 @@ def duckdb_size(genomes: int, dim: int, windows: int, dtype: str) -> int:
         store.create(settings)
         empty = store.db_path.stat().st_size
         group: list = []
-        with store.connect(read_only=False) as con:
+        with store.session() as writer:
             for i in range(genomes):
                 new = genome(rng, i, windows, dim)
                 new.vectors, new.chunk_sum = new.vectors.astype(np.float32), None
                 group.append(new)
                 if sum(g.vectors.nbytes for g in group) >= COMMIT_GROUP_BYTES or i == genomes - 1:
-                    add_genomes(con, group, dtype)
+                    writer.add_genomes(group, dtype)
                     group = []
         return store.db_path.stat().st_size - empty
 

@@ -16,7 +16,6 @@ then fills what only the model knows (the last layer, its window size).
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_type_hints
 
@@ -32,10 +31,6 @@ QUERY_MODES = ("auto", "genome", "chunks")
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
 METRIC = "cosine"
 FORMAT_VERSION = "1"
-KMER_MODEL = re.compile(r"^kmer:(\d+)$")
-K_RANGE = range(3, 9)
-
-
 def option(help: str, fallback: Any = None, default: Any = None, cli: bool = True, shown: str | None = None) -> Any:
     """A settings field: `help` for the CLI, `fallback` used when neither the run nor the store
     gives a value (None: the model decides), `default` the field's own default, `shown` what
@@ -129,17 +124,6 @@ class QueryOptions:
             raise GenomeIndexError("--align-top must be at least 1")
         if self.window_overlap is not None and not 0 <= self.window_overlap < 1:
             raise GenomeIndexError("--window-overlap must be at least 0 and below 1")
-
-
-def kmer_size(model: str) -> int | None:
-    """K for a `kmer:K` model name, None for any other name; K outside 3-8 is an error."""
-    match = KMER_MODEL.match(model)
-    if not match:
-        return None
-    k = int(match.group(1))
-    if k not in K_RANGE:
-        raise GenomeIndexError(f"model {model!r}: K must be between {K_RANGE.start} and {K_RANGE.stop - 1}")
-    return k
 
 
 def _field(name: str) -> dataclasses.Field:
@@ -250,7 +234,7 @@ class StoreSettings:
     def model_options(self) -> ModelOptions:
         """The options that rebuild this store's embedder (its own model, layer and windows).
         Never what the store records of code it ran (`trust_remote_code`, `model_package`): only
-        the user grants those (`permissions`)."""
+        the user grants those (`config.granted`)."""
         return ModelOptions(
             model=self.model_source, layer=self.layer, chunk_tokens=self.chunk_tokens, chunking=self.chunking,
             overlap=self.overlap, anchor_radius=self.anchor_radius, pooling=self.pooling,
@@ -273,6 +257,12 @@ class StoreSettings:
         """True when `other` embeds exactly as this store does (model, layer, windows)."""
         keys = ("model_revision", "layer", "pooling", "chunk_tokens", "chunking", "anchor_radius", "overlap")
         return self.difference(other, keys) is None
+
+
+def differs(setting: tuple[str, str, str]) -> str:
+    """The error for a run whose settings are not the store's: `(name, the store's, asked)`."""
+    name, have, want = setting
+    return f"this store was built with {name} {have!r}, not {want!r}; use another --index for different settings"
 
 
 def resolve(

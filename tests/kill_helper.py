@@ -23,11 +23,11 @@ import signal
 import sys
 import time
 
-from genome_index.build import run as build
+from genome_index.build import intake, writer
 from genome_index.cli import main
-from genome_index.embedding import encoders, pipeline
-from genome_index.embedding.backends import kmer
-from genome_index.store import writes
+from genome_index.embedding import pipeline
+from genome_index.embedding.backends import hf, kmer
+from genome_index.store.writes import StoreWriter
 
 SIGNAL = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}[sys.argv[1]]
 PHASE, WHEN = sys.argv[2], int(sys.argv[3])
@@ -52,14 +52,14 @@ def signal_on_nth(func):  # type: ignore[no-untyped-def]
 
 
 if PHASE == "validate":
-    build.summarise = signal_on_nth(build.summarise)
+    intake.summarise = signal_on_nth(intake.summarise)
 elif PHASE == "read":
     pipeline.read_genome = signal_on_nth(pipeline.read_genome)
 elif PHASE == "embed":
-    for encoder in (encoders.TransformerEncoder, kmer.KmerEncoder):
+    for encoder in (hf.TransformerEncoder, kmer.KmerEncoder):
         encoder.forward = signal_on_nth(encoder.forward)
 elif PHASE == "commit":
-    writes.set_labels = signal_on_nth(writes.set_labels)
+    StoreWriter.set_labels = signal_on_nth(StoreWriter.set_labels)
 elif PHASE == "faiss":
     real_replace = os.replace
 
@@ -69,15 +69,15 @@ elif PHASE == "faiss":
 
     os.replace = replace_then_maybe_signal
 elif PHASE == "committed":
-    build.COMMIT_GROUP_BYTES = 1
-    real_add = writes.add_genomes
+    writer.COMMIT_GROUP_BYTES = 1
+    real_add = StoreWriter.add_genomes
 
     def add_then_maybe_signal(*args, **kwargs):  # type: ignore[no-untyped-def]
         added = real_add(*args, **kwargs)
         maybe_signal()
         return added
 
-    writes.add_genomes = add_then_maybe_signal
+    StoreWriter.add_genomes = add_then_maybe_signal
 else:
     raise SystemExit(f"unknown phase {PHASE}")
 

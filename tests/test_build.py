@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from genome_index.api import GenomeIndex
-from genome_index.build import run as build
-from genome_index.build.run import BuildReport, Writer
+from genome_index.build import writer as writer_module
+from genome_index.build.run import BuildReport
+from genome_index.build.writer import Add, Writer
 from genome_index.embedding.embedder import Embedder
 from genome_index.embedding.pipeline import FIRST_GROUP_BATCHES, GROUP_BATCHES, EmbeddedGenome
 from genome_index.io.fasta import read_genome
 from genome_index.settings import RunOptions
-from genome_index.store import FAISS_FILES, Store, reads
+from genome_index.store import FAISS_FILES, Store
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +64,9 @@ def open_store(tmp_path, example_genomes):
     """A kmer:6 store holding the first example genome, open for writing."""
     GenomeIndex(tmp_path / "index").build(example_genomes[:1], model="kmer:6")
     store = Store(tmp_path / "index")
-    with store.connect(read_only=False) as con:
-        settings = reads.settings(con)
-        indexes = {kind: store.load_faiss(con, kind, settings)[0] for kind in FAISS_FILES}
+    with store.session() as session:
+        settings = session.settings()
+        indexes = {kind: store.load_faiss(session, kind, settings)[0] for kind in FAISS_FILES}
     return store, indexes, settings
 
 
@@ -88,7 +89,7 @@ def test_writer_queues_a_whole_group_while_the_model_runs_on(open_store, labelle
     writer = Writer(*open_store, checked, report).start()
     items = [embedded(kmer_engine, p) for p in labelled_genomes[0][1:]]
     handing_over = threading.Thread(
-        target=lambda: [writer.put(("add", item, item.genome.name, {})) for item in items], daemon=True
+        target=lambda: [writer.put(Add(item, item.genome.name, {})) for item in items], daemon=True
     )
     handing_over.start()
     handing_over.join(5)
@@ -101,13 +102,13 @@ def test_writer_queues_a_whole_group_while_the_model_runs_on(open_store, labelle
 def test_writer_waits_when_the_byte_bound_is_reached_and_resumes(
     open_store, example_genomes, kmer_engine, monkeypatch
 ) -> None:
-    monkeypatch.setattr(build, "WRITER_QUEUE_BYTES", 1)
+    monkeypatch.setattr(writer_module, "WRITER_QUEUE_BYTES", 1)
     checked: Future = Future()
     report = BuildReport()
     writer = Writer(*open_store, checked, report).start()
     first, second = (embedded(kmer_engine, p) for p in example_genomes[1:3])
-    writer.put(("add", first, first.genome.name, {}))  # an empty queue always takes one task
-    blocked = threading.Thread(target=writer.put, args=(("add", second, second.genome.name, {}),))
+    writer.put(Add(first, first.genome.name, {}))  # an empty queue always takes one task
+    blocked = threading.Thread(target=writer.put, args=(Add(second, second.genome.name, {}),))
     blocked.start()
     blocked.join(0.3)
     assert blocked.is_alive()
@@ -119,14 +120,14 @@ def test_writer_waits_when_the_byte_bound_is_reached_and_resumes(
 
 
 def test_a_dead_writer_raises_in_put_instead_of_hanging(open_store, example_genomes, kmer_engine, monkeypatch) -> None:
-    monkeypatch.setattr(build, "WRITER_QUEUE_BYTES", 1)
+    monkeypatch.setattr(writer_module, "WRITER_QUEUE_BYTES", 1)
     checked: Future = Future()
     writer = Writer(*open_store, checked, BuildReport()).start()
     item = embedded(kmer_engine, example_genomes[1])
-    writer.put(("add", item, item.genome.name, {}))
+    writer.put(Add(item, item.genome.name, {}))
     checked.set_exception(ValueError("input 3 is not FASTA"))
     with pytest.raises(ValueError, match="not FASTA"):
-        writer.put(("add", item, item.genome.name, {}))
+        writer.put(Add(item, item.genome.name, {}))
     writer.abandon()
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from genome_index.embedding.backends.checkpoints import BUNDLED, FusedGelu
+from genome_index.embedding.backends.checkpoints import BUNDLED
+from genome_index.embedding.backends.esm import FusedGelu
 from genome_index.embedding.devices import pick_device, pick_dtype
 from genome_index.embedding.embedder import Embedder
 from genome_index.embedding.reference import embed_reference

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from genome_index.embedding.backends import checkpoints as models
+from genome_index.embedding.encoder import resolve_layer
 from genome_index.errors import GenomeIndexError
 from tests.helpers import ROOT
 
@@ -53,13 +54,13 @@ def test_local_folder_loads_through_the_same_code(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("layer", "expected"), [(None, 4), (0, 0), (2, 2), (4, 4), (-1, 4), (-5, 0)])
 def test_layer_resolution(layer: int | None, expected: int) -> None:
-    assert models.resolve_layer(layer, 4) == expected
+    assert resolve_layer(layer, 4) == expected
 
 
 @pytest.mark.parametrize("layer", [5, -6])
 def test_layer_out_of_range(layer: int) -> None:
     with pytest.raises(GenomeIndexError, match="does not exist"):
-        models.resolve_layer(layer, 4)
+        resolve_layer(layer, 4)
 
 
 def test_unreachable_hub_is_one_clear_line(monkeypatch) -> None:

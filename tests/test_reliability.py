@@ -546,12 +546,12 @@ def test_the_leftovers_of_a_killed_first_build_are_ours_to_clear(tmp_path: Path,
 
 
 def test_a_reindex_killed_between_file_and_setting_is_noticed_and_repaired(store: Path, genomes, monkeypatch) -> None:
-    from genome_index.store import writes
+    from genome_index.store.writes import StoreWriter
 
     def killed(*_args):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(writes, "set_setting", killed)
+    monkeypatch.setattr(StoreWriter, "set_setting", killed)
     with pytest.raises(KeyboardInterrupt):
         GenomeIndex.open(store).reindex("hnsw")
     monkeypatch.undo()
@@ -588,10 +588,10 @@ def test_a_faiss_write_that_fails_says_what_was_committed(store: Path, genomes, 
 def test_an_input_changed_after_validation_is_refused_and_the_others_are_stored(
     store: Path, genomes, monkeypatch
 ) -> None:
-    from genome_index.build import run as build
+    from genome_index.build import intake
     from genome_index.errors import GenomeIndexError
 
-    real = build.summarise
+    real = intake.summarise
 
     def validated_before_an_edit(path, reads_ok=False):  # type: ignore[no-untyped-def]
         summary = real(path, reads_ok)
@@ -599,7 +599,7 @@ def test_an_input_changed_after_validation_is_refused_and_the_others_are_stored(
             return dataclasses.replace(summary, sha256="0" * 64)
         return summary
 
-    monkeypatch.setattr(build, "summarise", validated_before_an_edit)
+    monkeypatch.setattr(intake, "summarise", validated_before_an_edit)
     message = f"{genomes[3].name} changed while the build ran .*; it was not stored; the build stored 2 other"
     with pytest.raises(GenomeIndexError, match=message):
         GenomeIndex.open(store).build(genomes[2:5])

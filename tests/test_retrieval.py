@@ -13,20 +13,12 @@ from genome_index.embedding.anchors import cut_points
 from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import Record, read_genome, reverse_complement
+from genome_index.search import sketch
 from genome_index.search.align import Alignment, GenomeAlignment
-from genome_index.search.ranking import (
-    AUTO_GENOME_MODE_FROM_BP,
-    Candidate,
-    Plan,
-    Query,
-    Ranker,
-    order_hits,
-    resolve_mode,
-    sketch,
-    views,
-)
+from genome_index.search.candidates import Candidate, Retriever
+from genome_index.search.rerank import Plan, order_hits
+from genome_index.search.views import AUTO_GENOME_MODE_FROM_BP, Query, resolve_mode, views
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions
-from genome_index.store import reads
 from genome_index.store.vectors import normalise
 from tests.helpers import write_fasta
 
@@ -123,8 +115,24 @@ def no_alignment(ids: list[int]) -> None:
     return None
 
 
+def reranker(figures: Callable[[list[int]], dict | None], attribute: str) -> Callable[[list[Candidate]], bool]:
+    """A re-ranker from a function of genome ids to figures (None: it could not): it sets them on the candidates."""
+
+    def rerank(candidates: list[Candidate]) -> bool:
+        found = figures([c.genome_id for c in candidates])
+        for candidate in candidates if found is not None else []:
+            setattr(candidate, attribute, found.get(candidate.genome_id))
+        return found is not None
+
+    return rerank
+
+
+def ordered(ranked, plan, sketches, alignments=no_alignment):  # type: ignore[no-untyped-def]
+    return order_hits(ranked, plan, reranker(sketches, "sketch"), reranker(alignments, "alignment"))
+
+
 def order(ranked, plan, sketches, alignments=no_alignment) -> list[tuple[int, int, bool]]:
-    hits, _ = order_hits(ranked, plan, sketches, alignments)
+    hits, _ = ordered(ranked, plan, sketches, alignments)
     return [(hit.genome_id, rank, tied) for rank, tied, hit in hits]
 
 
@@ -132,7 +140,7 @@ def test_rerank_orders_by_containment_and_keeps_score_order_on_ties() -> None:
     ranked = hits_of({1: 0.99, 2: 0.98, 3: 0.90})
     mostly_3 = sketches_of([*range(300, 340), *range(100, 105)])
     assert order(ranked, Plan(3, False, False, 10), mostly_3) == [(1, 1, False), (2, 2, False), (3, 3, False)]
-    hits, ranked_by = order_hits(hits_of({1: 0.99, 2: 0.98, 3: 0.90}), Plan(3, True, False, 10), mostly_3, no_alignment)
+    hits, ranked_by = ordered(hits_of({1: 0.99, 2: 0.98, 3: 0.90}), Plan(3, True, False, 10), mostly_3)
     assert [h.genome_id for _, _, h in hits] == [3, 1, 2] and ranked_by == ("containment", "score")
     assert hits[0][2].sketch.containment == pytest.approx(40 / 45) and hits[0][2].sketch.query_hashes == 45
     empty = sketches_of([])
@@ -173,9 +181,8 @@ def test_the_alignment_orders_its_candidates_and_decides_ties() -> None:
     twins = sketches_of([*range(100, 110)])
     result = order(ranked, Plan(2, True, True, 3), twins, aligned({1: (0.99, 1.0), 2: (0.995, 1.0), 3: (1.0, 0.5)}))
     assert result == [(2, 1, False), (1, 2, False)]  # the alignment sees the SNPs the sketch and the cosine cannot
-    hits, ranked_by = order_hits(
-        hits_of({1: 0.97, 2: 0.97, 3: 0.5}), Plan(3, True, True, 3), twins, aligned({3: (1.0, 1.0)})
-    )
+    three = hits_of({1: 0.97, 2: 0.97, 3: 0.5})
+    hits, ranked_by = ordered(three, Plan(3, True, True, 3), twins, aligned({3: (1.0, 1.0)}))
     assert ranked_by == ("match",) and [h.genome_id for _, _, h in hits] == [3, 1, 2]
     assert [(rank, tied) for rank, tied, _ in hits] == [(1, False), (2, True), (2, True)]  # neither aligns
     same_alignment = aligned({1: (0.99, 1.0), 2: (0.99, 1.0)})
@@ -194,12 +201,37 @@ def test_no_sketch_ani_below_the_species_floor() -> None:
     assert most.ani == pytest.approx(0.9 ** (1 / 21), abs=1e-3) and most.ani_low < most.ani < most.ani_high
 
 
-def test_center_uses_the_mean_of_normalised_chunk_vectors(store: GenomeIndex) -> None:
-    with store.store.connect() as con:
-        settings = reads.settings(con)
-        _, vectors = reads.vectors(con, "chunks", settings.dim)
-        chunk_mean, _ = Ranker(con, settings, center=True).means()
-    assert np.allclose(chunk_mean, normalise(vectors).mean(axis=0), atol=1e-5)
+def test_center_uses_the_means_every_write_keeps(store: GenomeIndex, tmp_path: Path, example_genomes) -> None:
+    """The means are running sums kept by each build, merge and removal: they equal the means of
+    the stored vectors, read in full."""
+    copy = GenomeIndex(tmp_path / "copy")
+    copy.merge([store.directory])
+    copy.remove(["2"])
+    for index in (store, copy):
+        with index.store.reading() as reader:
+            settings = reader.settings()
+            _, chunks = reader.vectors("chunks", settings.dim)
+            _, genomes = reader.vectors("genomes", settings.dim)
+            chunk_mean, genome_mean = Retriever(reader, settings, center=True).means()
+        assert np.allclose(chunk_mean, normalise(chunks).mean(axis=0), atol=1e-6)
+        assert np.allclose(genome_mean, genomes.mean(axis=0), atol=1e-6)
+
+
+def test_genome_mode_centring_equals_the_reference_over_every_stored_vector(store: GenomeIndex, example_genomes):
+    """Centred genome-mode scores come from the genome index in memory and the stored mean; the
+    slow, obvious reference reads every genome vector and centres it."""
+    from genome_index.search.candidates import centred_scores
+
+    with store.searcher() as searcher, store.store.reading() as reader:
+        index = searcher._current(reader, {"genomes"})[0]["genomes"]
+        settings = reader.settings()
+        ids, stored = reader.vectors("genomes", settings.dim)
+        mean = stored.astype(np.float64).mean(axis=0).astype(np.float32)
+        queries = normalise(stored[:2] + 0.01 * np.random.default_rng(0).standard_normal(stored[:2].shape))
+        reference = (normalise(queries - mean) @ normalise(stored - mean).T).max(axis=0)
+        fast = centred_scores(index, queries, mean)
+    assert sorted(fast) == sorted(int(i) for i in ids)
+    assert np.allclose([fast[int(i)] for i in ids], reference, atol=1e-5)
 
 
 def test_centred_query_still_finds_a_fragment(store: GenomeIndex, example_genomes, tmp_path: Path) -> None:

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from genome_index.api import GenomeIndex, shard_files
+from genome_index.api import GenomeIndex
+from genome_index.build.run import shard_files
 from genome_index.cli import app
 from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import INDEX_TYPES, ModelOptions, QueryOptions, RunOptions, StoreOptions
-from genome_index.store import reads
 from genome_index.store.indexes import PQ_MIN_TRAINING, build_faiss, faiss_gpus, make_faiss, search, to_gpu
+from genome_index.store.reads import StoreReader
 from genome_index.store.vectors import normalise
 
 runner = CliRunner()
@@ -79,11 +80,11 @@ def test_float16_vectors_half_the_bytes_same_answers(tmp_path: Path, example_gen
     full.build(example_genomes, model="kmer:4")
     con = duckdb.connect(str(tmp_path / "half" / "metadata.duckdb"), read_only=True)
     kind, size = con.execute("SELECT typeof(vector), octet_length(vector) FROM chunk_vectors LIMIT 1").fetchall()[0]
-    _, vectors16 = reads.vectors(con, "chunks", 136)
+    _, vectors16 = StoreReader(con).vectors("chunks", 136)
     con.close()
     assert (kind, size) == ("BLOB", 136 * 2)
     con = duckdb.connect(str(tmp_path / "full" / "metadata.duckdb"), read_only=True)
-    _, vectors32 = reads.vectors(con, "chunks", 136)
+    _, vectors32 = StoreReader(con).vectors("chunks", 136)
     con.close()
     assert np.allclose(vectors16, vectors32, rtol=1e-3, atol=1e-5)
     assert half.check() == []

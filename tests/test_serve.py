@@ -23,7 +23,9 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app as cli
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import read_genome
-from genome_index.server.app import Limits, check_host, create_app
+from genome_index.server.app import create_app
+from genome_index.server.auth import check_host
+from genome_index.server.limits import Limits
 from tests.helpers import EXAMPLES, PeakMemory, copy_store, free_port, rss_bytes
 
 TOKEN = "a-test-token-of-some-length"
@@ -80,9 +82,10 @@ def test_store_pages(client: TestClient, example_genomes) -> None:
     [
         (("post", "/query", {"content": b">p\nMKVLLEFIPQRSTWYMKVLLEFIPQ\n"}), 400, "looks like protein"),
         (("post", "/query", {"content": b"{not json", "headers": {"content-type": "application/json"}}), 422, "JSON"),
-        (("post", "/query", {"json": {"sequence": "ACGT", "k": 0}}), 422, "k: Input should be greater"),
+        (("post", "/query", {"json": {"sequence": "ACGT", "k": 0}}), 422, "-k must be at least 1"),
         (("post", "/query", {"json": {"sequence": "ACGT", "k": 5000}}), 422, "k is at most 1000"),
-        (("post", "/query", {"json": {"sequence": "ACGT", "mode": "fast"}}), 422, "mode must be one of"),
+        (("post", "/query", {"json": {"sequence": "ACGT", "mode": "fast"}}), 422, "unknown mode 'fast'"),
+        (("post", "/query", {"json": {"sequence": "ACGT", "window_overlap": 2}}), 422, "--window-overlap must be"),
         (("post", "/query", {"json": {"sequence": "A", "fasta": ">a\nA"}}), 422, "exactly one of"),
         (("post", "/query", {"json": {"sequence": "ACGT", "stray": 1}}), 422, "stray: Extra inputs"),
         (("post", "/query?k=many", {"content": QUERY}), 422, "k: Input should be a valid integer"),
@@ -321,3 +324,17 @@ def test_the_server_stays_up_and_bounded_whatever_it_is_sent(server_process) -> 
     assert client.get("/health").json()["status"] == "ok"
     assert peak.process - resting < 1 << 30, (resting, peak.process)
     assert peak.tree - resting < (1 << 30) + 2 * (712 << 20), (resting, peak.tree)
+
+
+def test_every_query_option_reaches_http_from_query_options_itself(client: TestClient) -> None:
+    """The request body is built from QueryOptions' fields: center, frames and window_overlap too."""
+    import dataclasses
+
+    from genome_index.server.schemas import QueryBody
+    from genome_index.settings import QueryOptions
+
+    assert {f.name for f in dataclasses.fields(QueryOptions)} <= set(QueryBody.model_fields)
+    bases = QUERY.split("\n", 1)[1].replace("\n", "")
+    body = {"sequence": bases, "k": 1, "center": False, "frames": False, "mode": "chunks", "align": False}
+    found = client.post("/query", json=body).json()
+    assert found[0]["name"] == "DSM20231" and found[0]["centred_score"] is None

@@ -16,9 +16,10 @@ from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.io.labels import read_labels
 from genome_index.settings import ModelOptions, QueryOptions, StoreOptions
-from genome_index.store import FAISS_FILES, Store, reads, writes
+from genome_index.store import FAISS_FILES, Store
 from genome_index.store.indexes import build_faiss
 from genome_index.store.lock import write_lock
+from genome_index.store.reads import StoreReader
 from genome_index.store.rows import NewGenome
 from genome_index.store.vectors import genome_vector, normalise
 from tests.helpers import copy_store, write_fasta
@@ -127,7 +128,7 @@ def test_faiss_ids_equal_duckdb_ids_and_vectors_are_normalised(built: Path) -> N
         ids = np.sort(faiss.vector_to_array(index.id_map))
         expected = con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"]
         assert np.array_equal(ids, expected)
-        stored_ids, vectors = reads.vectors(con, kind, 128)
+        stored_ids, vectors = StoreReader(con).vectors(kind, 128)
         rebuilt = build_faiss(stored_ids, vectors, 128)
         assert np.allclose(rebuilt.reconstruct_batch(stored_ids), index.reconstruct_batch(stored_ids))
         assert np.allclose(np.linalg.norm(index.reconstruct_batch(stored_ids), axis=1), 1, atol=1e-5)
@@ -153,8 +154,8 @@ def test_damaged_faiss_file_is_rebuilt_from_duckdb(store_copy: Path, damage: str
     else:
         faiss.write_index(faiss.IndexIDMap2(faiss.IndexFlatIP(128)), str(path))
     store = Store(store_copy)
-    with store.connect() as con, caplog.at_level("WARNING", logger="genome_index"):
-        index, rebuilt = store.load_faiss(con, "chunks", reads.settings(con))
+    with store.reading() as reader, caplog.at_level("WARNING", logger="genome_index"):
+        index, rebuilt = store.load_faiss(reader, "chunks", reader.settings())
     assert rebuilt
     assert index.ntotal == counts(store_copy)["chunks"]
     assert "rebuilt from the vectors" in caplog.text
@@ -353,32 +354,36 @@ def empty_store(tmp_path: Path) -> Store:
 
 def test_genomes_committed_as_a_group_get_the_rows_and_ids_of_one_at_a_time(empty_store: Store, tmp_path) -> None:
     genomes = [new_genome(i, windows=3 + i) for i in range(3)]
-    with empty_store.connect(read_only=False) as con:
-        grouped = writes.add_genomes(con, genomes, "float16")
-        rows = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in ("chunks", "labels", "records")}
-        vectors = con.execute("SELECT vector FROM chunk_vectors ORDER BY chunk_id").fetchall()
+    with empty_store.session() as writer:
+        grouped = writer.add_genomes(genomes, "float16")
+    rows = table_rows(empty_store, ("chunks", "labels", "records"))
+    vectors = table_rows(empty_store, ("chunk_vectors",))["chunk_vectors"]
     assert [gid for gid, _ in grouped] == [1, 2, 3]
     assert [ids.tolist() for _, ids in grouped] == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11, 12]]
-    stored = np.frombuffer(b"".join(v for (v,) in vectors), "<f2").reshape(-1, 8)
+    stored = np.frombuffer(b"".join(v for _, v in vectors), "<f2").reshape(-1, 8)
     assert np.array_equal(stored, np.concatenate([g.vectors for g in genomes]).astype("<f2"))
     other = Store(tmp_path / "one-by-one")
     other.directory.mkdir()
     other.create(empty_store.settings())
-    with other.connect(read_only=False) as con:
-        assert [writes.add_genome(con, g, "float16")[0] for g in genomes] == [1, 2, 3]
-        assert rows == {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in rows}
+    with other.session() as writer:
+        assert [writer.add_genome(g, "float16")[0] for g in genomes] == [1, 2, 3]
+    assert rows == table_rows(other, tuple(rows))
     assert GenomeIndex(empty_store.directory).check(quick=True) == []
 
 
+def table_rows(store: Store, tables: tuple[str, ...]) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(store.db_path), read_only=True) as con:
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in tables}
+
+
 def test_a_group_that_fails_commits_none_of_its_genomes(empty_store: Store) -> None:
-    with empty_store.connect(read_only=False) as con:
-        writes.add_genomes(con, [new_genome(0, 2)], "float16")
+    with empty_store.session() as writer:
+        writer.add_genomes([new_genome(0, 2)], "float16")
         again = [new_genome(1, 2), new_genome(2, 2, sha=f"{0:064x}")]  # the second repeats a stored sequence
         with pytest.raises(duckdb.ConstraintException):
-            writes.add_genomes(con, again, "float16")
-        assert con.execute("SELECT name FROM genomes").fetchall() == [("g0",)]
-        assert con.execute("SELECT count(*) FROM chunks").fetchall() == [(2,)]
-        assert writes.add_genomes(con, [new_genome(1, 2)], "float16")[0][0] == 2  # ids were not used up
+            writer.add_genomes(again, "float16")
+        assert list(writer.genome_names().values()) == ["g0"] and writer.summary()[0]["chunks"] == 2
+        assert writer.add_genomes([new_genome(1, 2)], "float16")[0][0] == 2  # ids were not used up
 
 
 @pytest.fixture(scope="module")

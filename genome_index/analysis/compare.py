@@ -17,9 +17,12 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-from genome_index.analysis.ani import write_ani
+from genome_index.analysis.ani import ani_matrix, write_ani
 from genome_index.analysis.plots import PLOT_FORMATS, plot_heatmap, plot_map
 from genome_index.errors import GenomeIndexError
+from genome_index.io.fasta import Genome, read_genome
+from genome_index.progress import SILENT, Progress
+from genome_index.store import Store
 from genome_index.store.vectors import normalise
 
 
@@ -178,3 +181,45 @@ def write_comparison(
     files["summary"] = out / "summary.tsv"
     write_summary(files["summary"], summary)
     return {"files": {k: str(v) for k, v in files.items()}, "summary": summary}
+
+
+def compare_store(
+    store: Store,
+    out: str | Path,
+    label: str | None = None,
+    ani: bool = False,
+    progress: Progress = SILENT,
+    *,
+    name_column: str | None = None,
+    plot_format: str = "png",
+) -> dict[str, Any]:
+    """`write_comparison` of a store's genome vectors (see `GenomeIndex.compare`); with `ani`,
+    skani's matrix too, from the genome files, each of which must still hold what was stored."""
+    with store.reading() as reader:
+        settings = reader.settings()
+        names, vectors, groups = reader.named_genome_vectors(settings.dim, label)
+        keys = reader.label_keys()
+        files = reader.genome_files()
+        shown = reader.label_values(name_column) if name_column else {}
+    if len(names) < 2:
+        raise GenomeIndexError(f"{store.directory}: compare needs at least 2 genomes")
+    for option, key in (("--label", label), ("--name-column", name_column)):
+        if key is not None and key not in keys:
+            raise GenomeIndexError(f"{option}: no label {key!r} in this store (labels: {', '.join(keys) or 'none'})")
+    identity = None
+    if ani:
+        identity = ani_matrix(len(names), lambda i: stored_file(names[i], *files[names[i]]), progress)
+    return write_comparison(
+        Path(out), names, vectors, groups, label, settings.model, identity,
+        shown_names=[shown.get(name) or name for name in names], plot_format=plot_format,
+    )  # fmt: skip
+
+
+def stored_file(name: str, file: str, sha256: str) -> Genome:
+    """A stored genome read again from its file, which must still hold the same sequence."""
+    if not Path(file).is_file():
+        raise GenomeIndexError(f"genome {name}: its file {file} is gone (ANI reads the genome files)")
+    genome = read_genome(file)
+    if genome.sha256 != sha256:
+        raise GenomeIndexError(f"genome {name}: {file} no longer holds the sequence that was stored")
+    return genome

@@ -16,9 +16,9 @@ import numpy as np
 
 from genome_index.analysis.ani import ani_correlation, ani_matrix
 from genome_index.analysis.compare import cosine_matrix, label_scores
-from genome_index.embedding.backends.checkpoints import resolve_layer
+from genome_index.embedding.backends import describe
 from genome_index.embedding.embedder import Embedder
-from genome_index.embedding.encoders import describe
+from genome_index.embedding.encoder import resolve_layer
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import Genome, find_fasta_files, read_genome
 from genome_index.io.labels import label_keys, read_labels

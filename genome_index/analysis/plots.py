@@ -106,72 +106,85 @@ def heatmap_figure(
     for `label`, a colour scale spanning the off-diagonal values, and values in the cells of
     small matrices."""
     n = len(names)
-    shown = display_names(names)
-    order = np.arange(n)
-    tree = None
-    if n > 2:
-        tree = linkage(squareform(1.0 - similarity, checks=False), method="average")
-        order = dendrogram(tree, no_plot=True)["leaves"]
+    order, tree = cluster_order(similarity)
     ordered = similarity[np.ix_(order, order)]
     off = similarity[~np.eye(n, dtype=bool)]
     low, high = (float(off.min()), float(off.max())) if off.size else (0.0, 1.0)
     if high - low < 1e-12:
         low, high = low - 1e-6, high + 1e-6
-
-    side = min(max(0.3 * n, 3.5), 12.0)  # inches for the matrix itself
-    cell_pt = side * 72 / n
-    font = min(max(0.7 * cell_pt, 0.0), 10.0)
-    show_names = font >= MIN_FONT
-    name_in = (max(len(s) for s in shown) * font * 0.6 / 72) if show_names else 0.2
-    strip = groups is not None and label is not None
-    widths = [1.0, 0.22, side, 0.25] if strip else [1.0, side, 0.25]
-    fig = Figure(
-        figsize=(sum(widths) + name_in + 1.4, side + name_in + 1.2 + (0.22 if strip else 0)), layout="constrained"
-    )
-    grid = fig.add_gridspec(
-        2 if strip else 1, len(widths), width_ratios=widths, height_ratios=[0.22, side] if strip else None
-    )
-    row = 1 if strip else 0
-    tree_ax = fig.add_subplot(grid[row, 0])
-    heat_ax = fig.add_subplot(grid[row, 2 if strip else 1])
-    bar_ax = fig.add_subplot(grid[row, -1])
-
+    layout = HeatmapLayout(n, display_names(names), strip=groups is not None and label is not None)
+    fig, tree_ax, heat_ax, bar_ax = layout.figure()
     image = heat_ax.imshow(ordered, cmap="viridis", vmin=low, vmax=high, interpolation="nearest", aspect="auto")
-    ticks = [shown[i] for i in order]
-    if show_names:
-        heat_ax.set_xticks(range(n), ticks, rotation=90, fontsize=font)
-        heat_ax.set_yticks(range(n), ticks, fontsize=font)
-        heat_ax.yaxis.tick_right()
-    else:
-        heat_ax.set_xticks([])
-        heat_ax.set_yticks([])
-        heat_ax.set_xlabel(f"{n} genomes in cluster order (names in similarity.tsv)")
+    layout.name_axes(heat_ax, order)
     if n <= VALUES_UP_TO:
-        cell_decimals = decimals_to_tell_apart([*off, 1.0], least=2, most=8)  # 0.999995 is not the diagonal's 1
-        value_font = min(max(cell_pt / (0.7 * (cell_decimals + 2)), 3.0), 9.0)
-        middle = (low + high) / 2
-        for i in range(n):
-            for j in range(n):
-                value = ordered[i, j]
-                heat_ax.text(j, i, f"{value:.{cell_decimals}f}", ha="center", va="center", fontsize=value_font,
-                             color="black" if value > middle else "white")  # fmt: skip
-
+        write_values(heat_ax, ordered, [*off, 1.0], layout.cell_pt, (low + high) / 2)
     colour_bar = fig.colorbar(image, cax=bar_ax)
     colour_bar.set_label("cosine similarity")
     locator = MaxNLocator(5)
     colour_bar.locator = locator
     colour_bar.formatter = FormatStrFormatter(f"%.{_tick_decimals(locator.tick_values(low, high))}f")
     colour_bar.update_ticks()
-
     if tree is not None:
         dendrogram(tree, orientation="left", ax=tree_ax, no_labels=True, color_threshold=0, above_threshold_color="0.3")
         tree_ax.set_ylim(10 * n, 0)  # leaf i sits at 10 i + 5: the heatmap's row i, top down
     tree_ax.axis("off")
+    if groups is not None and label is not None:
+        layout.label_strips(fig, groups, order, label)
+    fig.suptitle(title)
+    return fig
 
-    if strip:
+
+def cluster_order(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows in average-linkage order, and the linkage tree (None for two genomes or fewer)."""
+    if len(similarity) <= 2:
+        return np.arange(len(similarity)), None
+    tree = linkage(squareform(1.0 - similarity, checks=False), method="average")
+    return np.asarray(dendrogram(tree, no_plot=True)["leaves"]), tree
+
+
+class HeatmapLayout:
+    """Sizes of a heatmap of `n` genomes: the matrix at most 12 inches, names while legible."""
+
+    def __init__(self, n: int, shown: list[str], strip: bool) -> None:
+        self.n, self.shown, self.strip = n, shown, strip
+        self.side = min(max(0.3 * n, 3.5), 12.0)  # inches for the matrix itself
+        self.cell_pt = self.side * 72 / n
+        self.font = min(max(0.7 * self.cell_pt, 0.0), 10.0)
+        self.show_names = self.font >= MIN_FONT
+        self.name_in = (max(len(s) for s in shown) * self.font * 0.6 / 72) if self.show_names else 0.2
+        self.widths = [1.0, 0.22, self.side, 0.25] if strip else [1.0, self.side, 0.25]
+        self.row = 1 if strip else 0
+
+    def figure(self) -> tuple[Figure, Any, Any, Any]:
+        """The figure and its axes: dendrogram, heatmap, colour bar (a label strip row on top)."""
+        extra = 0.22 if self.strip else 0
+        fig = Figure(
+            figsize=(sum(self.widths) + self.name_in + 1.4, self.side + self.name_in + 1.2 + extra),
+            layout="constrained",
+        )
+        heights = [0.22, self.side] if self.strip else None
+        self.grid = fig.add_gridspec(2 if self.strip else 1, len(self.widths), width_ratios=self.widths,
+                                     height_ratios=heights)  # fmt: skip
+        row = self.row
+        tree_ax, heat_ax = fig.add_subplot(self.grid[row, 0]), fig.add_subplot(self.grid[row, 2 if self.strip else 1])
+        return fig, tree_ax, heat_ax, fig.add_subplot(self.grid[row, -1])
+
+    def name_axes(self, heat_ax: Any, order: np.ndarray) -> None:
+        """Genome names on both axes where they are legible, else a line saying where they are."""
+        if not self.show_names:
+            heat_ax.set_xticks([])
+            heat_ax.set_yticks([])
+            heat_ax.set_xlabel(f"{self.n} genomes in cluster order (names in similarity.tsv)")
+            return
+        ticks = [self.shown[i] for i in order]
+        heat_ax.set_xticks(range(self.n), ticks, rotation=90, fontsize=self.font)
+        heat_ax.set_yticks(range(self.n), ticks, fontsize=self.font)
+        heat_ax.yaxis.tick_right()
+
+    def label_strips(self, fig: Figure, groups: Sequence[str], order: np.ndarray, label: str) -> None:
+        """A colour strip of `label` beside and above the matrix, and its legend."""
         colours = label_colours(groups)
-        side_strip = fig.add_subplot(grid[row, 1])
-        top_strip = fig.add_subplot(grid[0, 2])
+        side_strip, top_strip = fig.add_subplot(self.grid[self.row, 1]), fig.add_subplot(self.grid[0, 2])
         rgba = np.array([colours[groups[i]] for i in order])
         side_strip.imshow(rgba[:, None, :], aspect="auto", interpolation="nearest")
         top_strip.imshow(rgba[None, :, :], aspect="auto", interpolation="nearest")
@@ -179,12 +192,19 @@ def heatmap_figure(
             ax.set_xticks([])
             ax.set_yticks([])
         side_strip.set_xlabel(label, rotation=90, fontsize=8)
-        handles = [
-            Patch(color=colours[g], label=g or "(none)") for g in sorted(set(groups), key=lambda g: (g == "", g))
-        ]
+        ordered_groups = sorted(set(groups), key=lambda g: (g == "", g))
+        handles = [Patch(color=colours[g], label=g or "(none)") for g in ordered_groups]
         fig.legend(handles=handles, title=label, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)
-    fig.suptitle(title)
-    return fig
+
+
+def write_values(heat_ax: Any, ordered: np.ndarray, values: list[float], cell_pt: float, middle: float) -> None:
+    """Each cell's value, with the decimals that tell the values apart (0.999995 is not the diagonal's 1)."""
+    decimals = decimals_to_tell_apart(values, least=2, most=8)
+    font = min(max(cell_pt / (0.7 * (decimals + 2)), 3.0), 9.0)
+    for i, j in np.ndindex(ordered.shape):
+        value = ordered[i, j]
+        heat_ax.text(j, i, f"{value:.{decimals}f}", ha="center", va="center", fontsize=font,
+                     color="black" if value > middle else "white")  # fmt: skip
 
 
 def plot_map(path: Path, *args: Any, **kwargs: Any) -> None:

@@ -14,34 +14,30 @@ twice, and a new build after a lost driver adds only what is missing (by SHA-256
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import pickle
 import shutil
-import socket
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from genome_index.build.intake import CheckedInputs
+from genome_index.build.ray_session import RayWatch, connect
 from genome_index.errors import GenomeIndexError, first_line
+from genome_index.io.fasta import Genome
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
-
-if TYPE_CHECKING:
-    from genome_index.build.run import BuildReport
-    from genome_index.store import Store
+from genome_index.store.rows import NewGenome
 
 log = logging.getLogger("genome_index")
-RAY_MISSING = "--ray needs Ray: pip install 'genome-index[ray]' (or pip install 'ray[data]')"
 READS_PER_ACTOR = 2  # genomes read and cut at once for each actor
 GENOMES_PER_CALL = 4  # genomes an actor embeds together: their windows share length-sorted batches
 ACTORS_EVERY = 5.0  # seconds between counts of the actors alive, for the progress line
@@ -58,208 +54,6 @@ class Pool:
     @property
     def resources(self) -> dict[str, float]:
         return {"num_gpus": 1, "num_cpus": 1} if self.gpus else {"num_cpus": 1}
-
-
-def connect(address: str = "auto") -> None:
-    """Join or start Ray. `auto`: the cluster at RAY_ADDRESS when set, else one started on this
-    machine with `ray start`, else a new local Ray with this machine's CPUs and GPUs (Ray's own
-    search); any other value is a cluster's address. A Ray already started in this process (a
-    notebook, a test) is used as it is."""
-    try:
-        import ray
-    except ImportError:
-        raise GenomeIndexError(RAY_MISSING) from None
-    if not ray.is_initialized():
-        join = os.environ.get("RAY_ADDRESS") if address == "auto" else address
-        if join and not _answers(join):  # Ray itself retries a wrong address for minutes
-            raise GenomeIndexError(
-                f"cannot reach a Ray cluster at {join}: nothing answers there (start one with `ray start --head`)"
-            )
-        options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}  # errors reach us raised
-        if not join:
-            options["include_dashboard"] = False
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # nor its core's log lines (a user's setting wins)
-        _quiet_ray_prints()
-        try:
-            ray.init(address=join or None, **options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise GenomeIndexError(f"cannot reach a Ray cluster at {join}: {exc}") from None
-        LOCAL_RAY.update(_started_here())
-        if LOCAL_RAY:
-            _stop_with_this_process(LOCAL_RAY)
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    for name in ("ray", "ray.data"):  # Ray's own progress lines would interleave with ours
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-# -- a local Ray this process started: stopped with it, watched while it works -------------
-
-LOCAL_RAY: dict[str, Any] = {}  # Ray's processes this process started (name -> pid) and its session folder
-_KEEP_OPEN: list[int] = []  # the watchdog's pipe: open for as long as this process lives
-WATCHDOG = """
-import os, signal, sys, time
-ended = sys.stdin.buffer.read()  # end of file: the process that started Ray has ended, however it ended
-message, session, raylet = sys.argv[1], sys.argv[2], int(sys.argv[3])
-targets = {int(pid) for pid in sys.argv[3:]}
-def parent(pid):
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-if ended != b"clean" and not alive(raylet):  # Ray's core ended it for its dead raylet, before it could say so
-    sys.stderr.write(message + chr(10))
-    sys.stderr.flush()
-os.close(2)
-def in_session(pid):  # Ray's agents rename themselves, but keep their logs open in the session folder
-    try:
-        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith(session) for fd in os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return False
-pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
-for pid in pids:
-    if in_session(pid):
-        targets.add(pid)
-grown = True
-while grown:
-    grown = False
-    for pid in pids:
-        try:
-            if pid not in targets and parent(pid) in targets:
-                targets.add(pid)
-                grown = True
-        except (OSError, ValueError, IndexError):
-            pass
-targets = {pid for pid in targets if alive(pid)}
-for sig, pause in ((signal.SIGTERM, 3.0 if targets else 0.0), (signal.SIGKILL, 0.0)):
-    for pid in targets:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-    time.sleep(pause)
-"""
-RAYLET_DIED = (
-    "Ray's {process} process on this machine died mid-run, taking the local Ray with it; {committed}: run it "
-    "again to add the rest"
-)
-
-
-def _quiet_ray_prints() -> None:
-    """Ray's driver prints the errors its cluster publishes (a dead raylet's last log lines) on
-    stdout, where results go: they go to this package's debug log instead; the error itself
-    reaches the user raised, as one line."""
-    from ray._private import worker
-
-    if hasattr(worker, "print_to_stdstream"):
-        worker.print_to_stdstream = lambda data, ignore_prefix=False: log.debug("ray: %s", data.get("lines"))
-
-
-def _started_here() -> dict[str, int]:
-    """The Ray processes `ray.init` just started in this process (none when it joined a cluster),
-    and its session folder (as `session`)."""
-    try:
-        from ray._private import worker  # Ray's record of the processes it launched
-
-        node = worker._global_node
-        processes = node.all_processes if node is not None else {}
-        started = {name: infos[0].process.pid for name, infos in processes.items() if infos}
-        return {**started, "session": node.get_session_dir_path()} if started else {}
-    except Exception:
-        return {}
-
-
-def _stop_with_this_process(processes: dict[str, Any]) -> None:
-    """A watchdog process (in a session of its own) that waits for this one to end, by exit,
-    crash or kill -9 (its pipe then closes), and stops the local Ray's processes, their workers
-    and agents: they otherwise outlive a killed driver (about 170 MB). Where Ray's core ended
-    this process itself, for a raylet that died (it exits at once, before any Python runs), the
-    watchdog says so in this process's one line."""
-    import atexit
-    import subprocess
-    import sys
-
-    message = "genome-index: error: " + RAYLET_DIED.format(process="raylet", committed="what was committed stays")
-    others = [str(pid) for name, pid in processes.items() if name not in ("session", "raylet")]
-    read, write = os.pipe()
-    subprocess.Popen(
-        [sys.executable, "-c", WATCHDOG, message, str(processes["session"]), str(processes["raylet"]), *others],
-        stdin=read, start_new_session=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    os.close(read)
-    _KEEP_OPEN.append(write)
-
-    def clean_exit() -> None:  # Python ran its exit: any error was said already
-        with contextlib.suppress(OSError):
-            os.write(write, b"clean")
-
-    atexit.register(clean_exit)
-
-
-class RayWatch:
-    """While a build or embedding runs on a local Ray this process started, checks twice a
-    second that Ray's raylet here lives; when it dies, the main thread is interrupted and `lost`
-    names it, so the run ends in one line, not in Ray's traceback (where Ray's core ends the
-    process first, the watchdog of `_stop_with_this_process` says it instead)."""
-
-    def __init__(self) -> None:
-        self.lost: str | None = None
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="genome-index-ray-watch", daemon=True)
-
-    def __enter__(self) -> RayWatch:
-        if "raylet" in LOCAL_RAY:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-
-    def _run(self) -> None:
-        import _thread
-
-        while not self.stop.wait(0.5):
-            if not _alive(LOCAL_RAY["raylet"]):
-                self.lost = "raylet"
-                _thread.interrupt_main()
-                return
-
-    def error(self, committed: int) -> GenomeIndexError:
-        stays = f"{committed} genome(s) were committed and stay"
-        return GenomeIndexError(RAYLET_DIED.format(process=self.lost, committed=stays))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a process that died but was not reaped yet
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _answers(address: str, timeout: float = 5.0) -> bool:
-    """Whether something listens at a host:port address (other forms are left to Ray)."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in address:
-        return True
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def plan_pool(run: RunOptions, actors: int | None) -> Pool:
@@ -342,9 +136,6 @@ def settings_from(described: Any) -> StoreSettings:
         raise ray_error(exc) from None
 
 
-# -- checking inputs ---------------------------------------------------------------------
-
-
 def check_inputs(files: list[Path], reads_ok: bool = False) -> dict[Path, tuple[str, int]]:
     """Read every input in Ray tasks: each file's (SHA-256, bases), or the first bad file's
     error (in input order; a file of reads is one unless `reads_ok`), before anything is dispatched."""
@@ -369,14 +160,11 @@ def _check(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "sha256": "", "length": 0, "error": str(exc)}
 
 
-# -- the work: read and cut, embed ------------------------------------------------------
-
-
 @lru_cache(maxsize=4)
 def _chunker(settings: StoreSettings, model: ModelOptions) -> Any:
     """A worker's chunker for the run's windows, its tokenizer loaded once per process."""
+    from genome_index.embedding.backends import load_tokenizer
     from genome_index.embedding.chunker import Chunker
-    from genome_index.embedding.encoders import load_tokenizer
 
     return Chunker(
         load_tokenizer(model), settings.chunking, settings.chunk_tokens, settings.overlap, settings.anchor_radius,
@@ -387,7 +175,8 @@ def _chunker(settings: StoreSettings, model: ModelOptions) -> Any:
 def prepare(row: dict[str, Any], settings: StoreSettings, model: ModelOptions) -> dict[str, Any]:
     """Read one genome, cut it into windows and make its rows (all but the vectors): the CPU
     work of a genome, done in a Ray task beside the actors."""
-    from genome_index.build.run import changed_since_check, new_genome
+    from genome_index.build.intake import changed_since_check
+    from genome_index.build.rows import new_genome
     from genome_index.io.fasta import read_genome
 
     genome = read_genome(Path(row["path"]))
@@ -492,79 +281,9 @@ class ActorWatch:
                 self.step.gauge(files=sum(1 for _ in self.folder.glob("*.parquet")))
 
 
-# -- build and embed ----------------------------------------------------------------------
-
-
-def run_build(
-    store: Store,
-    files: list[Path],
-    settings: StoreSettings,
-    model: ModelOptions,
-    run: RunOptions,
-    store_options: StoreOptions,
-    pool: Pool,
-    label_rows: dict[str, dict[str, str]],
-    checked: dict[Path, tuple[str, int]],
-    progress: Progress = SILENT,
-    labels_from_duplicates: bool = False,
-) -> BuildReport:
-    """Embed every new genome of `files` into `store` (whose lock the caller holds, and whose
-    settings are `settings`) on the Ray actor pool; the driver commits. `checked` is what
-    `check_inputs` gave: every input was read cleanly before this is called."""
-    from genome_index.build.run import BuildReport, Intake, Writer, announce_duplicates, open_store
-
-    started = time.perf_counter()
-    report = BuildReport()
-    _, stored, indexes, rebuilt = open_store(store)
-    intake = Intake(files, stored, label_rows, files, report, labels_from_duplicates)
-    rows = [
-        {"path": str(path.absolute()), "file": str(path), "name": intake.names[path], "sha256": checked[path][0]}
-        for path in files
-        if intake.want(path, checked[path][0])
-    ]
-    ignored = set(report.labels_ignored)
-    stored_names = {name for _, name, _ in stored.values()}
-    announce_duplicates([(file, name, file in ignored, name in stored_names) for file, name in report.duplicates])
-    by_sha = {row["sha256"]: Path(row["file"]) for row in rows}
-    validated: Future = Future()
-    validated.set_result({path: sha for path, (sha, _) in checked.items()})
-    writer = Writer(store, indexes, settings, validated, report).start()
-    writer.dirty.update(rebuilt)
-    total = sum(checked[path][1] for path in by_sha.values())
-    step = progress.step("building on Ray", total, "bp", genomes=len(rows))
-    watch = RayWatch()
-    try:
-        for genome_id, labels in intake.relabels:
-            writer.put(("relabel", genome_id, labels))
-        queued: set[str] = set()
-        with ActorWatch(step), watch:
-            if rows:
-                for out in embedded(rows, settings, model, run, store_options, pool).iter_rows():
-                    sha = out["sha256"]
-                    if sha in queued:  # a retried task's repeat
-                        continue
-                    queued.add(sha)
-                    new = pickle.loads(out["item"])
-                    path = by_sha[sha]
-                    writer.put(("add", new, intake.names[path], intake.labels_of(path)))
-                    step.advance(new.length, genomes=1)
-        writer.finish()
-    except BaseException as exc:
-        writer.abandon(save=watch.lost is not None or not isinstance(exc, KeyboardInterrupt))
-        if watch.lost is not None:
-            raise watch.error(len(report.added)) from None
-        if isinstance(exc, Exception) and not isinstance(exc, GenomeIndexError):
-            raise ray_error(exc) from None
-        raise
-    finally:
-        step.close()
-    report.seconds = time.perf_counter() - started
-    return report
-
-
 def embed_to_parquet(
     files: list[Path], out: Path, model: ModelOptions, run: RunOptions, pool: Pool, progress: Progress = SILENT
-) -> int:
+) -> tuple[int, StoreSettings]:
     """`embed --ray`: the chunk vectors of every input as a Parquet dataset in the folder `out`
     (the columns of `embed`, the model in each file's metadata); the rows written. Ray writes
     into a hidden folder beside `out`, renamed to `out` once complete."""
@@ -612,4 +331,57 @@ def embed_to_parquet(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
         step.close()
-    return sum(pq.ParquetFile(part).metadata.num_rows for part in out.glob("*.parquet"))
+    return sum(pq.ParquetFile(part).metadata.num_rows for part in out.glob("*.parquet")), settings
+
+
+class RayRunner:
+    """A Ray actor pool embeds (one model per GPU, or `ray_actors` CPU actors) and this process
+    commits: the inputs are checked in Ray tasks before anything is dispatched, meanwhile the
+    model is loaded once to learn the store settings it gives; Ray Data then reads and cuts the
+    genomes in tasks, the actors embed them, and each finished genome streams back."""
+
+    step_name = "building on Ray"
+
+    def __init__(
+        self, address: str, model: ModelOptions, run: RunOptions, store: StoreOptions, actors: int | None
+    ) -> None:
+        connect(address)
+        self.model, self.run, self.store_options = model, run, store
+        self.pool = plan_pool(run, actors)
+        self.described = describe(model, run, store, self.pool)  # loads beside the input check
+        self.watch = RayWatch()
+
+    def settings(self, store: StoreOptions) -> StoreSettings:
+        self.store_settings = settings_from(self.described)
+        return self.store_settings
+
+    def check(self, files: list[Path], reads_ok: bool) -> CheckedInputs:
+        self.checked = CheckedInputs(check_inputs(files, reads_ok))  # a bad file: refused before any dispatch
+        return self.checked
+
+    def embed(self, files: list[Path], want: Callable[[Path], bool], step: Step) -> Iterator[NewGenome]:
+        rows = [
+            {"path": str(path.absolute()), "file": str(path), "name": Genome(path).name,
+             "sha256": self.checked.sha_of(path)}
+            for path in files
+            if want(path)
+        ]  # fmt: skip
+        if not rows:
+            return
+        queued: set[str] = set()
+        with ActorWatch(step), self.watch:
+            pipeline = embedded(rows, self.store_settings, self.model, self.run, self.store_options, self.pool)
+            for out in pipeline.iter_rows():
+                if out["sha256"] in queued:  # a retried task's repeat
+                    continue
+                queued.add(out["sha256"])
+                new = pickle.loads(out["item"])
+                step.advance(new.length, genomes=1)
+                yield new
+
+    def failed(self, exc: BaseException, report: Any) -> tuple[bool, BaseException | None]:
+        if self.watch.lost is not None:
+            return True, self.watch.error(len(report.added))
+        if isinstance(exc, Exception) and not isinstance(exc, GenomeIndexError):
+            return True, ray_error(exc)
+        return not isinstance(exc, KeyboardInterrupt), None

@@ -16,7 +16,8 @@ from genome_index import __version__
 from genome_index.embedding.embedder import EmbeddedGenome, Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import Genome
-from genome_index.settings import ModelOptions, StoreOptions, StoreSettings, resolve
+from genome_index.progress import SILENT, Progress
+from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
 from genome_index.store.rows import NewGenome
 
 
@@ -111,3 +112,28 @@ def write_parquet(items: Iterable[EmbeddedGenome], out: Path, embedder: Embedder
         if os.path.exists(tmp):
             os.unlink(tmp)
     return rows
+
+
+def embed_to_parquet(
+    files: list[Path],
+    out: Path,
+    model: ModelOptions,
+    run: RunOptions,
+    ray_address: str | None = None,
+    ray_actors: int | None = None,
+    progress: Progress = SILENT,
+) -> tuple[int, StoreSettings]:
+    """`embed`: the chunk vectors of `files` written to `out` (rows written, and the settings
+    they were made with): in this process into one file, or with `ray_address` on a Ray actor
+    pool into a Parquet dataset (the folder `out`)."""
+    if ray_actors is not None and ray_address is None:
+        raise GenomeIndexError("--ray-actors applies with --ray")
+    if ray_address is not None:
+        from genome_index.build import cluster
+
+        cluster.connect(ray_address)
+        return cluster.embed_to_parquet(files, out, model, run, cluster.plan_pool(run, ray_actors), progress)
+    embedder = Embedder(model, run)
+    with progress.step("embedding", None, "bp", genomes=len(files)) as step:
+        rows = write_parquet(embedder.embed_genomes(files, step=step), out, embedder)
+    return rows, embed_settings(embedder)

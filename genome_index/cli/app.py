@@ -17,6 +17,7 @@ import typer
 from typer.completion import completion_init
 
 from genome_index.cli.help import HelpCommand, OneLineErrors
+from genome_index.config import load as load_config
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import (
     ModelOptions,
@@ -24,7 +25,6 @@ from genome_index.settings import (
     RunOptions,
     StoreOptions,
     help_of,
-    option_types,
     shown_default,
 )
 
@@ -68,57 +68,6 @@ def _setup_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
-CONFIG_FILE = "genome-index.toml"
-TYPE_NAMES = {str: "string", int: "whole number", float: "number", bool: "true or false", list: "list of paths"}
-FILE_ONLY_TYPES = {  # TOML keys besides the settings
-    "inputs": list, "index": str, "labels": str, "shard": str, "ray_actors": int,
-}  # fmt: skip
-# Options that run code or reach other machines: a file that travels with data (a cloned
-# folder) must never turn them on (see `permissions`).
-NOT_FROM_FILES = {
-    "trust_remote_code": "pass --trust-remote-code (or set GENOME_INDEX_TRUST_REMOTE_CODE=1) yourself",
-    "model_package": "pass --model-package (or set GENOME_INDEX_MODEL_PACKAGE) yourself",
-    "ray": "pass --ray (or set RAY_ADDRESS) yourself",
-}
-
-
-def read_config() -> dict[str, Any]:
-    """Options from ./genome-index.toml, if there is one."""
-    path = Path(CONFIG_FILE)
-    if not path.is_file():
-        return {}
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise GenomeIndexError(f"{path}: not valid TOML ({exc})") from None
-    types = {**option_types(), **FILE_ONLY_TYPES}
-    for key, value in config.items():
-        if key in NOT_FROM_FILES:
-            raise GenomeIndexError(
-                f"{path}: {key} cannot come from a file that travels with data; {NOT_FROM_FILES[key]}"
-            )
-        if key not in types:
-            raise GenomeIndexError(f"{path}: unknown option {key!r}; known: {sorted(set(types) - set(NOT_FROM_FILES))}")
-        if key == "inputs" and isinstance(value, str):
-            config[key] = value = [value]
-        if not _of_type(value, types[key]):
-            raise GenomeIndexError(f"{path}: {key} = {value!r} should be a {TYPE_NAMES[types[key]]}")
-    return config
-
-
-def _of_type(value: Any, wanted: type) -> bool:
-    """A TOML value of the option's type (true/false is no number, a whole number is a number)."""
-    if wanted is list:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if wanted is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, wanted) and isinstance(value, bool) == (wanted is bool)
-
-
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -129,14 +78,14 @@ def main_options(
     """Embed genome assemblies with DNA transformers; search them with FAISS and SQL."""
     _setup_logging()
     try:
-        config = read_config()
+        values = load_config().values
     except GenomeIndexError as exc:
         typer.echo(f"genome-index: error: {exc}", err=True)
         raise typer.Exit(1) from None
-    if config:  # genome-index.toml gives the defaults of every command's matching options
+    if values:  # genome-index.toml gives the defaults of every command's matching options
         commands = ctx.command.commands  # type: ignore[attr-defined]
         ctx.default_map = {
-            name: {key: value for key, value in config.items() if key in {p.name for p in command.params}}
+            name: {key: value for key, value in values.items() if key in {p.name for p in command.params}}
             for name, command in commands.items()
         }
 
@@ -238,9 +187,7 @@ def model_options(
 
 def index_dir(flag: Path | None) -> Path:
     """--index (or the config file's index), else $GENOME_INDEX, else ./genome-index."""
-    from genome_index.api import default_index_dir
-
-    return flag if flag is not None else default_index_dir()
+    return load_config().index(flag)
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -316,32 +263,22 @@ def embed(
       zcat genome.fna.gz | genome-index embed - -o genome.parquet -m kmer:6
       genome-index embed genomes/ -o chunks/ -m nt-tiny --ray auto
     """
-    from genome_index.build.export import write_parquet
-    from genome_index.embedding.embedder import Embedder
+    from genome_index.build.export import embed_to_parquet
     from genome_index.io.fasta import find_fasta_files
     from genome_index.progress import Shown
 
-    if ray_actors is not None and ray is None:
-        raise GenomeIndexError("--ray-actors applies with --ray")
     with stdin_as_file(fasta) as paths:
         files = find_fasta_files(paths)
         options = model_options(
             model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package
         )
-        run = RunOptions(device, dtype, batch_tokens)
-        if ray is not None:
-            from genome_index.build import cluster
-
-            cluster.connect(ray)
-            rows = cluster.embed_to_parquet(files, out, options, run, cluster.plan_pool(run, ray_actors), Shown(quiet))
-            log(f"wrote {rows} chunk embeddings of {len(files)} genome(s) to the Parquet dataset {out}/", quiet)
-            return
-        embedder = Embedder(options, run)
-        with Shown(quiet).step("embedding", None, "bp", genomes=len(files)) as step:
-            rows = write_parquet(embedder.embed_genomes(files, step=step), out, embedder)
+        rows, settings = embed_to_parquet(
+            files, out, options, RunOptions(device, dtype, batch_tokens), ray, ray_actors, Shown(quiet)
+        )
+    where = f"the Parquet dataset {out}/" if ray is not None else str(out)
     log(
-        f"wrote {rows} chunk embeddings of {len(files)} genome(s) to {out} "
-        f"(model {embedder.spec.name}, layer {embedder.layer}, dim {embedder.dim})",
+        f"wrote {rows} chunk embeddings of {len(files)} genome(s) to {where} "
+        f"(model {settings.model}, layer {settings.layer}, dim {settings.dim})",
         quiet,
     )
 
@@ -651,26 +588,20 @@ def serve(
       genome-index serve --host 0.0.0.0 --token-file token.txt --compare compare-out
     """
     from genome_index.api import GenomeIndex
-    from genome_index.server.app import BUSY_WAIT, Limits, bind, check_host, read_token
     from genome_index.server.app import serve as run_server
+    from genome_index.server.auth import check_host, read_token
+    from genome_index.server.limits import Limits
 
     token = read_token(token_file)
-    check_host(host, token, insecure)  # before the model loads
-    if compare_dir is not None and not compare_dir.is_dir():
-        raise GenomeIndexError(f"--compare {compare_dir}: no such folder (an output folder of `genome-index compare`)")
+    check_host(host, token, insecure)  # before the store opens
     limits = Limits(
         max_query_bytes=max_query_bytes, query_bytes=query_bytes, sql_timeout=sql_timeout,
         sql_memory=sql_memory_limit, sql=max_sql, queue_wait=queue_wait,
     )  # fmt: skip
-    store = GenomeIndex.open(index_dir(index))
-    sock = bind(host, port)  # a port in use is said before the model loads
-    store.store.reader_wait = BUSY_WAIT  # a request answers 503 rather than wait out a long commit
-    searcher = store.searcher(
-        RunOptions(device, dtype, batch_tokens), micro_batch=True, trust_remote_code=trust_remote_code,
-        model_package=model_package,
+    run_server(
+        GenomeIndex.open(index_dir(index)), host, port, limits, token, insecure, compare_dir,
+        RunOptions(device, dtype, batch_tokens), trust_remote_code=trust_remote_code, model_package=model_package,
     )  # fmt: skip
-    log(f"serving {store.directory} on http://{host}:{port} (Ctrl-C stops)")
-    run_server(store, host, port, searcher, limits, token, insecure, compare_dir, sock)
 
 
 @command()

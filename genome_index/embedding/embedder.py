@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from genome_index import __version__
-from genome_index import config as permissions
-from genome_index.embedding.backends.checkpoints import ModelSpec
+from genome_index import __version__, config
+from genome_index.embedding.backends import load_encoder
 from genome_index.embedding.chunker import Chunker
-from genome_index.embedding.encoders import Encoder, load_encoder
+from genome_index.embedding.encoder import Encoder, ModelSpec
 from genome_index.embedding.engine import BatchEngine
 from genome_index.embedding.pipeline import EmbeddedGenome, embed_genomes
 from genome_index.embedding.tokenize import Chunk, Tokenizer
@@ -32,7 +31,7 @@ class Embedder:
 
     def __init__(self, model: ModelOptions | str | None = None, run: RunOptions | None = None) -> None:
         asked = ModelOptions(model=model) if isinstance(model, str) else model or ModelOptions()
-        options, _ = resolve(permissions.granted(asked), StoreOptions(), None)
+        options, _ = resolve(config.granted(asked), StoreOptions(), None)
         run = run or RunOptions()
         if options.chunk_tokens is not None and options.chunk_tokens < 2:
             raise GenomeIndexError(f"--chunk-tokens {options.chunk_tokens}: a window holds at least 2 tokens")

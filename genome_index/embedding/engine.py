@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from genome_index.embedding.encoders import Encoder
+from genome_index.embedding.encoder import Encoder
 from genome_index.embedding.tokenize import Chunk
 from genome_index.errors import GenomeIndexError
 from genome_index.progress import Step

@@ -67,6 +67,7 @@ class Tokenizer(Protocol):
     suffix: list[int]
     pad_id: int
     bases_per_token: float
+    frames: int  # reading frames of a query's head: k where fixed k-mers are cut from the start, else 1
 
     def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens: ...
 
@@ -104,6 +105,7 @@ class KmerTokenizer:
         vocab: dict[str, int] = hf.get_vocab()
         dna = [tok for tok in vocab if tok and set(tok) <= set("ACGTN")]
         self.k = max((len(tok) for tok in dna), default=0)
+        self.frames = self.k
         if self.k < 2:
             raise ValueError("not a k-mer vocabulary")
         missing = [b for b in "ACGTN" if b not in vocab]
@@ -211,6 +213,7 @@ class CharTokenizer:
         self.prefix, self.suffix = _special_ids(hf)
         self.pad_id = int(hf.pad_token_id if hf.pad_token_id is not None else 0)
         self.max_tokens = max_tokens
+        self.frames = 1
 
     def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens:
         """One token per base; `cuts` change nothing, as there is no tiling to restart."""
@@ -237,6 +240,7 @@ class HFTokenizer:
         self.prefix, self.suffix = _special_ids(hf)
         self.pad_id = int(hf.pad_token_id if hf.pad_token_id is not None else 0)
         self.max_tokens = max_tokens
+        self.frames = 1
         upper = hf("ACGT", add_special_tokens=False)["input_ids"]
         self.lower = hf.unk_token_id is not None and hf.unk_token_id in upper
         self.n_id = _single_id(hf, "N")

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from genome_index.io.labels import typed
+
+if TYPE_CHECKING:
+    from genome_index.search.candidates import Candidate
 
 
 @dataclass(frozen=True)
@@ -61,3 +66,47 @@ HIT_COLUMNS = tuple(f.name for f in dataclasses.fields(Hit) if f.name not in ("l
 def label_column(key: str) -> str:
     """The column a label takes in a flat row."""
     return f"label.{key}" if key in RESERVED else key
+
+
+DIGITS = 6  # figures are shown, and compared for ties, to this many decimals
+
+
+def make_hit(
+    query: str, rank: int, tied: bool, found: Candidate, mode: str, ranked_by: tuple[str, ...], details: dict[str, Any]
+) -> Hit:
+    """The Hit of a ranked candidate, figures rounded to DIGITS, labels typed (numbers as numbers)."""
+    figures, aligned = found.sketch, found.alignment
+    best = aligned.best if aligned else None
+    return Hit(
+        query=query,
+        rank=rank,
+        tied=tied,
+        genome_id=found.genome_id,
+        name=details["name"],
+        file=details["file"],
+        score=round(found.score, DIGITS),
+        centred_score=rounded(found.centred_score),
+        mode=mode,
+        support=found.support if mode == "chunks" else None,
+        containment=rounded(figures.containment if figures else None),
+        query_hashes=figures.query_hashes if figures else None,
+        ani_estimate=rounded(figures.ani if figures else None),
+        ani_low=rounded(figures.ani_low if figures else None),
+        ani_high=rounded(figures.ani_high if figures else None),
+        identity=rounded(aligned.identity if aligned else None),
+        aligned_bp=aligned.aligned_bp if aligned else None,
+        query_coverage=rounded(aligned.query_coverage if aligned else None),
+        match=rounded(aligned.match if aligned else None),
+        target_record=best.target_record if best else None,
+        target_start=best.target_start + 1 if best else None,
+        target_end=best.target_end if best else None,
+        strand=best.strand if best else None,
+        ranked_by=", ".join(ranked_by),
+        labels={key: None if value is None else typed(value) for key, value in details["labels"].items()},
+        alignments=[a.as_dict() for a in aligned.alignments] if aligned else None,
+    )
+
+
+def rounded(value: float | None) -> float | None:
+    """A figure as shown: DIGITS decimals (None stays None)."""
+    return None if value is None else round(value, DIGITS)

@@ -23,30 +23,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from genome_index import config
+from genome_index.embedding.backends import refuse_other_model
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import QueryInput, as_genome
 from genome_index.progress import SILENT, Progress, Step
-from genome_index.search.align import Aligners, GenomeAlignment, align
-from genome_index.search.hits import Hit
-from genome_index.search.ranking import (
-    NO_SEQUENCES,
-    Plan,
-    Query,
-    Ranker,
-    SketchEstimate,
-    embed_unique,
-    make_hit,
-    order_hits,
-    queries_of,
-    rank_chunk_mode,
-    resolve_mode,
-    sketch,
-    views,
-    wants_alignment,
-)  # fmt: skip
-from genome_index.settings import QueryOptions, StoreSettings
-from genome_index.store import Store, reads
+from genome_index.search import sketch
+from genome_index.search.align import Aligners
+from genome_index.search.candidates import Retriever, rank_chunk_mode
+from genome_index.search.hits import Hit, make_hit
+from genome_index.search.rerank import NO_SEQUENCES, AlignmentReranker, Plan, SketchReranker, order_hits
+from genome_index.search.views import embed_unique, queries_of, resolve_mode, views, wants_alignment
+from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreSettings
+from genome_index.store import Store
 from genome_index.store.indexes import to_gpu
+from genome_index.store.reads import StoreReader
 
 if TYPE_CHECKING:
     import faiss
@@ -132,6 +123,28 @@ class Searcher:
         self._warned = False  # of genomes without sequences: once per searcher
         self.batcher = MicroBatcher(self._embed_locked) if micro_batch else None
 
+    @classmethod
+    def open(
+        cls,
+        store: Store,
+        run: RunOptions | None = None,
+        *,
+        model: str | None = None,
+        embedder: Embedder | None = None,
+        micro_batch: bool = False,
+        trust_remote_code: bool | None = None,
+        model_package: str | None = None,
+    ) -> Searcher:
+        """A searcher of `store` (see `GenomeIndex.searcher`): its own model, or `embedder`, which
+        must be the store's; its code and package only as the user grants them."""
+        store.require()
+        settings = store.settings()
+        grants = ModelOptions(trust_remote_code=trust_remote_code, model_package=model_package)
+        embedder = embedder or store_embedder(store, settings, model, run or RunOptions(), grants)
+        if not settings.same_vectors(embedder.settings(settings.store_options())):
+            raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
+        return cls(store, embedder, settings, micro_batch)
+
     def __enter__(self) -> Searcher:
         return self
 
@@ -148,14 +161,16 @@ class Searcher:
 
     # -- the store's state ------------------------------------------------------------------
 
-    def _current(self, con: Any, kinds: set[str]) -> tuple[dict[str, faiss.Index], dict[int, dict[str, Any]]]:
+    def _current(
+        self, reader: StoreReader, kinds: set[str]
+    ) -> tuple[dict[str, faiss.Index], dict[int, dict[str, Any]]]:
         """The indexes of `kinds` and the genome details, loaded again when the store changed."""
-        signature = reads.change_signature(con)
+        signature = reader.change_signature()
         with self._lock:
             if signature != self._signature:
-                self._indexes, self._details, self._signature = {}, reads.genome_details(con), signature
+                self._indexes, self._details, self._signature = {}, reader.genome_details(), signature
             for kind in kinds - set(self._indexes):
-                index, rebuilt = self.store.load_faiss(con, kind, self.settings)
+                index, rebuilt = self.store.load_faiss(reader, kind, self.settings)
                 if rebuilt:
                     self.store.save_repair(kind, index)
                 if index.ntotal == 0:
@@ -195,9 +210,10 @@ class Searcher:
         query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records, scaled), scaled) for q in queries]
         embedded = time.perf_counter() - started
         hits: list[Hit] = []
-        with self.store.connect() as con:
-            indexes, details = self._current(con, {"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans})
-            ranker = Ranker(con, self.settings, options.center)
+        with self.store.reading() as reader:
+            kinds = {"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans}
+            indexes, details = self._current(reader, kinds)
+            retriever = Retriever(reader, self.settings, options.center)
             offset = 0
             searching = progress.step("searching", len(vectors), "windows", queries=len(queries))
             for one, (mode, _, _), chunk_lists, query_sketch in zip(
@@ -208,14 +224,15 @@ class Searcher:
                     view_vectors.append(vectors[offset : offset + len(lists)])
                     offset += len(lists)
                 if mode == "genome":
-                    ranked = ranker.genome_mode(indexes["genomes"], view_vectors)
+                    ranked = retriever.genome_mode(indexes["genomes"], view_vectors)
                 else:
-                    search_chunks = ranker.chunk_search(indexes["chunks"])
-                    ranked = rank_chunk_mode(search_chunks, view_vectors, ranker.genome_of, ranker.center)
+                    search_chunks = retriever.chunk_search(indexes["chunks"])
+                    ranked = rank_chunk_mode(search_chunks, view_vectors, retriever.genome_of, retriever.center)
                 searching.advance(sum(len(v) for v in view_vectors), queries=1)
                 plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
-                estimates = self._estimates(ranker, query_sketch)
-                ordered, ranked_by = order_hits(ranked, plan, estimates, self._aligner(ranker, one, progress))
+                sketches = SketchReranker(reader, self.settings.sketch_scaled, query_sketch)
+                alignments = AlignmentReranker(reader, one, self.aligners, progress, self._warn_no_sequences)
+                ordered, ranked_by = order_hits(ranked, plan, sketches, alignments)
                 hits.extend(
                     make_hit(one.name, rank, tied, found, mode, ranked_by, details[found.genome_id])
                     for rank, tied, found in ordered
@@ -223,26 +240,35 @@ class Searcher:
             searching.close()
         return hits, embedded
 
-    @staticmethod
-    def _estimates(ranker: Ranker, query_sketch: Any) -> Callable[[list[int]], dict[int, SketchEstimate | None]]:
-        def run(genome_ids: list[int]) -> dict[int, SketchEstimate | None]:
-            return {gid: sketch.estimate(query_sketch, found) for gid, found in ranker.sketches(genome_ids).items()}
+    def _warn_no_sequences(self) -> None:
+        """Once per searcher: hits of genomes without a stored sequence are not aligned."""
+        if not self._warned:
+            self._warned = True
+            log.warning("%s", NO_SEQUENCES)
 
-        return run
 
-    def _aligner(
-        self, ranker: Ranker, query: Query, progress: Progress
-    ) -> Callable[[list[int]], dict[int, GenomeAlignment] | None]:
-        def run(genome_ids: list[int]) -> dict[int, GenomeAlignment] | None:
-            targets = ranker.targets(genome_ids)
-            if targets is None:
-                if not self._warned:
-                    self._warned = True
-                    log.warning("%s", NO_SEQUENCES)
-                return None
-            with progress.step("aligning", len(genome_ids), "genomes") as step:
-                found = align(query.records, targets, self.aligners)
-                step.advance(len(genome_ids))
-            return found
+def store_embedder(
+    store: Store, settings: StoreSettings, model: str | None, run: RunOptions, grants: ModelOptions
+) -> Embedder:
+    """The store's own model, layer and windows, with the code and package the user grants
+    (`config.require`); a --model that is not the store's is refused."""
+    from genome_index.embedding.embedder import Embedder
 
-        return run
+    grants = config.require(grants, settings, store.directory)
+    stored = settings.model_options()
+    if model is not None and model not in (settings.model, settings.model_source):
+        refuse_other_model(model, settings)
+    run = dataclasses.replace(run, batch_tokens=run.batch_tokens or settings.batch_tokens or None)
+    embedder = Embedder(
+        dataclasses.replace(
+            stored, model=model or stored.model, trust_remote_code=grants.trust_remote_code,
+            model_package=grants.model_package,
+        ),
+        run,
+    )  # fmt: skip
+    if embedder.spec.revision != settings.model_revision:
+        raise GenomeIndexError(
+            f"model {model or stored.model!r} is not the model this store was built with "
+            f"({settings.model}, {settings.model_revision[:19]})"
+        )
+    return embedder

@@ -17,6 +17,7 @@ from the stored vectors when they disagree. `Store` ties the files of one direct
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import shutil
@@ -30,12 +31,13 @@ import numpy as np
 
 from genome_index.errors import GenomeIndexError, StoreBusy, first_line
 from genome_index.progress import SILENT, Progress
-from genome_index.settings import StoreSettings
-from genome_index.store import reads
+from genome_index.settings import INDEX_TYPES, StoreSettings
 from genome_index.store.files import refuse_links, touch
 from genome_index.store.lock import LOCK_FILE, is_held, write_lock
-from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, has_sequences, upgrade
+from genome_index.store.reads import StoreReader
+from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, is_store, upgrade
 from genome_index.store.sql import SqlResult, run_sql
+from genome_index.store.writes import StoreWriter
 
 if TYPE_CHECKING:  # FAISS is imported by what uses it: `info` and `sql` start without it
     import faiss
@@ -81,7 +83,7 @@ class Store:
             raise GenomeIndexError(f"{self.directory} is not a genome-index store (no {DB_FILE})")
 
     @contextlib.contextmanager
-    def connect(
+    def _connection(
         self,
         read_only: bool = True,
         memory_limit: str | None = None,
@@ -109,7 +111,7 @@ class Store:
         if not read_only:  # vectors and packed bases do not compress; trying costs a build 3x its commit time
             con.execute("SET force_compression = 'uncompressed'")
         try:
-            if not reads.scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'settings'"):
+            if not is_store(con):
                 raise GenomeIndexError(f"{self.db_path}: a DuckDB file, but not a genome-index store")
             if not read_only:
                 upgrade(con)
@@ -171,11 +173,28 @@ class Store:
                 raise GenomeIndexError(f"{self.db_path}: not a readable DuckDB database ({first_line(exc)})") from None
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The write lock and a writable connection, for one command that changes the store."""
+    def reading(self, wait: float | None = None) -> Iterator[StoreReader]:
+        """A read session (its own read-only connection, closed after the block): what a
+        query, a page or a check reads, consistent within the block. Waits up to `wait` seconds
+        (the store's reader wait by default) while a build commits."""
         self.require()
-        with self.lock(), self.connect(read_only=False) as con:
-            yield con
+        with self._connection(wait=wait) as con:
+            yield StoreReader(con)
+
+    @contextlib.contextmanager
+    def session(self, checkpoint: bool = True) -> Iterator[StoreWriter]:
+        """A write session without the lock (a build's writer, which holds the lock itself, opens
+        one per group of commits); without `checkpoint`, closing it leaves the commits in the
+        write-ahead log."""
+        with self._connection(read_only=False, checkpoint=checkpoint) as con:
+            yield StoreWriter(con)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[StoreWriter]:
+        """The write lock and a write session, for one command that changes the store."""
+        self.require()
+        with self.lock(), self.session() as writer:
+            yield writer
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """The write lock alone (a build holds it before the store exists)."""
@@ -197,9 +216,8 @@ class Store:
         return run_sql(self.db_path, statement, timeout, memory_limit, max_rows, self.reader_wait)
 
     def settings(self) -> StoreSettings:
-        self.require()
-        with self.connect() as con:
-            return reads.settings(con)
+        with self.reading() as reader:
+            return reader.settings()
 
     # -- creating -------------------------------------------------------------------------
 
@@ -237,8 +255,8 @@ class Store:
         """After a failed first build that committed no genome, leave no trace of the store."""
         if self.exists():
             try:
-                with self.connect() as con:
-                    if reads.genome_count(con):
+                with self.reading() as reader:
+                    if reader.genome_count():
                         return  # genomes were committed: keep them, complete, for the next build
             except GenomeIndexError:
                 return
@@ -258,12 +276,12 @@ class Store:
         return self.directory / FAISS_FILES[kind]
 
     def rebuild_faiss(
-        self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings, progress: Progress = SILENT
+        self, reader: StoreReader, kind: str, settings: StoreSettings, progress: Progress = SILENT
     ) -> faiss.Index:
         """The index of one kind built afresh from the vectors stored in DuckDB."""
         from genome_index.store.indexes import build_faiss
 
-        ids, vectors = reads.vectors(con, kind, settings.dim)
+        ids, vectors = reader.vectors(kind, settings.dim)
         with progress.step(f"indexing {FAISS_FILES[kind]}", len(ids), "vectors") as step:
             return build_faiss(ids, vectors, settings.dim, settings.index_type if kind == "chunks" else "flat", step)
 
@@ -274,28 +292,28 @@ class Store:
         write_atomically(self.faiss_path(kind), index)
 
     def rewrite_faiss(
-        self, con: duckdb.DuckDBPyConnection, settings: StoreSettings, progress: Progress = SILENT
+        self, reader: StoreReader, settings: StoreSettings, progress: Progress = SILENT
     ) -> dict[str, int]:
         """Every FAISS file rebuilt from DuckDB and written; the vectors in each."""
         sizes = {}
         for kind in FAISS_FILES:
-            index = self.rebuild_faiss(con, kind, settings, progress)
+            index = self.rebuild_faiss(reader, kind, settings, progress)
             self.write_faiss(kind, index)
             sizes[kind] = index.ntotal
         return sizes
 
     def verify_faiss(
-        self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings
+        self, reader: StoreReader, kind: str, settings: StoreSettings
     ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
         """The FAISS file of one kind, the DuckDB ids it lacks, and what is wrong with it (None:
         nothing; it holds no id DuckDB does not, in the store's index type)."""
         from genome_index.store.indexes import read_verified
 
         index_type = settings.index_type if kind == "chunks" else "flat"
-        return read_verified(self.faiss_path(kind), reads.ids(con, kind), settings.dim, index_type)
+        return read_verified(self.faiss_path(kind), reader.ids(kind), settings.dim, index_type)
 
     def load_faiss(
-        self, con: duckdb.DuckDBPyConnection, kind: str, settings: StoreSettings
+        self, reader: StoreReader, kind: str, settings: StoreSettings
     ) -> tuple[faiss.Index, bool]:
         """The FAISS index of one kind, holding exactly DuckDB's ids: a file that lags (a build
         is writing; its next FAISS write catches up) gets the newer vectors added here; a file
@@ -303,19 +321,19 @@ class Store:
         (and so should be written)."""
         from genome_index.store.vectors import normalise
 
-        index, missing, problem = self.verify_faiss(con, kind, settings)
+        index, missing, problem = self.verify_faiss(reader, kind, settings)
         if index is not None:
             if not len(missing):
                 return index, False
-            index.add_with_ids(normalise(reads.vectors_of(con, kind, missing, settings.dim)), missing)
+            index.add_with_ids(normalise(reader.vectors_of(kind, missing, settings.dim)), missing)
             if is_held(self.directory):
                 return index, False  # a build is writing: its next FAISS write holds these too
             log.warning("%s lacks %d of the ids in %s; rebuilt from the vectors in it", FAISS_FILES[kind],
                         len(missing), DB_FILE)  # fmt: skip
             return index, True
-        if reads.genome_count(con) or self.faiss_path(kind).exists():
+        if reader.genome_count() or self.faiss_path(kind).exists():
             log.warning("%s %s; rebuilt from the vectors in %s", FAISS_FILES[kind], problem, DB_FILE)
-        return self.rebuild_faiss(con, kind, settings), True
+        return self.rebuild_faiss(reader, kind, settings), True
 
     def save_repair(self, kind: str, index: faiss.Index) -> None:
         """Persist a FAISS file repaired during a read, unless a writer holds the store."""
@@ -326,33 +344,103 @@ class Store:
             if "another genome-index process" not in str(exc):
                 log.warning("%s", exc)
 
+    def rewrite_faiss_after(
+        self, reader: StoreReader, settings: StoreSettings, committed: str, progress: Progress = SILENT
+    ) -> dict[str, int]:
+        """`rewrite_faiss` after a change was committed: if writing fails, the error says what
+        was committed anyway (`committed`: "genome(s) X were removed from") and what repairs it."""
+        try:
+            return self.rewrite_faiss(reader, settings, progress)
+        except GenomeIndexError as exc:
+            raise GenomeIndexError(
+                f"{committed} {self.db_path}, but {exc}; `genome-index reindex` (or the next build) rebuilds "
+                "the FAISS files from it"
+            ) from None
+
+    # -- commands on a store ------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Settings, counts, stored bases and disk use."""
+        with self.reading() as reader:
+            settings = reader.settings()
+            counts, bases = reader.summary()
+        files = [self.db_path] + [self.faiss_path(kind) for kind in FAISS_FILES]
+        return {
+            "directory": str(self.directory), "settings": settings.rows(), "counts": counts, "bases": bases,
+            "disk_bytes": {path.name: path.stat().st_size for path in files if path.exists()},
+        }  # fmt: skip
+
+    def genome_id(self, reader: StoreReader, ident: str) -> int:
+        """The genome `ident` means (`StoreReader.find_genome`); one clear error where there is none."""
+        found = reader.find_genome(ident)
+        if found is None:
+            raise GenomeIndexError(f"no genome {ident!r} in {self.directory} (give a name, an id, name:X or id:N)")
+        return found
+
+    def remove(self, genomes: list[str]) -> list[tuple[int, str]]:
+        """Remove genomes with their rows, vectors and FAISS entries; each named by its name or
+        id, or explicitly `name:X` / `id:N`. The (id, name) pairs removed."""
+        with self.writing() as writer:
+            names = writer.genome_names()
+            chosen = {gid: names[gid] for gid in (self.genome_id(writer, ident) for ident in genomes)}
+            writer.remove_genomes(list(chosen))
+            removed = ", ".join(f"{gid} {name}" for gid, name in sorted(chosen.items()))
+            self.rewrite_faiss_after(writer, writer.settings(), f"genome(s) {removed} were removed from")
+        return sorted(chosen.items())
+
+    def reindex(self, index_type: str | None = None, progress: Progress = SILENT) -> dict[str, int]:
+        """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type,
+        and the vector sums from the vectors; the vectors in each file."""
+        if index_type is not None and index_type not in INDEX_TYPES:
+            raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
+        with self.writing() as writer:
+            settings = writer.settings()
+            if index_type is not None:  # the file first: killed in between, file and setting disagree: it is rebuilt
+                settings = dataclasses.replace(settings, index_type=index_type)
+            sizes = self.rewrite_faiss(writer, settings, progress)
+            if index_type is not None:
+                writer.set_setting("index_type", index_type)
+            writer.recount_vector_sums()
+            return sizes
+
+    def extract(self, regions: list[str], reverse: bool = False, width: int | None = None) -> bytes:
+        """FASTA of stored sequence: each of `regions` is GENOME[:RECORD[:START-END]] (1-based,
+        inclusive; see `extract`), reverse-complemented with `reverse`, in lines of `width` bases
+        (0: one line; None: as the input file had them)."""
+        from genome_index.store.extract import parse_region, region_fasta
+
+        with self.reading() as reader:
+            names = reader.genome_names()
+
+            def record_names(gid: int) -> list[str]:
+                return [name for name, _, _ in reader.records_of(gid)]
+
+            chosen = [parse_region(spec, reader.find_genome, record_names) for spec in regions]
+            return b"".join(region_fasta(reader, region, names[region.genome_id], reverse, width) for region in chosen)
+
     # -- checking -------------------------------------------------------------------------
 
     def check(self, quick: bool = False) -> list[str]:
         """Every inconsistency found (empty: consistent). Repairs nothing. Every table is read in
         full first, so DuckDB verifies the checksum of every block of the file; `quick` runs
         only the consistency queries (seconds on a large store, and fine during a build)."""
-        self.require()
-        with self.connect() as con:
+        with self.reading() as reader:
             if quick:
-                return reads.inconsistencies(con, reads.settings(con))
-            for table in TABLES if has_sequences(con) else TABLES[:-1]:
-                try:
-                    for _ in con.sql(f"SELECT * FROM {table}").to_arrow_reader(65_536):
-                        pass
-                except duckdb.Error as exc:
-                    return [f"{DB_FILE} is damaged: reading {table} fails ({first_line(exc)})"]
-            settings = reads.settings(con)
-            problems = reads.inconsistencies(con, settings)
-            mismatched = reads.sequence_mismatches(con)
+                return reader.inconsistencies(reader.settings())
+            damaged = reader.unreadable_table(TABLES)
+            if damaged is not None:
+                return [f"{DB_FILE} is damaged: {damaged}"]
+            settings = reader.settings()
+            problems = reader.inconsistencies(settings)
+            mismatched = reader.sequence_mismatches()
             if mismatched:
                 problems.append(f"{len(mismatched)} genomes whose stored sequence differs from their sha256 "
                                 f"({', '.join(mismatched[:3])})")  # fmt: skip
             building = is_held(self.directory)  # a build commits first and writes FAISS after
             for kind in FAISS_FILES:
-                if not len(reads.ids(con, kind)) and (building or not self.faiss_path(kind).exists()):
+                if not len(reader.ids(kind)) and (building or not self.faiss_path(kind).exists()):
                     continue  # no genome committed yet: no index is owed yet
-                _, missing, problem = self.verify_faiss(con, kind, settings)
+                _, missing, problem = self.verify_faiss(reader, kind, settings)
                 if problem is None and len(missing) and not building:
                     problem = f"lacks {len(missing)} of the ids in {DB_FILE}"
                 if problem is not None:

@@ -14,12 +14,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import duckdb
-
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import reverse_complement
 from genome_index.io.sequences import fasta_lines, unpack
-from genome_index.store import reads
+from genome_index.store.reads import StoreReader
 
 RANGE = re.compile(r"^(\d[\d,]*)-(\d[\d,]*)$")
 NO_SEQUENCE = (
@@ -106,15 +104,15 @@ def _record_index(spec: str, name: str, names: list[str]) -> int:
 
 
 def region_fasta(
-    con: duckdb.DuckDBPyConnection, region: Region, genome_name: str, reverse: bool = False, width: int | None = None
+    reader: StoreReader, region: Region, genome_name: str, reverse: bool = False, width: int | None = None
 ) -> bytes:
     """FASTA of a region: a genome's records, one record, or bases START-END of one record;
     reverse-complemented with `reverse` (its name then ends in /rc, as samtools marks it).
     Lines are `width` bases (0: one line; None: the input's own width)."""
-    stored = reads.packed_sequences(con, region.genome_id)
+    stored = reader.packed_sequences(region.genome_id)
     if stored is None:
         raise GenomeIndexError(NO_SEQUENCE.format(name=genome_name))
-    records = reads.records_of(con, region.genome_id)
+    records = reader.records_of(region.genome_id)
     chosen = range(len(records)) if region.record is None else [region.record]
     out = []
     for index in chosen:

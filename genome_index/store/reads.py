@@ -2,281 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import duckdb
 import numpy as np
 
+from genome_index.errors import GenomeIndexError, first_line
 from genome_index.io.sequences import PackedSequence, unpack
 from genome_index.settings import StoreSettings
 from genome_index.store.rows import NewGenome
-from genome_index.store.schema import has_sequences
+from genome_index.store.schema import has_sequences, has_table
 from genome_index.store.vectors import to_matrix
 
 KINDS = {"chunks": ("chunks", "chunk_vectors", "chunk_id"), "genomes": ("genomes", "genome_vectors", "genome_id")}
 
 
-def settings(con: duckdb.DuckDBPyConnection) -> StoreSettings:
-    """The store's fixed settings (stores older than a setting read with its old value)."""
-    return StoreSettings.from_rows(dict(con.execute("SELECT key, value FROM settings").fetchall()))
-
-
-def scalar(con: duckdb.DuckDBPyConnection, statement: str, params: list[Any] | None = None) -> Any:
-    return con.execute(statement, params or []).fetchall()[0][0]
-
-
-def genome_count(con: duckdb.DuckDBPyConnection) -> int:
-    return int(scalar(con, "SELECT count(*) FROM genomes"))
-
-
-def genomes_by_sha(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str, str]]:
-    """SHA-256 -> (id, name, file) of every stored genome."""
-    rows = con.execute("SELECT sha256, id, name, file FROM genomes").fetchall()
-    return {sha: (gid, name, file) for sha, gid, name, file in rows}
-
-
-def genome_with_sha(con: duckdb.DuckDBPyConnection, sha256: str) -> tuple[int, str] | None:
-    """(id, name) of the stored genome with this sequence hash, if any."""
-    rows = con.execute("SELECT id, name FROM genomes WHERE sha256 = ?", [sha256]).fetchall()
-    return (int(rows[0][0]), rows[0][1]) if rows else None
-
-
-def genome_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[str, str]]:
-    """Genome name -> (file it was read from, SHA-256 of its sequence)."""
-    return {name: (file, sha) for name, file, sha in con.execute("SELECT name, file, sha256 FROM genomes").fetchall()}
-
-
-def genome_names(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
-    return dict(con.execute("SELECT id, name FROM genomes ORDER BY id").fetchall())
-
-
-def ids(con: duckdb.DuckDBPyConnection, kind: str) -> np.ndarray:
-    """The sorted DuckDB ids of one kind ('chunks' or 'genomes'): what its FAISS file must hold."""
-    table = KINDS[kind][0]
-    return np.asarray(con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"], dtype=np.int64)
-
-
-def vectors(con: duckdb.DuckDBPyConnection, kind: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """All ids and vectors of one kind, ordered by id."""
-    _, table, column = KINDS[kind]
-    result = con.sql(f"SELECT {column} AS id, vector FROM {table} ORDER BY id").to_arrow_table()
-    return result.column("id").to_numpy().astype(np.int64), to_matrix(result.column("vector"), dim)
-
-
-def vectors_of(con: duckdb.DuckDBPyConnection, kind: str, ids: np.ndarray, dim: int) -> np.ndarray:
-    """Stored vectors of the given ids (sorted ascending) of one kind, in that order."""
-    _, table, column = KINDS[kind]
-    result = con.sql(
-        f"SELECT vector FROM {table} WHERE {column} IN (SELECT UNNEST($1)) ORDER BY {column}",
-        params=[np.asarray(ids).tolist()],
-    ).to_arrow_table()
-    return to_matrix(result.column("vector"), dim)
-
-
-def chunk_vectors(con: duckdb.DuckDBPyConnection, chunk_ids: np.ndarray, dim: int) -> np.ndarray:
-    """Stored vectors of the given chunk ids (sorted ascending), in that order."""
-    return vectors_of(con, "chunks", chunk_ids, dim)
-
-
-def genomes_of_chunks(con: duckdb.DuckDBPyConnection, chunk_ids: list[int]) -> dict[int, int]:
-    """chunk id -> genome id."""
-    rows = con.execute("SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [chunk_ids])
-    return dict(rows.fetchall())
-
-
-def vector_means(con: duckdb.DuckDBPyConnection, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of all normalised chunk vectors, and mean of the genome vectors (for centring)."""
-    table = con.sql("SELECT vector, chunk_sum FROM genome_vectors").to_arrow_table()
-    sums = to_matrix(table.column("chunk_sum"), dim).astype(np.float64)
-    count = scalar(con, "SELECT count(*) FROM chunks")
-    genome_mean = to_matrix(table.column("vector"), dim).astype(np.float64).mean(axis=0)
-    return (sums.sum(axis=0) / max(count, 1)).astype(np.float32), genome_mean.astype(np.float32)
-
-
-def sketch_hashes(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> dict[int, list[int]]:
-    rows = con.execute("SELECT genome_id, hashes FROM sketches WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids])
-    return dict(rows.fetchall())
-
-
-def packed_sequences(con: duckdb.DuckDBPyConnection, genome_id: int) -> list[PackedSequence] | None:
-    """The stored sequences of one genome's records in order; None where the store keeps none."""
-    if not has_sequences(con):
-        return None
-    rows = con.execute(  # record ids follow the records' order in their genome
-        "SELECT length, packed, n_starts, n_ends, line_width FROM sequences WHERE genome_id = ? ORDER BY record_id",
-        [genome_id],
-    ).fetchall()
-    if not rows:
-        return None
-    return [
-        PackedSequence(length, packed, np.asarray(starts, np.int64), np.asarray(ends, np.int64), width)
-        for length, packed, starts, ends, width in rows
-    ]
-
-
-def has_sequence(con: duckdb.DuckDBPyConnection, genome_id: int) -> bool:
-    """Whether the store keeps this genome's sequence."""
-    if not has_sequences(con):
-        return False
-    return bool(scalar(con, "SELECT count(*) FROM sequences WHERE genome_id = ?", [genome_id]))
-
-
-def records_of(con: duckdb.DuckDBPyConnection, genome_id: int) -> list[tuple[str, str, int]]:
-    """(name, description, length) of one genome's records, in file order."""
-    rows = con.execute("SELECT name, description, length FROM records WHERE genome_id = ? ORDER BY idx", [genome_id])
-    return rows.fetchall()
-
-
-def genomes_without_sequences(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """SHA-256 -> id of the genomes whose sequences the store does not keep (built before it did)."""
-    if not has_sequences(con):
-        return {sha: gid for sha, gid in con.execute("SELECT sha256, id FROM genomes").fetchall()}
-    rows = con.execute("SELECT sha256, id FROM genomes WHERE id NOT IN (SELECT genome_id FROM sequences)")
-    return dict(rows.fetchall())
-
-
-def sequence_mismatches(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Names of the genomes whose stored sequences do not hash to their sha256 (read one at a time)."""
-    import hashlib
-
-    if not has_sequences(con):
-        return []
-    bad = []
-    genomes = "SELECT id, name, sha256 FROM genomes WHERE id IN (SELECT genome_id FROM sequences) ORDER BY id"
-    for gid, name, sha in con.execute(genomes).fetchall():
-        digest = hashlib.sha256()
-        for stored in packed_sequences(con, gid) or []:
-            digest.update(unpack(stored))
-            digest.update(b">")
-        if digest.hexdigest() != sha:
-            bad.append(name)
-    return bad
-
-
-def label_keys(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [k for (k,) in con.execute("SELECT DISTINCT key FROM labels ORDER BY key").fetchall()]
-
-
-def label_values(con: duckdb.DuckDBPyConnection, key: str) -> dict[str, str]:
-    """Genome name -> its value of one label (genomes without it are left out)."""
-    rows = con.execute(
-        "SELECT g.name, l.value FROM labels l JOIN genomes g ON g.id = l.genome_id WHERE l.key = ?", [key]
-    )
-    return dict(rows.fetchall())
-
-
-def change_signature(con: duckdb.DuckDBPyConnection) -> tuple:
-    """What changes when genomes are added or removed or labels set: a searcher reloads its
-    indexes and details when this does."""
-    return con.execute(
-        "SELECT (SELECT count(*) FROM genomes), (SELECT coalesce(max(id), 0) FROM genomes), "
-        "(SELECT count(*) FROM labels), (SELECT coalesce(sum(hash(genome_id, key, value)), 0) FROM labels)"
-    ).fetchall()[0]
-
-
-def genome_details(con: duckdb.DuckDBPyConnection) -> dict[int, dict[str, Any]]:
-    """Genome id -> name, file and every label key (None where the genome has none)."""
-    keys = label_keys(con)
-    details = {
-        gid: {"name": name, "file": file, "labels": dict.fromkeys(keys)}
-        for gid, name, file in con.execute("SELECT id, name, file FROM genomes").fetchall()
-    }
-    for gid, key, value in con.execute("SELECT genome_id, key, value FROM labels").fetchall():
-        details[gid]["labels"][key] = value
-    return details
-
-
 GENOME_COLUMNS = ("id", "name", "file", "length", "gc", "n_count", "n_records", "n_chunks", "added_at")
 
 
-def genome_page(con: duckdb.DuckDBPyConnection, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
-    """The number of genomes, and `limit` of them from `offset` (by id), each with its labels."""
-    total = genome_count(con)
-    rows = con.execute(
-        f"SELECT {', '.join(GENOME_COLUMNS)} FROM genomes ORDER BY id LIMIT ? OFFSET ?", [limit, offset]
-    ).fetchall()
-    genomes = [dict(zip(GENOME_COLUMNS, row, strict=True)) for row in rows]
-    labels = _labels_of(con, [g["id"] for g in genomes])
-    for genome in genomes:
-        genome["added_at"] = genome["added_at"].isoformat()
-        genome["labels"] = labels.get(genome["id"], {})
-    return total, genomes
-
-
-def genome_record(con: duckdb.DuckDBPyConnection, genome_id: int) -> dict[str, Any] | None:
-    """One genome with its labels and records (None if there is no such genome)."""
-    row = con.execute(f"SELECT {', '.join(GENOME_COLUMNS)} FROM genomes WHERE id = ?", [genome_id]).fetchall()
-    if not row:
-        return None
-    genome = dict(zip(GENOME_COLUMNS, row[0], strict=True))
-    genome["added_at"] = genome["added_at"].isoformat()
-    genome["labels"] = _labels_of(con, [genome_id]).get(genome_id, {})
-    columns = ("idx", "name", "description", "length", "gc", "n_count")
-    records = con.execute(f"SELECT {', '.join(columns)} FROM records WHERE genome_id = ? ORDER BY idx", [genome_id])
-    genome["records"] = [dict(zip(columns, r, strict=True)) for r in records.fetchall()]
-    genome["sequence_stored"] = has_sequence(con, genome_id)
-    return genome
-
-
-def _labels_of(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> dict[int, dict[str, str]]:
-    rows = con.execute("SELECT genome_id, key, value FROM labels WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids])
-    out: dict[int, dict[str, str]] = {}
-    for gid, key, value in rows.fetchall():
-        out.setdefault(gid, {})[key] = value
-    return out
-
-
-def named_genome_vectors(
-    con: duckdb.DuckDBPyConnection, dim: int, label: str | None
-) -> tuple[list[str], np.ndarray, list[str]]:
-    """Genome names (sorted), their genome vectors, and each one's value of `label` ('' if none)."""
-    table = con.sql(
-        "SELECT g.name, v.vector, l.value FROM genomes g JOIN genome_vectors v ON v.genome_id = g.id "
-        "LEFT JOIN labels l ON l.genome_id = g.id AND l.key = $1 ORDER BY g.name",
-        params=[label or ""],
-    ).to_arrow_table()
-    values = [v or "" for v in table.column("value").to_pylist()]
-    return table.column("name").to_pylist(), to_matrix(table.column("vector"), dim), values
-
-
-def summary(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, int], int]:
-    """Row counts of genomes, records, chunks and stored sequences (records), and the stored bases."""
-    counts = {table: int(scalar(con, f"SELECT count(*) FROM {table}")) for table in ("genomes", "records", "chunks")}
-    counts["sequences"] = int(scalar(con, "SELECT count(*) FROM sequences")) if has_sequences(con) else 0
-    return counts, int(scalar(con, "SELECT coalesce(sum(length), 0) FROM genomes"))
-
-
-def stored_genomes(con: duckdb.DuckDBPyConnection, dim: int) -> Iterator[NewGenome]:
-    """Every genome of a store, with its records, chunks, vectors, sketch and labels, one at a time."""
-    genomes = con.execute("SELECT id, name, file, sha256, length, gc, n_count FROM genomes ORDER BY id").fetchall()
-    for gid, name, file, sha, length, gc, n_count in genomes:
-        records = [
-            {"name": n, "description": d, "length": ln, "gc": g, "n_count": nc}
-            for n, d, ln, g, nc in con.execute(
-                "SELECT name, description, length, gc, n_count FROM records WHERE genome_id = ? ORDER BY idx", [gid]
-            ).fetchall()
-        ]
-        chunks = con.execute(
-            'SELECT r.idx AS record, c.start, c."end" AS "end", c.n_tokens, c.gc, c.n_count FROM chunks c '
-            "JOIN records r ON r.id = c.record_id WHERE c.genome_id = ? ORDER BY c.id",
-            [gid],
-        ).fetchnumpy()
-        table = con.sql(
-            "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
-            "WHERE c.genome_id = $1 ORDER BY c.id",
-            params=[gid],
-        ).to_arrow_table()
-        labels = dict(con.execute("SELECT key, value FROM labels WHERE genome_id = ?", [gid]).fetchall())
-        hashes, scaled = con.execute("SELECT hashes, scaled FROM sketches WHERE genome_id = ?", [gid]).fetchall()[0]
-        yield NewGenome(
-            name, file, sha, length, gc, n_count, records, {k: np.asarray(v) for k, v in chunks.items()},
-            to_matrix(table.column("vector"), dim), labels, np.asarray(hashes, dtype=np.uint64), scaled,
-            packed_sequences(con, gid),
-        )  # fmt: skip
-
-
-# What `check` verifies in DuckDB: each problem and the count of rows that have it.
 CONSISTENCY = {
     "genomes whose records do not add up to their length": """
         SELECT count(*) FROM genomes g LEFT JOIN (SELECT genome_id, sum(length) AS bp,
@@ -322,17 +67,306 @@ SEQUENCES = {  # only for stores that keep sequences
 }
 
 
-def inconsistencies(con: duckdb.DuckDBPyConnection, settings: StoreSettings) -> list[str]:
-    """'<count> <problem>' for each problem of CONSISTENCY (COVERAGE, SEQUENCES) that some rows have."""
-    checks = {
-        **CONSISTENCY, **(COVERAGE if settings.overlap == 0 else {}), **(SEQUENCES if has_sequences(con) else {})
-    }  # fmt: skip
-    dim = settings.dim
-    width = f"octet_length(vector) <> {2 * dim}" if settings.vector_dtype == "float16" else f"len(vector) <> {dim}"
-    checks["chunk vectors of another width than the store's"] = f"SELECT count(*) FROM chunk_vectors WHERE {width}"
-    problems = []
-    for problem, statement in checks.items():
-        count = scalar(con, statement)
-        if count:
-            problems.append(f"{count} {problem}")
-    return problems
+class StoreReader:
+    """A read session on a store: every query the library runs against it, on one connection
+    that no code above `store` sees. Made by `Store.reading()`, `Store.writing()` and `Store.session()`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[StoreReader]:
+        """A reader on its own cursor of the same connection: what another thread reads with."""
+        with self._con.cursor() as cursor:
+            yield StoreReader(cursor)
+
+    def settings(self) -> StoreSettings:
+        """The store's fixed settings (stores older than a setting read with its old value)."""
+        return StoreSettings.from_rows(dict(self._con.execute("SELECT key, value FROM settings").fetchall()))
+
+    def scalar(self, statement: str, params: list[Any] | None = None) -> Any:
+        return self._con.execute(statement, params or []).fetchall()[0][0]
+
+    def genome_count(self) -> int:
+        return int(self.scalar("SELECT count(*) FROM genomes"))
+
+    def genomes_by_sha(self) -> dict[str, tuple[int, str, str]]:
+        """SHA-256 -> (id, name, file) of every stored genome."""
+        rows = self._con.execute("SELECT sha256, id, name, file FROM genomes").fetchall()
+        return {sha: (gid, name, file) for sha, gid, name, file in rows}
+
+    def genome_with_sha(self, sha256: str) -> tuple[int, str] | None:
+        """(id, name) of the stored genome with this sequence hash, if any."""
+        rows = self._con.execute("SELECT id, name FROM genomes WHERE sha256 = ?", [sha256]).fetchall()
+        return (int(rows[0][0]), rows[0][1]) if rows else None
+
+    def genome_files(self) -> dict[str, tuple[str, str]]:
+        """Genome name -> (file it was read from, SHA-256 of its sequence)."""
+        return {
+            name: (file, sha)
+            for name, file, sha in self._con.execute("SELECT name, file, sha256 FROM genomes").fetchall()
+        }
+
+    def find_genome(self, ident: str) -> int | None:
+        """The genome `ident` means: `id:N`, `name:X`, or a bare name or id that is not both
+        (a bare text that is one genome's id and another's name is refused, naming both)."""
+        names = self.genome_names()
+        kind, _, value = ident.partition(":") if ident.startswith(("id:", "name:")) else ("", "", ident)
+        as_id = int(value) if value.isdigit() and int(value) in names and kind != "name" else None
+        as_name = next((gid for gid, name in names.items() if name == value), None) if kind != "id" else None
+        if as_id is not None and as_name is not None and as_id != as_name:
+            raise GenomeIndexError(
+                f"{ident!r} is the id of genome {names[as_id]!r} and the name of genome {as_name}: "
+                f"write id:{value} or name:{value}"
+            )
+        return as_id if as_id is not None else as_name
+
+    def genome_names(self) -> dict[int, str]:
+        return dict(self._con.execute("SELECT id, name FROM genomes ORDER BY id").fetchall())
+
+    def ids(self, kind: str) -> np.ndarray:
+        """The sorted DuckDB ids of one kind ('chunks' or 'genomes'): what its FAISS file must hold."""
+        table = KINDS[kind][0]
+        return np.asarray(self._con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"], dtype=np.int64)
+
+    def vectors(self, kind: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """All ids and vectors of one kind, ordered by id."""
+        _, table, column = KINDS[kind]
+        result = self._con.sql(f"SELECT {column} AS id, vector FROM {table} ORDER BY id").to_arrow_table()
+        return result.column("id").to_numpy().astype(np.int64), to_matrix(result.column("vector"), dim)
+
+    def vectors_of(self, kind: str, ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored vectors of the given ids (sorted ascending) of one kind, in that order."""
+        _, table, column = KINDS[kind]
+        result = self._con.sql(
+            f"SELECT vector FROM {table} WHERE {column} IN (SELECT UNNEST($1)) ORDER BY {column}",
+            params=[np.asarray(ids).tolist()],
+        ).to_arrow_table()
+        return to_matrix(result.column("vector"), dim)
+
+    def chunk_vectors(self, chunk_ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored vectors of the given chunk ids (sorted ascending), in that order."""
+        return self.vectors_of("chunks", chunk_ids, dim)
+
+    def genomes_of_chunks(self, chunk_ids: list[int]) -> dict[int, int]:
+        """chunk id -> genome id."""
+        rows = self._con.execute("SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [chunk_ids])
+        return dict(rows.fetchall())
+
+    def vector_means(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean of all normalised chunk vectors, and mean of the genome vectors (for centring):
+        from the running sums every write keeps; a store older than them is read in full."""
+        if has_table(self._con, "vector_sums"):
+            sums = {kind: (n, total) for kind, n, total in self._con.execute("SELECT * FROM vector_sums").fetchall()}
+            chunks, genomes = (
+                (np.asarray(sums[kind][1], np.float64) / max(sums[kind][0], 1)).astype(np.float32)
+                for kind in ("chunks", "genomes")
+            )
+            return chunks, genomes
+        table = self._con.sql("SELECT vector, chunk_sum FROM genome_vectors").to_arrow_table()
+        sums = to_matrix(table.column("chunk_sum"), dim).astype(np.float64)
+        count = self.scalar("SELECT count(*) FROM chunks")
+        genome_mean = to_matrix(table.column("vector"), dim).astype(np.float64).mean(axis=0)
+        return (sums.sum(axis=0) / max(count, 1)).astype(np.float32), genome_mean.astype(np.float32)
+
+    def sketch_hashes(self, genome_ids: list[int]) -> dict[int, list[int]]:
+        rows = self._con.execute(
+            "SELECT genome_id, hashes FROM sketches WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids]
+        )
+        return dict(rows.fetchall())
+
+    def packed_sequences(self, genome_id: int) -> list[PackedSequence] | None:
+        """The stored sequences of one genome's records in order; None where the store keeps none."""
+        if not has_sequences(self._con):
+            return None
+        rows = self._con.execute(  # record ids follow the records' order in their genome
+            "SELECT length, packed, n_starts, n_ends, line_width FROM sequences WHERE genome_id = ? ORDER BY record_id",
+            [genome_id],
+        ).fetchall()
+        if not rows:
+            return None
+        return [
+            PackedSequence(length, packed, np.asarray(starts, np.int64), np.asarray(ends, np.int64), width)
+            for length, packed, starts, ends, width in rows
+        ]
+
+    def has_sequence(self, genome_id: int) -> bool:
+        """Whether the store keeps this genome's sequence."""
+        if not has_sequences(self._con):
+            return False
+        return bool(self.scalar("SELECT count(*) FROM sequences WHERE genome_id = ?", [genome_id]))
+
+    def records_of(self, genome_id: int) -> list[tuple[str, str, int]]:
+        """(name, description, length) of one genome's records, in file order."""
+        rows = self._con.execute(
+            "SELECT name, description, length FROM records WHERE genome_id = ? ORDER BY idx", [genome_id]
+        )
+        return rows.fetchall()
+
+    def genomes_without_sequences(self) -> dict[str, int]:
+        """SHA-256 -> id of the genomes whose sequences the store does not keep (built before it did)."""
+        if not has_sequences(self._con):
+            return {sha: gid for sha, gid in self._con.execute("SELECT sha256, id FROM genomes").fetchall()}
+        rows = self._con.execute("SELECT sha256, id FROM genomes WHERE id NOT IN (SELECT genome_id FROM sequences)")
+        return dict(rows.fetchall())
+
+    def sequence_mismatches(self) -> list[str]:
+        """Names of the genomes whose stored sequences do not hash to their sha256 (read one at a time)."""
+        import hashlib
+
+        if not has_sequences(self._con):
+            return []
+        bad = []
+        genomes = "SELECT id, name, sha256 FROM genomes WHERE id IN (SELECT genome_id FROM sequences) ORDER BY id"
+        for gid, name, sha in self._con.execute(genomes).fetchall():
+            digest = hashlib.sha256()
+            for stored in self.packed_sequences(gid) or []:
+                digest.update(unpack(stored))
+                digest.update(b">")
+            if digest.hexdigest() != sha:
+                bad.append(name)
+        return bad
+
+    def label_keys(self) -> list[str]:
+        return [k for (k,) in self._con.execute("SELECT DISTINCT key FROM labels ORDER BY key").fetchall()]
+
+    def label_values(self, key: str) -> dict[str, str]:
+        """Genome name -> its value of one label (genomes without it are left out)."""
+        rows = self._con.execute(
+            "SELECT g.name, l.value FROM labels l JOIN genomes g ON g.id = l.genome_id WHERE l.key = ?", [key]
+        )
+        return dict(rows.fetchall())
+
+    def change_signature(self) -> tuple:
+        """What changes when genomes are added or removed or labels set: a searcher reloads its
+        indexes and details when this does."""
+        return self._con.execute(
+            "SELECT (SELECT count(*) FROM genomes), (SELECT coalesce(max(id), 0) FROM genomes), "
+            "(SELECT count(*) FROM labels), (SELECT coalesce(sum(hash(genome_id, key, value)), 0) FROM labels)"
+        ).fetchall()[0]
+
+    def genome_details(self) -> dict[int, dict[str, Any]]:
+        """Genome id -> name, file and every label key (None where the genome has none)."""
+        keys = self.label_keys()
+        details = {
+            gid: {"name": name, "file": file, "labels": dict.fromkeys(keys)}
+            for gid, name, file in self._con.execute("SELECT id, name, file FROM genomes").fetchall()
+        }
+        for gid, key, value in self._con.execute("SELECT genome_id, key, value FROM labels").fetchall():
+            details[gid]["labels"][key] = value
+        return details
+
+    def genome_page(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """The number of genomes, and `limit` of them from `offset` (by id), each with its labels."""
+        total = self.genome_count()
+        rows = self._con.execute(
+            f"SELECT {', '.join(GENOME_COLUMNS)} FROM genomes ORDER BY id LIMIT ? OFFSET ?", [limit, offset]
+        ).fetchall()
+        genomes = [dict(zip(GENOME_COLUMNS, row, strict=True)) for row in rows]
+        labels = self._labels_of([g["id"] for g in genomes])
+        for genome in genomes:
+            genome["added_at"] = genome["added_at"].isoformat()
+            genome["labels"] = labels.get(genome["id"], {})
+        return total, genomes
+
+    def genome_record(self, genome_id: int) -> dict[str, Any] | None:
+        """One genome with its labels and records (None if there is no such genome)."""
+        row = self._con.execute(f"SELECT {', '.join(GENOME_COLUMNS)} FROM genomes WHERE id = ?", [genome_id]).fetchall()
+        if not row:
+            return None
+        genome = dict(zip(GENOME_COLUMNS, row[0], strict=True))
+        genome["added_at"] = genome["added_at"].isoformat()
+        genome["labels"] = self._labels_of([genome_id]).get(genome_id, {})
+        columns = ("idx", "name", "description", "length", "gc", "n_count")
+        records = self._con.execute(
+            f"SELECT {', '.join(columns)} FROM records WHERE genome_id = ? ORDER BY idx", [genome_id]
+        )
+        genome["records"] = [dict(zip(columns, r, strict=True)) for r in records.fetchall()]
+        genome["sequence_stored"] = self.has_sequence(genome_id)
+        return genome
+
+    def _labels_of(self, genome_ids: list[int]) -> dict[int, dict[str, str]]:
+        rows = self._con.execute(
+            "SELECT genome_id, key, value FROM labels WHERE genome_id IN (SELECT UNNEST(?))", [genome_ids]
+        )
+        out: dict[int, dict[str, str]] = {}
+        for gid, key, value in rows.fetchall():
+            out.setdefault(gid, {})[key] = value
+        return out
+
+    def named_genome_vectors(self, dim: int, label: str | None) -> tuple[list[str], np.ndarray, list[str]]:
+        """Genome names (sorted), their genome vectors, and each one's value of `label` ('' if none)."""
+        table = self._con.sql(
+            "SELECT g.name, v.vector, l.value FROM genomes g JOIN genome_vectors v ON v.genome_id = g.id "
+            "LEFT JOIN labels l ON l.genome_id = g.id AND l.key = $1 ORDER BY g.name",
+            params=[label or ""],
+        ).to_arrow_table()
+        values = [v or "" for v in table.column("value").to_pylist()]
+        return table.column("name").to_pylist(), to_matrix(table.column("vector"), dim), values
+
+    def summary(self) -> tuple[dict[str, int], int]:
+        """Row counts of genomes, records, chunks and stored sequences (records), and the stored bases."""
+        counts = {
+            table: int(self.scalar(f"SELECT count(*) FROM {table}")) for table in ("genomes", "records", "chunks")
+        }
+        counts["sequences"] = int(self.scalar("SELECT count(*) FROM sequences")) if has_sequences(self._con) else 0
+        return counts, int(self.scalar("SELECT coalesce(sum(length), 0) FROM genomes"))
+
+    def stored_genomes(self, dim: int) -> Iterator[NewGenome]:
+        """Every genome of a store, with its records, chunks, vectors, sketch and labels, one at a time."""
+        genomes = self._con.execute(
+            "SELECT id, name, file, sha256, length, gc, n_count FROM genomes ORDER BY id"
+        ).fetchall()
+        for gid, name, file, sha, length, gc, n_count in genomes:
+            records = [
+                {"name": n, "description": d, "length": ln, "gc": g, "n_count": nc}
+                for n, d, ln, g, nc in self._con.execute(
+                    "SELECT name, description, length, gc, n_count FROM records WHERE genome_id = ? ORDER BY idx", [gid]
+                ).fetchall()
+            ]
+            chunks = self._con.execute(
+                'SELECT r.idx AS record, c.start, c."end" AS "end", c.n_tokens, c.gc, c.n_count FROM chunks c '
+                "JOIN records r ON r.id = c.record_id WHERE c.genome_id = ? ORDER BY c.id",
+                [gid],
+            ).fetchnumpy()
+            table = self._con.sql(
+                "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
+                "WHERE c.genome_id = $1 ORDER BY c.id",
+                params=[gid],
+            ).to_arrow_table()
+            labels = dict(self._con.execute("SELECT key, value FROM labels WHERE genome_id = ?", [gid]).fetchall())
+            hashes, scaled = self._con.execute(
+                "SELECT hashes, scaled FROM sketches WHERE genome_id = ?", [gid]
+            ).fetchall()[0]
+            yield NewGenome(
+                name, file, sha, length, gc, n_count, records, {k: np.asarray(v) for k, v in chunks.items()},
+                to_matrix(table.column("vector"), dim), labels, np.asarray(hashes, dtype=np.uint64), scaled,
+                self.packed_sequences(gid),
+            )  # fmt: skip
+
+    # What `check` verifies in DuckDB: each problem and the count of rows that have it.
+
+    def unreadable_table(self, tables: tuple[str, ...]) -> str | None:
+        """Read every row of `tables` (DuckDB checks every block's checksum on the way): what
+        failed, or None when all of them read."""
+        for table in tables if has_sequences(self._con) else tables[:-1]:
+            try:
+                for _ in self._con.sql(f"SELECT * FROM {table}").to_arrow_reader(65_536):
+                    pass
+            except duckdb.Error as exc:
+                return f"reading {table} fails ({first_line(exc)})"
+        return None
+
+    def inconsistencies(self, settings: StoreSettings) -> list[str]:
+        """'<count> <problem>' for each problem of CONSISTENCY (COVERAGE, SEQUENCES) that some rows have."""
+        sequences = SEQUENCES if has_sequences(self._con) else {}
+        checks = {**CONSISTENCY, **(COVERAGE if settings.overlap == 0 else {}), **sequences}
+        dim = settings.dim
+        width = f"octet_length(vector) <> {2 * dim}" if settings.vector_dtype == "float16" else f"len(vector) <> {dim}"
+        checks["chunk vectors of another width than the store's"] = f"SELECT count(*) FROM chunk_vectors WHERE {width}"
+        problems = []
+        for problem, statement in checks.items():
+            count = self.scalar(statement)
+            if count:
+                problems.append(f"{count} {problem}")
+        return problems

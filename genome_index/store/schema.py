@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from genome_index.settings import StoreSettings
 
@@ -37,7 +38,15 @@ CREATE TABLE sketches (genome_id INTEGER PRIMARY KEY, ksize INTEGER NOT NULL, sc
 CREATE TABLE labels (genome_id INTEGER NOT NULL, key VARCHAR NOT NULL, value VARCHAR,
     PRIMARY KEY (genome_id, key));
 {sequences}
+{vector_sums}
 INSERT INTO state VALUES ('next_genome_id', 1), ('next_record_id', 1), ('next_chunk_id', 1);
+"""
+
+# Running sums of the unit chunk vectors (their count: the chunks) and of the genome vectors,
+# kept by every write: the store's mean vectors, which centring subtracts, without a pass over
+# every vector per query.
+VECTOR_SUMS = """
+CREATE TABLE vector_sums (kind VARCHAR PRIMARY KEY, n BIGINT NOT NULL, total DOUBLE[] NOT NULL);
 """
 
 
@@ -64,10 +73,32 @@ def has_sequences(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(con.execute(query).fetchall()[0][0])
 
 
+def is_store(con: duckdb.DuckDBPyConnection) -> bool:
+    """A DuckDB file with genome-index's `settings` table."""
+    query = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'settings'"
+    return bool(con.execute(query).fetchall()[0][0])
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    query = "SELECT count(*) FROM information_schema.tables WHERE table_name = ?"
+    return bool(con.execute(query, [name]).fetchall()[0][0])
+
+
 def upgrade(con: duckdb.DuckDBPyConnection) -> None:
-    """Add what newer versions keep to a store built by an older one (on a writable connection)."""
+    """Add what newer versions keep to a store built by an older one (on a writable connection):
+    the sequences table, and the vector sums, worked out once from the stored vectors."""
     if not has_sequences(con):
         con.execute(SEQUENCES)
+    if not has_table(con, "vector_sums"):
+        dim = int(con.execute("SELECT value FROM settings WHERE key = 'dim'").fetchall()[0][0])
+        con.execute(VECTOR_SUMS)
+        chunks = con.execute("SELECT count(*) FROM chunks").fetchall()[0][0]
+        sums = np.zeros((2, dim))
+        for chunk_sum, vector in con.execute("SELECT chunk_sum, vector FROM genome_vectors").fetchall():
+            sums += np.array([chunk_sum, vector], dtype=np.float64)
+        genomes = con.execute("SELECT count(*) FROM genomes").fetchall()[0][0]
+        rows = [("chunks", chunks, sums[0].tolist()), ("genomes", genomes, sums[1].tolist())]
+        con.executemany("INSERT INTO vector_sums VALUES (?, ?, ?)", rows)
 
 
 def create_database(path: Path, settings: StoreSettings) -> None:
@@ -79,7 +110,10 @@ def create_database(path: Path, settings: StoreSettings) -> None:
     try:
         con.execute("BEGIN")
         vector_type = "BLOB" if settings.vector_dtype == "float16" else f"FLOAT[{settings.dim}]"
-        con.execute(SCHEMA.format(dim=settings.dim, vector_type=vector_type, sequences=SEQUENCES))
+        schema = SCHEMA.format(dim=settings.dim, vector_type=vector_type, sequences=SEQUENCES, vector_sums=VECTOR_SUMS)
+        con.execute(schema)
+        zeros = [0.0] * settings.dim
+        con.executemany("INSERT INTO vector_sums VALUES (?, 0, ?)", [("chunks", zeros), ("genomes", zeros)])
         con.executemany("INSERT INTO settings VALUES (?, ?)", sorted(settings.rows().items()))
         con.execute("COMMIT")
         con.execute("CHECKPOINT")

@@ -11,69 +11,13 @@ import duckdb
 import numpy as np
 
 from genome_index.io.sequences import PackedSequence
+from genome_index.store.reads import StoreReader
 from genome_index.store.rows import NewGenome
-from genome_index.store.schema import SKETCH_KSIZE
+from genome_index.store.schema import SKETCH_KSIZE, upgrade
 from genome_index.store.vectors import normalise, unit_sum, vectors_column
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-@contextlib.contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """BEGIN ... COMMIT, rolled back on any exception (Ctrl-C included)."""
-    con.execute("BEGIN")
-    try:
-        yield con
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # a failed COMMIT has already ended it
-            con.execute("ROLLBACK")
-        raise
-
-
-def _next_ids(con: duckdb.DuckDBPyConnection, key: str, count: int) -> int:
-    first = con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchall()[0][0]
-    con.execute("UPDATE state SET value = ? WHERE key = ?", [first + count, key])
-    return int(first)
-
-
-def add_genome(con: duckdb.DuckDBPyConnection, genome: NewGenome, vector_dtype: str) -> tuple[int, np.ndarray]:
-    """Commit one genome (rows, vectors, sketch, labels) in one transaction; its id and chunk ids."""
-    return add_genomes(con, [genome], vector_dtype)[0]
-
-
-def add_genomes(
-    con: duckdb.DuckDBPyConnection, genomes: Sequence[NewGenome], vector_dtype: str
-) -> list[tuple[int, np.ndarray]]:
-    """Commit several genomes in one transaction, all or none; each one's id and chunk ids.
-
-    Each table gets one append for the whole group: one commit costs about as much for one
-    genome as for many, so a writer fed by many GPUs commits groups (3.5x the genomes per
-    second of one a transaction: benchmarks/bench_ray.py).
-    """
-    import pyarrow as pa  # here, not at the top: commands that only read start faster
-
-    tables: dict[str, list[pa.Table]] = {name: [] for name in ADDED_TABLES}
-    added = []
-    with transaction(con):
-        genome_id = _next_ids(con, "next_genome_id", len(genomes))
-        record_id = _next_ids(con, "next_record_id", sum(len(g.records) for g in genomes))
-        chunk_id = _next_ids(con, "next_chunk_id", sum(len(g.vectors) for g in genomes))
-        added_at = datetime.now(timezone.utc).replace(tzinfo=None)
-        for genome in genomes:
-            rows = _rows(genome, genome_id, record_id, chunk_id, added_at, vector_dtype)
-            for name, table in rows.items():
-                tables[name].append(table)
-            added.append((genome_id, rows["chunks"].column("id").to_numpy()))
-            genome_id, record_id = genome_id + 1, record_id + len(genome.records)
-            chunk_id += len(genome.vectors)
-        for name, parts in tables.items():
-            if parts:
-                _append(con, name, pa.concat_tables(parts))
-        for (genome_id, _), genome in zip(added, genomes, strict=True):
-            set_labels(con, genome_id, genome.labels)
-    return added
 
 
 ADDED_TABLES = ("genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "sequences")
@@ -166,54 +110,136 @@ def sequence_rows(genome_id: int, record_ids: list[int], sequences: list[PackedS
     )
 
 
-def backfill_sequences(con: duckdb.DuckDBPyConnection, genome_id: int, sequences: list[PackedSequence]) -> None:
-    """Store the sequences of a genome that has none, in their own transaction."""
-    with transaction(con):
-        record_ids = [
-            r for (r,) in con.execute("SELECT id FROM records WHERE genome_id = ? ORDER BY idx", [genome_id]).fetchall()
-        ]
-        _append(con, "sequences", sequence_rows(genome_id, record_ids, sequences))
+class StoreWriter(StoreReader):
+    """A write session on a store: every change, each inside `transaction()`, which rolls back
+    on any error; reads as a `StoreReader` does. Made by `Store.writing()` and `Store.session()`."""
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, rolled back on any exception (Ctrl-C included)."""
+        self._con.execute("BEGIN")
+        try:
+            yield
+            self._con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has already ended it
+                self._con.execute("ROLLBACK")
+            raise
 
-def _append(con: duckdb.DuckDBPyConnection, name: str, rows: pa.Table) -> None:
-    """Insert Arrow rows into a table, in the caller's transaction."""
-    con.register("incoming", rows)
-    con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
-    con.unregister("incoming")
+    def _next_ids(self, key: str, count: int) -> int:
+        first = self._con.execute("SELECT value FROM state WHERE key = ?", [key]).fetchall()[0][0]
+        self._con.execute("UPDATE state SET value = ? WHERE key = ?", [first + count, key])
+        return int(first)
 
+    def add_genome(self, genome: NewGenome, vector_dtype: str) -> tuple[int, np.ndarray]:
+        """Commit one genome (rows, vectors, sketch, labels) in one transaction; its id and chunk ids."""
+        return self.add_genomes([genome], vector_dtype)[0]
 
-def set_labels(con: duckdb.DuckDBPyConnection, genome_id: int, labels: dict[str, str]) -> None:
-    """Set (or replace) labels of one genome; inside the caller's transaction."""
-    for key, value in labels.items():
-        con.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?)", [genome_id, key, value])
+    def add_genomes(self, genomes: Sequence[NewGenome], vector_dtype: str) -> list[tuple[int, np.ndarray]]:
+        """Commit several genomes in one transaction, all or none; each one's id and chunk ids.
 
+        Each table gets one append for the whole group: one commit costs about as much for one
+        genome as for many, so a writer fed by many GPUs commits groups (3.5x the genomes per
+        second of one a transaction: benchmarks/bench_ray.py).
+        """
+        import pyarrow as pa  # here, not at the top: commands that only read start faster
 
-def relabel(con: duckdb.DuckDBPyConnection, genome_id: int, labels: dict[str, str]) -> None:
-    """Set labels of a stored genome in their own transaction."""
-    with transaction(con):
-        set_labels(con, genome_id, labels)
+        tables: dict[str, list[pa.Table]] = {name: [] for name in ADDED_TABLES}
+        added = []
+        with self.transaction():
+            genome_id = self._next_ids("next_genome_id", len(genomes))
+            record_id = self._next_ids("next_record_id", sum(len(g.records) for g in genomes))
+            chunk_id = self._next_ids("next_chunk_id", sum(len(g.vectors) for g in genomes))
+            added_at = datetime.now(timezone.utc).replace(tzinfo=None)
+            for genome in genomes:
+                rows = _rows(genome, genome_id, record_id, chunk_id, added_at, vector_dtype)
+                for name, table in rows.items():
+                    tables[name].append(table)
+                added.append((genome_id, rows["chunks"].column("id").to_numpy()))
+                genome_id, record_id = genome_id + 1, record_id + len(genome.records)
+                chunk_id += len(genome.vectors)
+            for name, parts in tables.items():
+                if parts:
+                    self._append(name, pa.concat_tables(parts))
+            for (genome_id, _), genome in zip(added, genomes, strict=True):
+                self.set_labels(genome_id, genome.labels)
+            chunk_sums = np.concatenate([g.chunk_sum for g in genomes]).astype(np.float64)
+            self._add_to_sums("chunks", sum(len(g.vectors) for g in genomes), chunk_sums.sum(axis=0))
+            self._add_to_sums("genomes", len(genomes), normalise(chunk_sums).sum(axis=0))
+        return added
 
+    def backfill_sequences(self, genome_id: int, sequences: list[PackedSequence]) -> None:
+        """Store the sequences of a genome that has none, in their own transaction."""
+        with self.transaction():
+            record_ids = [
+                r
+                for (r,) in self._con.execute(
+                    "SELECT id FROM records WHERE genome_id = ? ORDER BY idx", [genome_id]
+                ).fetchall()
+            ]
+            self._append("sequences", sequence_rows(genome_id, record_ids, sequences))
 
-def remove_genomes(con: duckdb.DuckDBPyConnection, genome_ids: list[int]) -> None:
-    """Delete genomes with all their rows in one transaction."""
-    with transaction(con):
-        con.execute(
-            "DELETE FROM chunk_vectors WHERE chunk_id IN (SELECT id FROM chunks WHERE genome_id IN (SELECT UNNEST(?)))",
-            [genome_ids],
+    def _append(self, name: str, rows: pa.Table) -> None:
+        """Insert Arrow rows into a table, in the caller's transaction."""
+        self._con.register("incoming", rows)
+        self._con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
+        self._con.unregister("incoming")
+
+    def set_labels(self, genome_id: int, labels: dict[str, str]) -> None:
+        """Set (or replace) labels of one genome; inside the caller's transaction."""
+        for key, value in labels.items():
+            self._con.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?)", [genome_id, key, value])
+
+    def relabel(self, genome_id: int, labels: dict[str, str]) -> None:
+        """Set labels of a stored genome in their own transaction."""
+        with self.transaction():
+            self.set_labels(genome_id, labels)
+
+    def _add_to_sums(self, kind: str, count: int, total: np.ndarray) -> None:
+        """Move the running sum of one kind's vectors (and their count) by `total` (and `count`)."""
+        row = self._con.execute("SELECT n, total FROM vector_sums WHERE kind = ?", [kind]).fetchall()
+        n, before = row[0] if row else (0, np.zeros(len(total)))
+        self._con.execute(
+            "INSERT OR REPLACE INTO vector_sums VALUES (?, ?, ?)", [kind, n + count, (before + total).tolist()]
         )
-        for table, column in (
-            ("sequences", "genome_id"),
-            ("chunks", "genome_id"),
-            ("records", "genome_id"),
-            ("genome_vectors", "genome_id"),
-            ("sketches", "genome_id"),
-            ("labels", "genome_id"),
-            ("genomes", "id"),
-        ):
-            con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT UNNEST(?))", [genome_ids])
 
+    def recount_vector_sums(self) -> None:
+        """Work the running vector sums out again from the stored vectors (exact, where a long
+        run of additions and removals drifted), in their own transaction."""
+        with self.transaction():
+            self._con.execute("DELETE FROM vector_sums")
+            self._con.execute("DROP TABLE vector_sums")
+            upgrade(self._con)
 
-def set_setting(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
-    """Change one stored setting (reindex changes the index type) in its own transaction."""
-    with transaction(con):
-        con.execute("UPDATE settings SET value = ? WHERE key = ?", [value, key])
+    def remove_genomes(self, genome_ids: list[int]) -> None:
+        """Delete genomes with all their rows in one transaction."""
+        with self.transaction():
+            removed = self._con.execute(
+                "SELECT v.chunk_sum, v.vector, g.n_chunks FROM genome_vectors v JOIN genomes g ON g.id = v.genome_id "
+                "WHERE g.id IN (SELECT UNNEST(?))",
+                [genome_ids],
+            ).fetchall()
+            if removed:
+                chunk_sums = np.array([r[0] for r in removed], dtype=np.float64).sum(axis=0)
+                self._add_to_sums("chunks", -sum(r[2] for r in removed), -chunk_sums)
+                self._add_to_sums("genomes", -len(removed), -np.array([r[1] for r in removed], np.float64).sum(axis=0))
+            self._con.execute(
+                "DELETE FROM chunk_vectors WHERE chunk_id IN "
+                "(SELECT id FROM chunks WHERE genome_id IN (SELECT UNNEST(?)))",
+                [genome_ids],
+            )
+            for table, column in (
+                ("sequences", "genome_id"),
+                ("chunks", "genome_id"),
+                ("records", "genome_id"),
+                ("genome_vectors", "genome_id"),
+                ("sketches", "genome_id"),
+                ("labels", "genome_id"),
+                ("genomes", "id"),
+            ):
+                self._con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT UNNEST(?))", [genome_ids])
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Change one stored setting (reindex changes the index type) in its own transaction."""
+        with self.transaction():
+            self._con.execute("UPDATE settings SET value = ? WHERE key = ?", [value, key])

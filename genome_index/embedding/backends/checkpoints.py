@@ -1,4 +1,4 @@
-"""Resolve a model name (`nt-tiny`, a local checkpoint folder, a Hub id) and load it, right or not at all.
+"""Hugging Face checkpoints: resolve a name (`nt-tiny`, a local folder, a Hub id) and load it, right or not at all.
 
 Three ways a checkpoint's classes are found, and each is loaded so that no weight is ever
 left random without a word:
@@ -12,8 +12,8 @@ left random without a word:
   `load_state_dict`, read the same strict way;
 - classes a package registers when imported (GPN: `--model-package gpn.model`): as custom code.
 
-Encoder-decoder families load their encoder class only (T5EncoderModel). Stock ESM (Nucleotide Transformer v1) is
-cut after the chosen layer, so the blocks above cost neither memory nor time.
+Encoder-decoder families load their encoder class only (T5EncoderModel); a family's adapter
+(`esm`: stock ESM cut after the chosen layer) prepares the loaded model.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ import importlib
 import json
 import os
 import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,6 +33,8 @@ from urllib.parse import urlparse
 import torch
 
 from genome_index import ASSETS
+from genome_index.config import cache_dir
+from genome_index.embedding.encoder import ModelSpec
 from genome_index.embedding.tokenize import Tokenizer, make_tokenizer
 from genome_index.errors import GenomeIndexError
 
@@ -48,19 +49,6 @@ LENGTH_LIMITS = ("max_position_embeddings", "n_positions", "max_seq_len", "max_s
 WIDTHS = ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")
 DEPTHS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 SANE_LENGTH = 10_000_000  # tokenizers say 1e30 when they know no limit
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model comes from, what identifies its exact weights, and its shape."""
-
-    name: str
-    source: str
-    revision: str
-    num_layers: int
-    dim: int
-    max_tokens: int  # 0: the checkpoint states no limit
-    model_class: str = ""
 
 
 def resolve(name: str) -> str:
@@ -105,14 +93,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _weights_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-
-
-def cache_dir() -> Path:
-    """Where genome-index caches what is costly to recompute: $GENOME_INDEX_CACHE, else
-    $XDG_CACHE_HOME/genome-index, else ~/.cache/genome-index."""
-    if os.environ.get("GENOME_INDEX_CACHE"):
-        return Path(os.environ["GENOME_INDEX_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genome-index"
 
 
 def _weights_hash(folder: Path) -> str:
@@ -241,18 +221,6 @@ def num_layers(config: Any) -> int:
     if depth is None:
         raise GenomeIndexError(f"cannot tell how many layers the model has (its config has none of {DEPTHS})")
     return depth
-
-
-def resolve_layer(layer: int | None, n_layers: int) -> int:
-    """Hidden-state index: None = last, negative counts from the end, 0 = embedding output."""
-    if layer is None:
-        return n_layers
-    resolved = layer + n_layers + 1 if layer < 0 else layer
-    if not 0 <= resolved <= n_layers:
-        raise GenomeIndexError(
-            f"layer {layer} does not exist: this model has hidden states 0..{n_layers} (or -{n_layers + 1}..-1)"
-        )
-    return resolved
 
 
 def position_limit(config: Any) -> int | None:
@@ -403,14 +371,14 @@ def _load_own_code(name: str, cls: type, config: Any) -> torch.nn.Module:
 
 def load_model(
     name: str,
-    layer: int,
     device: torch.device,
     dtype: torch.dtype,
     trust_remote_code: bool = False,
     package: str | None = None,
+    prepare: Callable[[torch.nn.Module], None] | None = None,
 ) -> torch.nn.Module:
-    """The encoder with every weight from the checkpoint, in eval mode on `device`; stock ESM is
-    cut after hidden state `layer`."""
+    """The encoder with every weight from the checkpoint, in eval mode on `device`; `prepare`
+    (a family's adapter: cut it after the chosen layer) runs before it moves there."""
     config = load_config(name, trust_remote_code, package)
     cls = model_class(name, config, trust_remote_code)
     if cls.__module__.startswith("transformers."):
@@ -432,57 +400,6 @@ def load_model(
     model.eval()
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
-    truncate(model, layer)
-    fuse_gelu(model)
+    if prepare is not None:
+        prepare(model)
     return model.to(device)
-
-
-def truncate(model: torch.nn.Module, layer: int) -> None:
-    """Drop the blocks above `layer` (stock ESM). Below the last layer the final norm goes too,
-    since hidden_states[L] for L < num_layers is the raw block output."""
-    if not is_truncatable(model):
-        return
-    encoder = model.encoder
-    n_layers = len(encoder.layer)
-    if layer < n_layers:
-        encoder.layer = encoder.layer[:layer]
-        encoder.emb_layer_norm_after = None
-    if hasattr(model, "contact_head"):
-        model.contact_head = None
-
-
-class FusedGelu(torch.nn.Module):
-    """ESM's feed-forward input layer with its exact (erf) GELU as one kernel.
-
-    transformers' ESM spells GELU out as five elementwise operations, each a pass over the
-    4x-wide activations: on an H100 those passes cost about a sixth of NT-2.5B's forward
-    pass. `F.gelu` computes the same function (and in bf16 rounds once instead of five times).
-    """
-
-    def __init__(self, dense: torch.nn.Linear) -> None:
-        super().__init__()
-        self.dense = dense
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.gelu(self.dense(hidden_states))
-
-
-def fuse_gelu(model: torch.nn.Module) -> None:
-    """Swap stock ESM blocks' feed-forward input for `FusedGelu` (same weights, same names)."""
-    from transformers.models.esm.modeling_esm import EsmIntermediate
-
-    for block in getattr(getattr(model, "encoder", None), "layer", []):
-        if type(getattr(block, "intermediate", None)) is EsmIntermediate:
-            block.intermediate = FusedGelu(block.intermediate.dense)
-
-
-def is_truncatable(model: torch.nn.Module) -> bool:
-    """True for stock ESM, which `truncate` cuts so its last_hidden_state is the wanted layer."""
-    from transformers import EsmModel
-
-    return type(model) is EsmModel
-
-
-def hidden_state_module(model: torch.nn.Module, layer: int) -> torch.nn.Module:
-    """The module whose output is hidden_states[layer] of a cut ESM model (0: the embeddings)."""
-    return model.embeddings if layer == 0 else model.encoder.layer[layer - 1]

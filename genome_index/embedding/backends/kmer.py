@@ -10,21 +10,37 @@ N, which no counted K-mer contains, so padded rows count exactly their own bases
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from genome_index.embedding.backends.checkpoints import ModelSpec, resolve_layer
+from genome_index.embedding.backends import register
 from genome_index.embedding.devices import pick_device
+from genome_index.embedding.encoder import ModelSpec, resolve_layer
 from genome_index.embedding.tokenize import Tokens, base_positions
-from genome_index.settings import ModelOptions, RunOptions, kmer_size
+from genome_index.errors import GenomeIndexError
+from genome_index.settings import ModelOptions, RunOptions
 
+KMER_MODEL = re.compile(r"^kmer:(\d+)$")
+K_RANGE = range(3, 9)
 DEFAULT_CHUNK_BP = 6000
 MAX_CHUNK_BP = 1_000_000
 REVISION = "builtin:canonical-kmer-frequency:v1"
 BATCH_BASES = 1 << 16  # bases per batch: enough to amortise the overhead, small enough for the rows x columns counts
 _TO_CODE = bytes(("ACGTN".index(chr(b)) if chr(b) in "ACGTN" else 255) for b in range(256))
+
+
+def kmer_size(model: str) -> int | None:
+    """K for a `kmer:K` model name, None for any other name; K outside 3-8 is an error."""
+    match = KMER_MODEL.match(model)
+    if not match:
+        return None
+    k = int(match.group(1))
+    if k not in K_RANGE:
+        raise GenomeIndexError(f"model {model!r}: K must be between {K_RANGE.start} and {K_RANGE.stop - 1}")
+    return k
 
 
 @functools.cache
@@ -50,6 +66,7 @@ class BaseTokenizer:
         self.pad_id = 4
         self.bases_per_token = 1.0
         self.max_tokens = MAX_CHUNK_BP
+        self.frames = 1
 
     def tokenize(self, sequence: bytes, cuts: np.ndarray | None = None) -> Tokens:
         """One token per base; `cuts` change nothing, as there is no tiling to restart."""
@@ -107,3 +124,29 @@ def batch_profiles(codes: np.ndarray, k: int) -> np.ndarray:
     totals = counts.sum(axis=1, keepdims=True)
     np.divide(counts, np.where(totals == 0, 1, totals), out=out, casting="unsafe")
     return out
+
+
+class KmerBackend:
+    """`kmer:K` (K from 3 to 8): named by what it is, with no weights and one "layer"."""
+
+    name = "kmer"
+    named_by_identity = True
+
+    @staticmethod
+    def accepts(model: str) -> bool:
+        return kmer_size(model) is not None
+
+    @staticmethod
+    def describe(options: ModelOptions) -> ModelSpec:
+        return spec(options.model or "")
+
+    @staticmethod
+    def load_encoder(options: ModelOptions, run: RunOptions) -> KmerEncoder:
+        return KmerEncoder(options, run)
+
+    @staticmethod
+    def load_tokenizer(options: ModelOptions) -> BaseTokenizer:
+        return BaseTokenizer()
+
+
+register(KmerBackend())

@@ -1,8 +1,9 @@
-"""Encoders: a batch of padded token ids in, one pooled vector per row and layer out.
+"""Hugging Face checkpoints as a backend: any model name that is no other backend's.
 
-Two kinds share one interface (`Encoder`), so the batching engine never asks which it has:
-`TransformerEncoder` (a Hugging Face model cut at a layer, mean-pooled on its device) and
-`kmer.KmerEncoder` (canonical K-mer profiles, no weights). `load_encoder` picks one by name.
+`TransformerEncoder` runs a checkpoint's encoder (loaded by `checkpoints`, right or not at
+all) and pools each wanted hidden state as it is computed. What a family does beyond the
+generic path is an `Adapter`, found by the loaded model's class (`esm`: stock ESM cut after
+the chosen layer); everything else is found out by probing the model once.
 """
 
 from __future__ import annotations
@@ -13,49 +14,40 @@ from typing import Any, Protocol
 
 import torch
 
-from genome_index import config as permissions
-from genome_index.embedding.backends import checkpoints as models
-from genome_index.embedding.backends import kmer
-from genome_index.embedding.backends.checkpoints import ModelSpec
+from genome_index.embedding.backends import checkpoints, register
 from genome_index.embedding.devices import pick_device, pick_dtype
+from genome_index.embedding.encoder import POOLINGS, Encoder, ModelSpec, pool, resolve_layer
 from genome_index.embedding.tokenize import Tokenizer
 from genome_index.errors import GenomeIndexError
-from genome_index.settings import ModelOptions, RunOptions, kmer_size
+from genome_index.settings import ModelOptions, RunOptions
 
 
-class Encoder(Protocol):
-    """What the batching engine needs from a model."""
+class Adapter(Protocol):
+    """What one family of models does beyond the generic path."""
 
-    spec: ModelSpec
-    layer: int  # the deepest hidden state it computes
-    tokenizer: Tokenizer
-    device: torch.device
-    dtype: torch.dtype
-    compiled: bool
-    pooling: str
-    exact_lengths: bool  # padding changes vectors: batch windows of one length only
-    own_code: bool  # the checkpoint's own Python code runs (it needed --trust-remote-code)
-    default_chunk_tokens: int  # 0: the model states no limit
-    default_batch_tokens: int
+    def applies(self, model: torch.nn.Module) -> bool: ...
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Pooled float32 vectors of each row (its first `lengths` ids) at each of `layers`."""
+    def prepare(self, model: torch.nn.Module, layer: int) -> None:
+        """Make the loaded model compute up to `layer` only (and faster), before it moves to its device."""
         ...
 
+    def layer_module(self, model: torch.nn.Module, layer: int) -> torch.nn.Module:
+        """The module whose output is hidden state `layer` of the prepared model."""
+        ...
 
-POOLINGS = ("mean", "cls", "last")
+    def causal(self, model: torch.nn.Module) -> bool: ...
 
 
-def pool(hidden: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
-    """One float32 vector per row of `hidden` (batch, positions, dim), over its first `lengths`
-    positions: their mean, the first (<cls>), or the last (a causal model's summary)."""
-    if how == "cls":
-        return hidden[:, 0].float()
-    if how == "last":
-        return hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1].float()
-    positions = torch.arange(hidden.shape[1], device=hidden.device)
-    weights = (positions[None, :] < lengths[:, None]).to(hidden.dtype).unsqueeze(1)
-    return torch.bmm(weights, hidden).squeeze(1).float() / lengths[:, None].float()
+ADAPTERS: list[Adapter] = []
+
+
+def register_adapter(adapter: Adapter) -> Adapter:
+    ADAPTERS.append(adapter)
+    return adapter
+
+
+def adapter_for(model: torch.nn.Module) -> Adapter | None:
+    return next((adapter for adapter in ADAPTERS if adapter.applies(model)), None)
 
 
 class TransformerEncoder:
@@ -75,15 +67,22 @@ class TransformerEncoder:
         trust = bool(options.trust_remote_code)
         package = options.model_package
         self.name = name
-        self.spec = models.describe(name, trust, package)
-        self.layer = models.resolve_layer(options.layer, self.spec.num_layers)
+        self.spec = checkpoints.describe(name, trust, package)
+        self.layer = resolve_layer(options.layer, self.spec.num_layers)
         self.device = pick_device(run.device)
         self.dtype = pick_dtype(run.dtype, self.device)
-        config = models.load_config(name, trust, package)
+        config = checkpoints.load_config(name, trust, package)
         self.own_code = bool(getattr(config, "auto_map", None))  # the checkpoint's own classes run
-        self.tokenizer: Tokenizer = models.load_tokenizer(name, config, trust)
-        self.model = models.load_model(name, self.layer, self.device, self.dtype, trust, package)
-        self._cut = models.is_truncatable(self.model)
+        self.tokenizer: Tokenizer = checkpoints.load_tokenizer(name, config, trust)
+        self.adapter: Adapter | None = None
+
+        def prepare(model: torch.nn.Module) -> None:  # the family's own steps, before the model moves
+            self.adapter = adapter_for(model)
+            if self.adapter is not None:
+                self.adapter.prepare(model, self.layer)
+
+        self.model = checkpoints.load_model(name, self.device, self.dtype, trust, package, prepare)
+        self._cut = self.adapter is not None
         parameters = inspect.signature(self.model.forward).parameters
         self.takes_mask = "attention_mask" in parameters
         self.takes_states = "output_hidden_states" in parameters or any(
@@ -131,8 +130,8 @@ class TransformerEncoder:
         taken: dict[int, torch.Tensor] = {}
         hooks = []
         for layer in inner:
-            if self._cut:
-                module = models.hidden_state_module(self.model, layer)
+            if self.adapter is not None:
+                module = self.adapter.layer_module(self.model, layer)
                 hook = module.register_forward_hook(lambda _m, _i, o, layer=layer: taken.__setitem__(layer, reduce(o)))
             elif layer == 0:
                 hook = self._blocks()[0].register_forward_pre_hook(
@@ -181,8 +180,8 @@ class TransformerEncoder:
                 lengths = torch.tensor([width, width], device=self.device)
                 states = self._collect(ids, lengths, [top], lambda h: h)[top].float()
                 causal = bool(torch.allclose(states[0, :before], states[1, :before], **self._tolerance()))
-                if self._cut:  # stock ESM, maybe cut to its embeddings, which mix no positions: an encoder
-                    causal = bool(getattr(self.model.config, "is_decoder", False))
+                if self.adapter is not None:  # a cut model (to its embeddings, maybe) says what it is
+                    causal = self.adapter.causal(self.model)
                 padded = torch.tensor([rows[0] + [self.tokenizer.pad_id] * 5], device=self.device)
                 alone = self._collect(padded, lengths[:1], [top], lambda h: h)[top].float()[0, :width]
                 exact = bool(torch.allclose(alone, states[0], **self._tolerance()))
@@ -219,28 +218,28 @@ def _first_tensor(output: Any) -> torch.Tensor:
     return output[0]
 
 
-def load_encoder(options: ModelOptions, run: RunOptions) -> Encoder:
-    """The encoder for a model name: `kmer:K` or a transformer checkpoint (its code and package
-    as the user grants them, `permissions.granted`)."""
-    if kmer_size(options.model or "") is not None:
-        return kmer.KmerEncoder(options, run)
-    return TransformerEncoder(permissions.granted(options), run)
+class HfBackend:
+    """Any Hugging Face checkpoint: a local folder, a Hub id, or the bundled nt-tiny."""
+
+    name = "hf"
+    named_by_identity = False  # compared by its weights' hash: a copied folder is the same model
+
+    @staticmethod
+    def accepts(model: str) -> bool:
+        return True
+
+    @staticmethod
+    def describe(options: ModelOptions) -> ModelSpec:
+        return checkpoints.describe(options.model or "", bool(options.trust_remote_code), options.model_package)
+
+    @staticmethod
+    def load_encoder(options: ModelOptions, run: RunOptions) -> Encoder:
+        return TransformerEncoder(options, run)
+
+    @staticmethod
+    def load_tokenizer(options: ModelOptions) -> Tokenizer:
+        name, trust = options.model or "", bool(options.trust_remote_code)
+        return checkpoints.load_tokenizer(name, checkpoints.load_config(name, trust, options.model_package), trust)
 
 
-def load_tokenizer(options: ModelOptions) -> Tokenizer:
-    """A model's tokenizer without its weights: what a worker that only cuts windows needs."""
-    name = options.model or ""
-    if kmer_size(name) is not None:
-        return kmer.BaseTokenizer()
-    options = permissions.granted(options)
-    trust = bool(options.trust_remote_code)
-    return models.load_tokenizer(name, models.load_config(name, trust, options.model_package), trust)
-
-
-def describe(options: ModelOptions) -> ModelSpec:
-    """A model's identity and shape without loading its weights."""
-    name = options.model or ""
-    if kmer_size(name) is not None:
-        return kmer.spec(name)
-    options = permissions.granted(options)
-    return models.describe(name, bool(options.trust_remote_code), options.model_package)
+register(HfBackend())

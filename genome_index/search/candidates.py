@@ -1,0 +1,164 @@
+"""Candidates: the stored genomes worth looking at, from the FAISS indexes, scored by the embedding.
+
+`Retriever` searches the genome index (genome mode: the query's mean vector against every
+genome vector) or the chunk index (chunks mode: each query window's nearest stored windows,
+`rank_chunk_mode`), on one read session of the store. Optional centring subtracts the store's
+mean vector (kept by every write) before the cosine; it is reported beside the plain cosine,
+never instead of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from genome_index.search.align import GenomeAlignment
+from genome_index.search.sketch import SketchEstimate
+from genome_index.settings import StoreSettings
+from genome_index.store.indexes import search
+from genome_index.store.reads import StoreReader
+from genome_index.store.vectors import genome_vector, normalise, pair_scores, rescore
+
+log = logging.getLogger("genome_index")
+CHUNK_HITS = 50  # neighbours looked at per query chunk in chunks mode
+CENTRING_BLOCK = 65_536  # genome vectors centred at a time: the memory of a query stays bounded
+TIE = 1e-6  # scores this close are one best match (identical windows of twin genomes score alike)
+
+
+@dataclass
+class Candidate:
+    """One stored genome scored against a query: its cosine, how the sketches and the alignment see it."""
+
+    genome_id: int
+    score: float  # plain cosine (genome mode), or the mean over query windows of their best plain cosine
+    centred_score: float | None = None  # the same after subtracting the store's mean vector (when centred)
+    support: int | None = None  # query windows whose best match lies in this genome, ties shared (chunks mode)
+    sketch: SketchEstimate | None = None
+    alignment: GenomeAlignment | None = None
+
+
+class Retriever:
+    """Scores stored genomes against embedded query views, on one read session of the store."""
+
+    def __init__(self, reader: StoreReader, settings: StoreSettings, center: bool) -> None:
+        self.reader, self.settings, self.center = reader, settings, center
+        if center and reader.genome_count() < 2:  # the mean of one genome is that genome: nothing would be left
+            log.warning("the store holds one genome: centring needs two or more, so this query is not centred")
+            self.center = False
+        self.dim = settings.dim
+        self._means: tuple[np.ndarray, np.ndarray] | None = None
+
+    def means(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean of all normalised chunk vectors and mean of the genome vectors (for centring)."""
+        if self._means is None:
+            self._means = self.reader.vector_means(self.dim)
+        return self._means
+
+    def genome_mode(self, index: faiss.Index, view_vectors: list[np.ndarray]) -> dict[int, Candidate]:
+        """Genome id -> its best cosine (and centred cosine) over views of the query's mean vector."""
+        queries = normalise(np.stack([genome_vector(v) for v in view_vectors]))
+        scores, ids = index.search(queries, index.ntotal)
+        hits: dict[int, Candidate] = {}
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            for score, gid in zip(row_scores, row_ids, strict=True):
+                if gid >= 0 and (int(gid) not in hits or score > hits[int(gid)].score):
+                    hits[int(gid)] = Candidate(int(gid), float(score))
+        if self.center:
+            for gid, centred in centred_scores(index, queries, self.means()[1]).items():
+                hits[gid].centred_score = centred
+        return hits
+
+    def chunk_search(self, index: faiss.Index) -> Callable[[np.ndarray, int], tuple[np.ndarray, ...]]:
+        """Nearest stored chunks of normalised query chunks: (ranking scores, ids, plain cosines);
+        when centred, the neighbours and ranking scores are the centred ones."""
+
+        def fetch(ids: np.ndarray) -> np.ndarray:
+            return self.reader.chunk_vectors(ids, self.dim)
+
+        def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+            if not self.center:
+                scores, ids = search(index, queries, k, fetch)
+                return scores, ids, scores
+            _, candidates = search(index, queries, 2 * k, fetch)
+            mean = self.means()[0]
+            scores, ids = rescore(
+                normalise(queries - mean), candidates, lambda ids: normalise(normalise(fetch(ids)) - mean), k
+            )
+            return scores, ids, pair_scores(queries, ids, lambda ids: normalise(fetch(ids)))
+
+        return run
+
+    def genome_of(self, chunk_ids: np.ndarray) -> dict[int, int]:
+        """chunk id -> genome id for the chunks a search returned."""
+        return self.reader.genomes_of_chunks(sorted({int(i) for i in chunk_ids.ravel() if i >= 0}))
+
+
+def centred_scores(index: faiss.Index, queries: np.ndarray, mean: np.ndarray) -> dict[int, float]:
+    """Each genome's best cosine to the query views once the store's mean genome vector `mean`
+    is subtracted from both: cos(q - m, g - m). The genome vectors are those of the exact genome
+    index already in memory (read in place, a block at a time), never read from the store."""
+    inner = faiss.downcast_index(index.index)
+    ids = faiss.vector_to_array(index.id_map)
+    if hasattr(inner, "get_xb"):  # a flat index in this process's memory: its vectors as they lie
+        stored = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
+    else:  # on a GPU: copied back
+        stored = index.reconstruct_n(0, index.ntotal)
+    centred = normalise(queries - mean)
+    best = np.empty(len(ids), dtype=np.float32)
+    for lo in range(0, len(ids), CENTRING_BLOCK):
+        block = normalise(stored[lo : lo + CENTRING_BLOCK] - mean)
+        best[lo : lo + len(block)] = (centred @ block.T).max(axis=0)
+    return {int(gid): float(score) for gid, score in zip(ids, best, strict=True)}
+
+
+def rank_chunk_mode(
+    search_chunks: Callable[[np.ndarray, int], tuple[np.ndarray, ...]],
+    view_vectors: list[np.ndarray],
+    genome_of_chunks: Callable[[np.ndarray], dict[int, int]],
+    centred: bool,
+) -> dict[int, Candidate]:
+    """Genome id -> Candidate: the mean over query chunks of their best similarity to the genome
+    (plain, and centred when `centred`), and the support.
+
+    Support counts the query chunks whose best hit lies in that genome; a chunk whose best
+    hit is equally good in several genomes (identical sequence) counts for each. A genome not
+    among a chunk's nearest neighbours contributes 0 for that chunk. Each view is scored on
+    its own and the view with the best ranking score kept.
+    """
+    best: dict[int, Candidate] = {}
+    for vectors in view_vectors:
+        ranking, ids, plain = search_chunks(normalise(vectors), CHUNK_HITS)
+        genome_of = genome_of_chunks(ids)
+        totals: dict[int, list[float]] = {}
+        support: dict[int, int] = {}
+        for row_ranking, row_ids, row_plain in zip(ranking, ids, plain, strict=True):
+            seen: dict[int, list[float]] = {}
+            for rank_score, cid, plain_score in zip(row_ranking, row_ids, row_plain, strict=True):
+                if cid >= 0:
+                    pair = seen.setdefault(genome_of[int(cid)], [-np.inf, -np.inf])
+                    pair[0], pair[1] = max(pair[0], float(rank_score)), max(pair[1], float(plain_score))
+            if seen:  # every genome holding the window's best match (identical genomes share it)
+                top = max(pair[0] for pair in seen.values())
+                for gid, (rank_score, _) in seen.items():
+                    if rank_score >= top - TIE:
+                        support[gid] = support.get(gid, 0) + 1
+            for gid, (rank_score, plain_score) in seen.items():
+                total = totals.setdefault(gid, [0.0, 0.0])
+                total[0] += rank_score
+                total[1] += plain_score
+        for gid, (rank_total, plain_total) in totals.items():
+            hit = Candidate(
+                gid, plain_total / len(vectors), rank_total / len(vectors) if centred else None, support.get(gid, 0)
+            )
+            if gid not in best or embedding_key(hit) > embedding_key(best[gid]):
+                best[gid] = hit
+    return best
+
+
+def embedding_key(hit: Candidate) -> float:
+    """The embedding's own order: the centred score where the query was centred, else the score."""
+    return hit.centred_score if hit.centred_score is not None else hit.score

@@ -1,0 +1,142 @@
+"""Re-ranking: a second, costlier look at the candidates the embedding ranked highest.
+
+Each re-ranker fills in its figures on the candidates it is given and says whether it could:
+`SketchReranker` (k-mer containment of FracMinHash sketches, with an ANI estimate and its
+interval) and `AlignmentReranker` (minimap2 places the query in each genome: identity x
+coverage). `order_hits` decides who sees which, and which key the ranks follow (named in each
+row's `ranked_by`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from genome_index.io.sequences import unpack
+from genome_index.progress import Progress
+from genome_index.search import sketch
+from genome_index.search.align import Aligners, Target, align
+from genome_index.search.candidates import Candidate, embedding_key
+from genome_index.search.hits import DIGITS
+from genome_index.search.views import Query
+from genome_index.store.reads import StoreReader
+
+log = logging.getLogger("genome_index")
+RERANK_CANDIDATES = 20  # genomes re-ordered by containment
+NO_SEQUENCES = (
+    "some candidate genomes have no stored sequence (the store was built before sequences were kept), so "
+    "hits are not aligned; run `genome-index backfill-sequences INPUTS` with their FASTA files, or rebuild"
+)
+
+
+class Reranker(Protocol):
+    """Fills in its figures on `candidates`; False when it could not (nothing is then ordered by them)."""
+
+    def __call__(self, candidates: list[Candidate]) -> bool: ...
+
+
+class SketchReranker:
+    """Containment of the query's FracMinHash sketch in each candidate's stored one."""
+
+    def __init__(self, reader: StoreReader, scaled: int, query_sketch: Any) -> None:
+        self.reader, self.scaled, self.query_sketch = reader, scaled, query_sketch
+
+    def __call__(self, candidates: list[Candidate]) -> bool:
+        stored = self.reader.sketch_hashes([c.genome_id for c in candidates])
+        for candidate in candidates:
+            hashes = stored.get(candidate.genome_id)
+            found = sketch.from_hashes(hashes, self.scaled) if hashes is not None else None
+            candidate.sketch = sketch.estimate(self.query_sketch, found) if found is not None else None
+        return True
+
+
+class AlignmentReranker:
+    """minimap2 alignments of the query to each candidate's stored sequence (read when first
+    needed, from an aligning thread's own cursor); False for a store without sequences."""
+
+    def __init__(
+        self, reader: StoreReader, query: Query, aligners: Aligners, progress: Progress, warn: Callable[[], None]
+    ) -> None:
+        self.reader, self.query, self.aligners, self.progress, self.warn = reader, query, aligners, progress, warn
+
+    def __call__(self, candidates: list[Candidate]) -> bool:
+        genome_ids = [c.genome_id for c in candidates]
+        if not all(self.reader.has_sequence(gid) for gid in genome_ids):
+            self.warn()
+            return False
+        targets = {gid: functools.partial(self._records, gid) for gid in genome_ids}
+        with self.progress.step("aligning", len(genome_ids), "genomes") as step:
+            found = align(self.query.records, targets, self.aligners)
+            step.advance(len(genome_ids))
+        for candidate in candidates:
+            candidate.alignment = found[candidate.genome_id]
+        return True
+
+    def _records(self, genome_id: int) -> Target:
+        with self.reader.cursor() as reader:  # called from an aligning thread: its own handle
+            names = [name for name, _, _ in reader.records_of(genome_id)]
+            packed = reader.packed_sequences(genome_id) or []
+        return [(name, unpack(stored)) for name, stored in zip(names, packed, strict=True)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one query's hits are chosen and ordered."""
+
+    k: int
+    rerank: bool
+    align: bool
+    align_top: int
+
+    @property
+    def candidates(self) -> int:
+        """Genomes taken from the embedding's order for the later steps."""
+        return max(self.k, RERANK_CANDIDATES if self.rerank else 0, self.align_top if self.align else 0)
+
+
+def sort_key(hit: Candidate, ranked_by: tuple[str, ...]) -> tuple[float, ...]:
+    """The values the hits are ranked by (descending), rounded as they are shown."""
+    values = {
+        "match": lambda: hit.alignment.match if hit.alignment else 0.0,
+        "containment": lambda: hit.sketch.containment if hit.sketch else -1.0,
+        "centred_score": lambda: hit.centred_score,
+        "score": lambda: hit.score,
+    }
+    return tuple(round(values[name](), DIGITS) for name in ranked_by)
+
+
+def order_hits(
+    ranked: dict[int, Candidate], plan: Plan, sketches: Reranker, alignments: Reranker
+) -> tuple[list[tuple[int, bool, Candidate]], tuple[str, ...]]:
+    """The top `plan.k` hits as (rank, tied, hit), and the names of the sort key they follow.
+
+    The embedding orders every genome; its best `plan.candidates` get their sketch figures,
+    with `rerank` are re-ordered by containment (the embedding's order breaking ties: it sees
+    every base of the query, the sketch one k-mer in `scaled`), and with `align` the best
+    `align_top` are aligned and ordered by identity x coverage alone: the alignment sees
+    every base, so where it cannot tell genomes apart nothing in the query can (the
+    embedding's windows reach into flanking sequence the query does not have). Hits equal on
+    the whole key share a rank and are flagged tied, listed in the embedding's order.
+    """
+    embedding = "centred_score" if any(h.centred_score is not None for h in ranked.values()) else "score"
+    head = sorted(ranked.values(), key=lambda h: (-embedding_key(h), h.genome_id))[: plan.candidates]
+    sketches(head)
+    ranked_by: tuple[str, ...] = (embedding,)
+    if plan.rerank:
+        ranked_by = ("containment", embedding)
+        head.sort(key=lambda h: tuple(-v for v in sort_key(h, ranked_by)))
+    if plan.align:
+        aligned = head[: max(plan.k, plan.align_top)]
+        if alignments(aligned):
+            head, ranked_by = aligned, ("match",)
+    head.sort(key=lambda h: (tuple(-v for v in sort_key(h, ranked_by)), -embedding_key(h), h.genome_id))
+    keys = [sort_key(h, ranked_by) for h in head]
+    out = []
+    for i, hit in enumerate(head[: plan.k]):
+        rank = next(j for j in range(i + 1) if keys[j] == keys[i]) + 1
+        tied = (i > 0 and keys[i - 1] == keys[i]) or (i + 1 < len(keys) and keys[i + 1] == keys[i])
+        out.append((rank, tied, hit))
+    return out, ranked_by
