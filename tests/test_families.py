@@ -206,12 +206,15 @@ def test_an_encoder_only_checkpoint_of_an_encoder_decoder_family(checkpoints, tm
 
 
 def test_padding_sensitive_models_batch_one_length_at_a_time(checkpoints) -> None:
+    """Models whose vectors padding changes get batches of one width; the others share batches
+    across widths (padded), as the same windows show."""
     for family, exact in (("caduceus", True), ("gpn", True), ("hyenadna", False), ("bert-bpe", False)):
         embedder = Embedder(options(family, checkpoints), CPU)
         assert embedder.encoder.exact_lengths is exact, family
-        chunks = embedder.chunker.chunk_sequence((random_dna(800, 5) + "N" + random_dna(333, 6)).encode())
+        chunks = embedder.chunker.chunk_sequence((random_dna(3000, 5) + "N" + random_dna(1333, 6)).encode())
         widths = [{len(chunks[i].input_ids) for i in index} for index, _, _ in embedder.engine.batches(chunks)]
-        assert all(len(w) == 1 for w in widths) or not exact
+        assert len({len(c.input_ids) for c in chunks}) > 1, family  # windows of several widths to batch
+        assert all(len(w) == 1 for w in widths) is exact, (family, widths)
 
 
 # -- refusals ---------------------------------------------------------------------------
