@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -170,28 +171,47 @@ def test_the_cli_refuses_an_open_host_before_loading(tmp_path: Path, nt_tiny_sto
     assert result.exit_code == 1 and "at least 16 characters" in result.stderr
 
 
+class Live(NamedTuple):
+    """The served URL, its index, and the queries the searcher has begun and finished."""
+
+    url: str
+    index: GenomeIndex
+    begun: list[int]
+    finished: list[int]
+
 
 @pytest.fixture(scope="module")
-def live(example_genomes, tmp_path_factory) -> Iterator[tuple[str, GenomeIndex]]:
+def live(example_genomes, tmp_path_factory) -> Iterator[Live]:
     """A real uvicorn server in a thread, on a kmer:4 store of the examples (quick to query)."""
     index = GenomeIndex(tmp_path_factory.mktemp("live") / "index")
     index.build(example_genomes, "kmer:4")
     port = free_port()
     index.store.reader_wait = 1.0
+    begun: list[int] = []
+    finished: list[int] = []
     with index.searcher(micro_batch=True) as searcher:
+        answer = searcher.query
+
+        def counted(genome, options):  # records that the server really worked on a query
+            begun.append(options.k)
+            hits = answer(genome, options)
+            finished.append(options.k)
+            return hits
+
+        searcher.query = counted
         config = uvicorn.Config(create_app(index, searcher), host="127.0.0.1", port=port, log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", index
+        yield Live(f"http://127.0.0.1:{port}", index, begun, finished)
         server.should_exit = True
         thread.join(timeout=10)
 
 
 def test_200_concurrent_requests_are_all_answered(live) -> None:
-    url, _ = live
+    url = live.url
     fragment = QUERY.split("\n", 1)[1].replace("\n", "")[:2_000]
 
     def ask(i: int) -> tuple[int, str]:  # one in ten a real query, the others refused
@@ -206,14 +226,19 @@ def test_200_concurrent_requests_are_all_answered(live) -> None:
 
 
 def test_a_client_that_leaves_mid_query_does_not_hurt_the_server(live) -> None:
-    url, _ = live
+    url = live.url
+    before = len(live.finished)
     with pytest.raises(httpx.TimeoutException):
         httpx.post(f"{url}/query?k=4&mode=chunks", content=QUERY * 20, timeout=0.05)
-    assert httpx.post(f"{url}/query?k=1", content=QUERY, timeout=60).json()[0]["name"] == "DSM20231"
+    deadline = time.monotonic() + 60
+    while len(live.finished) == before and time.monotonic() < deadline:  # the server did the work ...
+        time.sleep(0.05)
+    assert live.begun[before:] == live.finished[before:] == [4]  # the k=4 query, begun and finished
+    assert httpx.post(f"{url}/query?k=1", content=QUERY, timeout=60).json()[0]["name"] == "DSM20231"  # ... and goes on
 
 
 def test_a_huge_body_is_refused_without_being_read(live) -> None:
-    url, _ = live
+    url = live.url
 
     def gigabyte() -> Iterator[bytes]:  # streamed, no length given: the server stops it at the limit
         block = b"ACGT" * 262_144
@@ -231,7 +256,7 @@ def test_a_huge_body_is_refused_without_being_read(live) -> None:
 
 
 def test_genomes_built_while_serving_are_found_without_a_restart(live, tmp_path: Path) -> None:
-    url, index = live
+    url, index = live.url, live.index
     novel = tmp_path / "novel.fa"
     sequence = "".join(random.Random(5).choices("ACGT", k=30_000))  # random: minimap2 skips repeats
     novel.write_text(f">novel\n{sequence}\n")
