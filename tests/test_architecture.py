@@ -80,3 +80,9 @@ def test_genome_index_stays_a_short_facade() -> None:
     tree = ast.parse((PACKAGE / "api.py").read_text())
     facade = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GenomeIndex")
     assert facade.end_lineno - facade.lineno + 1 <= 250
+
+
+@pytest.mark.parametrize("init", sorted(PACKAGE.rglob("__init__.py")), ids=lambda p: str(p.parent.relative_to(ROOT)))
+def test_every_package_opens_with_what_it_owns(init: Path) -> None:
+    docstring = ast.get_docstring(ast.parse(init.read_text())) or ""
+    assert len(docstring) > 40, f"{init.relative_to(ROOT)} says nothing of what its package owns"

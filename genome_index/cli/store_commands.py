@@ -33,7 +33,7 @@ def sql(
     """Run read-only SQL over the store.
 
     Tables: genomes, records, chunks, chunk_vectors, genome_vectors, sketches, labels,
-    sequences, settings (the README lists their columns); subsequence(record_id, start,
+    sequences, settings (docs/store.md lists their columns); subsequence(record_id, start,
     "end") gives a window's bases. Writes and file access are refused.
 
     \b

@@ -52,7 +52,7 @@ def resolve_mode(options: QueryOptions, query: Query) -> tuple[str, float, bool]
     if mode == "auto":
         mode = "genome" if query.length >= AUTO_GENOME_MODE_FROM_BP else "chunks"
     fragment = mode == "chunks"
-    overlap = options.window_overlap or 0.0  # 0.5 measured no better than 0 (README, retrieval)
+    overlap = options.window_overlap or 0.0  # 0.5 measured no better than 0 (docs/retrieval.md)
     frames = options.frames if options.frames is not None else fragment
     return mode, overlap, frames
 

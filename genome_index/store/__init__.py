@@ -4,7 +4,7 @@ Layout of an index directory:
 
     metadata.duckdb   tables settings, state, genomes, records, chunks, chunk_vectors,
                       genome_vectors, sketches, labels, sequences (the public SQL surface,
-                      see README) and the macro subsequence()
+                      see docs/store.md) and the macro subsequence()
     chunks.faiss      inner-product index over L2-normalised chunk vectors, ids = chunks.id
     genomes.faiss     the same over genome vectors, ids = genomes.id
     build.lock        held (flock) by the one process allowed to write
