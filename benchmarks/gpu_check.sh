@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of the README in one run, for a lent GPU machine (H100/H200).
+# Every GPU check of docs/performance.md in one run, for a lent GPU machine (H100/H200).
 #
 # That machine has torch, transformers, typer, pyarrow and tqdm but not faiss, duckdb or
 # sourmash: carry them as wheels for its Python (3.12). Once, here, in the repository root:
