@@ -123,31 +123,6 @@ def test_a_ray_build_with_a_worker_killed_equals_the_local_build(
     assert_same_store(tmp_path / "index", nt_tiny_store, tolerance=1e-5)
 
 
-def test_a_killed_driver_resumes_and_the_store_equals_the_local_build(ray_address, tmp_path) -> None:
-    """kmer:6 with labels, float16 vectors: the driver (a `build --ray ADDRESS` process joining
-    this Ray) is killed after two genomes are committed; the next `--ray` build adds only the
-    other two, and every row and vector is identical to a local build's."""
-    genomes = EXAMPLES / "genomes"
-    labels = tmp_path / "labels.csv"
-    labels.write_text("file,isolate\n" + "".join(f"{p.name},{i}\n" for i, p in enumerate(sorted(genomes.iterdir()))))
-    args = ["build", str(genomes), "-i", str(tmp_path / "ray"), "-m", "kmer:6", "--labels", str(labels),
-            "--vector-dtype", "float16"]  # fmt: skip
-    child = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "KILL", "committed", "2", *args, "--ray", ray_address],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    assert GenomeIndex(tmp_path / "ray").sql("SELECT count(*) FROM genomes")[1] == [(2,)]
-    result = runner.invoke(app, [*args, "--ray", "auto"])
-    assert result.exit_code == 0, result.output
-    assert "added 2 genome(s)" in result.output and "2 already stored" in result.output
-    local = GenomeIndex(tmp_path / "local")
-    local.build([genomes], "kmer:6", StoreOptions(vector_dtype="float16"), labels=labels)
-    assert_same_store(tmp_path / "ray", tmp_path / "local", tolerance=0.0)
-
-
 def test_a_bad_input_is_refused_before_anything_is_dispatched(ray_address, tmp_path, monkeypatch) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -248,11 +223,18 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_a_local_ray_dies_with_its_driver_however_it_ends(tmp_path) -> None:
-    """A driver killed with -9 left Ray's processes (about 170 MB) running; they are stopped."""
-    args = ["build", str(EXAMPLES / "genomes"), "-i", str(tmp_path / "index"), "-m", "kmer:6", "--ray", "auto"]
+def test_a_killed_driver_takes_its_local_ray_along_and_the_next_build_resumes(ray_address, tmp_path) -> None:
+    """kmer:6 with labels, float16 vectors: a `build --ray auto` that started a local Ray of its
+    own is killed with -9 once two genomes are committed. Ray's processes it started (they
+    outlived the driver, about 170 MB) are stopped; the next `--ray` build adds only the other
+    two, and every row and vector is identical to a local build's."""
+    genomes = EXAMPLES / "genomes"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,isolate\n" + "".join(f"{p.name},{i}\n" for i, p in enumerate(sorted(genomes.iterdir()))))
+    args = ["build", str(genomes), "-i", str(tmp_path / "ray"), "-m", "kmer:6", "--labels", str(labels),
+            "--vector-dtype", "float16"]  # fmt: skip
     child = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "KILL", "committed", "1", *args],
+        [sys.executable, str(ROOT / "tests" / "kill_helper.py"), "KILL", "committed", "2", *args, "--ray", "auto"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     started: dict[int, str] = {}
@@ -265,6 +247,13 @@ def test_a_local_ray_dies_with_its_driver_however_it_ends(tmp_path) -> None:
     while time.monotonic() < deadline and any(alive(pid) for pid in started):
         time.sleep(0.2)
     assert not [name for pid, name in started.items() if alive(pid)]
+    assert GenomeIndex(tmp_path / "ray").sql("SELECT count(*) FROM genomes")[1] == [(2,)]
+    result = runner.invoke(app, [*args, "--ray", "auto"])  # joins this module's Ray
+    assert result.exit_code == 0, result.output
+    assert "added 2 genome(s)" in result.output and "2 already stored" in result.output
+    local = GenomeIndex(tmp_path / "local")
+    local.build([genomes], "kmer:6", StoreOptions(vector_dtype="float16"), labels=labels)
+    assert_same_store(tmp_path / "ray", tmp_path / "local", tolerance=0.0)
 
 
 def test_a_dead_raylet_mid_build_is_one_line_and_the_store_stays_consistent(tmp_path) -> None:
