@@ -104,6 +104,7 @@ def test_indexes_are_built_once_and_kept(genomes) -> None:
     assert reads == [1, 2, 1]  # capacity 1: genome 1 was dropped for genome 2
 
 
+@pytest.mark.slow
 def test_a_query_fills_the_aligners_it_is_given(nt_tiny_store: Path) -> None:
     from tests.helpers import EXAMPLES
 
@@ -127,6 +128,7 @@ def staph_store(staph_dir: Path, tmp_path_factory) -> tuple[Path, dict[str, Path
         ("GCA_006094915.1_ASM609491v1", "GCA_900620245.1_BPH2947"),  # two strains, about 99.4 %
     ],
 )
+@pytest.mark.slow
 def test_a_whole_genome_query_reports_an_ani_by_alignment_close_to_skani(staph_store, query: str, other: str) -> None:
     import pyskani
 

@@ -126,6 +126,7 @@ N_RICH = b"".join(random_dna(900, seed=s) + b"N" * (s % 7 + 1) for s in range(30
     "sequence", [random_dna(50_000), N_RICH, random_dna(7), b"N" * 3000], ids=["random", "N-rich", "7 bp", "all N"]
 )
 @pytest.mark.parametrize("max_tokens", [1000, 120])
+@pytest.mark.slow
 def test_anchored_windows_cover_every_base_once_with_the_tokenizers_own_ids(
     hf_tokenizer, tokenizer, sequence: bytes, max_tokens: int
 ) -> None:

@@ -81,6 +81,7 @@ def validated(items: list[EmbeddedGenome]) -> dict[Path, str]:
     return {item.genome.path: item.genome.sha256 for item in items}
 
 
+@pytest.mark.slow
 def test_writer_queues_a_whole_group_while_the_model_runs_on(open_store, labelled_genomes, kmer_engine) -> None:
     """Queueing is bounded by the bytes of waiting vectors, not by a handful of genomes: a
     group of genomes is handed over at once even while the writer is still busy."""
@@ -99,6 +100,7 @@ def test_writer_queues_a_whole_group_while_the_model_runs_on(open_store, labelle
     assert len(report.added) == len(items)
 
 
+@pytest.mark.slow
 def test_writer_waits_when_the_byte_bound_is_reached_and_resumes(
     open_store, example_genomes, kmer_engine, monkeypatch
 ) -> None:
@@ -132,6 +134,7 @@ def test_a_dead_writer_raises_in_put_instead_of_hanging(open_store, example_geno
 
 
 @pytest.mark.parametrize("new", [True, False], ids=["with a new genome", "with nothing new"])
+@pytest.mark.slow
 def test_a_build_repairs_a_missing_faiss_file(open_store, example_genomes, kmer_engine, new: bool, caplog) -> None:
     """A FAISS file lost since the last build is rebuilt from DuckDB and written, whether or not
     the build adds anything."""
@@ -144,6 +147,7 @@ def test_a_build_repairs_a_missing_faiss_file(open_store, example_genomes, kmer_
     assert GenomeIndex(store.directory).check() == []
 
 
+@pytest.mark.slow
 def test_rounded_batch_widths_change_no_vector(example_genomes) -> None:
     engine = Embedder("nt-tiny", RunOptions(device="cpu", batch_tokens=4000))
     chunks = engine.chunk(read_genome(example_genomes[0]))[:12]

@@ -30,6 +30,7 @@ def test_version() -> None:
     assert result.exit_code == 0 and result.stdout.startswith("genome-index ")
 
 
+@pytest.mark.slow
 def test_embed_writes_one_row_per_chunk(tmp_path: Path, example_genomes) -> None:
     out = tmp_path / "emb.parquet"
     result = run("embed", *example_genomes[:2], "--model", "nt-tiny", "--layer", "2", "--out", out)
@@ -46,6 +47,7 @@ def test_embed_writes_one_row_per_chunk(tmp_path: Path, example_genomes) -> None
     assert {"genome_index.chunking", "genome_index.pooling", "genome_index.tool_version"} <= set(meta)
 
 
+@pytest.mark.slow
 def test_a_dash_reads_fasta_from_stdin(tmp_path: Path, example_genomes, nt_tiny_store: Path) -> None:
     import gzip
     import json
@@ -75,6 +77,7 @@ def test_one_default_model_and_one_line_on_how_to_choose_offline(tmp_path: Path,
     assert not (tmp_path / "index").exists()
 
 
+@pytest.mark.slow
 def test_embed_quiet_prints_nothing(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path / "g.fa", [("r", "ACGT" * 100)])
     result = run("embed", fasta, "--model", "nt-tiny", "--out", tmp_path / "e.parquet", "--quiet")
@@ -199,6 +202,7 @@ TABLE = {
 
 
 @pytest.mark.parametrize(("mode", "align"), [("genome", "--no-align"), ("chunks", "--align")])  # each value once
+@pytest.mark.slow
 def test_query_formats_carry_the_same_columns_in_every_mode(store: Path, mode: str, align: str) -> None:
     import csv
     import io
@@ -222,6 +226,7 @@ def test_query_formats_carry_the_same_columns_in_every_mode(store: Path, mode: s
     assert len(parsed) == 4 and list(parsed[0]) == HIT_COLUMNS
 
 
+@pytest.mark.slow
 def test_query_chunks_mode_per_record(store: Path, example_genomes) -> None:
     import json
 
@@ -245,6 +250,7 @@ def test_query_chunks_mode_per_record(store: Path, example_genomes) -> None:
     assert len(rows) == 2 and all(r["name"] == "ATCC12600" for r in rows)
 
 
+@pytest.mark.slow
 def test_labels_are_stored_queryable_and_shown(store: Path, example_genomes, tmp_path: Path) -> None:
     import json
 
@@ -269,6 +275,7 @@ def test_labels_naming_unknown_genomes_are_refused(store: Path, example_genomes,
     one_line_error(run("build", *example_genomes, "--index", store, "--labels", labels), "no-such-genome")
 
 
+@pytest.mark.slow
 def test_sql_is_read_only(store: Path) -> None:
     before = sql_rows(store, "SELECT count(*) AS n FROM chunks")
     for statement in (
@@ -281,6 +288,7 @@ def test_sql_is_read_only(store: Path) -> None:
     assert sql_rows(store, "SELECT count(*) AS n FROM chunks") == before
 
 
+@pytest.mark.slow
 def test_sql_cannot_touch_other_files(store: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret.csv"
     secret.write_text("a,b\n1,2\n")
@@ -314,6 +322,7 @@ def test_info(store: Path) -> None:
     assert "MiB" in table and max(len(line) for line in table.splitlines()) <= 120
 
 
+@pytest.mark.slow
 def test_remove_by_name_and_id(store: Path) -> None:
     result = run("remove", "BPH2003", "1", "--index", store)
     assert result.exit_code == 0, result.output
@@ -328,6 +337,7 @@ def test_remove_by_name_and_id(store: Path) -> None:
     one_line_error(run("remove", "no-such", "--index", store), "no-such")
 
 
+@pytest.mark.slow
 def test_reindex_after_deleting_the_faiss_file(store: Path) -> None:
     (store / "chunks.faiss").unlink()
     (store / "genomes.faiss").unlink()
@@ -340,6 +350,7 @@ def test_reindex_after_deleting_the_faiss_file(store: Path) -> None:
     assert hits[0]["name"] == "DSM20231"
 
 
+@pytest.mark.slow
 def test_query_repairs_a_missing_faiss_file_with_a_notice(store: Path) -> None:
     (store / "chunks.faiss").unlink()  # the index a fragment-sized query uses
     result = run("query", EXAMPLES / "query.fa", "-k", "1", "--index", store)
@@ -355,6 +366,7 @@ def test_build_settings_mismatch(store: Path, example_genomes) -> None:
     one_line_error(run("build", example_genomes[0], "--index", store, "--layer", "1"), "built with layer")
 
 
+@pytest.mark.slow
 def test_config_file_and_env(tmp_path: Path, example_genomes, monkeypatch) -> None:
     import shutil
 
@@ -377,6 +389,7 @@ def test_config_file_and_env(tmp_path: Path, example_genomes, monkeypatch) -> No
     one_line_error(run("build"), "unknown option")
 
 
+@pytest.mark.slow
 def test_a_store_held_longer_than_readers_wait_is_one_line(store: Path, example_genomes, monkeypatch) -> None:
     """Readers wait for another process's hold on the store (a commit, a long query) only so long."""
     import subprocess
@@ -440,6 +453,7 @@ print(" ".join(m for m in {heavy!r} if m in sys.modules), file=sys.__stderr__)
     ],
     ids=["help", "sql", "info", "remove", "check --quick", "bad format", "unknown option", "missing argument"],
 )
+@pytest.mark.slow
 def test_light_commands_never_import_torch_transformers_or_sourmash(store: Path, args: list[str]) -> None:
     import subprocess
     import sys
@@ -523,6 +537,7 @@ def long_named_store(tmp_path_factory, example_genomes) -> Path:
     return index
 
 
+@pytest.mark.slow
 def test_the_table_fits_a_terminal_and_json_carries_everything(long_named_store: Path, example_genomes) -> None:
     import json
 
@@ -549,6 +564,7 @@ def test_an_unknown_column_fails_before_the_model_loads(long_named_store: Path, 
     ("content", "message"),
     [(b">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n", "protein"), (b"@read1\nACGT\n+\nIIII\n", "not FASTA")],
 )
+@pytest.mark.slow
 def test_a_bad_query_is_refused_before_the_model_loads(tmp_path: Path, example_genomes, content, message) -> None:
     """A protein or FASTQ file took 7.4 s to refuse, torch loaded first, even on a kmer:6 store."""
     import subprocess

@@ -24,6 +24,8 @@ from genome_index.progress import Progress, Step
 from genome_index.settings import RunOptions, StoreOptions
 from tests.helpers import EXAMPLES, ROOT, children_of, write_fasta
 
+pytestmark = pytest.mark.slow  # a local Ray and builds on it: seconds each
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
 runner = CliRunner()
 

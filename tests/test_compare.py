@@ -52,6 +52,7 @@ def test_kmer_size_out_of_range(name: str) -> None:
         Embedder(name)
 
 
+@pytest.mark.slow
 def test_kmer_model_builds_and_queries(tmp_path: Path, example_genomes) -> None:
     store = GenomeIndex(tmp_path / "index")
     store.build(example_genomes, model="kmer:5")
@@ -85,6 +86,7 @@ def test_cosine_matrix_is_symmetric_with_unit_diagonal() -> None:
     assert np.array_equal(matrix, matrix.T) and np.all(np.diag(matrix) == 1.0)
 
 
+@pytest.mark.slow
 def test_evaluate_kmer6_separates_the_groups(labelled_genomes) -> None:
     files, labels = labelled_genomes
     rows = evaluate(files, labels, "species", ["kmer:6", "nt-tiny"], layers="0,2,-1")
@@ -125,6 +127,7 @@ def labelled_store(tmp_path_factory, labelled_genomes) -> Path:
     return index
 
 
+@pytest.mark.slow
 def test_compare_writes_matrix_plots_and_summary(labelled_store: Path, labelled_genomes, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run("compare", "--index", labelled_store, "--label", "species", "--out", out, "--format", "json")
@@ -203,6 +206,7 @@ def test_ani_of_relatives_falls_with_their_substitutions(relatives) -> None:
     assert np.isnan(ani[5, :5]).all()  # unrelated: below skani's range
 
 
+@pytest.mark.slow
 def test_evaluate_ani_correlates_cosine_with_ani_over_the_pairs_skani_sees(relatives, tmp_path: Path) -> None:
     paths, labels = relatives
     pairs: dict = {}
@@ -218,6 +222,7 @@ def test_evaluate_ani_correlates_cosine_with_ani_over_the_pairs_skani_sees(relat
     assert (tmp_path / "layers-ani.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_compare_ani_writes_the_matrix_beside_the_cosines(relatives, tmp_path: Path) -> None:
     paths, _ = relatives
     index = tmp_path / "index"

@@ -99,6 +99,7 @@ def test_the_readme_runs_as_written_and_prints_what_it_shows(in_examples_folder:
     assert (ROOT / "docs" / "index.md").read_text().count(shown) == 1  # the docs' home page shows it too
 
 
+@pytest.mark.slow
 def test_getting_started_runs_as_written(in_examples_folder: Path) -> None:
     tour = fenced(section(ROOT / "docs" / "getting-started.md", "## A first store"), "bash")
     outputs = run_tour(in_examples_folder, *tour)
@@ -108,6 +109,7 @@ def test_getting_started_runs_as_written(in_examples_folder: Path) -> None:
     assert (in_examples_folder / "compare-out" / "heatmap.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_python_api_examples_run_as_written(in_examples_folder: Path) -> None:
     for block in fenced((ROOT / "docs" / "python-api.md").read_text(), "python"):
         exec(compile(block, "docs/python-api.md", "exec"), {})  # our own docs' examples

@@ -119,6 +119,7 @@ def test_empty_input(embedder) -> None:
     assert embedder.embed_chunks([]).shape == (0, 128)
 
 
+@pytest.mark.slow
 def test_embed_genomes_streams_every_genome(embedder, example_genomes) -> None:
     items = list(embedder.embed_genomes(example_genomes[:2]))
     assert [i.genome.path for i in items] == example_genomes[:2]
@@ -129,6 +130,7 @@ def test_embed_genomes_streams_every_genome(embedder, example_genomes) -> None:
 
 
 @pytest.mark.parametrize("batch_tokens", [1000, 12_000], ids=["a genome per group", "all in one group"])
+@pytest.mark.slow
 def test_embedding_genomes_in_groups_equals_one_at_a_time(tmp_path, batch_tokens: int) -> None:
     """Grouping genomes to cut fuller batches changes no vector; a declined genome is skipped."""
     rng = np.random.default_rng(3)
@@ -191,6 +193,7 @@ def test_cuda_agrees_with_cpu(embedder, mixed_chunks) -> None:
     assert cosines(a, b).min() >= 0.999
 
 
+@pytest.mark.slow
 def test_bfloat16_at_nt_2_5b_width_matches_the_float32_reference_on_cpu(tmp_path, mixed_chunks, hf_tokenizer) -> None:
     """The GPU's arithmetic (bf16 weights and activations) at the real model's width, one block:
     every chunk's vector within cosine 0.999 of the float32 one-chunk-at-a-time reference."""
@@ -245,6 +248,7 @@ def test_cuda_bfloat16_engine_matches_float32_reference_at_nt_2_5b_shape(layer, 
     assert similarity.min() >= 0.999
 
 
+@pytest.mark.slow
 def test_compile_traces_one_graph_for_every_batch_shape(mixed_chunks) -> None:
     """--compile traces one dynamic-shape graph (here with a counting backend, not inductor):
     batches of other widths and row counts, one row included, reuse it; vectors do not change."""

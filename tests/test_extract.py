@@ -157,6 +157,7 @@ def test_an_older_store_answers_and_says_how_to_get_sequences(built: Path, tmp_p
     assert query.exit_code == 0 and "backfill-sequences" in query.stderr and '"identity": null' in query.stdout
 
 
+@pytest.mark.slow
 def test_backfill_verifies_each_file_and_fills_what_is_missing(built: Path, tmp_path: Path, inputs, example_genomes):
     old = make_old(copy_store(built, tmp_path))
     partial = run("backfill-sequences", inputs["w60"], inputs["lower"], example_genomes[0], "--index", old)
@@ -189,6 +190,7 @@ def test_remove_takes_the_sequences_too(built: Path, tmp_path: Path) -> None:
         store.extract(["w60"])
 
 
+@pytest.mark.slow
 def test_a_region_two_readings_fit_is_refused_naming_both(tmp_path: Path) -> None:
     """`G:r1:1-5` with a genome G holding record `r1:1-5` and a genome `G:r1`: once one reading
     was taken in silence."""

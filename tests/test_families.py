@@ -100,6 +100,7 @@ def genomes(tmp_path_factory) -> tuple[list[Path], Path]:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.slow
 def test_windows_are_the_hf_tokenizers_and_batching_changes_no_vector(family: str, checkpoints, tmp_path) -> None:
     embedder = Embedder(options(family, checkpoints), CPU)
     hf = AutoTokenizer.from_pretrained(embedder.spec.source if family != "nt-v1" else checkpoints[family].replace(
@@ -131,6 +132,7 @@ def test_windows_are_the_hf_tokenizers_and_batching_changes_no_vector(family: st
 
 
 @pytest.mark.parametrize("family", [f for f, spec in FAMILIES.items() if spec[3]])
+@pytest.mark.slow
 def test_stock_classes_equal_an_independent_hf_forward_pass(family: str, checkpoints) -> None:
     embedder = Embedder(options(family, checkpoints), CPU)
     source = (
@@ -151,6 +153,7 @@ def test_stock_classes_equal_an_independent_hf_forward_pass(family: str, checkpo
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.slow
 def test_a_store_of_every_family_covers_every_base_and_ignores_strand(
     family: str, checkpoints, genomes, tmp_path: Path
 ) -> None:
@@ -255,6 +258,7 @@ def test_own_code_needs_trust_remote_code(family: str, checkpoints) -> None:
         Embedder(ModelOptions(model=checkpoints[family]), CPU)
 
 
+@pytest.mark.slow
 def test_a_class_registered_on_import_needs_its_package(checkpoints, tmp_path: Path) -> None:
     """In a fresh process (this one has imported the package already), the model_type is unknown
     until --model-package imports what registers it."""

@@ -181,6 +181,7 @@ def test_a_utf8_byte_order_mark_is_text(tmp_path: Path) -> None:
     assert read_genome(path).records[0].description == "r one"
 
 
+@pytest.mark.slow
 def test_a_file_of_reads_is_refused_at_its_thousandth_record_unless_forced(tmp_path: Path) -> None:
     """A million 1 bp records once passed 6 GB on their way into a store; here 200,000."""
     from genome_index.io.fasta import READ_LIKE_RECORDS, summarise

@@ -30,6 +30,7 @@ def test_nt_tiny_is_a_hub_format_nt_v1_checkpoint() -> None:
     assert sum(p.stat().st_size for p in NT_TINY.iterdir()) < 8 * 1024 * 1024
 
 
+@pytest.mark.slow
 def test_make_nt_tiny_reproduces_the_committed_weights(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_nt_tiny.py"), str(tmp_path)], check=True)
     digest = [hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest() for d in (tmp_path, NT_TINY)]

@@ -61,6 +61,7 @@ def test_each_command_needs_the_users_own_flag_for_a_store_of_own_code(command: 
 
 
 @pytest.mark.parametrize("grant", ["flag", "environment"])
+@pytest.mark.slow
 def test_the_flag_or_the_environment_variable_grants_it(grant: str, own_code_store, tmp_path: Path) -> None:
     built, more, query = own_code_store
     index = copy_store(built, tmp_path)
@@ -72,6 +73,7 @@ def test_the_flag_or_the_environment_variable_grants_it(grant: str, own_code_sto
     assert added.exit_code == 0 and "added 1 genome" in added.stderr, added.output
 
 
+@pytest.mark.slow
 def test_the_python_api_needs_the_grant_too(own_code_store) -> None:
     index, _, query = own_code_store
     store = GenomeIndex.open(index)
@@ -126,6 +128,7 @@ def test_a_tampered_store_cannot_run_a_checkpoints_code(command: str, nt_tiny_st
     assert granted.exit_code == 1 and marker.read_text() == "ran"
 
 
+@pytest.mark.slow
 def test_a_tampered_store_cannot_import_a_package(nt_tiny_store, tmp_path: Path, monkeypatch) -> None:
     index = copy_store(nt_tiny_store, tmp_path)
     marker = tmp_path / "imported.txt"

@@ -40,6 +40,7 @@ def texts_inside(fig) -> None:
 
 
 @pytest.mark.parametrize("n", [4, 12, 50, 300])
+@pytest.mark.slow
 def test_heatmap_at_the_sizes_users_hit(n: int) -> None:
     names, vectors, groups = genomes(n)
     fig = heatmap_figure(names, cosine_matrix(vectors), f"Cosine similarity ({n} genomes)", groups, "species")
@@ -79,6 +80,7 @@ def test_heatmap_cells_never_show_a_near_one_as_the_diagonals_one() -> None:
 
 
 @pytest.mark.parametrize("n", [4, 12, 40])
+@pytest.mark.slow
 def test_map_labels_stay_inside_the_plot(n: int) -> None:
     names, vectors, groups = genomes(n)
     coords, axes = pca_coords(vectors)
@@ -128,6 +130,7 @@ def test_display_names(names: list[str], shown: list[str]) -> None:
 
 
 @pytest.mark.parametrize("plot_format", ["png", "svg", "pdf"])
+@pytest.mark.slow
 def test_compare_writes_each_plot_format(tmp_path: Path, plot_format: str) -> None:
     names, vectors, groups = genomes(6)
     files = write_comparison(tmp_path, names, vectors, groups, "species", "kmer:6", plot_format=plot_format)["files"]

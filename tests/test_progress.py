@@ -117,6 +117,7 @@ def commands(store: Path, tmp_path: Path, example_genomes: list[Path]) -> dict[s
 
 @pytest.mark.parametrize("command", ["build", "query", "evaluate", "compare --ani", "merge", "reindex"])
 @pytest.mark.parametrize("quiet", [False, True], ids=["shown", "quiet"])
+@pytest.mark.slow
 def test_every_long_command_reports_its_steps_unless_quiet(
     kmer_store: Path, tmp_path: Path, example_genomes, monkeypatch, command: str, quiet: bool
 ) -> None:

@@ -24,6 +24,8 @@ from genome_index.io.fasta import read_genome
 from genome_index.settings import QueryOptions
 from tests.helpers import ROOT, PeakMemory, copy_store, one_line_error, write_fasta
 
+pytestmark = pytest.mark.slow  # crashes, signals and memory bounds of real processes: seconds each
+
 runner = CliRunner()
 
 

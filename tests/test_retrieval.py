@@ -242,6 +242,7 @@ def test_centred_query_still_finds_a_fragment(store: GenomeIndex, example_genome
         assert store.query(query, QueryOptions(k=1, center=center))[0].name == genome.name
 
 
+@pytest.mark.slow
 def test_merge_copies_sketches(store: GenomeIndex, tmp_path: Path) -> None:
     merged = GenomeIndex(tmp_path / "merged")
     merged.merge([store.directory])
@@ -249,6 +250,7 @@ def test_merge_copies_sketches(store: GenomeIndex, tmp_path: Path) -> None:
     assert merged.sql(query)[1] == store.sql(query)[1]
 
 
+@pytest.mark.slow
 def test_sketch_density_is_a_build_setting(tmp_path: Path, example_genomes) -> None:
     fine = GenomeIndex(tmp_path / "fine")
     fine.build(example_genomes[:2], model="kmer:6", store=StoreOptions(sketch_scaled=100))

@@ -36,6 +36,7 @@ def clustered(n: int, dim: int, seed: int = 0, latent: int = 16) -> np.ndarray:
 
 
 @pytest.mark.parametrize("index_type", INDEX_TYPES)
+@pytest.mark.slow
 def test_every_index_type_finds_the_true_neighbours(index_type: str) -> None:
     vectors = clustered(PQ_MIN_TRAINING + 2000, 64)
     ids = np.arange(5, 5 + len(vectors), dtype=np.int64)
@@ -60,6 +61,7 @@ def test_unknown_index_type(tmp_path: Path, example_genomes) -> None:
         GenomeIndex(tmp_path / "i").build(example_genomes[:1], model="nt-tiny", store=StoreOptions(index_type="lsh"))
 
 
+@pytest.mark.slow
 def test_hnsw_store_and_reindex_to_another_type(tmp_path: Path, example_genomes) -> None:
     index = tmp_path / "index"
     assert run("build", *example_genomes, "--index", index, "--model", "kmer:6", "--index-type", "hnsw").exit_code == 0
@@ -74,6 +76,7 @@ def test_hnsw_store_and_reindex_to_another_type(tmp_path: Path, example_genomes)
     assert result.exit_code == 1 and "built with index_type" in result.stderr
 
 
+@pytest.mark.slow
 def test_float16_vectors_half_the_bytes_same_answers(tmp_path: Path, example_genomes) -> None:
     half, full = GenomeIndex(tmp_path / "half"), GenomeIndex(tmp_path / "full")
     half.build(example_genomes, model="kmer:4", store=StoreOptions(vector_dtype="float16"))
@@ -105,6 +108,7 @@ def test_shards_partition_the_inputs(example_genomes) -> None:
         shard_files(example_genomes, 4, 3)
 
 
+@pytest.mark.slow
 def test_shards_merge_into_the_store_a_single_build_makes(tmp_path: Path, example_genomes) -> None:
     folder = example_genomes[0].parent
     for i in (1, 2):

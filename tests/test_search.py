@@ -34,6 +34,7 @@ def write_reverse_complement(source: Path, target: Path) -> Path:
 
 
 @pytest.mark.parametrize("mode", ["genome", "chunks"])
+@pytest.mark.slow
 def test_every_genome_finds_itself_first(index: GenomeIndex, example_genomes, mode: str) -> None:
     with index.searcher() as searcher:  # the model loaded once for the four queries
         found = [searcher.query(path, QueryOptions(k=3, mode=mode, align=False)) for path in example_genomes]
@@ -45,6 +46,7 @@ def test_every_genome_finds_itself_first(index: GenomeIndex, example_genomes, mo
 
 
 @pytest.mark.parametrize("mode", ["genome", "chunks"])
+@pytest.mark.slow
 def test_reverse_complement_gives_the_same_hits(index: GenomeIndex, example_genomes, tmp_path, mode) -> None:
     records = read_genome(example_genomes[1]).records  # two contigs' worth: quick to embed
     source = write_fasta(tmp_path / "fw.fa", [(r.id, r.sequence[:20_000].decode()) for r in records[:2]])
@@ -69,6 +71,7 @@ def test_fragment_of_reverse_strand_in_chunk_mode(index: GenomeIndex, example_ge
     assert hits[0].support >= 1
 
 
+@pytest.mark.slow
 def test_per_record_queries(index: GenomeIndex, fragment: Path) -> None:
     records = read_genome(fragment).records
     hits = index.query(fragment, QueryOptions(k=2, per_record=True))
@@ -76,6 +79,7 @@ def test_per_record_queries(index: GenomeIndex, fragment: Path) -> None:
     assert [h.rank for h in hits] == [1, 2] * len(records)
 
 
+@pytest.mark.slow
 def test_k_larger_than_the_store(index: GenomeIndex, example_genomes, fragment: Path) -> None:
     assert len(index.query(fragment, QueryOptions(k=50))) == len(example_genomes)
 
@@ -91,6 +95,7 @@ def test_bad_query_arguments(index: GenomeIndex, example_genomes, tmp_path) -> N
         index.query(bad)
 
 
+@pytest.mark.slow
 def test_query_with_another_model_is_refused(index: GenomeIndex, fragment: Path, tmp_path) -> None:
     other = tmp_path / "other-model"
     shutil.copytree(Path(__file__).parent.parent / "genome_index" / "assets" / "nt-tiny", other)

@@ -39,6 +39,7 @@ def query_forms(path: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("form", list(query_forms(EXAMPLES / "query.fa")))
+@pytest.mark.slow
 def test_every_form_of_query_gives_the_same_hits(store: GenomeIndex, form: str) -> None:
     query = query_forms(EXAMPLES / "query.fa")[form]
     with store.searcher() as searcher:
@@ -47,6 +48,7 @@ def test_every_form_of_query_gives_the_same_hits(store: GenomeIndex, form: str) 
     assert hits[0].name == "DSM20231" and hits[0].identity == 1.0 and hits[0].target_start == 50_001
 
 
+@pytest.mark.slow
 def test_repeated_queries_load_and_hash_nothing_again(store: GenomeIndex, monkeypatch) -> None:
     with store.searcher() as searcher:
         first = searcher.query(EXAMPLES / "query.fa", k=1)
@@ -61,6 +63,7 @@ def test_repeated_queries_load_and_hash_nothing_again(store: GenomeIndex, monkey
             assert searcher.query(EXAMPLES / "query.fa", k=1) == first
 
 
+@pytest.mark.slow
 def test_hits_keep_labels_apart_and_rows_flatten_them(store: GenomeIndex, tmp_path: Path) -> None:
     hit = store.query(EXAMPLES / "query.fa", QueryOptions(k=1))[0]
     labelled = Hit(**{**hit.__dict__, "labels": {"species": "S. aureus", "score": 7}})
@@ -78,6 +81,7 @@ def test_a_labels_csv_naming_a_hit_field_is_refused(tmp_path: Path, example_geno
         GenomeIndex(tmp_path / "index").build(example_genomes[:1], "kmer:4", labels=labels)
 
 
+@pytest.mark.slow
 def test_a_searcher_sees_genomes_added_and_labels_set_while_it_lives(tmp_path: Path, example_genomes) -> None:
     index = GenomeIndex(tmp_path / "index")
     index.build(example_genomes[:2], "kmer:4")
@@ -92,6 +96,7 @@ def test_a_searcher_sees_genomes_added_and_labels_set_while_it_lives(tmp_path: P
         assert "ATCC12600" not in {h.name for h in searcher.query(example_genomes[3], k=10, mode="genome")}
 
 
+@pytest.mark.slow
 def test_concurrent_queries_share_micro_batches_and_get_their_own_hits(store: GenomeIndex, example_genomes):
     with store.searcher(micro_batch=True) as searcher:
         searcher.batcher.wait = 0.2  # a wide window, so the threads below surely meet in it

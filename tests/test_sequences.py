@@ -55,6 +55,7 @@ def test_fasta_lines_wrap_at_the_width(width: int, expected: bytes) -> None:
 
 @given(sequences, st.data())
 @settings(max_examples=60, deadline=None)
+@pytest.mark.slow
 def test_the_sql_macro_reads_what_python_unpacks(sequence: bytes, data: st.DataObject) -> None:
     con = duckdb.connect()
     con.execute(SEQUENCES)

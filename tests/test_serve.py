@@ -29,6 +29,8 @@ from genome_index.server.auth import check_host
 from genome_index.server.limits import Limits
 from tests.helpers import EXAMPLES, PeakMemory, copy_store, free_port, rss_bytes
 
+pytestmark = pytest.mark.slow  # live servers under load: seconds each
+
 TOKEN = "a-test-token-of-some-length"
 FOREVER = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT count(*) FROM t"  # never ends
 QUERY = (EXAMPLES / "query.fa").read_text()  # 20 kb of DSM20231

@@ -75,6 +75,7 @@ def test_settings_are_recorded(built: Path) -> None:
 
 
 @pytest.mark.parametrize("chunking", ["anchored", "fixed"])
+@pytest.mark.slow
 def test_either_chunking_covers_every_base_once_and_finds_itself(tmp_path: Path, example_genomes, chunking) -> None:
     store = GenomeIndex(tmp_path / "index")
     store.build(example_genomes[:2], model=ModelOptions("kmer:6", chunking=chunking))
@@ -93,6 +94,7 @@ def test_overlap_needs_fixed_windows(tmp_path: Path, example_genomes) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_store_from_before_anchored_windows_keeps_fixed_windows(tmp_path: Path, example_genomes) -> None:
     store = GenomeIndex(tmp_path / "index")
     store.build(example_genomes[:1], model=ModelOptions("kmer:6", chunking="fixed"))
@@ -111,6 +113,7 @@ def test_a_store_from_before_anchored_windows_keeps_fixed_windows(tmp_path: Path
     ("option", "value", "named"),
     [("layer", 2, "layer"), ("chunk_tokens", 500, "chunk_tokens"), ("chunking", "fixed", "chunking")],
 )
+@pytest.mark.slow
 def test_different_settings_are_refused_naming_the_difference(
     store_copy: Path, tmp_path: Path, option: str, value: int, named: str
 ) -> None:
@@ -259,6 +262,7 @@ def damaged(store: Path, statement: str) -> Path:
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.slow
 def test_check_reports_exactly_what_is_wrong(kmer_store: Path, tmp_path: Path, damage: str) -> None:
     statement, expected = DAMAGE[damage]
     store = damaged(copy_store(kmer_store, tmp_path), statement)
@@ -299,6 +303,7 @@ def test_check_of_a_consistent_store(kmer_store: Path) -> None:
     assert result.exit_code == 0 and result.stdout.strip().endswith("consistent")
 
 
+@pytest.mark.slow
 def test_readers_let_a_waiting_writer_in_first(kmer_store: Path, tmp_path: Path) -> None:
     """A build kept waiting for the file says so; readers in a loop then step aside (at most 1 s)
     instead of holding the file so often that the build never commits."""

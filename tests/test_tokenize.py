@@ -45,6 +45,7 @@ def test_nt_tiny_gets_the_fast_tokenizer(tokenizer) -> None:
     assert tokenizer.suffix == []
 
 
+@pytest.mark.slow
 def test_thousands_of_random_sequences_match_hf(hf_tokenizer, tokenizer) -> None:
     for sequence in random_sequences(3000):
         tokens = tokenizer.tokenize(sequence)
@@ -184,6 +185,7 @@ def tokenize_piece_by_piece(tokenizer, sequence: bytes, cuts: list[int]) -> tupl
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["kmer tokenizer", "HF tokenizer"])
+@pytest.mark.slow
 def test_cuts_restart_the_tiling_like_separate_pieces(hf_tokenizer, tokenizer, fast: bool) -> None:
     chosen = tokenizer if fast else HFTokenizer(hf_tokenizer, 1000)
     rng = np.random.default_rng(17)

@@ -19,6 +19,8 @@ from genome_index.api import GenomeIndex
 from genome_index.server.app import create_app
 from tests.helpers import EXAMPLES, copy_store, free_port
 
+pytestmark = pytest.mark.slow  # a real headless browser: seconds each
+
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
