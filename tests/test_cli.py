@@ -298,7 +298,7 @@ def test_sql_cannot_touch_other_files(store: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "x.duckdb").exists()
 
 
-def test_sql_examples_from_the_readme(store: Path) -> None:
+def test_sql_answers_questions_per_genome_and_per_record(store: Path) -> None:
     per_genome = sql_rows(
         store,
         "SELECT g.name, count(*) AS chunks FROM chunks c JOIN genomes g ON g.id = c.genome_id "

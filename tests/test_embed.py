@@ -198,7 +198,7 @@ def test_bfloat16_at_nt_2_5b_width_matches_the_float32_reference_on_cpu(tmp_path
     """The GPU's arithmetic (bf16 weights and activations) at the real model's width, one block:
     every chunk's vector within cosine 0.999 of the float32 one-chunk-at-a-time reference."""
     checkpoint = random_checkpoint("nt-2.5b", tmp_path / "nt-2.5b-1", num_layers=1)
-    chunks = [c for c in mixed_chunks if c.n_tokens <= 350]
+    chunks = [c for c in mixed_chunks if c.n_tokens <= 260]  # 1 to 251 tokens: bf16 on a CPU is slow
     engine = Embedder(str(checkpoint), RunOptions(device="cpu", dtype="bfloat16"))
     vectors = engine.embed_chunks(chunks)
     reference_model = AutoModel.from_pretrained(checkpoint, dtype=torch.float32, add_pooling_layer=False).eval()
