@@ -213,7 +213,9 @@ DAMAGE = {  # what is done to a consistent store, and exactly what `check` must 
     "a missing chunk row": (
         "DELETE FROM chunks WHERE id = 3",
         ["1 genomes whose chunk count differs from n_chunks", "1 vectors without a chunk",
-         "1 records not covered exactly once by their chunks", r"chunks.faiss holds (\d+) ids, metadata.duckdb \d+"],
+         "1 records not covered exactly once by their chunks",
+         "1 running vector sums that count other than the store's chunks or genomes",
+         r"chunks.faiss holds (\d+) ids, metadata.duckdb \d+"],
     ),
     "a missing chunk vector": ("DELETE FROM chunk_vectors WHERE chunk_id = 3", ["1 chunks without a vector"]),
     "a vector of the wrong width": (
@@ -245,7 +247,12 @@ DAMAGE = {  # what is done to a consistent store, and exactly what `check` must 
     ),
     "rows of a deleted genome": (
         "DELETE FROM genomes WHERE id = 2",
-        [r"\d+ rows of genomes that do not exist", "genomes.faiss holds 2 ids, metadata.duckdb 1"],
+        [r"\d+ rows of genomes that do not exist", "1 running vector sums that count other than the store's "
+         "chunks or genomes", "genomes.faiss holds 2 ids, metadata.duckdb 1"],
+    ),
+    "vector sums that miss a genome": (
+        "UPDATE vector_sums SET n = n - 1 WHERE kind = 'genomes'",
+        ["1 running vector sums that count other than the store's chunks or genomes"],
     ),
     "a chunk that loses bases": (
         'UPDATE chunks SET "end" = "end" - 5 WHERE id = 2',
@@ -295,6 +302,24 @@ def test_check_reports_a_faiss_file_that_disagrees(
         faiss.write_index(index, str(path))
     problems = GenomeIndex.open(store).check()
     assert len(problems) == 1 and problems[0].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("statement", "remedy"),
+    [
+        ("UPDATE vector_sums SET n = 0", "`genome-index reindex` rebuilds"),
+        ("DELETE FROM sketches WHERE genome_id = 1", "which `reindex` cannot repair"),
+    ],
+)
+def test_check_suggests_reindex_only_for_what_reindex_repairs(
+    kmer_store: Path, tmp_path: Path, statement: str, remedy: str
+) -> None:
+    store = damaged(copy_store(kmer_store, tmp_path), statement)
+    result = CliRunner().invoke(app, ["check", "--index", str(store)])
+    assert result.exit_code == 1 and remedy in result.stderr.splitlines()[-1]
+    if "rebuilds" in remedy:
+        assert CliRunner().invoke(app, ["reindex", "--index", str(store)]).exit_code == 0
+        assert GenomeIndex.open(store).check() == []
 
 
 def test_check_of_a_consistent_store(kmer_store: Path) -> None:

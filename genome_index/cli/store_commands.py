@@ -108,11 +108,12 @@ def check(
         typer.echo(f"problem: {problem}", err=True)
     if problems:
         from genome_index.store import FAISS_FILES
+        from genome_index.store.reads import VECTOR_SUMS
 
-        faiss_only = all(problem.startswith(tuple(FAISS_FILES.values())) for problem in problems)
+        derived = all(problem.startswith(tuple(FAISS_FILES.values())) or VECTOR_SUMS in problem for problem in problems)
         remedy = (
-            "`genome-index reindex` rebuilds the FAISS files from metadata.duckdb"
-            if faiss_only
+            "`genome-index reindex` rebuilds the FAISS files and the vector sums from the vectors in metadata.duckdb"
+            if derived
             else "metadata.duckdb itself is affected, which `reindex` cannot repair: restore the store from a copy, "
             "or build it again from its FASTA files"
         )

@@ -57,7 +57,7 @@ WRITER_FIRST = 1.0  # seconds a reader defers to a waiting writer, at most
 READER_WAIT, WRITER_WAIT = 30.0, 600.0  # seconds to wait for a file another process holds (a commit, a query)
 TABLES = (
     "settings", "state", "genomes", "records", "chunks", "chunk_vectors", "genome_vectors", "sketches", "labels",
-    "sequences",
+    "sequences", "vector_sums",
 )  # fmt: skip
 
 __all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
