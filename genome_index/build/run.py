@@ -30,7 +30,6 @@ from genome_index.io.fasta import find_fasta_files
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, differs, resolve
 from genome_index.store import Store
-from genome_index.store.rows import NewGenome
 
 
 @dataclass
@@ -154,7 +153,7 @@ def run_build(
 
         try:
             for item in runner.embed(files, want, step):
-                path = Path(item.file) if isinstance(item, NewGenome) else item.genome.path
+                path = Path(item.file)
                 writer.put(Add(item, intake.names[path], intake.labels_of(path)))
             writer.finish()
         except BaseException as exc:

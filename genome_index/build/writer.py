@@ -50,11 +50,11 @@ class Add:
 
     @property
     def path(self) -> Path:
-        return Path(self.item.file) if isinstance(self.item, NewGenome) else self.item.genome.path
+        return Path(self.item.file)
 
     @property
     def sha256(self) -> str:
-        return self.item.sha256 if isinstance(self.item, NewGenome) else self.item.genome.sha256
+        return self.item.sha256
 
     def rows(self, sketch_scaled: int) -> NewGenome:
         if isinstance(self.item, NewGenome):

@@ -35,6 +35,14 @@ class EmbeddedGenome:
     chunks: list[Chunk]
     vectors: np.ndarray
 
+    @property
+    def file(self) -> str:  # named as a store's rows name it (`NewGenome.file`)
+        return str(self.genome.path)
+
+    @property
+    def sha256(self) -> str:
+        return self.genome.sha256
+
 
 Group = list[tuple[Genome, list[Chunk]]]
 
