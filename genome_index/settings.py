@@ -31,6 +31,8 @@ QUERY_MODES = ("auto", "genome", "chunks")
 POOLING = "mean"  # mean over attention_mask == 1: <cls> included, padding excluded (model card)
 METRIC = "cosine"
 FORMAT_VERSION = "1"
+
+
 def option(help: str, fallback: Any = None, default: Any = None, cli: bool = True, shown: str | None = None) -> Any:
     """A settings field: `help` for the CLI, `fallback` used when neither the run nor the store
     gives a value (None: the model decides), `default` the field's own default, `shown` what
@@ -63,7 +65,8 @@ class ModelOptions:
         shown="last for causal models, else mean",
     )
     model_package: str | None = option(
-        "A Python package to import first, for models that register their classes on import (GPN: gpn.model)"
+        "What registers a model's classes: module:function to call (GPN: gpn:register_auto_classes), or a "
+        "module to import (whose register_auto_classes is called if it has one)"
     )
 
 

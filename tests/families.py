@@ -115,43 +115,80 @@ def stock(kind: str, folder: Path) -> Path:
     return folder
 
 
-def custom(kind: str, folder: Path, **config: object) -> Path:
-    """A checkpoint that runs its own code: its Python files copied beside its weights.
-    `config` overrides the HyenaDNA double's config (max_seq_len, vocab_size)."""
+def _save_as_the_hub_does(model: torch.nn.Module, folder: Path, config: dict, drop: tuple[str, ...] = ()) -> None:
+    """Weights through safetensors, which keeps one name of each shared tensor (as the Hub's files
+    do), and config.json as `config` says, less the keys in `drop`."""
+    from safetensors.torch import save_model
+
+    save_model(model, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in drop}, indent=2))
+
+
+def _import_double(files: tuple[str, ...]) -> dict[str, object]:
+    """The double's modules, imported as the package `doubles` (with transformers 4's helpers
+    lent while they import, as the loader lends them)."""
     import importlib
     import sys
 
+    from genome_index.embedding.backends.checkpoints import own_code_imports
+
+    sys.path.insert(0, str(DOUBLES.parent))
+    try:
+        with own_code_imports("double"):
+            return {name: importlib.import_module(f"doubles.{name[:-3].replace('/', '.')}") for name in files}
+    finally:
+        sys.path.pop(0)
+
+
+def dnabert2(folder: Path) -> Path:
+    """DNABERT-2 as the Hub lays it out: bert_layers.py and its helpers beside the weights, a
+    config.json with `auto_map` but no `model_type`, and without BERT's `pad_token_id`,
+    `is_decoder`, `add_cross_attention` (transformers 4's PretrainedConfig supplied them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    files = ("configuration_bert.py", "bert_layers.py", "bert_padding.py", "flash_attn_triton.py")
+    for name in files:
+        shutil.copy(DOUBLES / "dnabert2" / name, folder / name)
+    module = _import_double(("dnabert2/configuration_bert.py", "dnabert2/bert_layers.py"))
+    vocab = bpe_tokenizer(folder).vocab_size
+    config = module["dnabert2/configuration_bert.py"].BertConfig(
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+        max_position_embeddings=512, alibi_starting_size=512,
+    )  # fmt: skip
+    for key, value in {"pad_token_id": 0, "is_decoder": False, "add_cross_attention": False}.items():
+        setattr(config, key, value)  # what transformers 4 gave every config
+    model = module["dnabert2/bert_layers.py"].BertForMaskedLM(config)
+    written = {**config.to_dict(), "architectures": ["BertForMaskedLM"]}
+    written["auto_map"] = {
+        "AutoConfig": "configuration_bert.BertConfig",
+        "AutoModel": "bert_layers.BertModel",
+        "AutoModelForMaskedLM": "bert_layers.BertForMaskedLM",
+    }
+    lacking = ("model_type", "pad_token_id", "is_decoder", "add_cross_attention")
+    _save_as_the_hub_does(model, folder, written, drop=lacking)
+    return folder
+
+
+def custom(kind: str, folder: Path, **config: object) -> Path:
+    """A checkpoint that runs its own code: its Python files copied beside its weights.
+    `config` overrides the HyenaDNA double's config (max_seq_len, vocab_size)."""
+    if kind == "dnabert2":
+        return dnabert2(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     files = {
         "ntv2": ("ntv2_config.py", "ntv2_modeling.py"),
-        "dnabert2": ("dnabert2_modeling.py",),
         "hyenadna": ("hyena_config.py", "hyena_modeling.py"),
         "caduceus": ("caduceus_config.py", "caduceus_modeling.py"),
     }[kind]
     for name in files:
         shutil.copy(DOUBLES / name, folder / name)
-    sys.path.insert(0, str(DOUBLES.parent))
-    try:
-        module = {name: importlib.import_module(f"doubles.{name[:-3]}") for name in files}
-    finally:
-        sys.path.pop(0)
+    module = _import_double(files)
     if kind == "ntv2":
         for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
             shutil.copy(BUNDLED["nt-tiny"] / name, folder / name)
         model = module["ntv2_modeling.py"].NTv2ForMaskedLM(module["ntv2_config.py"].NTv2Config())
         auto_map = {"AutoConfig": "ntv2_config.NTv2Config", "AutoModelForMaskedLM": "ntv2_modeling.NTv2ForMaskedLM"}
-    elif kind == "dnabert2":
-        from transformers import BertConfig
-
-        vocab = bpe_tokenizer(folder).vocab_size
-        config = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=48, max_position_embeddings=512, alibi_starting_size=512)  # fmt: skip
-        model = module["dnabert2_modeling.py"].BertForMaskedLM(config)
-        auto_map = {
-            "AutoModel": "dnabert2_modeling.BertModel",
-            "AutoModelForMaskedLM": "dnabert2_modeling.BertForMaskedLM",
-        }
     elif kind == "hyenadna":
         tokenizer = char_tokenizer(folder, template="eos", max_length=None)
         settings = {"vocab_size": tokenizer.vocab_size, **config}
@@ -163,24 +200,22 @@ def custom(kind: str, folder: Path, **config: object) -> Path:
             module["caduceus_config.py"].CaduceusConfig(vocab_size=tokenizer.vocab_size)
         )
         auto_map = {"AutoConfig": "caduceus_config.CaduceusConfig", "AutoModel": "caduceus_modeling.CaduceusModel"}
-    model.save_pretrained(folder)
-    written = json.loads((folder / "config.json").read_text())
-    written["auto_map"] = auto_map
-    (folder / "config.json").write_text(json.dumps(written, indent=2))
+    _save_as_the_hub_does(model, folder, {**model.config.to_dict(), "auto_map": auto_map})
     return folder
 
 
-def gpn(folder: Path) -> Path:
-    """GPN: registered on `import gpn_double`; lowercase vocabulary a c g t, no N."""
-    import sys
+def gpn(folder: Path, layers: int = 3) -> Path:
+    """GPN as songlab/gpn-brassicales is, built by PyPI `gpn` 0.9.0a1 itself (not a double): its
+    `ConvNet` classes (registered by calling `gpn.register_auto_classes()`, no `auto_map`), one-hot
+    input (int64 ids only), blocks in an `nn.Sequential`, no length limit stated anywhere;
+    vocabulary a c g t, no N."""
+    import gpn
+    from gpn.legacy import ConvNetConfig, ConvNetForMaskedLM
 
-    sys.path.insert(0, str(DOUBLES))
-    try:
-        from gpn_double import ConvNetConfig, ConvNetModel
-    finally:
-        sys.path.pop(0)
+    gpn.register_auto_classes("gpn")
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = char_tokenizer(folder, alphabet="acgt", template=None)
+    tokenizer = char_tokenizer(folder, alphabet="acgt", template=None, max_length=None)
     torch.manual_seed(0)
-    ConvNetModel(ConvNetConfig(vocab_size=tokenizer.vocab_size)).save_pretrained(folder)
+    config = ConvNetConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, n_layers=layers, kernel_size=5)
+    ConvNetForMaskedLM(config).save_pretrained(folder)
     return folder

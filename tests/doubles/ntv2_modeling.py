@@ -1,12 +1,20 @@
 """NT v2 double: rotary attention and a gated MLP whose weights the stock EsmModel cannot take.
-`auto_map` names only the masked-LM class (as the real checkpoint does); its base is `.esm`."""
+`auto_map` names only the masked-LM class (as the real checkpoint does); its base is `.esm`.
+
+Its imports are the real file's: written against transformers 4.32, it takes
+`find_pruneable_heads_and_indices` and `prune_linear_layer` from `transformers.modeling_utils`,
+where transformers 5 has neither (upstream: InstaDeepAI/nucleotide-transformer-v2-500m-multi-species
+modeling_esm.py, a copy of transformers 4.32's ESM; the vendored copy in
+nucleotide_transformer_neuron says it restores those helpers to import under transformers 5)."""
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
+from transformers.modeling_utils import PreTrainedModel, find_pruneable_heads_and_indices, prune_linear_layer
 
 from .ntv2_config import NTv2Config
+
+PRUNING = (find_pruneable_heads_and_indices, prune_linear_layer)  # imported for head pruning, never run here
 
 
 def rotate(x, positions):

@@ -10,7 +10,7 @@ left random without a word:
   whatever its `model_type`; built on the CPU the ordinary way (their `__init__` often builds
   buffers that transformers' meta-device initialisation breaks) and then filled with
   `load_state_dict`, read the same strict way;
-- classes a package registers when imported (GPN: `--model-package gpn.model`): as custom code.
+- classes a package registers (GPN: `--model-package gpn:register_auto_classes`): as custom code.
 
 Encoder-decoder families load their encoder class only (T5EncoderModel); a family's adapter
 (`esm`: stock ESM cut after the chosen layer) prepares the loaded model.
@@ -23,6 +23,7 @@ import functools
 import hashlib
 import importlib
 import json
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from genome_index.embedding.tokenize import Tokenizer, make_tokenizer
 from genome_index.errors import GenomeIndexError
 
 BUNDLED = {"nt-tiny": ASSETS / "nt-tiny"}
+logger = logging.getLogger(__name__)
 # Modules of a checkpoint that may go unused when only the encoder is loaded, and modules of
 # the encoder class that may be missing from a checkpoint because we never run them.
 HEADS = ("lm_head", "cls", "classifier", "pooler", "qa_outputs", "score", "contact_head", "predictions", "head",
@@ -163,13 +165,77 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
+def _no_head_pruning(*_args: Any, **_kwargs: Any) -> Any:
+    """Stands in for transformers 4's `find_pruneable_heads_and_indices`, which transformers 5
+    removed: code written for 4.x (NT v2's) imports it for head pruning, which embedding never does."""
+    raise NotImplementedError("pruning attention heads is not supported by genome-index")
+
+
+def _removed_helpers() -> dict[str, Any]:
+    """transformers 4 helpers that models' own code imports from `transformers.modeling_utils`."""
+    from transformers import pytorch_utils
+
+    return {
+        "find_pruneable_heads_and_indices": _no_head_pruning,
+        "prune_linear_layer": pytorch_utils.prune_linear_layer,
+        "apply_chunking_to_forward": pytorch_utils.apply_chunking_to_forward,
+    }
+
+
+# Packages a model's own code may import that build only where CUDA is.
+CUDA_ONLY = ("mamba_ssm", "causal_conv1d", "flash_attn")
+
+
+@contextlib.contextmanager
+def own_code_imports(name: str) -> Iterator[None]:
+    """While a checkpoint's own code is imported: the transformers 4 helpers that 5 removed are
+    lent to `transformers.modeling_utils` (and taken back after, so only that code holds them),
+    and a package the code needs that is not installed is one line naming it."""
+    from transformers import modeling_utils
+
+    lent = {key: value for key, value in _removed_helpers().items() if not hasattr(modeling_utils, key)}
+    for key, value in lent.items():
+        setattr(modeling_utils, key, value)
+    try:
+        yield
+    except ImportError as exc:
+        text, marker = str(exc), "not found in your environment:"
+        packages = [exc.name.split(".")[0]] if isinstance(exc, ModuleNotFoundError) and exc.name else []
+        if marker in text:  # transformers' check of the code's imports, before it runs
+            packages = [p.strip() for p in text.split(marker, 1)[1].split(".")[0].split(",") if p.strip()]
+        if packages:
+            cuda = [p for p in packages if p in CUDA_ONLY]
+            note = f" ({', '.join(cuda)} builds only with CUDA: it needs an NVIDIA GPU)" if cuda else ""
+            raise GenomeIndexError(
+                f"model {name!r}: its own code needs {', '.join(packages)}, not installed here: "
+                f"pip install {' '.join(packages)}{note}"
+            ) from None
+        raise GenomeIndexError(f"model {name!r}: its own code cannot be imported ({_reason(exc)})") from None
+    finally:
+        for key in lent:
+            delattr(modeling_utils, key)
+
+
 def import_package(package: str | None) -> None:
-    """Import the package that registers a model's classes with transformers (GPN: gpn.model)."""
-    if package:
+    """Run what registers a model's classes with transformers: `module:function` calls that
+    function (PyPI gpn 0.9: `gpn:register_auto_classes`); a plain module is imported, and its
+    `register_auto_classes` called when it has one (older gpn registered on `import gpn.model`)."""
+    if not package:
+        return
+    module_name, _, function = package.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise GenomeIndexError(f"--model-package {package!r} cannot be imported ({_reason(exc)})") from None
+    register = getattr(module, function or "register_auto_classes", None)
+    if function and not callable(register):
+        raise GenomeIndexError(f"--model-package {package!r}: {module_name} has no function {function!r}")
+    if callable(register):
         try:
-            importlib.import_module(package)
-        except ImportError as exc:
-            raise GenomeIndexError(f"--model-package {package!r} cannot be imported ({_reason(exc)})") from None
+            register()
+        except Exception as exc:
+            reason = _reason(exc)
+            raise GenomeIndexError(f"--model-package {package!r}: registering its classes failed ({reason})") from None
 
 
 def raw_config(name: str) -> dict[str, Any]:
@@ -196,12 +262,14 @@ def load_config(name: str, trust_remote_code: bool = False, package: str | None 
         )
     model_type = raw.get("model_type")
     if not raw.get("auto_map") and model_type not in CONFIG_MAPPING:
-        raise GenomeIndexError(
-            f"model {name!r}: transformers does not know model_type {model_type!r}; if a package registers it "
-            "(GPN: gpn.model), name it with --model-package"
+        hint = (
+            f"--model-package {package!r} registered no such class: name its registration function (module:function)"
+            if package
+            else "if a package registers it (GPN: gpn), name it with --model-package"
         )
+        raise GenomeIndexError(f"model {name!r}: transformers does not know model_type {model_type!r}; {hint}")
     try:
-        with quiet_transformers():
+        with quiet_transformers(), own_code_imports(name):
             return AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from None
@@ -286,7 +354,7 @@ def model_class(name: str, config: Any, trust_remote_code: bool) -> type:
     entry = next((auto_map[key] for key in AUTO_CLASSES if key in auto_map), None)
     if entry is not None:
         reference = entry[0] if isinstance(entry, list | tuple) else entry
-        with quiet_transformers():
+        with quiet_transformers(), own_code_imports(name):
             return dynamic_module_utils.get_class_from_dynamic_module(reference, resolve(name))
     try:
         cls = MODEL_MAPPING[type(config)]
@@ -348,9 +416,48 @@ def _local_folder(name: str) -> Path:
         raise _load_error(name, exc) from None
 
 
+def fill_config(cls: type, config: Any) -> None:
+    """Give a config the attributes the class's transformers base expects and it lacks, at
+    their defaults. DNABERT-2's config class derives from `PretrainedConfig`, which in
+    transformers 5 no longer carries BERT's `pad_token_id`, `is_decoder`, `add_cross_attention`;
+    its model class (a `BertPreTrainedModel`) reads them while it is built."""
+    from transformers import PreTrainedConfig
+
+    expected = next(
+        (
+            base.config_class
+            for base in cls.__mro__
+            if base.__module__.startswith("transformers.")
+            and isinstance(getattr(base, "config_class", None), type)
+            and base.config_class is not PreTrainedConfig
+        ),
+        None,
+    )
+    if expected is None or isinstance(config, expected):
+        return
+    defaults = expected().to_dict()
+    filled = sorted(key for key in defaults if not hasattr(config, key))
+    for key in filled:
+        setattr(config, key, defaults[key])
+    if filled:
+        logger.debug("config of %s lacks %s: %s's defaults used", cls.__name__, ", ".join(filled), expected.__name__)
+
+
+def _truly_missing(model: torch.nn.Module, state: dict[str, torch.Tensor], missing: list[str]) -> list[str]:
+    """The missing keys no loaded tensor backs. A key whose tensor is the very storage of a
+    loaded one (HyenaDNA's shared `freq`, tied embeddings) was loaded under its other name: the
+    Hub's safetensors files keep one name of each shared tensor, and classes list the others in
+    `_keys_to_ignore_on_load_missing` / `_tied_weights_keys`. Those lists are taken as hints,
+    never as leave to run a random weight: a listed key that nothing loaded still counts."""
+    own = model.state_dict(keep_vars=True)
+    loaded = {own[key].data_ptr() for key in state if key in own and own[key].numel()}
+    return [key for key in missing if key not in own or own[key].data_ptr() not in loaded]
+
+
 def _load_own_code(name: str, cls: type, config: Any) -> torch.nn.Module:
     """A class that is not transformers' own: built the ordinary way on the CPU (its buffers
     computed by its own `__init__`), then filled from the checkpoint, strictly."""
+    fill_config(cls, config)
     try:
         with quiet_transformers():
             model = cls(config)
@@ -365,7 +472,8 @@ def _load_own_code(name: str, cls: type, config: Any) -> torch.nn.Module:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise GenomeIndexError(f"model {name!r} does not load into {cls.__name__}: {_reason(exc)}") from None
-    _check_weights(name, cls, list(result.missing_keys), list(result.unexpected_keys), [])
+    missing = _truly_missing(model, state, list(result.missing_keys))
+    _check_weights(name, cls, missing, list(result.unexpected_keys), [])
     return model
 
 

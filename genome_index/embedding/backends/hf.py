@@ -9,6 +9,8 @@ the chosen layer); everything else is found out by probing the model once.
 from __future__ import annotations
 
 import inspect
+import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -39,6 +41,8 @@ class Adapter(Protocol):
 
 
 ADAPTERS: list[Adapter] = []
+TRITON_ATTENTION = "flash_attn_qkvpacked_func"  # DNABERT-2's module-level Triton kernel (None: PyTorch attention)
+logger = logging.getLogger(__name__)
 
 
 def register_adapter(adapter: Adapter) -> Adapter:
@@ -89,9 +93,16 @@ class TransformerEncoder:
             p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
         )
         self.states_from: str = "model"
-        self.blocks: torch.nn.ModuleList | None = None
+        self.blocks: torch.nn.ModuleList | torch.nn.Sequential | None = None
         self.compiled = False
-        self.causal, self.exact_lengths = self._probe(name)
+        if self.device.type != "cuda":
+            self._pytorch_attention("its Triton kernels need a CUDA GPU")
+        try:
+            self.causal, self.exact_lengths = self._probe(name)
+        except GenomeIndexError as exc:  # on a GPU the Triton path may still fail: then once without it
+            if not self._pytorch_attention(f"its Triton attention failed on the first input: {exc}"):
+                raise
+            self.causal, self.exact_lengths = self._probe(name)
         self.pooling = options.pooling or ("last" if self.causal else "mean")
         if self.pooling not in POOLINGS:
             raise GenomeIndexError(f"unknown pooling {self.pooling!r}: use {', '.join(POOLINGS)}")
@@ -113,11 +124,20 @@ class TransformerEncoder:
     def _collect(
         self, ids: torch.Tensor, lengths: torch.Tensor, layers: Sequence[int], reduce: Callable
     ) -> dict[int, torch.Tensor]:
-        """`reduce(hidden state)` for each of `layers`, each taken as soon as it is computed."""
-        positions = torch.arange(ids.shape[1], device=ids.device)
+        """`reduce(hidden state)` for each of `layers`, each taken as soon as it is computed; a
+        state the model hands over unpadded (DNABERT-2: its real tokens only, (tokens, dim)) is
+        padded back to (rows, width, dim) first."""
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        return self._states(ids, mask, layers, lambda hidden: reduce(repad(hidden, mask)))
+
+    def _states(
+        self, ids: torch.Tensor, mask: torch.Tensor, layers: Sequence[int], reduce: Callable
+    ) -> dict[int, torch.Tensor]:
+        """`reduce(hidden state)` for each of `layers`: from the model's own list of states, or
+        from hooks on its blocks."""
         kwargs: dict[str, Any] = {"input_ids": ids}
         if self.takes_mask:
-            kwargs["attention_mask"] = (positions[None, :] < lengths[:, None]).to(torch.long)
+            kwargs["attention_mask"] = mask.to(torch.long)
         top = self.layer if self._cut else self.spec.num_layers
         inner = sorted(set(layers) - {top})
         if inner and self.states_from == "model":
@@ -149,12 +169,14 @@ class TransformerEncoder:
                 hook.remove()
         return {layer: taken[layer] for layer in layers}
 
-    def _blocks(self) -> torch.nn.ModuleList:
-        """The model's list of blocks (one per layer) for hooks, found once: of the module
-        lists as long as the model is deep, the one with the most weights."""
+    def _blocks(self) -> torch.nn.ModuleList | torch.nn.Sequential:
+        """The model's list of blocks (one per layer) for hooks, found once: of the module lists
+        and sequences (GPN keeps its blocks in an `nn.Sequential`) as long as the model is deep,
+        the one with the most weights."""
         if self.blocks is None:
             depth = self.spec.num_layers
-            lists = [m for m in self.model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
+            kinds = (torch.nn.ModuleList, torch.nn.Sequential)
+            lists = [m for m in self.model.modules() if isinstance(m, kinds) and len(m) == depth]
             if not lists:
                 raise GenomeIndexError(
                     f"model {self.name!r} returns no hidden states and has no list of {depth} blocks to take "
@@ -176,29 +198,46 @@ class TransformerEncoder:
             with torch.inference_mode():
                 if not self._cut:
                     self.states_from = "model" if self._returns_states(rows[0]) else "hooks"
-                ids = torch.tensor(rows, device=self.device)
+                ids = torch.tensor(rows, dtype=torch.long, device=self.device)  # as the engine
                 lengths = torch.tensor([width, width], device=self.device)
                 states = self._collect(ids, lengths, [top], lambda h: h)[top].float()
                 causal = bool(torch.allclose(states[0, :before], states[1, :before], **self._tolerance()))
                 if self.adapter is not None:  # a cut model (to its embeddings, maybe) says what it is
                     causal = self.adapter.causal(self.model)
-                padded = torch.tensor([rows[0] + [self.tokenizer.pad_id] * 5], device=self.device)
+                padded = torch.tensor([rows[0] + [self.tokenizer.pad_id] * 5], dtype=torch.long, device=self.device)
                 alone = self._collect(padded, lengths[:1], [top], lambda h: h)[top].float()[0, :width]
                 exact = bool(torch.allclose(alone, states[0], **self._tolerance()))
         except GenomeIndexError:
             raise
         except Exception as exc:
+            stock = type(self.model).__module__.startswith("transformers.")
+            whose = "it" if stock else "its own code"
             raise GenomeIndexError(
-                f"model {name!r} fails on its first input ({type(exc).__name__}: {str(exc).strip()[:200]}); "
-                "it may need --trust-remote-code, another --model-package, or a newer transformers"
+                f"model {name!r} fails on its first input ({type(exc).__name__}: {str(exc).strip()[:200]}): "
+                f"{whose} raised this; try another --dtype or --device, or the versions of torch and transformers "
+                "the model's authors name"
             ) from None
         return causal, not exact
+
+    def _pytorch_attention(self, why: str) -> bool:
+        """Switch a model's code from its Triton attention to its own PyTorch attention. DNABERT-2
+        (MosaicBERT) takes its Triton flash-attention path whenever `triton` imports, which on
+        the CPU fails on an assertion; the switch is that code's module-level kernel, and the
+        code itself falls back to PyTorch attention when it is None. True if one was switched."""
+        modules = {sys.modules.get(type(m).__module__) for m in self.model.modules()}
+        switched = [m for m in modules if getattr(m, TRITON_ATTENTION, None) is not None]
+        for module in switched:
+            setattr(module, TRITON_ATTENTION, None)
+        if switched:
+            logger.info("model %r runs its PyTorch attention, not Triton's: %s", self.name, why)
+        return bool(switched)
 
     def _returns_states(self, row: list[int]) -> bool:
         """True when the model hands back every hidden state (else hooks on its blocks give them)."""
         if not self.takes_states:
             return False
-        kwargs: dict[str, Any] = {"input_ids": torch.tensor([row], device=self.device), "output_hidden_states": True}
+        ids = torch.tensor([row], dtype=torch.long, device=self.device)
+        kwargs: dict[str, Any] = {"input_ids": ids, "output_hidden_states": True}
         if self.takes_mask:
             kwargs["attention_mask"] = torch.ones_like(kwargs["input_ids"])
         states = getattr(self.model(**kwargs), "hidden_states", None)
@@ -206,6 +245,21 @@ class TransformerEncoder:
 
     def _tolerance(self) -> dict[str, float]:
         return {"rtol": 1e-3, "atol": 1e-4} if self.dtype == torch.float32 else {"rtol": 3e-2, "atol": 3e-2}
+
+
+def repad(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(rows, width, dim) from a state given as its real tokens only, (tokens, dim) in row-major
+    order (DNABERT-2 drops the padding between its blocks); any other state as it is."""
+    if hidden.dim() != 2:
+        return hidden
+    flat = mask.reshape(-1)
+    if hidden.shape[0] != int(flat.sum()):
+        raise GenomeIndexError(
+            f"a hidden state of shape {tuple(hidden.shape)} is neither (rows, width, dim) nor one vector per real token"
+        )
+    full = hidden.new_zeros(flat.shape[0], hidden.shape[1])
+    full[flat] = hidden
+    return full.reshape(*mask.shape, hidden.shape[1])
 
 
 def _first_tensor(output: Any) -> torch.Tensor:
