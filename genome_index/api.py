@@ -149,9 +149,12 @@ class GenomeIndex:
             if aligners is not None:
                 searcher.aligners = aligners
             started = time.perf_counter()
-            hits, embed_seconds = searcher.query_timed(query, options, progress)
+            hits, timing = searcher.query_timed(query, options, progress)
         if timings is not None:
+            embed_seconds = timing.seconds["embed"]
             timings.update(embed_s=embed_seconds, search_s=time.perf_counter() - started - embed_seconds)
+            timings.update({f"{stage}_s": seconds for stage, seconds in timing.seconds.items()})
+            timings.update({f"{stage}_genomes": len(names) for stage, names in timing.passed.items()})
         return hits
 
     # -- reading --------------------------------------------------------------------------

@@ -113,7 +113,8 @@ class QueryOptions:
     center: bool = option("Subtract the store's mean vector before the cosine", default=True)
     rerank: bool = option("Re-order the best 20 hits by k-mer containment", default=True)
     align: bool | None = option(
-        "Align the query to the best candidates with minimap2 and rank them by identity x coverage",
+        "Align the query to the best candidates with minimap2 and rank them by the query bases each explains "
+        "less the edits it takes",
         shown="on for queries up to 6 Mbp",
     )
     align_top: int = option("Candidate genomes to align (never fewer than -k)", default=10)

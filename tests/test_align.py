@@ -141,3 +141,32 @@ def test_a_whole_genome_query_reports_an_ani_by_alignment_close_to_skani(staph_s
     skani = database.query(query, *[r.sequence for r in read_genome(files[query]).records])[0]
     assert abs(ours.identity - skani.identity) <= 0.005, (ours.identity, skani.identity)
     assert abs(ours.query_coverage - skani.query_fraction) <= 0.05, (ours.query_coverage, skani.query_fraction)
+
+
+@pytest.mark.parametrize("strand", ["+", "-"])
+def test_of_two_near_identical_hosts_the_one_with_fewer_differences_wins(tmp_path: Path, strand: str) -> None:
+    """A plasmid two hosts carry almost identically: the fragment's own host differs from it at
+    its 1 % substitutions, the other host at 4 more positions inside the fragment, and its copy
+    ends 200 bp before the fragment does (alignments of different lengths). The hosts are ranked
+    by query bases explained less edits, so the source wins untied, by exactly what tells them
+    apart."""
+    rng = np.random.default_rng(11)
+    plasmid = random_sequence(rng, 30_000)
+    changed = bytearray(plasmid)
+    for position in (12_000, 13_500, 15_000, 16_500):
+        changed[position] = b"ACGT"[(b"ACGT".index(changed[position]) + 1) % 4]
+    other_copy = bytes(changed[:19_800]) + random_sequence(rng, 10_200)  # its copy ends inside the fragment
+    fragment, substitutions = mutate(rng, plasmid[10_000:20_000], 0.01)
+    query = fragment if strand == "+" else reverse_complement(fragment)
+    files = {}
+    for name, records in (("source", [("chr", random_sequence(rng, 50_000)), ("p", plasmid)]),
+                          ("other", [("chr", random_sequence(rng, 50_000)), ("p", other_copy)])):  # fmt: skip
+        files[name] = tmp_path / f"{name}.fa"
+        files[name].write_bytes(b"".join(b">%s\n%s\n" % (n.encode(), s) for n, s in records))
+    index = GenomeIndex(tmp_path / "index")
+    index.build(list(files.values()), "kmer:4")
+    (tmp_path / "q.fa").write_bytes(b">q\n" + query + b"\n")
+    first, second = index.query(tmp_path / "q.fa", QueryOptions(k=2))
+    assert (first.name, first.rank, first.tied, second.name, second.rank) == ("source", 1, False, "other", 2)
+    assert first.ranked_by == "explained_bp" and first.explained_bp == 10_000 - substitutions
+    assert second.explained_bp < first.explained_bp - 4  # 4 differences and 200 bases it does not hold

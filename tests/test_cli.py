@@ -193,7 +193,7 @@ def test_real_genbank_refseq_pair_is_one_genome(tmp_path: Path, staph_dir: Path)
 HIT_COLUMNS = [
     "query", "rank", "tied", "genome_id", "name", "file", "score", "centred_score", "mode", "support",
     "containment", "query_hashes", "ani_estimate", "ani_low", "ani_high", "identity", "aligned_bp",
-    "query_coverage", "match", "target_record", "target_start", "target_end", "strand", "ranked_by",
+    "query_coverage", "match", "explained_bp", "target_record", "target_start", "target_end", "strand", "ranked_by",
 ]  # fmt: skip
 TABLE = {
     "--align": ["rank", "name", "identity", "query_coverage", "target_record", "target_start", "target_end", "strand"],
@@ -219,7 +219,7 @@ def test_query_formats_carry_the_same_columns_in_every_mode(store: Path, mode: s
     assert rows[0]["name"] == "DSM20231" and isinstance(rows[0]["rank"], int) and isinstance(rows[0]["score"], float)
     assert (rows[0]["support"] is None) == (mode == "genome")
     assert (rows[0]["identity"] == 1.0 and rows[0]["query_coverage"] == 1.0) == (align == "--align")
-    assert rows[0]["ranked_by"] == ("match" if align == "--align" else "containment, centred_score")
+    assert rows[0]["ranked_by"] == ("explained_bp" if align == "--align" else "containment, centred_score")
     tsv = run(*ask, "--format", "tsv").stdout.splitlines()
     assert tsv[0].split("\t") == HIT_COLUMNS and tsv[1].split("\t")[4] == "DSM20231"
     parsed = list(csv.DictReader(io.StringIO(run(*ask[:2], "--index", store, "--mode", mode, "-f", "csv").stdout)))
@@ -584,3 +584,13 @@ def test_a_bad_query_is_refused_before_the_model_loads(tmp_path: Path, example_g
     lines = result.stderr.splitlines()
     assert result.returncode == 1 and message in lines[0] and lines[0].startswith("genome-index: error:")
     assert lines[1:] == ["torch not loaded"]
+
+
+def test_query_explain_says_where_the_time_went_on_stderr(store: Path) -> None:
+    result = runner.invoke(app, ["query", str(EXAMPLES / "query.fa"), "-i", str(store), "-k", "2", "--explain"])
+    assert result.exit_code == 0, result.output
+    stages = [line.split()[0] for line in result.stderr.splitlines() if line.strip()][-4:]
+    assert stages == ["embed", "candidates", "rerank", "verify"]
+    assert "genome(s) passed on" in result.stderr and "candidates" not in result.stdout
+    quiet = runner.invoke(app, ["query", str(EXAMPLES / "query.fa"), "-i", str(store), "-k", "2", "-q"])
+    assert quiet.stdout == result.stdout and "candidates" not in quiet.stderr

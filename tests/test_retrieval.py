@@ -183,7 +183,7 @@ def test_the_alignment_orders_its_candidates_and_decides_ties() -> None:
     assert result == [(2, 1, False), (1, 2, False)]  # the alignment sees the SNPs the sketch and the cosine cannot
     three = hits_of({1: 0.97, 2: 0.97, 3: 0.5})
     hits, ranked_by = ordered(three, Plan(3, True, True, 3), twins, aligned({3: (1.0, 1.0)}))
-    assert ranked_by == ("match",) and [h.genome_id for _, _, h in hits] == [3, 1, 2]
+    assert ranked_by == ("explained_bp",) and [h.genome_id for _, _, h in hits] == [3, 1, 2]
     assert [(rank, tied) for rank, tied, _ in hits] == [(1, False), (2, True), (2, True)]  # neither aligns
     same_alignment = aligned({1: (0.99, 1.0), 2: (0.99, 1.0)})
     result = order(hits_of({1: 0.96, 2: 0.97, 3: 0.5}), Plan(3, True, True, 3), twins, same_alignment)
@@ -223,7 +223,7 @@ def test_genome_mode_centring_equals_the_reference_over_every_stored_vector(stor
     from genome_index.search.candidates import centred_scores
 
     with store.searcher() as searcher, store.store.reading() as reader:
-        index = searcher._current(reader, {"genomes"})[0]["genomes"]
+        index = searcher._current({"genomes"}).indexes["genomes"]
         settings = reader.settings()
         ids, stored = reader.vectors("genomes", settings.dim)
         mean = stored.astype(np.float64).mean(axis=0).astype(np.float32)

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from genome_index.api import GenomeIndex
@@ -134,3 +135,45 @@ def test_a_failed_batch_fails_its_queries_and_the_next_one_is_served() -> None:
     assert batcher([window] * 2, SILENT.step("test")).shape == (2, 2)
     batcher.close()
     assert not batcher.thread.is_alive()
+
+
+def test_what_a_searcher_keeps_equals_what_the_store_reads(store: GenomeIndex) -> None:
+    """The resident reads (chunk vectors from the FAISS index, chunk -> genome, means, sketches,
+    sequences) against the slow, obvious ones: the store's own rows."""
+    from genome_index.search.resident import ResidentReader
+    from genome_index.store.vectors import normalise
+
+    with store.searcher() as searcher, store.store.reading() as reader:
+        dim = searcher.settings.dim
+        resident, lock = searcher._current({"chunks", "genomes"}), threading.Lock()
+        memory = ResidentReader(store.store, resident, lock)
+        ids = reader.ids("chunks")[::7]
+        np.testing.assert_allclose(memory.chunk_vectors(ids, dim), normalise(reader.chunk_vectors(ids, dim)), atol=1e-6)
+        assert memory.genomes_of_chunks(ids.tolist()) == reader.genomes_of_chunks(ids.tolist())
+        for kept, read in zip(memory.vector_means(dim), reader.vector_means(dim), strict=True):
+            np.testing.assert_array_equal(kept, read)
+        genomes = sorted(resident.details)
+        assert memory.sketch_hashes(genomes) == reader.sketch_hashes(genomes)
+        assert [memory.has_sequence(g) for g in genomes] == [reader.has_sequence(g) for g in genomes]
+        assert memory.genome_count() == reader.genome_count()
+        assert memory.opened  # the sketches were read once: kept since
+        memory.__exit__(None, None, None)  # the query's end closes what it opened
+        with ResidentReader(store.store, resident, lock) as again:
+            assert again.sketch_hashes(genomes) == reader.sketch_hashes(genomes) and not again.opened
+
+
+@pytest.mark.parametrize("mode", ["chunks", "genome"])
+def test_a_warm_query_of_an_unchanged_store_does_not_open_it(store: GenomeIndex, monkeypatch, mode: str) -> None:
+    """Once the store's indexes, details and the candidates' minimap2 indexes are in memory, a
+    query of an unchanged store is answered without a DuckDB connection; a change is seen."""
+    with store.searcher() as searcher:
+        first = searcher.query(EXAMPLES / "query.fa", k=2, mode=mode)
+        opened = []
+        reading = type(store.store).reading
+        counted = lambda self, *a, **k: opened.append(1) or reading(self, *a, **k)  # noqa: E731
+        monkeypatch.setattr(type(store.store), "reading", counted)
+        assert searcher.query(EXAMPLES / "query.fa", k=2, mode=mode) == first
+        assert opened == []
+        store.store.db_path.touch()  # as a commit would change it: the signature is read, nothing reloads
+        assert searcher.query(EXAMPLES / "query.fa", k=2, mode=mode) == first
+        assert opened == [1]

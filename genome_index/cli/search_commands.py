@@ -56,17 +56,26 @@ def query(
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
     quiet: Quiet = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="After the hits, say on stderr where the query's time went, stage by stage (embed, "
+            "candidates, rerank, verify), and how many genomes each passed on.",
+        ),
+    ] = False,
 ) -> None:
     """Find the stored genomes nearest to a sequence.
 
     The query is embedded with the store's own model, layer and windows; the best candidates
-    are then aligned with minimap2 (queries up to 6 Mbp, or --align) and ranked by identity x
-    coverage. Rows carry the cosine score, the sketch figures, the alignment (identity,
-    aligned_bp, query_coverage, where in the genome), the rank key (ranked_by; equal keys
-    share a rank and are flagged tied), then the genome's labels; the table shows the few
-    that fit a terminal, --format json adds every alignment. In chunks mode, support is the
-    number of query windows whose best match lies in the genome (identical genomes share a
-    window's match, so twins have equal support).
+    are then aligned with minimap2 (queries up to 6 Mbp, or --align) and ranked by the query
+    bases each explains less the edits it takes (explained_bp). Rows carry the cosine score,
+    the sketch figures, the alignment (identity, aligned_bp, query_coverage, where in the
+    genome), the rank key (ranked_by; equal keys share a rank and are flagged tied), then the
+    genome's labels; the table shows the few that fit a terminal, --format json adds every
+    alignment. In chunks mode, support is the number of query windows whose best match lies
+    in the genome (identical genomes share a window's match, so twins have equal support).
+    --explain says on stderr where the time went, stage by stage.
 
     \b
     Examples:
@@ -74,6 +83,7 @@ def query(
       genome-index query assembly.fna.gz --format json --no-align
       genome-index query plasmids.fa --per-record --columns query,rank,name,score
       cat reads.fa | genome-index query -
+      genome-index query contig.fa --explain
     """
     from genome_index.api import GenomeIndex
     from genome_index.cli.output import HIT_TABLE_COLUMNS, HIT_TABLE_UNALIGNED, choose, column_names, render_dicts
@@ -87,10 +97,11 @@ def query(
     known = [*hit_columns, *labels]
     choose(known, [], fmt, columns)  # an unknown --columns fails before the model loads
     options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank, align, align_top)
+    timings: dict[str, float] = {}
     with stdin_as_file([fasta]) as (path,):
         hits = store.query(
             path, options, RunOptions(device, dtype, batch_tokens), model=model, progress=Shown(quiet),
-            trust_remote_code=trust_remote_code, model_package=model_package,
+            trust_remote_code=trust_remote_code, model_package=model_package, timings=timings,
         )  # fmt: skip
     rows = [hit.row(alignments=fmt == "json") for hit in hits]
     aligned = any(hit.identity is not None for hit in hits)
@@ -99,6 +110,18 @@ def query(
         rows = [{**row, "rank": f"{row['rank']}=" if row["tied"] else row["rank"]} for row in rows]
     chosen = choose(column_names(rows, known), rows, fmt, columns, brief, labels)
     typer.echo(render_dicts(rows, fmt, chosen), nl=False)
+    if explain:
+        typer.echo(explanation(timings), err=True)
+
+
+def explanation(timings: dict[str, float]) -> str:
+    """One line per stage: its milliseconds and the genomes it passed on (`GenomeIndex.query`'s timings)."""
+    lines = []
+    for stage in ("embed", "candidates", "rerank", "verify"):
+        passed = timings.get(f"{stage}_genomes")
+        onward = f", {int(passed)} genome(s) passed on" if passed is not None else ""
+        lines.append(f"{stage:<10} {timings.get(f'{stage}_s', 0.0) * 1000:9.1f} ms{onward}")
+    return "\n".join(lines)
 
 
 @command()

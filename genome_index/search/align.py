@@ -107,6 +107,14 @@ class GenomeAlignment:
         return (self.identity or 0.0) * self.query_coverage
 
     @property
+    def explained_bp(self) -> int:
+        """Query bases this genome explains, less the edits it takes: aligned query bases minus
+        mismatches and short-gap columns. Hits are ranked by it: between two genomes that both
+        hold the query, the one that differs from it at fewer positions has more, whatever the
+        alignments' lengths (a ratio such as identity can favour a shorter alignment)."""
+        return self.aligned_bp - sum(a.columns - a.matches for a in self.alignments)
+
+    @property
     def best(self) -> Alignment | None:
         return self.alignments[0] if self.alignments else None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -21,6 +22,9 @@ from genome_index.search.sketch import SketchEstimate
 from genome_index.settings import StoreSettings
 from genome_index.store.indexes import search
 from genome_index.store.reads import StoreReader
+
+if TYPE_CHECKING:
+    from genome_index.search.resident import ResidentReader
 from genome_index.store.vectors import genome_vector, normalise, pair_scores, rescore
 
 log = logging.getLogger("genome_index")
@@ -44,7 +48,7 @@ class Candidate:
 class Retriever:
     """Scores stored genomes against embedded query views, on one read session of the store."""
 
-    def __init__(self, reader: StoreReader, settings: StoreSettings, center: bool) -> None:
+    def __init__(self, reader: StoreReader | ResidentReader, settings: StoreSettings, center: bool) -> None:
         self.reader, self.settings, self.center = reader, settings, center
         if center and reader.genome_count() < 2:  # the mean of one genome is that genome: nothing would be left
             log.warning("the store holds one genome: centring needs two or more, so this query is not centred")
@@ -127,12 +131,16 @@ def rank_chunk_mode(
     Support counts the query chunks whose best hit lies in that genome; a chunk whose best
     hit is equally good in several genomes (identical sequence) counts for each. A genome not
     among a chunk's nearest neighbours contributes 0 for that chunk. Each view is scored on
-    its own and the view with the best ranking score kept.
+    its own and the view with the best ranking score kept; the windows of every view are
+    searched together, in one pass over the index.
     """
     best: dict[int, Candidate] = {}
+    found = search_chunks(normalise(np.concatenate(view_vectors)), CHUNK_HITS)  # one pass over the index
+    genome_of = genome_of_chunks(found[1])
+    offset = 0
     for vectors in view_vectors:
-        ranking, ids, plain = search_chunks(normalise(vectors), CHUNK_HITS)
-        genome_of = genome_of_chunks(ids)
+        ranking, ids, plain = (part[offset : offset + len(vectors)] for part in found)
+        offset += len(vectors)
         totals: dict[int, list[float]] = {}
         support: dict[int, int] = {}
         for row_ranking, row_ids, row_plain in zip(ranking, ids, plain, strict=True):

@@ -41,6 +41,7 @@ class Hit:
     aligned_bp: int | None
     query_coverage: float | None
     match: float | None
+    explained_bp: int | None
     target_record: str | None
     target_start: int | None
     target_end: int | None
@@ -97,6 +98,7 @@ def make_hit(
         aligned_bp=aligned.aligned_bp if aligned else None,
         query_coverage=rounded(aligned.query_coverage if aligned else None),
         match=rounded(aligned.match if aligned else None),
+        explained_bp=aligned.explained_bp if aligned else None,
         target_record=best.target_record if best else None,
         target_start=best.target_start + 1 if best else None,
         target_end=best.target_end if best else None,

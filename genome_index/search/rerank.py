@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from genome_index.io.sequences import unpack
 from genome_index.progress import Progress
@@ -23,6 +23,9 @@ from genome_index.search.candidates import Candidate, embedding_key
 from genome_index.search.hits import DIGITS
 from genome_index.search.views import Query
 from genome_index.store.reads import StoreReader
+
+if TYPE_CHECKING:
+    from genome_index.search.resident import ResidentReader
 
 log = logging.getLogger("genome_index")
 RERANK_CANDIDATES = 20  # genomes re-ordered by containment
@@ -41,7 +44,7 @@ class Reranker(Protocol):
 class SketchReranker:
     """Containment of the query's FracMinHash sketch in each candidate's stored one."""
 
-    def __init__(self, reader: StoreReader, scaled: int, query_sketch: Any) -> None:
+    def __init__(self, reader: StoreReader | ResidentReader, scaled: int, query_sketch: Any) -> None:
         self.reader, self.scaled, self.query_sketch = reader, scaled, query_sketch
 
     def __call__(self, candidates: list[Candidate]) -> bool:
@@ -58,7 +61,12 @@ class AlignmentReranker:
     needed, from an aligning thread's own cursor); False for a store without sequences."""
 
     def __init__(
-        self, reader: StoreReader, query: Query, aligners: Aligners, progress: Progress, warn: Callable[[], None]
+        self,
+        reader: StoreReader | ResidentReader,
+        query: Query,
+        aligners: Aligners,
+        progress: Progress,
+        warn: Callable[[], None],
     ) -> None:
         self.reader, self.query, self.aligners, self.progress, self.warn = reader, query, aligners, progress, warn
 
@@ -100,7 +108,7 @@ class Plan:
 def sort_key(hit: Candidate, ranked_by: tuple[str, ...]) -> tuple[float, ...]:
     """The values the hits are ranked by (descending), rounded as they are shown."""
     values = {
-        "match": lambda: hit.alignment.match if hit.alignment else 0.0,
+        "explained_bp": lambda: hit.alignment.explained_bp if hit.alignment else -(2**62),
         "containment": lambda: hit.sketch.containment if hit.sketch else -1.0,
         "centred_score": lambda: hit.centred_score,
         "score": lambda: hit.score,
@@ -116,10 +124,12 @@ def order_hits(
     The embedding orders every genome; its best `plan.candidates` get their sketch figures,
     with `rerank` are re-ordered by containment (the embedding's order breaking ties: it sees
     every base of the query, the sketch one k-mer in `scaled`), and with `align` the best
-    `align_top` are aligned and ordered by identity x coverage alone: the alignment sees
-    every base, so where it cannot tell genomes apart nothing in the query can (the
-    embedding's windows reach into flanking sequence the query does not have). Hits equal on
-    the whole key share a rank and are flagged tied, listed in the embedding's order.
+    `align_top` are aligned and ordered by the query bases each explains less the edits it
+    takes (`explained_bp`) alone: the alignment sees every base, so the genome that differs
+    from the query at fewer positions wins, and where it cannot tell genomes apart nothing in
+    the query can (the embedding's windows reach into flanking sequence the query does not
+    have). Hits equal on the whole key share a rank and are flagged tied, listed in the
+    embedding's order.
     """
     embedding = "centred_score" if any(h.centred_score is not None for h in ranked.values()) else "score"
     head = sorted(ranked.values(), key=lambda h: (-embedding_key(h), h.genome_id))[: plan.candidates]
@@ -131,7 +141,7 @@ def order_hits(
     if plan.align:
         aligned = head[: max(plan.k, plan.align_top)]
         if alignments(aligned):
-            head, ranked_by = aligned, ("match",)
+            head, ranked_by = aligned, ("explained_bp",)
     head.sort(key=lambda h: (tuple(-v for v in sort_key(h, ranked_by)), -embedding_key(h), h.genome_id))
     keys = [sort_key(h, ranked_by) for h in head]
     out = []

@@ -33,20 +33,47 @@ from genome_index.search.align import Aligners
 from genome_index.search.candidates import Retriever, rank_chunk_mode
 from genome_index.search.hits import Hit, make_hit
 from genome_index.search.rerank import NO_SEQUENCES, AlignmentReranker, Plan, SketchReranker, order_hits
+from genome_index.search.resident import Resident, ResidentReader, file_stamp
 from genome_index.search.views import embed_unique, queries_of, resolve_mode, views, wants_alignment
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreSettings
 from genome_index.store import Store
 from genome_index.store.indexes import to_gpu
-from genome_index.store.reads import StoreReader
 
 if TYPE_CHECKING:
-    import faiss
-
     from genome_index.embedding.embedder import Embedder
     from genome_index.embedding.tokenize import Chunk
 
 log = logging.getLogger("genome_index")
 BATCH_WAIT = 0.005  # seconds a micro-batch waits for more queries after its first
+STAGES = ("embed", "candidates", "rerank", "verify")
+
+
+@dataclasses.dataclass
+class QueryTiming:
+    """Where a query's time went, stage by stage (seconds, summed over its records), and the
+    genomes each stage passed on to the next (names): a stage's recall is whether the source
+    is still among them. embed: the query's windows and sketch; candidates: the FAISS search
+    and the embedding's order, passing its best `Plan.candidates`; rerank: their sketch
+    containment, passing those to verify; verify: minimap2, passing the hits."""
+
+    seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    passed: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+
+    def timed(self, stage: str, work: Callable[..., Any], names: Callable[[Any], set[str]] | None = None) -> Callable:
+        """`work` wrapped: its seconds added to `stage`; with `names`, what it was given recorded
+        as what the stage before passed on."""
+
+        def run(*args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return work(*args)
+            finally:
+                self.seconds[stage] += time.perf_counter() - started
+                if names is not None:
+                    before = STAGES[STAGES.index(stage) - 1]
+                    self.passed.setdefault(before, set()).update(names(args[0]))
+
+        return run
 
 
 class MicroBatcher:
@@ -117,9 +144,9 @@ class Searcher:
         self.aligners = Aligners()
         self._lock = threading.Lock()  # guards the loaded indexes and details
         self._embed_lock = threading.Lock()  # the model runs one call at a time
-        self._indexes: dict[str, faiss.Index] = {}
-        self._details: dict[int, dict[str, Any]] = {}
-        self._signature: tuple | None = None
+        self._resident: Resident | None = None  # the store as kept in memory (see search/resident.py)
+        self._stamp: tuple | None = None  # its files when last looked at
+        self._sketch_lock = threading.Lock()
         self._warned = False  # of genomes without sequences: once per searcher
         self.batcher = MicroBatcher(self._embed_locked) if micro_batch else None
 
@@ -161,22 +188,27 @@ class Searcher:
 
     # -- the store's state ------------------------------------------------------------------
 
-    def _current(
-        self, reader: StoreReader, kinds: set[str]
-    ) -> tuple[dict[str, faiss.Index], dict[int, dict[str, Any]]]:
-        """The indexes of `kinds` and the genome details, loaded again when the store changed."""
-        signature = reader.change_signature()
+    def _current(self, kinds: set[str]) -> Resident:
+        """The store as kept in memory, with the indexes of `kinds`: its files unchanged since
+        the last query, as it was; else its signature is read, and everything again if that
+        changed (genomes added or removed, labels set)."""
+        stamp = file_stamp(self.store)
         with self._lock:
-            if signature != self._signature:
-                self._indexes, self._details, self._signature = {}, reader.genome_details(), signature
-            for kind in kinds - set(self._indexes):
-                index, rebuilt = self.store.load_faiss(reader, kind, self.settings)
-                if rebuilt:
-                    self.store.save_repair(kind, index)
-                if index.ntotal == 0:
-                    raise GenomeIndexError(f"{self.store.directory}: the store holds no genomes yet")
-                self._indexes[kind] = to_gpu(index)  # searches run on the GPU with a faiss GPU build
-            return dict(self._indexes), self._details
+            resident = self._resident
+            if resident is not None and stamp == self._stamp and kinds <= set(resident.indexes):
+                return resident
+            with self.store.reading() as reader:
+                if resident is None or reader.change_signature() != resident.signature:
+                    resident = Resident.read(reader, self.settings.dim)
+                for kind in kinds - set(resident.indexes):
+                    index, rebuilt = self.store.load_faiss(reader, kind, self.settings)
+                    if rebuilt:
+                        self.store.save_repair(kind, index)
+                    if index.ntotal == 0:
+                        raise GenomeIndexError(f"{self.store.directory}: the store holds no genomes yet")
+                    resident.indexes[kind] = to_gpu(index)  # searches run on the GPU with a faiss GPU build
+            self._resident, self._stamp = resident, stamp
+            return resident
 
     # -- queries --------------------------------------------------------------------------
 
@@ -190,8 +222,9 @@ class Searcher:
 
     def query_timed(
         self, query: QueryInput, options: QueryOptions, progress: Progress = SILENT
-    ) -> tuple[list[Hit], float]:
-        """Hits, and the seconds spent embedding the query (the rest is search and alignment)."""
+    ) -> tuple[list[Hit], QueryTiming]:
+        """Hits, and where the query's time went (`QueryTiming`: embed, candidates, rerank, verify)."""
+        timing = QueryTiming()
         genome = as_genome(query)
         if options.window_overlap and self.settings.chunking != "fixed":
             raise GenomeIndexError(
@@ -208,11 +241,11 @@ class Searcher:
         vectors = embed_unique(self.embedder, chunks, progress, self.batcher or self._embed_locked)
         scaled = self.settings.sketch_scaled
         query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records, scaled), scaled) for q in queries]
-        embedded = time.perf_counter() - started
+        timing.seconds["embed"] = time.perf_counter() - started
         hits: list[Hit] = []
-        with self.store.reading() as reader:
-            kinds = {"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans}
-            indexes, details = self._current(reader, kinds)
+        resident = self._current({"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans})
+        with ResidentReader(self.store, resident, self._sketch_lock) as reader:
+            indexes, details = resident.indexes, resident.details
             retriever = Retriever(reader, self.settings, options.center)
             offset = 0
             searching = progress.step("searching", len(vectors), "windows", queries=len(queries))
@@ -223,22 +256,29 @@ class Searcher:
                 for lists in chunk_lists:
                     view_vectors.append(vectors[offset : offset + len(lists)])
                     offset += len(lists)
+                started = time.perf_counter()
                 if mode == "genome":
                     ranked = retriever.genome_mode(indexes["genomes"], view_vectors)
                 else:
                     search_chunks = retriever.chunk_search(indexes["chunks"])
                     ranked = rank_chunk_mode(search_chunks, view_vectors, retriever.genome_of, retriever.center)
+                timing.seconds["candidates"] += time.perf_counter() - started
                 searching.advance(sum(len(v) for v in view_vectors), queries=1)
                 plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
+                named = lambda found: {details[c.genome_id]["name"] for c in found}  # noqa: E731
                 sketches = SketchReranker(reader, self.settings.sketch_scaled, query_sketch)
                 alignments = AlignmentReranker(reader, one, self.aligners, progress, self._warn_no_sequences)
-                ordered, ranked_by = order_hits(ranked, plan, sketches, alignments)
-                hits.extend(
-                    make_hit(one.name, rank, tied, found, mode, ranked_by, details[found.genome_id])
-                    for rank, tied, found in ordered
+                ordered, ranked_by = order_hits(
+                    ranked, plan, timing.timed("rerank", sketches, named), timing.timed("verify", alignments, named)
                 )
+                found = [
+                    make_hit(one.name, rank, tied, f, mode, ranked_by, details[f.genome_id])
+                    for rank, tied, f in ordered
+                ]
+                timing.passed.setdefault("verify", set()).update(hit.name for hit in found)
+                hits.extend(found)
             searching.close()
-        return hits, embedded
+        return hits, timing
 
     def _warn_no_sequences(self) -> None:
         """Once per searcher: hits of genomes without a stored sequence are not aligned."""

@@ -153,6 +153,17 @@ class StoreReader:
         """Stored vectors of the given chunk ids (sorted ascending), in that order."""
         return self.vectors_of("chunks", chunk_ids, dim)
 
+    def chunk_genomes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every chunk id (ascending) and the genome each lies in: what a searcher keeps in memory."""
+        table = self._con.execute("SELECT id, genome_id FROM chunks ORDER BY id").fetchnumpy()
+        return np.asarray(table["id"], dtype=np.int64), np.asarray(table["genome_id"], dtype=np.int64)
+
+    def genomes_with_sequences(self) -> list[int]:
+        """Ids of the genomes whose sequences the store keeps."""
+        if not has_sequences(self._con):
+            return []
+        return [gid for (gid,) in self._con.execute("SELECT DISTINCT genome_id FROM sequences").fetchall()]
+
     def genomes_of_chunks(self, chunk_ids: list[int]) -> dict[int, int]:
         """chunk id -> genome id."""
         rows = self._con.execute("SELECT id, genome_id FROM chunks WHERE id IN (SELECT UNNEST(?))", [chunk_ids])

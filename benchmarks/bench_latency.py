@@ -1,0 +1,185 @@
+"""Query latency against skani in the same run: a warm `Searcher`, per stage, and the CLI.
+
+    python benchmarks/bench_latency.py                  # 35 genomes, about 105 Mbp, kmer:6
+    python benchmarks/bench_latency.py --work /tmp/lat  # keep (and reuse) the genomes and the store
+    python benchmarks/bench_latency.py --per-length 20 --synthetic-length 1000000   # quicker
+
+The set: the S. aureus assemblies of ../shared/data/staph (the examples' excerpts without
+it), and five synthetic species (distinct composition), each an ancestor with six
+descendants at 0.1, 0.5, 1, 3, 5 and 10 % substitutions, each with a 40 kb plasmid. Queries:
+2, 10 and 50 kb fragments with 1 % substitutions, half reverse-complemented.
+
+Printed, with the machine: the store build; skani (pyskani: a database of every genome, each
+fragment sketched and queried) per query; a warm `Searcher` with the defaults, per query
+(p50, p99) and per stage (embed, candidates, re-rank, verify) with each stage's recall (the
+source genome still among what the stage passes on), and top-1 (the source in the rank-1
+tie); their ratio to skani; then the CLI: every fragment in one `query --per-record` call,
+and one cold `query` of a 10 kb fragment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from _machine import describe_machine
+from bench_retrieval import mutate
+from make_examples import synthetic_sequence
+
+from genome_index.api import GenomeIndex
+from genome_index.io.fasta import find_fasta_files, read_genome, reverse_complement
+from genome_index.settings import QueryOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+STAPH = ROOT.parent / "shared" / "data" / "staph"
+LENGTHS = (2_000, 10_000, 50_000)
+DIVERGENCE = (0.001, 0.005, 0.01, 0.03, 0.05, 0.10)
+SPECIES = [(0.33, 0.25), (0.45, -0.1), (0.55, 0.1), (0.66, 0.15), (0.50, -0.2)]
+
+
+def make_genomes(folder: Path, length: int, rng: np.random.Generator) -> list[Path]:
+    """The real assemblies (linked) and the synthetic species' descendants, written once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = STAPH if STAPH.is_dir() else ROOT / "examples" / "genomes"
+    real = sorted(source.glob("*.fna.gz"))
+    for path in real:
+        link = folder / path.name
+        if not link.exists():
+            link.symlink_to(path)
+    for s, (gc, skew) in enumerate(SPECIES):
+        if all((folder / f"species{s}_{d}.fa").exists() for d in range(len(DIVERGENCE))):
+            continue
+        chromosome = np.frombuffer(synthetic_sequence(int(rng.integers(2**31)), gc, skew, length), np.uint8)
+        plasmid = np.frombuffer(synthetic_sequence(int(rng.integers(2**31)), gc, -skew, 40_000), np.uint8)
+        for d, rate in enumerate(DIVERGENCE):
+            records = [("chromosome", mutate(rng, chromosome, rate)), ("plasmid", mutate(rng, plasmid, rate))]
+            text = b"".join(b">" + n.encode() + b"\n" + seq.tobytes() + b"\n" for n, seq in records)
+            (folder / f"species{s}_{d}.fa").write_bytes(text)
+    return find_fasta_files([folder])
+
+
+def make_fragments(
+    genomes: list[Path], per_length: int, rng: np.random.Generator, stored: dict[str, str]
+) -> list[tuple[str, bytes, str]]:
+    """(name, sequence, source genome's name in the store) for each fragment. A file whose
+    genome the store already holds under another name (a GCF copy of a GCA assembly) is the
+    same genome: `stored` maps each SHA-256 to the stored name."""
+    loaded = [read_genome(path) for path in genomes]
+    fragments = []
+    for length in LENGTHS:
+        for i in range(per_length):
+            genome = loaded[rng.integers(len(loaded))]
+            records = [r for r in genome.records if len(r.sequence) > length]
+            weights = np.array([len(r.sequence) for r in records], dtype=float)
+            record = records[rng.choice(len(records), p=weights / weights.sum())]
+            start = int(rng.integers(0, len(record.sequence) - length))
+            piece = mutate(rng, np.frombuffer(record.sequence[start : start + length], np.uint8), 0.01).tobytes()
+            source = stored[genome.sha256]
+            fragments.append((f"f{length}_{i}", reverse_complement(piece) if i % 2 else piece, source))
+    return fragments
+
+
+def skani_per_query(
+    genomes: list[Path], fragments: list[tuple[str, bytes, str]], stored: dict[str, str]
+) -> tuple[float, float]:
+    """Seconds per query of skani (sketching the query included), and its top-1 accuracy, over
+    the genomes the store holds (each once, by its stored name)."""
+    import pyskani
+
+    database, seen = pyskani.Database(), set()
+    for path in genomes:
+        genome = read_genome(path)
+        if genome.sha256 not in seen:
+            seen.add(genome.sha256)
+            database.sketch(stored[genome.sha256], *[r.sequence for r in genome.records])
+    right = 0
+    started = time.perf_counter()
+    for name, sequence, source in fragments:
+        hits = database.query(name, sequence)
+        right += bool(hits) and max(hits, key=lambda h: h.identity).reference_name == source
+    return (time.perf_counter() - started) / len(fragments), right / len(fragments)
+
+
+def searcher_figures(index: GenomeIndex, folder: Path, fragments: list[tuple[str, bytes, str]]) -> dict:
+    """Per-query seconds, per-stage seconds and recall, and top-1, of a warm searcher."""
+    files = []
+    for name, sequence, _ in fragments:
+        files.append(folder / f"{name}.fa")
+        files[-1].write_bytes(b">" + name.encode() + b"\n" + sequence + b"\n")
+    times, stages, recall, answers = [], {}, {}, []
+    with index.searcher() as searcher:
+        searcher.query(files[0], QueryOptions())  # warm: indexes, aligners
+        for file, (_, _, source) in zip(files, fragments, strict=True):
+            started = time.perf_counter()
+            hits, timing = searcher.query_timed(file, QueryOptions())
+            times.append(time.perf_counter() - started)
+            answers.append(hits)
+            if isinstance(timing, float):  # before stages were timed (up to 7fc691b): embedding only
+                stages.setdefault("embed", []).append(timing)
+                continue
+            for stage, seconds in timing.seconds.items():
+                stages.setdefault(stage, []).append(seconds)
+            for stage, names in timing.passed.items():
+                recall.setdefault(stage, []).append(source in names)
+    top1 = sum(any(h.name == f[2] and h.rank == 1 for h in hits) for hits, f in zip(answers, fragments, strict=True))
+    return {"times": times, "stages": stages, "recall": recall, "top1": top1 / len(fragments), "files": files}
+
+
+def cli_seconds(args: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "genome_index.cli", *args], check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, help="folder to keep (and reuse) the genomes and the store in")
+    parser.add_argument("--per-length", type=int, default=85, help="fragments per length (85: 255 queries)")
+    parser.add_argument("--synthetic-length", type=int, default=3_000_000, help="bp of each synthetic chromosome")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    rng = np.random.default_rng(27)
+    print(describe_machine())
+    genomes = make_genomes(work / "genomes", args.synthetic_length, rng)
+    index = GenomeIndex(work / "index")
+    started = time.perf_counter()
+    index.build(genomes, model="kmer:6")
+    info = index.info()
+    counts, built = info["counts"], time.perf_counter() - started
+    print(f"store: {counts['genomes']} genomes, {info['bases'] / 1e6:.1f} Mbp, {counts['chunks']:,} windows, "
+          f"kmer:6 (built or brought up to date in {built:.1f} s)")  # fmt: skip
+    stored = dict(index.sql("SELECT sha256, name FROM genomes")[1])
+    fragments = make_fragments(genomes, args.per_length, rng, stored)
+    skani, skani_top1 = skani_per_query(genomes, fragments, stored)
+    print(f"skani (pyskani): {skani * 1000:.2f} ms a query, top-1 {skani_top1:.3f}")
+    ours = searcher_figures(index, work, fragments)
+    times = np.array(ours["times"])
+    p50, p99 = np.percentile(times, 50), np.percentile(times, 99)
+    print(f"warm Searcher, defaults: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+          f"mean {times.mean() * 1000:.1f} ms a query ({times.mean() / skani:.1f}x skani's); "
+          f"top-1 {ours['top1']:.3f}")  # fmt: skip
+    for stage, seconds in ours["stages"].items():
+        kept = ours["recall"].get(stage)
+        recall = f", recall {np.mean(kept):.3f}" if kept else ""
+        median, mean = statistics.median(seconds) * 1000, np.mean(seconds) * 1000
+        print(f"  {stage:<11} p50 {median:7.2f} ms, mean {mean:7.2f} ms{recall}")
+    every = work / "all.fa"
+    every.write_bytes(b"".join(f.read_bytes() for f in ours["files"]))
+    base = ["query", "-i", str(work / "index")]
+    seconds = cli_seconds([*base, str(every), "--per-record"])
+    print(f"CLI, {len(fragments)} fragments in one `query --per-record`: {seconds:.1f} s")
+    ten_kb = next(f for f in ours["files"] if f.stem.startswith("f10000"))
+    print(f"CLI, one cold `query` of a 10 kb fragment: {cli_seconds([*base, str(ten_kb)]):.2f} s")
+
+
+if __name__ == "__main__":
+    main()

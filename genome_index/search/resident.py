@@ -1,0 +1,154 @@
+"""What a searcher keeps of its store in memory between queries, read again only when the store changes.
+
+A warm query should cost its own work, not the store's: opening DuckDB (about 20 ms), point
+reads of chunk vectors to re-score with (about 10 ms a query) and of which genome each found
+chunk lies in. `Resident` holds the FAISS indexes, the genome details, the chunk -> genome map,
+the vector means, which genomes have sequences, and the sketches read so far; the chunk
+vectors a re-score needs come from the FAISS index itself where it holds them exactly (flat
+and HNSW indexes keep every normalised vector; product-quantised ones do not, and are read
+from DuckDB). Whether the store changed is first told by the size, time and inode of its
+files (a commit writes the database or its write-ahead log), and only then by DuckDB's own
+signature of genomes and labels. `ResidentReader` answers the searcher's reads from memory
+and opens the store only for what is not kept (a genome's sequence, the first time it is
+aligned): the read-only connection is then made on first use and closed with the query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from genome_index.store import Store
+from genome_index.store.reads import StoreReader
+
+KEPT_SKETCHES = 4096  # genomes whose sketch hashes stay in memory (the most recently used)
+
+
+def file_stamp(store: Store) -> tuple:
+    """(inode, size, modification time) of the database and its write-ahead log: any commit changes one."""
+    stamp = []
+    for path in (store.db_path, Path(f"{store.db_path}.wal")):
+        try:
+            status = os.stat(path)
+            stamp.append((status.st_ino, status.st_size, status.st_mtime_ns))
+        except FileNotFoundError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+@dataclass
+class Resident:
+    """A snapshot of what queries read, taken when the store's signature was `signature`."""
+
+    signature: tuple
+    details: dict[int, dict[str, Any]]
+    genome_count: int
+    chunk_ids: np.ndarray  # sorted
+    chunk_genomes: np.ndarray  # the genome of each of chunk_ids
+    means: tuple[np.ndarray, np.ndarray]
+    with_sequence: frozenset[int]
+    indexes: dict[str, faiss.Index] = field(default_factory=dict)
+    sketches: OrderedDict[int, list[int]] = field(default_factory=OrderedDict)
+
+    @classmethod
+    def read(cls, reader: StoreReader, dim: int) -> Resident:
+        chunk_ids, chunk_genomes = reader.chunk_genomes()
+        return cls(
+            signature=reader.change_signature(),
+            details=reader.genome_details(),
+            genome_count=reader.genome_count(),
+            chunk_ids=chunk_ids,
+            chunk_genomes=chunk_genomes,
+            means=reader.vector_means(dim),
+            with_sequence=frozenset(reader.genomes_with_sequences()),
+        )
+
+
+def exact_vectors(index: faiss.Index) -> bool:
+    """Whether `index` (an id map in this process's memory) holds every vector exactly."""
+    if not isinstance(index, faiss.IndexIDMap2):
+        return False
+    inner = faiss.downcast_index(index.index)
+    return isinstance(inner, faiss.IndexFlat | faiss.IndexHNSWFlat)
+
+
+class ResidentReader:
+    """The reads of one query: from `resident` where it holds them, else from a read session of
+    `store` opened on first use (thread-safe: aligning threads may be first) and closed by `close`."""
+
+    def __init__(self, store: Store, resident: Resident, lock: threading.Lock) -> None:
+        self.store, self.resident, self._sketch_lock = store, resident, lock
+        self._stack = contextlib.ExitStack()
+        self._reader: StoreReader | None = None
+        self._open_lock = threading.Lock()
+
+    def __enter__(self) -> ResidentReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _store(self) -> StoreReader:
+        with self._open_lock:
+            if self._reader is None:
+                self._reader = self._stack.enter_context(self.store.reading())
+            return self._reader
+
+    @property
+    def opened(self) -> bool:
+        """Whether this query had to read the store."""
+        return self._reader is not None
+
+    def genome_count(self) -> int:
+        return self.resident.genome_count
+
+    def vector_means(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.resident.means
+
+    def chunk_vectors(self, chunk_ids: np.ndarray, dim: int) -> np.ndarray:
+        """Normalised vectors of the given chunk ids (sorted), from the index where it keeps them exactly."""
+        index = self.resident.indexes.get("chunks")
+        if index is not None and exact_vectors(index):
+            return index.reconstruct_batch(np.ascontiguousarray(chunk_ids, dtype=np.int64))
+        return self._store().chunk_vectors(chunk_ids, dim)
+
+    def genomes_of_chunks(self, chunk_ids: list[int]) -> dict[int, int]:
+        found = np.asarray(chunk_ids, dtype=np.int64)
+        where = np.searchsorted(self.resident.chunk_ids, found)
+        return dict(zip(chunk_ids, self.resident.chunk_genomes[where].tolist(), strict=True))
+
+    def sketch_hashes(self, genome_ids: list[int]) -> dict[int, list[int]]:
+        """Sketch hashes of the given genomes: kept ones from memory, the others read and kept."""
+        kept = self.resident.sketches
+        with self._sketch_lock:
+            found = {gid: kept[gid] for gid in genome_ids if gid in kept}
+            for gid in found:
+                kept.move_to_end(gid)
+        missing = [gid for gid in genome_ids if gid not in found]
+        if missing:
+            read = self._store().sketch_hashes(missing)
+            with self._sketch_lock:
+                for gid, hashes in read.items():
+                    kept[gid] = hashes
+                while len(kept) > KEPT_SKETCHES:
+                    kept.popitem(last=False)
+            found.update(read)
+        return found
+
+    def has_sequence(self, genome_id: int) -> bool:
+        return genome_id in self.resident.with_sequence
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[StoreReader]:
+        """The store's own reader, for a thread of its own (an aligning thread reads a sequence)."""
+        with self._store().cursor() as reader:
+            yield reader
