@@ -445,22 +445,26 @@ def test_the_probe_feeds_int64_ids(checkpoints) -> None:
     assert embedder.encoder.exact_lengths and embedder.spec.num_layers == 3
 
 
-@pytest.mark.slow
-def test_a_package_registers_its_classes_by_a_function_it_names(checkpoints, tmp_path: Path) -> None:
+def test_a_package_registers_its_classes_by_a_function_it_names(checkpoints, monkeypatch) -> None:
     """PyPI gpn 0.9 registers nothing on import: `--model-package gpn:register_auto_classes`
     (or plain `gpn`, whose `register_auto_classes` is called) registers it; a module that
-    registers nothing says which form to use. Fresh processes: this one has registered gpn."""
-    import subprocess
+    registers nothing says which form to use. transformers' registries are emptied of what this
+    process registered before (and given back after), as in a fresh process."""
+    import gpn._registration
+    from transformers.models.auto import configuration_auto, modeling_auto
 
-    fasta = write_fasta(tmp_path / "g.fa", [("r", random_dna(500, 9))])
-    base = [sys.executable, "-m", "genome_index.cli", "embed", fasta, "--model", checkpoints["gpn"], "-o", "x.pq"]
-    for package, code in (("gpn:register_auto_classes", 0), ("gpn.legacy", 1)):
-        command = [*base, "--chunk-tokens", "200", "--model-package", package]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
-        assert result.returncode == code, result.stderr
-    assert result.stderr.count("\n") == 1 and "name its registration function (module:function)" in result.stderr
+    monkeypatch.setattr(gpn._registration, "_registered_families", set())
+    monkeypatch.setattr(configuration_auto.CONFIG_MAPPING, "_extra_content", {})
+    for mapping in (getattr(modeling_auto, name) for name in dir(modeling_auto) if name.startswith("MODEL_")):
+        if hasattr(mapping, "_extra_content"):
+            monkeypatch.setattr(mapping, "_extra_content", {})
+    windows = {"model": checkpoints["gpn"], "chunk_tokens": 200}
+    with pytest.raises(GenomeIndexError, match=r"name its registration function \(module:function\)"):
+        Embedder(ModelOptions(**windows, model_package="gpn.legacy"), CPU)  # imported: registers nothing
     with pytest.raises(GenomeIndexError, match="gpn has no function 'nope'"):
-        Embedder(ModelOptions(model=checkpoints["gpn"], model_package="gpn:nope", chunk_tokens=200), CPU)
+        Embedder(ModelOptions(**windows, model_package="gpn:nope"), CPU)
+    embedder = Embedder(ModelOptions(**windows, model_package="gpn:register_auto_classes"), CPU)
+    assert type(embedder.encoder.model).__name__ == "ConvNetModel"
 
 
 def test_a_missing_package_of_a_models_code_is_one_line(checkpoints, tmp_path: Path, monkeypatch) -> None:
