@@ -50,15 +50,16 @@ def test_every_index_type_finds_the_true_neighbours(index_type: str) -> None:
     assert set(found.ravel()) <= set(ids)
 
 
-@pytest.mark.parametrize("block", [None, 333])
-def test_exact_search_equals_faisss_own_on_a_flat_index(block: int | None, monkeypatch) -> None:
+@pytest.mark.parametrize(("block", "queries_at_once"), [(None, None), (333, 3)])
+def test_exact_search_equals_faisss_own_on_a_flat_index(block: int | None, queries_at_once: int | None, monkeypatch):
     """The matrix-product search of a flat index against FAISS's own search: the same scores and
-    ids (twins' identical vectors listed in id order), whatever the block the stored vectors are
-    scored in."""
+    ids (twins' identical vectors listed in id order), whatever the blocks of stored vectors and
+    of queries it is computed in."""
     from genome_index.store import indexes
 
     if block is not None:
         monkeypatch.setattr(indexes, "FLAT_BLOCK", block)
+        monkeypatch.setattr(indexes, "SCORES_BYTES", 4 * block * queries_at_once)
     rng = np.random.default_rng(4)
     vectors = rng.random((3000, 48), dtype=np.float32)
     vectors[2000] = vectors[100]  # twins: one score, two ids
@@ -69,6 +70,28 @@ def test_exact_search_equals_faisss_own_on_a_flat_index(block: int | None, monke
     np.testing.assert_allclose(scores, reference_scores, atol=1e-6)
     assert [set(row) for row in ids] == [set(row) for row in reference_ids]
     assert ids[0][:2].tolist() == [105, 2005] and scores[0][0] == scores[0][1]
+
+
+def test_exact_search_of_a_long_query_holds_a_bounded_block_of_scores(monkeypatch) -> None:
+    """8,000 query windows against 8,000 stored vectors: all their scores at once would be 256 MB
+    (a 50 Mbp chunks-mode query against a 100 Mbp store held 20 GB so); scored a block of
+    queries at a time, the search's peak allocation stays near the block."""
+    import tracemalloc
+
+    from genome_index.store import indexes
+
+    monkeypatch.setattr(indexes, "SCORES_BYTES", 1 << 20)
+    rng = np.random.default_rng(5)
+    index = build_faiss(np.arange(8000, dtype=np.int64), rng.random((8000, 32), dtype=np.float32), 32)
+    queries = normalise(rng.random((8000, 32), dtype=np.float32))
+    tracemalloc.start()
+    try:
+        scores, ids = search(index, queries, 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert scores.shape == ids.shape == (8000, 20)
+    assert peak < 24 << 20, f"peak {peak / 2**20:.0f} MiB"
 
 
 def test_ivf_pq_falls_back_to_exact_for_few_vectors() -> None:

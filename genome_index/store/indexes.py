@@ -27,6 +27,7 @@ RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
 PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
 ADD_BLOCK = 65_536  # vectors added to an index at a time (progress between blocks)
 FLAT_BLOCK = 262_144  # stored vectors scored at a time by `flat_search`
+SCORES_BYTES = 64 << 20  # scores `flat_search` holds at once (a block of queries x FLAT_BLOCK)
 
 
 def make_faiss(index_type: str, dim: int, n_vectors: int) -> faiss.Index:
@@ -97,16 +98,28 @@ def search(
 
 
 def flat_search(inner: faiss.IndexFlatIP, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    """Exact top-k by inner product over a flat index's vectors as they lie in memory, as one
-    matrix product a block of FLAT_BLOCK stored vectors at a time (bounded memory). A few query
-    vectors against a flat index take FAISS's one-query-at-a-time path, which on a 2-core VM
-    ran 2-3x slower than this (a 35,000 x 2,080 index: benchmarks/bench_latency.py); results
-    are the same, ties listed in id order."""
+    """Exact top-k by inner product over a flat index's vectors as they lie in memory, by matrix
+    products of a block of queries against a block of FLAT_BLOCK stored vectors, so the scores
+    held at once stay under SCORES_BYTES however long the query. A few query vectors against a
+    flat index take FAISS's one-query-at-a-time path, which on a 2-core VM ran 2-3x slower than
+    this (a 35,000 x 2,080 index: benchmarks/bench_latency.py); results are the same, ties
+    listed in id order."""
     stored = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    rows_at_once = max(1, SCORES_BYTES // (4 * min(FLAT_BLOCK, inner.ntotal)))
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    found = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), rows_at_once):
+        part = slice(start, start + rows_at_once)
+        scores[part], found[part] = _flat_top_k(stored, queries[part], k)
+    return scores, ids[found]
+
+
+def _flat_top_k(stored: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, row numbers) of the top k stored vectors of each query, best first."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.empty((len(queries), 0), dtype=np.int64)
-    for lo in range(0, inner.ntotal, FLAT_BLOCK):
+    for lo in range(0, len(stored), FLAT_BLOCK):
         scores = queries @ stored[lo : lo + FLAT_BLOCK].T
         keep = min(k, scores.shape[1])
         rows = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
@@ -116,7 +129,7 @@ def flat_search(inner: faiss.IndexFlatIP, ids: np.ndarray, queries: np.ndarray, 
             top = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
             best_scores, best_rows = np.take_along_axis(best_scores, top, 1), np.take_along_axis(best_rows, top, 1)
     order = np.lexsort((best_rows, -best_scores), axis=1)
-    return np.take_along_axis(best_scores, order, 1), ids[np.take_along_axis(best_rows, order, 1)]
+    return np.take_along_axis(best_scores, order, 1), np.take_along_axis(best_rows, order, 1)
 
 
 def faiss_gpus() -> int:
