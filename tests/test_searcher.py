@@ -177,3 +177,19 @@ def test_a_warm_query_of_an_unchanged_store_does_not_open_it(store: GenomeIndex,
         store.store.db_path.touch()  # as a commit would change it: the signature is read, nothing reloads
         assert searcher.query(EXAMPLES / "query.fa", k=2, mode=mode) == first
         assert opened == [1]
+
+
+def test_records_searched_together_equal_each_searched_alone(store: GenomeIndex, example_genomes, tmp_path) -> None:
+    """--per-record searches every record's windows in one pass over the index; each record's
+    hits equal those of the record queried on its own."""
+    records = []
+    for number, path in enumerate(example_genomes[:3]):
+        sequence = read_genome(path).records[0].sequence[10_000 + 7_000 * number : 22_000 + 7_000 * number]
+        records.append((f"r{number}", sequence.decode()))
+    together_file = tmp_path / "together.fa"
+    together_file.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in records))
+    with store.searcher() as searcher:
+        together = searcher.query(together_file, k=3, mode="chunks", per_record=True)
+        alone = [hit for record in records for hit in searcher.query([record], k=3, mode="chunks")]
+    assert [{**hit.row(), "query": None} for hit in together] == [{**hit.row(), "query": None} for hit in alone]
+    assert [hit.query for hit in together] == ["r0"] * 3 + ["r1"] * 3 + ["r2"] * 3

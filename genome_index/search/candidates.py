@@ -100,6 +100,13 @@ class Retriever:
         """chunk id -> genome id for the chunks a search returned."""
         return self.reader.genomes_of_chunks(sorted({int(i) for i in chunk_ids.ravel() if i >= 0}))
 
+    def neighbours(self, index: faiss.Index, vectors: np.ndarray) -> tuple[tuple[np.ndarray, ...], dict[int, int]]:
+        """The CHUNK_HITS nearest stored chunks of each of `vectors` (the windows of any number of
+        queries, searched together: one pass over the index for all of them), and the genome of
+        every chunk found."""
+        found = self.chunk_search(index)(normalise(vectors), CHUNK_HITS)
+        return found, self.genome_of(found[1])
+
 
 def centred_scores(index: faiss.Index, queries: np.ndarray, mean: np.ndarray) -> dict[int, float]:
     """Each genome's best cosine to the query views once the store's mean genome vector `mean`
@@ -120,27 +127,23 @@ def centred_scores(index: faiss.Index, queries: np.ndarray, mean: np.ndarray) ->
 
 
 def rank_chunk_mode(
-    search_chunks: Callable[[np.ndarray, int], tuple[np.ndarray, ...]],
-    view_vectors: list[np.ndarray],
-    genome_of_chunks: Callable[[np.ndarray], dict[int, int]],
-    centred: bool,
+    found: tuple[np.ndarray, ...], sizes: list[int], genome_of: dict[int, int], centred: bool
 ) -> dict[int, Candidate]:
     """Genome id -> Candidate: the mean over query chunks of their best similarity to the genome
     (plain, and centred when `centred`), and the support.
 
+    `found` holds the nearest stored chunks of the query's windows (ranking scores, ids, plain
+    cosines; `Retriever.neighbours`), view after view, `sizes` the windows of each view.
     Support counts the query chunks whose best hit lies in that genome; a chunk whose best
     hit is equally good in several genomes (identical sequence) counts for each. A genome not
     among a chunk's nearest neighbours contributes 0 for that chunk. Each view is scored on
-    its own and the view with the best ranking score kept; the windows of every view are
-    searched together, in one pass over the index.
+    its own and the view with the best ranking score kept.
     """
     best: dict[int, Candidate] = {}
-    found = search_chunks(normalise(np.concatenate(view_vectors)), CHUNK_HITS)  # one pass over the index
-    genome_of = genome_of_chunks(found[1])
     offset = 0
-    for vectors in view_vectors:
-        ranking, ids, plain = (part[offset : offset + len(vectors)] for part in found)
-        offset += len(vectors)
+    for size in sizes:
+        ranking, ids, plain = (part[offset : offset + size] for part in found)
+        offset += size
         totals: dict[int, list[float]] = {}
         support: dict[int, int] = {}
         for row_ranking, row_ids, row_plain in zip(ranking, ids, plain, strict=True):
@@ -160,7 +163,7 @@ def rank_chunk_mode(
                 total[1] += plain_score
         for gid, (rank_total, plain_total) in totals.items():
             hit = Candidate(
-                gid, plain_total / len(vectors), rank_total / len(vectors) if centred else None, support.get(gid, 0)
+                gid, plain_total / size, rank_total / size if centred else None, support.get(gid, 0)
             )
             if gid not in best or embedding_key(hit) > embedding_key(best[gid]):
                 best[gid] = hit

@@ -247,36 +247,40 @@ class Searcher:
         with ResidentReader(self.store, resident, self._sketch_lock) as reader:
             indexes, details = resident.indexes, resident.details
             retriever = Retriever(reader, self.settings, options.center)
-            offset = 0
+            per_query = split_views(vectors, view_chunks)
             searching = progress.step("searching", len(vectors), "windows", queries=len(queries))
-            for one, (mode, _, _), chunk_lists, query_sketch in zip(
-                queries, plans, view_chunks, query_sketches, strict=True
+            started = time.perf_counter()
+            in_chunks = [np.concatenate(v) for v, plan in zip(per_query, plans, strict=True) if plan[0] != "genome"]
+            if in_chunks:  # every chunk-mode query's windows in one search: one pass over the index
+                found, genome_of = retriever.neighbours(indexes["chunks"], np.concatenate(in_chunks))
+            timing.seconds["candidates"] += time.perf_counter() - started
+            row = 0
+            for one, (mode, _, _), view_vectors, query_sketch in zip(
+                queries, plans, per_query, query_sketches, strict=True
             ):
-                view_vectors = []
-                for lists in chunk_lists:
-                    view_vectors.append(vectors[offset : offset + len(lists)])
-                    offset += len(lists)
                 started = time.perf_counter()
                 if mode == "genome":
                     ranked = retriever.genome_mode(indexes["genomes"], view_vectors)
                 else:
-                    search_chunks = retriever.chunk_search(indexes["chunks"])
-                    ranked = rank_chunk_mode(search_chunks, view_vectors, retriever.genome_of, retriever.center)
+                    sizes = [len(v) for v in view_vectors]
+                    mine = tuple(part[row : row + sum(sizes)] for part in found)
+                    ranked = rank_chunk_mode(mine, sizes, genome_of, retriever.center)
+                    row += sum(sizes)
                 timing.seconds["candidates"] += time.perf_counter() - started
                 searching.advance(sum(len(v) for v in view_vectors), queries=1)
                 plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
-                named = lambda found: {details[c.genome_id]["name"] for c in found}  # noqa: E731
+                named = lambda given: {details[c.genome_id]["name"] for c in given}  # noqa: E731
                 sketches = SketchReranker(reader, self.settings.sketch_scaled, query_sketch)
                 alignments = AlignmentReranker(reader, one, self.aligners, progress, self._warn_no_sequences)
                 ordered, ranked_by = order_hits(
                     ranked, plan, timing.timed("rerank", sketches, named), timing.timed("verify", alignments, named)
                 )
-                found = [
+                made = [
                     make_hit(one.name, rank, tied, f, mode, ranked_by, details[f.genome_id])
                     for rank, tied, f in ordered
                 ]
-                timing.passed.setdefault("verify", set()).update(hit.name for hit in found)
-                hits.extend(found)
+                timing.passed.setdefault("verify", set()).update(hit.name for hit in made)
+                hits.extend(made)
             searching.close()
         return hits, timing
 
@@ -285,6 +289,18 @@ class Searcher:
         if not self._warned:
             self._warned = True
             log.warning("%s", NO_SEQUENCES)
+
+
+def split_views(vectors: np.ndarray, view_chunks: list[list[list[Chunk]]]) -> list[list[np.ndarray]]:
+    """The rows of `vectors` (every query's windows, view after view) as each query's views."""
+    out, offset = [], 0
+    for chunk_lists in view_chunks:
+        views_of_query = []
+        for lists in chunk_lists:
+            views_of_query.append(vectors[offset : offset + len(lists)])
+            offset += len(lists)
+        out.append(views_of_query)
+    return out
 
 
 def store_embedder(
