@@ -3,9 +3,10 @@
 A one-shot `query` builds one and drops it; a program, a notebook or `serve` keeps one, so
 the model (GBs for NT-2.5B) loads once and every query after it pays only for its own
 windows. The searcher never holds the DuckDB file between queries (a build may commit in
-between): each query opens a read-only connection, and when the store changed (genomes
-added or removed, labels set) the FAISS indexes and genome details are loaded again, so new
-genomes are found without a restart. Queries may come from many threads at once: the model
+between): what queries read is kept in memory (`resident`), a query opens a read-only
+connection only when the store's files changed or a genome's sequence is first needed, and
+when the store changed (genomes added or removed, labels set) everything kept is read again,
+so new genomes are found without a restart. Queries may come from many threads at once: the model
 runs one batch at a time, and `MicroBatcher` joins the windows of queries that arrive
 together into one batch run.
 """
@@ -135,8 +136,9 @@ class Searcher:
     """A store ready to answer many queries with its model, FAISS indexes and details loaded.
 
     Made by `GenomeIndex.searcher()`; use it in a `with` block (or call `close()`), and query
-    it from as many threads as you like. A query waits `store.reader_wait` seconds for a store
-    another process holds (a build's commit), then raises `StoreBusy`.
+    it from as many threads as you like. A query that must read the store waits
+    `store.reader_wait` seconds while another process holds it (a build's commit), then raises
+    `StoreBusy`; one answered from what the searcher keeps does not wait.
     """
 
     def __init__(self, store: Store, embedder: Embedder, settings: StoreSettings, micro_batch: bool = False) -> None:
