@@ -54,8 +54,8 @@ def connect(address: str = "auto") -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    for name in ("ray", "ray.data"):  # Ray's own progress lines would interleave with ours
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("ray", "ray.data"):  # Ray's own progress lines would interleave with ours, and
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # its errors reach us raised: said in one line
 
 
 def _answers(address: str, timeout: float = 5.0) -> bool:
