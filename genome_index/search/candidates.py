@@ -98,7 +98,7 @@ class Retriever:
 
     def genome_of(self, chunk_ids: np.ndarray) -> dict[int, int]:
         """chunk id -> genome id for the chunks a search returned."""
-        return self.reader.genomes_of_chunks(sorted({int(i) for i in chunk_ids.ravel() if i >= 0}))
+        return self.reader.genomes_of_chunks(np.unique(chunk_ids[chunk_ids >= 0]).tolist())
 
     def neighbours(self, index: faiss.Index, vectors: np.ndarray) -> tuple[tuple[np.ndarray, ...], dict[int, int]]:
         """The CHUNK_HITS nearest stored chunks of each of `vectors` (the windows of any number of

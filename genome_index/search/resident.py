@@ -52,25 +52,28 @@ class Resident:
     signature: tuple
     details: dict[int, dict[str, Any]]
     genome_count: int
-    chunk_ids: np.ndarray  # sorted
-    chunk_genomes: np.ndarray  # the genome of each of chunk_ids
     means: tuple[np.ndarray, np.ndarray]
     with_sequence: frozenset[int]
     indexes: dict[str, faiss.Index] = field(default_factory=dict)
+    chunk_ids: np.ndarray | None = None  # sorted; read with the chunk index (chunks mode only)
+    chunk_genomes: np.ndarray | None = None  # the genome of each of chunk_ids
     sketches: OrderedDict[int, list[int]] = field(default_factory=OrderedDict)
 
     @classmethod
-    def read(cls, reader: StoreReader, dim: int) -> Resident:
-        chunk_ids, chunk_genomes = reader.chunk_genomes()
+    def read(cls, reader: StoreReader, dim: int, signature: tuple) -> Resident:
         return cls(
-            signature=reader.change_signature(),
+            signature=signature,
             details=reader.genome_details(),
             genome_count=reader.genome_count(),
-            chunk_ids=chunk_ids,
-            chunk_genomes=chunk_genomes,
             means=reader.vector_means(dim),
             with_sequence=frozenset(reader.genomes_with_sequences()),
         )
+
+    def add_index(self, kind: str, index: faiss.Index, reader: StoreReader) -> None:
+        """Keep the index of `kind`; with the chunk index, the genome of every chunk."""
+        if kind == "chunks":
+            self.chunk_ids, self.chunk_genomes = reader.chunk_genomes()
+        self.indexes[kind] = index
 
 
 def exact_vectors(index: faiss.Index) -> bool:
@@ -122,9 +125,10 @@ class ResidentReader:
         return self._store().chunk_vectors(chunk_ids, dim)
 
     def genomes_of_chunks(self, chunk_ids: list[int]) -> dict[int, int]:
-        found = np.asarray(chunk_ids, dtype=np.int64)
-        where = np.searchsorted(self.resident.chunk_ids, found)
-        return dict(zip(chunk_ids, self.resident.chunk_genomes[where].tolist(), strict=True))
+        kept, genomes = self.resident.chunk_ids, self.resident.chunk_genomes
+        assert kept is not None and genomes is not None  # read with the chunk index that found these chunks
+        where = np.searchsorted(kept, np.asarray(chunk_ids, dtype=np.int64))
+        return dict(zip(chunk_ids, genomes[where].tolist(), strict=True))
 
     def sketch_hashes(self, genome_ids: list[int]) -> dict[int, list[int]]:
         """Sketch hashes of the given genomes: kept ones from memory, the others read and kept."""

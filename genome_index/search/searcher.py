@@ -200,15 +200,16 @@ class Searcher:
             if resident is not None and stamp == self._stamp and kinds <= set(resident.indexes):
                 return resident
             with self.store.reading() as reader:
-                if resident is None or reader.change_signature() != resident.signature:
-                    resident = Resident.read(reader, self.settings.dim)
+                signature = reader.change_signature()
+                if resident is None or signature != resident.signature:
+                    resident = Resident.read(reader, self.settings.dim, signature)
                 for kind in kinds - set(resident.indexes):
                     index, rebuilt = self.store.load_faiss(reader, kind, self.settings)
                     if rebuilt:
                         self.store.save_repair(kind, index)
                     if index.ntotal == 0:
                         raise GenomeIndexError(f"{self.store.directory}: the store holds no genomes yet")
-                    resident.indexes[kind] = to_gpu(index)  # searches run on the GPU with a faiss GPU build
+                    resident.add_index(kind, to_gpu(index), reader)  # on the GPU with a faiss GPU build
             self._resident, self._stamp = resident, stamp
             return resident
 
