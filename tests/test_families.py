@@ -463,6 +463,8 @@ def test_a_package_registers_its_classes_by_a_function_it_names(checkpoints, mon
         Embedder(ModelOptions(**windows, model_package="gpn.legacy"), CPU)  # imported: registers nothing
     with pytest.raises(GenomeIndexError, match="gpn has no function 'nope'"):
         Embedder(ModelOptions(**windows, model_package="gpn:nope"), CPU)
+    with pytest.raises(GenomeIndexError, match="--model-package ':register_auto_classes' cannot be imported"):
+        Embedder(ModelOptions(**windows, model_package=":register_auto_classes"), CPU)
     embedder = Embedder(ModelOptions(**windows, model_package="gpn:register_auto_classes"), CPU)
     assert type(embedder.encoder.model).__name__ == "ConvNetModel"
 

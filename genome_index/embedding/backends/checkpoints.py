@@ -225,7 +225,7 @@ def import_package(package: str | None) -> None:
     module_name, _, function = package.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:  # ValueError: an empty or relative name (":f", ".x")
         raise GenomeIndexError(f"--model-package {package!r} cannot be imported ({_reason(exc)})") from None
     register = getattr(module, function or "register_auto_classes", None)
     if function and not callable(register):
