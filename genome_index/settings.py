@@ -118,6 +118,11 @@ class QueryOptions:
         shown="on for queries up to 6 Mbp",
     )
     align_top: int = option("Candidate genomes to align (never fewer than -k)", default=10)
+    exhaustive: bool = option(
+        "Compare the query's windows with every stored window, not only with those of the genomes that "
+        "share sketch hashes with it (chunks mode, queries of about 10 kb and up)",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in QUERY_MODES:

@@ -72,6 +72,31 @@ def test_exact_search_equals_faisss_own_on_a_flat_index(block: int | None, queri
     assert ids[0][:2].tolist() == [105, 2005] and scores[0][0] == scores[0][1]
 
 
+@pytest.mark.parametrize("gemm_rows", [1024, 7])
+@pytest.mark.parametrize(
+    "runs", [[(0, 3000)], [(10, 400), (1900, 2100)], [(2999, 3000)], [(5, 6), (7, 9)]], ids=["all", "two", "last", "few"]
+)
+def test_an_exact_search_over_row_ranges_equals_the_obvious_one(monkeypatch, runs, gemm_rows: int) -> None:
+    """A flat index searched over some row ranges (a query's named genomes) against the plain
+    top-k of the same rows' scores; fewer rows than k leave FAISS's id -1 and score -inf."""
+    from genome_index.store import indexes
+
+    monkeypatch.setattr(indexes, "GEMM_ROWS", gemm_rows)
+    rng = np.random.default_rng(6)
+    vectors = normalise(rng.random((3000, 24), dtype=np.float32))
+    index = build_faiss(np.arange(100, 3100, dtype=np.int64), vectors, 24)
+    queries = normalise(rng.random((5, 24), dtype=np.float32))
+    scores, ids = search(index, queries, 20, runs=runs)
+    rows = np.concatenate([np.arange(lo, hi) for lo, hi in runs])
+    everything = queries @ vectors[rows].T
+    for q in range(len(queries)):
+        order = np.argsort(-everything[q], kind="stable")[:20]
+        kept = len(order)
+        np.testing.assert_allclose(scores[q, :kept], everything[q, order], atol=1e-6)
+        assert ids[q, :kept].tolist() == (rows[order] + 100).tolist()
+        assert (ids[q, kept:] == -1).all() and np.isneginf(scores[q, kept:]).all()
+
+
 def test_exact_search_of_a_long_query_holds_a_bounded_block_of_scores(monkeypatch) -> None:
     """8,000 query windows against 8,000 stored vectors: all their scores at once would be 256 MB
     (a 50 Mbp chunks-mode query against a 100 Mbp store held 20 GB so); scored a block of

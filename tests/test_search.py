@@ -134,3 +134,98 @@ def test_identical_genomes_share_the_support_of_a_window(tmp_path: Path, example
     query = write_fasta(tmp_path / "q.fa", [("q", records[0][1][5_000:25_000])])
     hits = {h.name: h for h in store.query(query, QueryOptions(k=2, mode="chunks", align=False))}
     assert hits["source"].support == hits["twin"].support > 0
+
+
+def random_bases(rng, length: int) -> str:
+    return "".join(rng.choice(list("ACGT"), length))
+
+
+@pytest.fixture(scope="module")
+def species_store(tmp_path_factory) -> tuple[GenomeIndex, str]:
+    """Eight unrelated 60 kb genomes (kmer:6) and a 12 kb fragment of the third with 1 %
+    substitutions: its sketch names the third genome alone, a quarter of the store's windows."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("species")
+    rng = np.random.default_rng(29)
+    genomes = [write_fasta(folder / f"g{i}.fa", [(f"g{i}", random_bases(rng, 60_000))]) for i in range(8)]
+    source = list(read_genome(genomes[2]).records[0].sequence[20_000:32_000].decode())
+    for position in rng.choice(len(source), 120, replace=False):
+        source[position] = "ACGT"[("ACGT".index(source[position]) + 1) % 4]
+    query = write_fasta(folder / "q.fa", [("q", "".join(source))])
+    store = GenomeIndex(folder / "index")
+    store.build(genomes, "kmer:6")
+    return store, str(query)
+
+
+def test_a_query_whose_sketch_names_its_genomes_is_compared_with_their_windows_alone(species_store, monkeypatch):
+    """The query's sketch hashes name the source; topped up to -k by genome vector, the search
+    covers 2 of 8 genomes, and the hits' figures equal those of a search of every window."""
+    from genome_index.search import candidates
+
+    store, query = species_store
+    searched = []
+    named_rows = candidates.named_rows
+    monkeypatch.setattr(
+        "genome_index.search.searcher.named_rows", lambda *a: searched.append(named_rows(*a)) or searched[-1]
+    )
+    options = QueryOptions(k=2, mode="chunks", align=False)
+    with store.searcher() as searcher:
+        named = searcher.query(query, options)
+        everything = searcher.query(query, options, exhaustive=True)
+    assert searched[0] is not None and len(searched) == 1  # the exhaustive query never asked
+    rows = sum(stop - start for start, stop in searched[0])
+    assert 0 < rows <= 0.3 * store.info()["counts"]["chunks"]
+    assert named[0].name == everything[0].name == "g2"
+    assert (named[0].score, named[0].support, named[0].containment) == (
+        everything[0].score, everything[0].support, everything[0].containment,
+    )  # fmt: skip
+    assert len(named) == 2
+
+
+def test_a_query_with_few_sketch_hashes_is_compared_with_every_window(species_store) -> None:
+    """Below SKETCH_NAMED_FROM hashes (a 2 kb fragment holds about 2), or with no hash shared,
+    nothing is named: the query meets every stored window."""
+    import numpy as np
+
+    from genome_index.search.candidates import SKETCH_NAMED_FROM, named_rows
+
+    store, _ = species_store
+    with store.searcher() as searcher:
+        resident = searcher._current({"chunks", "genomes"})
+        hashes = np.sort(np.concatenate(list(resident.stored_sketches.values())))
+        nowhere = lambda: {}  # noqa: E731
+        assert named_rows(resident, hashes[: SKETCH_NAMED_FROM - 1], 1, nowhere) is None
+        assert named_rows(resident, hashes[:SKETCH_NAMED_FROM] * 0 + 1, 1, nowhere) is None  # shared by none
+        one_genome = resident.stored_sketches[min(resident.stored_sketches)]
+        assert named_rows(resident, one_genome, 1, nowhere) == resident.rows_of([min(resident.stored_sketches)])
+        assert named_rows(resident, hashes, 1, nowhere) is None  # every genome named: the whole store
+
+
+def test_a_kmer_store_is_queried_without_torch(species_store) -> None:
+    """`kmer:K` profiles are numpy: a fresh process queries (and builds) without importing torch
+    or transformers, 0.5-1.5 s of a cold start (benchmarks/bench_latency.py)."""
+    import subprocess
+    import sys
+
+    store, query = species_store
+    code = (
+        "import sys\n"
+        "from genome_index.api import GenomeIndex\n"
+        f"hits = GenomeIndex({str(store.directory)!r}).query({query!r})\n"
+        "print(hits[0].name, sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.stdout.split() == ["g2", "[]"], done.stderr
+
+
+def test_a_warmed_searcher_builds_no_minimap2_index_for_a_query(species_store) -> None:
+    """`Searcher.warm` indexes every stored genome with minimap2 ahead of the queries."""
+    store, query = species_store
+    with store.searcher() as searcher:
+        assert searcher.warm() == len(searcher.aligners) == 8
+        built = searcher.aligners._build
+        searcher.aligners._build = lambda *a: pytest.fail("a minimap2 index was built for a query")
+        hits = searcher.query(query, k=3)
+        searcher.aligners._build = built
+    assert hits[0].name == "g2" and hits[0].identity > 0.98

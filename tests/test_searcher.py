@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -152,14 +154,18 @@ def test_what_a_searcher_keeps_equals_what_the_store_reads(store: GenomeIndex) -
         assert memory.genomes_of_chunks(ids.tolist()) == reader.genomes_of_chunks(ids.tolist())
         for kept, read in zip(memory.vector_means(dim), reader.vector_means(dim), strict=True):
             np.testing.assert_array_equal(kept, read)
-        genomes = sorted(resident.details)
-        assert memory.sketch_hashes(genomes) == reader.sketch_hashes(genomes)
+        genomes, scaled = sorted(resident.details), searcher.settings.sketch_scaled
+        stored = {gid: sorted(hashes) for gid, hashes in reader.sketch_hashes(genomes).items()}
+        made = lambda memory: {g: sorted(m.hashes) for g, m in memory.minhashes(genomes, scaled).items()}  # noqa: E731
+        assert made(memory) == stored
         assert [memory.has_sequence(g) for g in genomes] == [reader.has_sequence(g) for g in genomes]
         assert memory.genome_count() == reader.genome_count()
-        assert memory.opened  # the sketches were read once: kept since
-        memory.__exit__(None, None, None)  # the query's end closes what it opened
-        with ResidentReader(store.store, resident, lock) as again:
-            assert again.sketch_hashes(genomes) == reader.sketch_hashes(genomes) and not again.opened
+        assert not memory.opened  # every sketch came with the chunk index
+        genome_mode = dataclasses.replace(resident, stored_sketches={}, sketches=OrderedDict())
+        with ResidentReader(store.store, genome_mode, lock) as first:
+            assert made(first) == stored and first.opened  # read once ...
+        with ResidentReader(store.store, genome_mode, lock) as again:
+            assert made(again) == stored and not again.opened  # ... and kept since
 
 
 @pytest.mark.parametrize("mode", ["chunks", "genome"])

@@ -44,6 +44,7 @@ def query(
     rerank: Annotated[bool, opt("rerank", "--rerank/--no-rerank")] = QueryOptions.rerank,
     align: Annotated[bool | None, opt("align", "--align/--no-align")] = None,
     align_top: Annotated[int, opt("align_top", "--align-top", metavar="N")] = QueryOptions.align_top,
+    exhaustive: Annotated[bool, opt("exhaustive", "--exhaustive")] = QueryOptions.exhaustive,
     fmt: Format = "table",
     columns: Columns = None,
     model: Annotated[
@@ -96,7 +97,7 @@ def query(
     labels = [label_column(key) for key in store.label_names()]
     known = [*hit_columns, *labels]
     choose(known, [], fmt, columns)  # an unknown --columns fails before the model loads
-    options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank, align, align_top)
+    options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank, align, align_top, exhaustive)
     timings: dict[str, float] = {}
     with stdin_as_file([fasta]) as (path,):
         hits = store.query(

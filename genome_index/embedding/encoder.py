@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from genome_index.embedding.tokenize import Tokenizer
 from genome_index.errors import GenomeIndexError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class Encoder(Protocol):
     spec: ModelSpec
     layer: int  # the deepest hidden state it computes
     tokenizer: Tokenizer
-    device: torch.device
-    dtype: torch.dtype
+    device: torch.device | None  # None: computes on the host in numpy (ids, lengths, vectors as arrays)
+    dtype: torch.dtype | None
     compiled: bool
     pooling: str
     exact_lengths: bool  # padding changes vectors: batch windows of one length only
@@ -46,23 +47,12 @@ class Encoder(Protocol):
     default_batch_tokens: int
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Pooled float32 vectors of each row (its first `lengths` ids) at each of `layers`."""
+        """Pooled float32 vectors of each row (its first `lengths` ids) at each of `layers`: torch
+        tensors on `device`, or numpy arrays where `device` is None."""
         ...
 
 
 POOLINGS = ("mean", "cls", "last")
-
-
-def pool(hidden: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
-    """One float32 vector per row of `hidden` (batch, positions, dim), over its first `lengths`
-    positions: their mean, the first (<cls>), or the last (a causal model's summary)."""
-    if how == "cls":
-        return hidden[:, 0].float()
-    if how == "last":
-        return hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1].float()
-    positions = torch.arange(hidden.shape[1], device=hidden.device)
-    weights = (positions[None, :] < lengths[:, None]).to(hidden.dtype).unsqueeze(1)
-    return torch.bmm(weights, hidden).squeeze(1).float() / lengths[:, None].float()
 
 
 def resolve_layer(layer: int | None, n_layers: int) -> int:

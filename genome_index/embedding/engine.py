@@ -2,6 +2,8 @@
 
 In the manner of sentence-transformers' `encode`: sort chunks by length, batch them under a
 token budget, run under `torch.inference_mode()`, pool on the device, restore the input order.
+An encoder that computes on the host in numpy (`device` None: `kmer:K`) gets the same batches
+in a plain loop, and torch is not imported.
 Where the batches are cut is planned (`plan_batches`), so that windows of varied lengths
 carry little padding.
 A producer thread pads (and on CUDA pins) the next batches while the encoder runs this one;
@@ -15,14 +17,17 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from genome_index.embedding.encoder import Encoder
 from genome_index.embedding.tokenize import Chunk
 from genome_index.errors import GenomeIndexError
 from genome_index.progress import Step
+
+if TYPE_CHECKING:
+    import torch
 
 AHEAD = 3  # batches padded ahead of the encoder
 IN_FLIGHT = 2  # batches whose vectors stay on the device before they are copied out (the GPU stays busy)
@@ -112,6 +117,21 @@ class BatchEngine:
         out = {layer: np.empty((len(chunks), encoder.spec.dim), dtype=np.float32) for layer in layers}
         if not chunks:
             return out
+        if encoder.device is None:  # numpy on the host: nothing to pad ahead of a device
+            for index, ids, lengths in self.batches(chunks):
+                for layer, vectors in encoder.forward(ids, lengths, layers).items():
+                    out[layer][index] = vectors[: len(index)]
+                step.advance(sum(chunks[i].end - chunks[i].start for i in index), windows=len(index))
+            return out
+        return self._embed_on_device(chunks, layers, step, out)
+
+    def _embed_on_device(
+        self, chunks: Sequence[Chunk], layers: Sequence[int], step: Step, out: dict[int, np.ndarray]
+    ) -> dict[int, np.ndarray]:
+        """`embed` with a torch encoder: a producer thread pads (and on CUDA pins) batches ahead."""
+        import torch
+
+        encoder = self.encoder
         pin = encoder.device.type == "cuda"
         pending: queue.Queue = queue.Queue(maxsize=AHEAD)
         stop = threading.Event()

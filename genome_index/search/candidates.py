@@ -2,7 +2,12 @@
 
 `Retriever` searches the genome index (genome mode: the query's mean vector against every
 genome vector) or the chunk index (chunks mode: each query window's nearest stored windows,
-`rank_chunk_mode`), on one read session of the store. Optional centring subtracts the store's
+`rank_chunk_mode`), on one read session of the store. A chunks-mode query whose sketch holds
+SKETCH_NAMED_FROM hashes or more is compared only with the windows of the genomes whose sketches
+share one of them (fragments of 10 kb and up, where the source shares some of them with near
+certainty), topped up with the genomes nearest by genome vector (`named_rows`), unless those
+are most of the store; the rest, and every query asked `exhaustive`, are compared with every
+stored window. Optional centring subtracts the store's
 mean vector (kept by every write) before the cosine; it is reported beside the plain cosine,
 never instead of it.
 """
@@ -24,11 +29,13 @@ from genome_index.store.indexes import search
 from genome_index.store.reads import StoreReader
 
 if TYPE_CHECKING:
-    from genome_index.search.resident import ResidentReader
+    from genome_index.search.resident import Resident, ResidentReader
 from genome_index.store.vectors import genome_vector, normalise, pair_scores, rescore
 
 log = logging.getLogger("genome_index")
 CHUNK_HITS = 50  # neighbours looked at per query chunk in chunks mode
+SKETCH_NAMED_FROM = 8  # query sketch hashes from which only the genomes sharing one are searched (10 kb at scaled 1000)
+NAMED_SHARE = 0.5  # ... unless those genomes hold more than this share of the stored windows
 CENTRING_BLOCK = 65_536  # genome vectors centred at a time: the memory of a query stays bounded
 TIE = 1e-6  # scores this close are one best match (identical windows of twin genomes score alike)
 
@@ -65,7 +72,7 @@ class Retriever:
     def genome_mode(self, index: faiss.Index, view_vectors: list[np.ndarray]) -> dict[int, Candidate]:
         """Genome id -> its best cosine (and centred cosine) over views of the query's mean vector."""
         queries = normalise(np.stack([genome_vector(v) for v in view_vectors]))
-        scores, ids = index.search(queries, index.ntotal)
+        scores, ids = search(index, queries, index.ntotal)
         hits: dict[int, Candidate] = {}
         for row_scores, row_ids in zip(scores, ids, strict=True):
             for score, gid in zip(row_scores, row_ids, strict=True):
@@ -76,18 +83,21 @@ class Retriever:
                 hits[gid].centred_score = centred
         return hits
 
-    def chunk_search(self, index: faiss.Index) -> Callable[[np.ndarray, int], tuple[np.ndarray, ...]]:
-        """Nearest stored chunks of normalised query chunks: (ranking scores, ids, plain cosines);
-        when centred, the neighbours and ranking scores are the centred ones."""
+    def chunk_search(
+        self, index: faiss.Index, runs: list[tuple[int, int]] | None = None
+    ) -> Callable[[np.ndarray, int], tuple[np.ndarray, ...]]:
+        """Nearest stored chunks of normalised query chunks (in the row ranges `runs` of a flat
+        index, where given): (ranking scores, ids, plain cosines); when centred, the neighbours
+        and ranking scores are the centred ones."""
 
         def fetch(ids: np.ndarray) -> np.ndarray:
             return self.reader.chunk_vectors(ids, self.dim)
 
         def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
             if not self.center:
-                scores, ids = search(index, queries, k, fetch)
+                scores, ids = search(index, queries, k, fetch, runs)
                 return scores, ids, scores
-            _, candidates = search(index, queries, 2 * k, fetch)
+            _, candidates = search(index, queries, 2 * k, fetch, runs)
             mean = self.means()[0]
             scores, ids = rescore(
                 normalise(queries - mean), candidates, lambda ids: normalise(normalise(fetch(ids)) - mean), k
@@ -100,12 +110,62 @@ class Retriever:
         """chunk id -> genome id for the chunks a search returned."""
         return self.reader.genomes_of_chunks(np.unique(chunk_ids[chunk_ids >= 0]).tolist())
 
-    def neighbours(self, index: faiss.Index, vectors: np.ndarray) -> tuple[tuple[np.ndarray, ...], dict[int, int]]:
-        """The CHUNK_HITS nearest stored chunks of each of `vectors` (the windows of any number of
-        queries, searched together: one pass over the index for all of them), and the genome of
-        every chunk found."""
-        found = self.chunk_search(index)(normalise(vectors), CHUNK_HITS)
-        return found, self.genome_of(found[1])
+    def neighbours(
+        self, index: faiss.Index, queries: list[np.ndarray], within: list[list[tuple[int, int]] | None]
+    ) -> tuple[list[tuple[np.ndarray, ...]], dict[int, int]]:
+        """The CHUNK_HITS nearest stored chunks of each window of each query, and the genome of
+        every chunk found. A query with row ranges in `within` is searched over them alone; the
+        others together, in one pass over the index. Windows alike in every value (a query and
+        its reverse complement give the same K-mer profiles) are searched once."""
+        found: list[tuple[np.ndarray, ...] | None] = [None] * len(queries)
+        everywhere = [i for i, runs in enumerate(within) if runs is None]
+        groups = [(everywhere, None)] if everywhere else []
+        groups += [([i], runs) for i, runs in enumerate(within) if runs is not None]
+        for members, runs in groups:
+            vectors = np.concatenate([queries[i] for i in members])
+            distinct, inverse = distinct_rows(normalise(vectors))
+            result = tuple(part[inverse] for part in self.chunk_search(index, runs)(distinct, CHUNK_HITS))
+            offset = 0
+            for i in members:
+                found[i] = tuple(part[offset : offset + len(queries[i])] for part in result)
+                offset += len(queries[i])
+        done = [part for part in found if part is not None]
+        return done, self.genome_of(np.concatenate([part[1].reshape(-1) for part in done]))
+
+
+def distinct_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of `vectors` in first-seen order, and for each row its distinct row's
+    number (by bytes: `np.unique(axis=0)` takes milliseconds on a few wide rows)."""
+    first: dict[bytes, int] = {}
+    inverse = np.array([first.setdefault(row.tobytes(), len(first)) for row in vectors], dtype=np.int64)
+    keep = np.empty(len(first), dtype=np.int64)
+    keep[inverse[::-1]] = np.arange(len(vectors))[::-1]
+    return vectors[keep], inverse
+
+
+def named_rows(
+    resident: Resident, query_hashes: np.ndarray, want: int, by_vector: Callable[[], dict[int, Candidate]]
+) -> list[tuple[int, int]] | None:
+    """Row ranges of the flat chunk index a chunks-mode query is compared with, or None for
+    every row. The query's sketch names the genomes sharing one of its hashes when it holds
+    SKETCH_NAMED_FROM hashes or more (the source of a 10 kb fragment at 1 % divergence shares
+    about 8 of its ~10: missing it takes every one changed, about 0.19^8 = 2e-6); fewer than
+    `want` (the hits asked for) named are topped up with the genomes whose vectors are nearest
+    the query's (`by_vector`, the exact genome index), so the query still gets its -k hits. None
+    when the sketch names nothing or the genomes hold more than NAMED_SHARE of the windows."""
+    if len(query_hashes) < SKETCH_NAMED_FROM or resident.sketch_index is None or resident.genome_rows is None:
+        return None
+    shared = resident.sketch_index.shared(query_hashes)
+    if not shared:
+        return None
+    named = sorted(shared, key=lambda gid: (-shared[gid], gid))
+    if len(named) < want:
+        nearest = sorted(by_vector().values(), key=lambda c: (-embedding_key(c), c.genome_id))
+        named += [c.genome_id for c in nearest if c.genome_id not in shared][: want - len(named)]
+    runs = resident.rows_of(named)
+    if sum(stop - start for start, stop in runs) > NAMED_SHARE * resident.indexes["chunks"].ntotal:
+        return None
+    return runs
 
 
 def centred_scores(index: faiss.Index, queries: np.ndarray, mean: np.ndarray) -> dict[int, float]:
@@ -162,9 +222,7 @@ def rank_chunk_mode(
                 total[0] += rank_score
                 total[1] += plain_score
         for gid, (rank_total, plain_total) in totals.items():
-            hit = Candidate(
-                gid, plain_total / size, rank_total / size if centred else None, support.get(gid, 0)
-            )
+            hit = Candidate(gid, plain_total / size, rank_total / size if centred else None, support.get(gid, 0))
             if gid not in best or embedding_key(hit) > embedding_key(best[gid]):
                 best[gid] = hit
     return best

@@ -44,14 +44,13 @@ class Reranker(Protocol):
 class SketchReranker:
     """Containment of the query's FracMinHash sketch in each candidate's stored one."""
 
-    def __init__(self, reader: StoreReader | ResidentReader, scaled: int, query_sketch: Any) -> None:
+    def __init__(self, reader: ResidentReader, scaled: int, query_sketch: Any) -> None:
         self.reader, self.scaled, self.query_sketch = reader, scaled, query_sketch
 
     def __call__(self, candidates: list[Candidate]) -> bool:
-        stored = self.reader.sketch_hashes([c.genome_id for c in candidates])
+        stored = self.reader.minhashes([c.genome_id for c in candidates], self.scaled)
         for candidate in candidates:
-            hashes = stored.get(candidate.genome_id)
-            found = sketch.from_hashes(hashes, self.scaled) if hashes is not None else None
+            found = stored.get(candidate.genome_id)
             candidate.sketch = sketch.estimate(self.query_sketch, found) if found is not None else None
         return True
 
@@ -75,7 +74,7 @@ class AlignmentReranker:
         if not all(self.reader.has_sequence(gid) for gid in genome_ids):
             self.warn()
             return False
-        targets = {gid: functools.partial(self._records, gid) for gid in genome_ids}
+        targets = {gid: functools.partial(stored_target, self.reader, gid) for gid in genome_ids}
         with self.progress.step("aligning", len(genome_ids), "genomes") as step:
             found = align(self.query.records, targets, self.aligners)
             step.advance(len(genome_ids))
@@ -83,11 +82,14 @@ class AlignmentReranker:
             candidate.alignment = found[candidate.genome_id]
         return True
 
-    def _records(self, genome_id: int) -> Target:
-        with self.reader.cursor() as reader:  # called from an aligning thread: its own handle
-            names = [name for name, _, _ in reader.records_of(genome_id)]
-            packed = reader.packed_sequences(genome_id) or []
-        return [(name, unpack(stored)) for name, stored in zip(names, packed, strict=True)]
+
+def stored_target(reader: StoreReader | ResidentReader, genome_id: int) -> Target:
+    """A stored genome's records as minimap2 indexes them, read on a cursor of its own (it is
+    called from an aligning thread)."""
+    with reader.cursor() as cursor:
+        names = [name for name, _, _ in cursor.records_of(genome_id)]
+        packed = cursor.packed_sequences(genome_id) or []
+    return [(name, unpack(stored)) for name, stored in zip(names, packed, strict=True)]
 
 
 @dataclass(frozen=True)

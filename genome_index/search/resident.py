@@ -3,7 +3,8 @@
 A warm query should cost its own work, not the store's: opening DuckDB (about 20 ms), point
 reads of chunk vectors to re-score with (about 10 ms a query) and of which genome each found
 chunk lies in. `Resident` holds the FAISS indexes, the genome details, the chunk -> genome map,
-the vector means, which genomes have sequences, and the sketches read so far; the chunk
+the vector means, which genomes have sequences, and the sketches used so far (as sourmash
+sketches, made once); the chunk
 vectors a re-score needs come from the FAISS index itself where it holds them exactly (flat
 and HNSW indexes keep every normalised vector; product-quantised ones do not, and are read
 from DuckDB). Whether the store changed is first told by the size, time and inode of its
@@ -27,10 +28,12 @@ from typing import Any
 import faiss
 import numpy as np
 
+from genome_index.search import sketch
+from genome_index.search.sketch import SketchIndex
 from genome_index.store import Store
 from genome_index.store.reads import StoreReader
 
-KEPT_SKETCHES = 4096  # genomes whose sketch hashes stay in memory (the most recently used)
+KEPT_SKETCHES = 4096  # genomes whose sourmash sketches stay made (the most recently used)
 
 
 def file_stamp(store: Store) -> tuple:
@@ -57,7 +60,10 @@ class Resident:
     indexes: dict[str, faiss.Index] = field(default_factory=dict)
     chunk_ids: np.ndarray | None = None  # sorted; read with the chunk index (chunks mode only)
     chunk_genomes: np.ndarray | None = None  # the genome of each of chunk_ids
-    sketches: OrderedDict[int, list[int]] = field(default_factory=OrderedDict)
+    genome_rows: dict[int, list[tuple[int, int]]] | None = None  # a flat chunk index's row ranges of each genome
+    sketch_index: SketchIndex | None = None  # every stored sketch hash and its genome (chunks mode only)
+    stored_sketches: dict[int, np.ndarray] = field(default_factory=dict)  # every genome's hashes (chunks mode)
+    sketches: OrderedDict[int, Any] = field(default_factory=OrderedDict)  # sourmash sketches made so far
 
     @classmethod
     def read(cls, reader: StoreReader, dim: int, signature: tuple) -> Resident:
@@ -70,10 +76,40 @@ class Resident:
         )
 
     def add_index(self, kind: str, index: faiss.Index, reader: StoreReader) -> None:
-        """Keep the index of `kind`; with the chunk index, the genome of every chunk."""
+        """Keep the index of `kind`; with the chunk index, the genome of every chunk, every
+        stored sketch (which genomes a query's windows are worth comparing with) and, for a
+        flat index in this process's memory, where each genome's windows lie in it."""
         if kind == "chunks":
             self.chunk_ids, self.chunk_genomes = reader.chunk_genomes()
+            read = reader.sketch_hashes(list(self.details))
+            self.stored_sketches = {gid: np.asarray(hashes, dtype=np.uint64) for gid, hashes in read.items()}
+            self.sketch_index = SketchIndex(self.stored_sketches)
+            if flat_in_memory(index):
+                rows = faiss.vector_to_array(index.id_map)
+                self.genome_rows = row_runs(self.chunk_genomes[np.searchsorted(self.chunk_ids, rows)])
         self.indexes[kind] = index
+
+    def rows_of(self, genome_ids: list[int]) -> list[tuple[int, int]] | None:
+        """Row ranges of the given genomes' windows in the flat chunk index, in row order; None
+        where the chunk index is not one (HNSW, IVF-PQ, on a GPU)."""
+        if self.genome_rows is None:
+            return None
+        return sorted(run for gid in genome_ids for run in self.genome_rows.get(gid, []))
+
+
+def flat_in_memory(index: faiss.Index) -> bool:
+    """Whether `index` is an id map over an exact flat index in this process's memory."""
+    return isinstance(index, faiss.IndexIDMap2) and isinstance(faiss.downcast_index(index.index), faiss.IndexFlatIP)
+
+
+def row_runs(genome_of_row: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    """Genome id -> the [start, stop) row ranges it holds, from the genome of each row."""
+    starts = np.flatnonzero(np.diff(genome_of_row, prepend=-1) != 0)
+    stops = np.append(starts[1:], len(genome_of_row))[: len(starts)]
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        runs.setdefault(int(genome_of_row[start]), []).append((start, stop))
+    return runs
 
 
 def exact_vectors(index: faiss.Index) -> bool:
@@ -130,23 +166,25 @@ class ResidentReader:
         where = np.searchsorted(kept, np.asarray(chunk_ids, dtype=np.int64))
         return dict(zip(chunk_ids, genomes[where].tolist(), strict=True))
 
-    def sketch_hashes(self, genome_ids: list[int]) -> dict[int, list[int]]:
-        """Sketch hashes of the given genomes: kept ones from memory, the others read and kept."""
+    def minhashes(self, genome_ids: list[int], scaled: int) -> dict[int, Any]:
+        """sourmash sketches of the given genomes (those with one): kept ones as they are, the
+        others made from the hashes kept (or read from the store) and kept."""
         kept = self.resident.sketches
         with self._sketch_lock:
             found = {gid: kept[gid] for gid in genome_ids if gid in kept}
             for gid in found:
                 kept.move_to_end(gid)
         missing = [gid for gid in genome_ids if gid not in found]
-        if missing:
-            read = self._store().sketch_hashes(missing)
-            with self._sketch_lock:
-                for gid, hashes in read.items():
-                    kept[gid] = hashes
-                while len(kept) > KEPT_SKETCHES:
-                    kept.popitem(last=False)
-            found.update(read)
-        return found
+        stored = self.resident.stored_sketches
+        unread = [gid for gid in missing if gid not in stored]
+        hashes = {gid: stored[gid] for gid in missing if gid in stored}
+        hashes.update(self._store().sketch_hashes(unread) if unread else {})
+        made = {gid: sketch.from_hashes(h, scaled) for gid, h in hashes.items()}
+        with self._sketch_lock:
+            kept.update(made)
+            while len(kept) > KEPT_SKETCHES:
+                kept.popitem(last=False)
+        return found | made
 
     def has_sequence(self, genome_id: int) -> bool:
         return genome_id in self.resident.with_sequence

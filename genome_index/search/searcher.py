@@ -14,6 +14,7 @@ together into one batch run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import queue
 import threading
@@ -30,10 +31,17 @@ from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import QueryInput, as_genome
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.search import sketch
-from genome_index.search.align import Aligners
-from genome_index.search.candidates import Retriever, rank_chunk_mode
+from genome_index.search.align import LONG_PRESET, Aligners
+from genome_index.search.candidates import Retriever, named_rows, rank_chunk_mode
 from genome_index.search.hits import Hit, make_hit
-from genome_index.search.rerank import NO_SEQUENCES, AlignmentReranker, Plan, SketchReranker, order_hits
+from genome_index.search.rerank import (
+    NO_SEQUENCES,
+    AlignmentReranker,
+    Plan,
+    SketchReranker,
+    order_hits,
+    stored_target,
+)
 from genome_index.search.resident import Resident, ResidentReader, file_stamp
 from genome_index.search.views import embed_unique, queries_of, resolve_mode, views, wants_alignment
 from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreSettings
@@ -213,6 +221,20 @@ class Searcher:
             self._resident, self._stamp = resident, stamp
             return resident
 
+    def warm(self, progress: Progress = SILENT) -> int:
+        """Read what queries read and build the minimap2 indexes (assembly preset: queries of
+        1 kb and up) of the stored genomes with sequences, as many as the aligners keep, so that
+        the first queries pay only for their own work; the number of genomes indexed. A server
+        of a store of a few dozen genomes answers from then on at its steady pace."""
+        resident = self._current({"genomes", "chunks"})
+        genome_ids = sorted(resident.with_sequence)[: self.aligners.capacity]
+        with ResidentReader(self.store, resident, self._sketch_lock) as reader:
+            with progress.step("building minimap2 indexes", len(genome_ids), "genomes") as step:
+                for gid in genome_ids:
+                    self.aligners.get(gid, LONG_PRESET, functools.partial(stored_target, reader, gid))
+                    step.advance(1)
+        return len(genome_ids)
+
     # -- queries --------------------------------------------------------------------------
 
     def query(
@@ -243,32 +265,32 @@ class Searcher:
         chunks = [c for chunk_lists in view_chunks for lists in chunk_lists for c in lists]
         vectors = embed_unique(self.embedder, chunks, progress, self.batcher or self._embed_locked)
         scaled = self.settings.sketch_scaled
-        query_sketches = [sketch.from_hashes(sketch.sketch_records(q.records, scaled), scaled) for q in queries]
+        query_hashes = [sketch.sketch_records(q.records, scaled) for q in queries]
+        query_sketches = [sketch.from_hashes(hashes, scaled) for hashes in query_hashes]
         timing.seconds["embed"] = time.perf_counter() - started
         hits: list[Hit] = []
-        resident = self._current({"genomes" if mode == "genome" else "chunks" for mode, _, _ in plans})
+        resident = self._current({"genomes"} | {"chunks" for mode, _, _ in plans if mode != "genome"})
         with ResidentReader(self.store, resident, self._sketch_lock) as reader:
             indexes, details = resident.indexes, resident.details
             retriever = Retriever(reader, self.settings, options.center)
             per_query = split_views(vectors, view_chunks)
             searching = progress.step("searching", len(vectors), "windows", queries=len(queries))
             started = time.perf_counter()
-            in_chunks = [np.concatenate(v) for v, plan in zip(per_query, plans, strict=True) if plan[0] != "genome"]
-            if in_chunks:  # every chunk-mode query's windows in one search: one pass over the index
-                found, genome_of = retriever.neighbours(indexes["chunks"], np.concatenate(in_chunks))
+            in_chunks = [i for i, plan in enumerate(plans) if plan[0] != "genome"]
+            if in_chunks:  # chunk-mode queries searched together: one pass over the index for all that need it
+                within = [within_rows(resident, retriever, query_hashes[i], per_query[i], options) for i in in_chunks]
+                vectors_of = [np.concatenate(per_query[i]) for i in in_chunks]
+                found, genome_of = retriever.neighbours(indexes["chunks"], vectors_of, within)
+                found_of = dict(zip(in_chunks, found, strict=True))
             timing.seconds["candidates"] += time.perf_counter() - started
-            row = 0
-            for one, (mode, _, _), view_vectors, query_sketch in zip(
-                queries, plans, per_query, query_sketches, strict=True
+            for i, (one, (mode, _, _), view_vectors, query_sketch) in enumerate(
+                zip(queries, plans, per_query, query_sketches, strict=True)
             ):
                 started = time.perf_counter()
                 if mode == "genome":
                     ranked = retriever.genome_mode(indexes["genomes"], view_vectors)
                 else:
-                    sizes = [len(v) for v in view_vectors]
-                    mine = tuple(part[row : row + sum(sizes)] for part in found)
-                    ranked = rank_chunk_mode(mine, sizes, genome_of, retriever.center)
-                    row += sum(sizes)
+                    ranked = rank_chunk_mode(found_of[i], [len(v) for v in view_vectors], genome_of, retriever.center)
                 timing.seconds["candidates"] += time.perf_counter() - started
                 searching.advance(sum(len(v) for v in view_vectors), queries=1)
                 plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
@@ -292,6 +314,16 @@ class Searcher:
         if not self._warned:
             self._warned = True
             log.warning("%s", NO_SEQUENCES)
+
+
+def within_rows(
+    resident: Resident, retriever: Retriever, hashes: np.ndarray, view_vectors: list[np.ndarray], options: QueryOptions
+) -> list[tuple[int, int]] | None:
+    """The rows of the chunk index a chunks-mode query is compared with (`named_rows`); None: every row."""
+    if options.exhaustive:
+        return None
+    nearest = functools.partial(retriever.genome_mode, resident.indexes["genomes"], view_vectors)
+    return named_rows(resident, hashes, options.k, nearest)
 
 
 def split_views(vectors: np.ndarray, view_chunks: list[list[list[Chunk]]]) -> list[list[np.ndarray]]:

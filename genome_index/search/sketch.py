@@ -65,3 +65,27 @@ def estimate(query: sourmash.MinHash, genome: sourmash.MinHash) -> SketchEstimat
     low = None if result.dist_high is None else 1 - result.dist_high
     high = None if result.dist_low is None else 1 - result.dist_low
     return SketchEstimate(contained, len(query), 1 - result.dist, low, high)
+
+
+class SketchIndex:
+    """Which stored genomes share sketch hashes with a query: every stored hash, sorted, beside
+    its genome (sourmash keeps such a reverse index for `gather`; this one is two arrays a
+    searcher holds, looked up with one `searchsorted`)."""
+
+    def __init__(self, sketches: dict[int, Sequence[int]]) -> None:
+        hashes = [np.asarray(h, dtype=np.uint64) for h in sketches.values()]
+        genomes = [np.full(len(h), gid, dtype=np.int64) for gid, h in zip(sketches, hashes, strict=True)]
+        all_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
+        order = np.argsort(all_hashes, kind="stable")
+        self.hashes = all_hashes[order]
+        self.genomes = np.concatenate(genomes)[order] if genomes else np.empty(0, dtype=np.int64)
+
+    def shared(self, query: np.ndarray) -> dict[int, int]:
+        """Genome id -> how many of the query's hashes (sorted, distinct) its sketch holds."""
+        lo = np.searchsorted(self.hashes, query, side="left")
+        hi = np.searchsorted(self.hashes, query, side="right")
+        if not (hi > lo).any():
+            return {}
+        found = np.concatenate([self.genomes[a:b] for a, b in zip(lo, hi, strict=True) if b > a])
+        genomes, counts = np.unique(found, return_counts=True)
+        return dict(zip(genomes.tolist(), counts.tolist(), strict=True))

@@ -27,6 +27,8 @@ RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
 PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
 ADD_BLOCK = 65_536  # vectors added to an index at a time (progress between blocks)
 FLAT_BLOCK = 262_144  # stored vectors scored at a time by `flat_search`
+GEMM_ROWS = 1024  # ... in matrix products of this many stored vectors: 3 query vectors against 35,031 x 2,080
+# take 23 ms so, 43 ms in one product (OpenBLAS, 2-core VM); the product is memory-bound near 9 ms a vector
 SCORES_BYTES = 64 << 20  # scores `flat_search` holds at once (a block of queries x FLAT_BLOCK)
 
 
@@ -83,44 +85,61 @@ def search(
     queries: np.ndarray,
     k: int,
     fetch: Callable[[np.ndarray], np.ndarray] | None = None,
+    runs: list[tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) for normalised queries. For a product-quantised index, `fetch`
     (ids -> their exact vectors) re-scores RERANK x k candidates exactly: the compressed codes
-    pick candidates, the stored vectors decide."""
+    pick candidates, the stored vectors decide. `runs` (row ranges of a flat index) limits the
+    search to those rows."""
     k = min(k, index.ntotal)
     inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     if isinstance(inner, faiss.IndexFlatIP) and hasattr(index, "id_map") and k > 0:
-        return flat_search(inner, faiss.vector_to_array(index.id_map), queries, k)
+        return flat_search(inner, faiss.vector_to_array(index.id_map), queries, k, runs)
+    if runs is not None:
+        raise ValueError("row ranges apply to a flat index in memory")
     if fetch is None or not isinstance(inner, faiss.IndexIVFPQ):
         return index.search(queries, k)
     _, candidates = index.search(queries, min(k * RERANK, index.ntotal))
     return rescore(queries, candidates, lambda ids: normalise(fetch(ids)), k)
 
 
-def flat_search(inner: faiss.IndexFlatIP, ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    """Exact top-k by inner product over a flat index's vectors as they lie in memory, by matrix
-    products of a block of queries against a block of FLAT_BLOCK stored vectors, so the scores
-    held at once stay under SCORES_BYTES however long the query. A few query vectors against a
-    flat index take FAISS's one-query-at-a-time path: 91-96 ms against this 43-44 ms for 8 on
-    a 35,031 x 2,080 index, 2-core VM (benchmarks/bench_latency.py); results are the same, ties
-    listed in id order."""
+def flat_search(
+    inner: faiss.IndexFlatIP, ids: np.ndarray, queries: np.ndarray, k: int, runs: list[tuple[int, int]] | None = None
+) -> tuple[np.ndarray, ...]:
+    """Exact top-k by inner product over a flat index's vectors as they lie in memory (only the
+    row ranges `runs`, where given), by matrix products of a block of queries against a block of
+    FLAT_BLOCK stored vectors, so the scores held at once stay under SCORES_BYTES however long
+    the query. A few query vectors against a flat index take FAISS's one-query-at-a-time path:
+    90 ms against this 24 ms for 8 on a 35,031 x 2,080 index, 2-core VM
+    (benchmarks/bench_latency.py); results are the same, ties listed in id order. Fewer than k
+    rows in `runs`: the missing places hold id -1 and score -inf, as FAISS fills them."""
     stored = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
+    runs = [(0, inner.ntotal)] if runs is None else runs
+    blocks = [(lo, min(lo + FLAT_BLOCK, hi)) for start, hi in runs for lo in range(start, hi, FLAT_BLOCK)]
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    rows_at_once = max(1, SCORES_BYTES // (4 * min(FLAT_BLOCK, inner.ntotal)))
-    scores = np.empty((len(queries), k), dtype=np.float32)
-    found = np.empty((len(queries), k), dtype=np.int64)
+    rows_at_once = max(1, SCORES_BYTES // (4 * min(FLAT_BLOCK, max(inner.ntotal, 1))))
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
     for start in range(0, len(queries), rows_at_once):
         part = slice(start, start + rows_at_once)
-        scores[part], found[part] = _flat_top_k(stored, queries[part], k)
-    return scores, ids[found]
+        top_scores, top_rows = _flat_top_k(stored, blocks, queries[part], k)
+        scores[part, : top_rows.shape[1]], found[part, : top_rows.shape[1]] = top_scores, top_rows
+    return scores, np.where(found >= 0, ids[np.maximum(found, 0)], -1)
 
 
-def _flat_top_k(stored: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, row numbers) of the top k stored vectors of each query, best first."""
+def _flat_top_k(
+    stored: np.ndarray, blocks: list[tuple[int, int]], queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, row numbers) of the top k vectors of `blocks` (row ranges of `stored`) for each query, best first."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.empty((len(queries), 0), dtype=np.int64)
-    for lo in range(0, len(stored), FLAT_BLOCK):
-        scores = queries @ stored[lo : lo + FLAT_BLOCK].T
+    by_column = np.ascontiguousarray(queries.T)
+    for lo, hi in blocks:
+        scores = np.empty((hi - lo, len(queries)), dtype=np.float32)
+        for start in range(lo, hi, GEMM_ROWS):  # BLAS handles few queries faster against short slices
+            stop = min(start + GEMM_ROWS, hi)
+            np.matmul(stored[start:stop], by_column, out=scores[start - lo : stop - lo])
+        scores = scores.T
         keep = min(k, scores.shape[1])
         rows = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
         best_scores = np.concatenate([best_scores, np.take_along_axis(scores, rows, 1)], axis=1)

@@ -4,7 +4,9 @@ A backend says which model names it takes and makes their encoder, tokenizer and
 nothing outside a backend asks which family a model is. Two ship: `kmer` (`kmer:K`, K-mer
 profiles, no weights) and `hf` (any Hugging Face checkpoint; what one family does beyond the
 generic path is an adapter registered beside it, such as ESM's cut after the chosen layer in
-`esm`). A new family is a new module calling `register`. Every load goes through
+`esm`). A new family is a new module calling `register`. `hf` is the catch-all, asked after
+every registered backend and imported only then: `kmer:K` never loads torch (0.5-1.5 s of a
+cold start). Every load goes through
 `config.granted`: a checkpoint's own code or a model package only as the user grants them.
 """
 
@@ -42,7 +44,7 @@ class Backend(Protocol):
         ...
 
 
-BACKENDS: list[Backend] = []  # the last registered is asked first
+BACKENDS: list[Backend] = []  # the last registered is asked first; the catch-all (`hf`) after them all
 
 
 def register(backend: Backend) -> Backend:
@@ -55,7 +57,9 @@ def backend_for(model: str) -> Backend:
     for backend in BACKENDS:
         if backend.accepts(model):
             return backend
-    raise GenomeIndexError(f"model {model!r}: no backend takes it")
+    from genome_index.embedding.backends import esm, hf  # noqa: F401  (torch: imported for checkpoints only)
+
+    return hf.BACKEND
 
 
 def load_encoder(options: ModelOptions, run: RunOptions) -> Encoder:
@@ -83,7 +87,7 @@ def refuse_other_model(asked: str, stored: StoreSettings) -> None:
         raise GenomeIndexError(differs(("model", stored.model, asked)))
 
 
-from genome_index.embedding.backends import esm, hf, kmer  # noqa: E402  (each registers itself)
+from genome_index.embedding.backends import kmer  # noqa: E402  (registers itself)
 
-__all__ = ["BACKENDS", "Backend", "backend_for", "describe", "esm", "hf", "kmer", "load_encoder", "load_tokenizer",
+__all__ = ["BACKENDS", "Backend", "backend_for", "describe", "kmer", "load_encoder", "load_tokenizer",
            "named_by_identity", "refuse_other_model", "register"]  # fmt: skip

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 import torch
 
-from genome_index.embedding.backends import checkpoints, register
+from genome_index.embedding.backends import checkpoints
 from genome_index.embedding.devices import pick_device, pick_dtype
-from genome_index.embedding.encoder import POOLINGS, Encoder, ModelSpec, pool, resolve_layer
+from genome_index.embedding.encoder import POOLINGS, Encoder, ModelSpec, resolve_layer
 from genome_index.embedding.tokenize import Tokenizer
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import ModelOptions, RunOptions
@@ -52,6 +52,18 @@ def register_adapter(adapter: Adapter) -> Adapter:
 
 def adapter_for(model: torch.nn.Module) -> Adapter | None:
     return next((adapter for adapter in ADAPTERS if adapter.applies(model)), None)
+
+
+def pool(hidden: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
+    """One float32 vector per row of `hidden` (batch, positions, dim), over its first `lengths`
+    positions: their mean, the first (<cls>), or the last (a causal model's summary)."""
+    if how == "cls":
+        return hidden[:, 0].float()
+    if how == "last":
+        return hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1].float()
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    weights = (positions[None, :] < lengths[:, None]).to(hidden.dtype).unsqueeze(1)
+    return torch.bmm(weights, hidden).squeeze(1).float() / lengths[:, None].float()
 
 
 class TransformerEncoder:
@@ -296,4 +308,4 @@ class HfBackend:
         return checkpoints.load_tokenizer(name, checkpoints.load_config(name, trust, options.model_package), trust)
 
 
-register(HfBackend())
+BACKEND = HfBackend()  # the catch-all: `backends.backend_for` asks it last

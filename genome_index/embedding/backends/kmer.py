@@ -14,10 +14,8 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from genome_index.embedding.backends import register
-from genome_index.embedding.devices import pick_device
 from genome_index.embedding.encoder import ModelSpec, resolve_layer
 from genome_index.embedding.tokenize import Tokens, base_positions
 from genome_index.errors import GenomeIndexError
@@ -85,15 +83,19 @@ def spec(model: str) -> ModelSpec:
 
 
 class KmerEncoder:
-    """`kmer:K` behind the encoder interface: profiles of padded rows of base codes, on the CPU."""
+    """`kmer:K` behind the encoder interface: profiles of padded rows of base codes, in numpy on
+    the host (`device` None), so a kmer:K build or query never imports torch."""
 
     def __init__(self, options: ModelOptions, run: RunOptions) -> None:
         self.spec = spec(options.model or "")
         self.k = kmer_size(self.spec.name) or 0
         self.layer = resolve_layer(options.layer, 0)
         self.tokenizer = BaseTokenizer()
-        pick_device(run.device)  # a device asked for must exist, though profiles run on the CPU
-        self.device, self.dtype = torch.device("cpu"), torch.float32
+        if run.device not in ("auto", "cpu"):  # a device asked for must exist, though profiles run on the host
+            from genome_index.embedding.devices import pick_device  # torch: only to check that device
+
+            pick_device(run.device)
+        self.device, self.dtype = None, None
         self.compiled = False
         self.pooling = "mean"  # the profile: the mean of the chunk's one-hot K-mer counts
         self.exact_lengths = False
@@ -101,9 +103,8 @@ class KmerEncoder:
         self.default_chunk_tokens = DEFAULT_CHUNK_BP
         self.default_batch_tokens = BATCH_BASES
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        vectors = torch.from_numpy(batch_profiles(ids.numpy(), self.k))
-        return dict.fromkeys(layers, vectors)
+    def forward(self, ids: np.ndarray, lengths: np.ndarray, layers: Sequence[int]) -> dict[int, np.ndarray]:
+        return dict.fromkeys(layers, batch_profiles(ids, self.k))
 
 
 def batch_profiles(codes: np.ndarray, k: int) -> np.ndarray:
