@@ -74,7 +74,9 @@ def test_exact_search_equals_faisss_own_on_a_flat_index(block: int | None, queri
 
 @pytest.mark.parametrize("gemm_rows", [1024, 7])
 @pytest.mark.parametrize(
-    "runs", [[(0, 3000)], [(10, 400), (1900, 2100)], [(2999, 3000)], [(5, 6), (7, 9)]], ids=["all", "two", "last", "few"]
+    "runs",
+    [[(0, 3000)], [(10, 400), (1900, 2100)], [(2999, 3000)], [(5, 6), (7, 9)]],
+    ids=["all", "two", "last", "few"],
 )
 def test_an_exact_search_over_row_ranges_equals_the_obvious_one(monkeypatch, runs, gemm_rows: int) -> None:
     """A flat index searched over some row ranges (a query's named genomes) against the plain

@@ -215,7 +215,8 @@ def test_a_kmer_store_is_queried_without_torch(species_store) -> None:
         f"hits = GenomeIndex({str(store.directory)!r}).query({query!r})\n"
         "print(hits[0].name, sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    root = Path(__file__).parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert done.stdout.split() == ["g2", "[]"], done.stderr
 
 
