@@ -66,6 +66,28 @@ def test_a_dash_reads_fasta_from_stdin(tmp_path: Path, example_genomes, nt_tiny_
     assert set(pq.read_table(out).column("genome").to_pylist()) == {"stdin"}
 
 
+def test_reads_query_as_fastq_gzip_file_or_stdin(tmp_path: Path, example_genomes, nt_tiny_store: Path) -> None:
+    """Reads of one stored genome, as a gzipped FASTQ file and piped: the same hits, the source first."""
+    import gzip
+    import json
+
+    import numpy as np
+
+    genome = read_genome(example_genomes[1])
+    sequence, rng = genome.records[0].sequence, np.random.default_rng(3)
+    starts = rng.integers(0, len(sequence) - 150, 40)
+    reads = b"".join(b"@r%d\n%s\n+\n%s\n" % (i, sequence[s : s + 150], b"F" * 150) for i, s in enumerate(starts))
+    path = tmp_path / "reads.fq.gz"
+    path.write_bytes(gzip.compress(reads))
+    args = ["-k", "2", "-i", nt_tiny_store, "-f", "json"]
+    named = run("query", path, *args)
+    piped = run_with_input(gzip.compress(reads), "query", "-", *args)
+    assert named.exit_code == piped.exit_code == 0, named.output
+    hits = json.loads(named.stdout)
+    assert hits[0]["name"] == genome.name and hits[0]["identity"] == 1.0
+    assert [(h["name"], h["score"]) for h in json.loads(piped.stdout)] == [(h["name"], h["score"]) for h in hits]
+
+
 @pytest.mark.parametrize("command", ["embed", "build"])
 def test_one_default_model_and_one_line_on_how_to_choose_offline(tmp_path: Path, monkeypatch, command: str) -> None:
     """Every command defaults to the same model; offline, a plain command says how to choose."""

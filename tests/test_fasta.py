@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genome_index.errors import GenomeIndexError
-from genome_index.io.fasta import FASTA_SUFFIXES, find_fasta_files, is_fasta_path, iter_records, read_genome
+from genome_index.io.fasta import (
+    FASTA_SUFFIXES,
+    find_fasta_files,
+    is_fasta_path,
+    iter_records,
+    parse_fasta,
+    read_genome,
+)
 from tests.helpers import write_fasta
 
 
@@ -206,3 +214,46 @@ def summarise_of(path: Path):
     from genome_index.io.fasta import summarise
 
     return summarise(path)
+
+
+def fastq_of(reads: list[tuple[str, str]]) -> bytes:
+    return b"".join(b"@%s\n%s\n+\n%s\n" % (n.encode(), s.encode(), b"I" * len(s)) for n, s in reads)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_query_may_be_fastq_its_qualities_dropped(tmp_path: Path, gz: bool) -> None:
+    """Reads as a query, plain or gzip, from a file or text: each read a record, normalised."""
+    data = fastq_of([("r1 first", "acgtnRy"), ("r2", "ACGT")]) + b"\n"
+    path = tmp_path / "reads.fq"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    for genome in (read_genome(path, fastq=True), parse_fasta(data.decode())):
+        assert [(r.id, r.description, r.sequence) for r in genome.records] == [
+            ("r1", "r1 first", b"ACGTNNN"), ("r2", "r2", b"ACGT"),
+        ]  # fmt: skip
+
+
+BAD_FASTQ = {
+    "quality shorter than the read": (b"@r1\nACGT\n+\nIII\n", "bad.fq:4: read 'r1' has 3 quality values for 4 bases"),
+    "truncated inside a read": (fastq_of([("r1", "ACGT")]) + b"@r2\nACGT\n", "bad.fq:5: truncated FASTQ"),
+    "no '+' line": (b"@r1\nACGT\nACGT\nIIII\n", "bad.fq:3: expected the '+' line of read 'r1'"),
+    "a FASTA record after reads": (fastq_of([("r1", "ACGT")]) + b">c\nACGT\n", "bad.fq:5: expected a FASTQ '@'"),
+    "protein reads": (fastq_of([("p", "MKTAYIAKQRQISFV")]), "bad.fq:2: looks like protein"),
+    "an empty read": (b"@r1\n\n+\n\n", "bad.fq:2: read 'r1' has no sequence"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FASTQ))
+def test_bad_fastq_is_one_line_naming_file_and_line(tmp_path: Path, name: str) -> None:
+    data, message = BAD_FASTQ[name]
+    path = tmp_path / "bad.fq"
+    path.write_bytes(data)
+    with pytest.raises(GenomeIndexError, match=re.escape(message)) as info:
+        read_genome(path, fastq=True)
+    assert "\n" not in str(info.value)
+
+
+def test_reads_are_no_genome_to_store(tmp_path: Path) -> None:
+    path = tmp_path / "reads.fq"
+    path.write_bytes(fastq_of([("r1", "ACGT")]))
+    with pytest.raises(GenomeIndexError, match=r"reads\.fq:1: FASTQ reads, not a genome assembly"):
+        read_genome(path)

@@ -63,6 +63,18 @@ def test_a_fasta_body_and_a_json_body_give_the_rows_of_query_json(client: TestCl
     assert plain.json()[0]["name"] == "DSM20231" and plain.json()[0]["alignments"][0]["target_start"] == 50_001
 
 
+def test_a_fastq_body_is_reads_not_protein(client: TestClient) -> None:
+    """Reads sent as FASTQ text are a query (they were once called protein): the same genome
+    first as for the FASTA they come from; a read whose qualities do not match is one line."""
+    bases = QUERY.split("\n", 1)[1].replace("\n", "")
+    reads = "".join(f"@r{i}\n{bases[i * 500 : i * 500 + 150]}\n+\n{'F' * 150}\n" for i in range(30))
+    found = client.post("/query?k=1", content=reads)
+    assert found.status_code == 200, found.text
+    assert found.json()[0]["name"] == "DSM20231"
+    bad = client.post("/query?k=1", content="@r1\nACGT\n+\nFF\n")
+    assert bad.status_code == 400 and "query:4: read 'r1' has 2 quality values for 4 bases" in bad.json()["detail"]
+
+
 def k_options(k: int):
     from genome_index.settings import QueryOptions
 

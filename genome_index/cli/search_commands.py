@@ -32,7 +32,10 @@ from genome_index.settings import QueryOptions, RunOptions
 @user_errors
 def query(
     fasta: Annotated[
-        Path, typer.Argument(help="Query FASTA: a genome, contig or fragment; - reads stdin.", metavar="FASTA")
+        Path, typer.Argument(
+            help="Query FASTA or FASTQ (plain or gzip): a genome, contig, fragment or reads; - reads stdin.",
+            metavar="FASTA",
+        )
     ],
     k: Annotated[int, opt("k", "-k", "--top")] = QueryOptions.k,
     index: IndexDir = None,

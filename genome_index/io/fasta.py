@@ -1,7 +1,9 @@
 """Read genome FASTA files (plain or gzip): stream records, validate, normalise.
 
 One file is one genome. Sequence is normalised for the k-mer tokenizers: uppercase, IUPAC
-ambiguity letters and U handled (ambiguity -> N, U -> T), whitespace and CR removed.
+ambiguity letters and U handled (ambiguity -> N, U -> T), whitespace and CR removed. A query
+may also be FASTQ (reads: `fastq=True`): four lines a read, qualities checked and dropped; a
+genome to store may not.
 Written by hand because the format's error cases (protein, binary, truncated gzip) must each
 become one clear line naming the file and line, which general parsers do not give.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -164,9 +167,10 @@ def _check_sequence_line(path: Path, lineno: int, line: bytes) -> None:
     raise GenomeIndexError(f"{path}:{lineno}: characters {shown!r} are not nucleotide letters")
 
 
-def iter_records(path: str | Path, lines: Iterable[bytes] | None = None) -> Iterator[Record]:
-    """Stream the records of one FASTA file, normalised; raise GenomeIndexError on bad input.
-    With `lines`, read those instead of the file (`path` then only names them in errors)."""
+def iter_records(path: str | Path, lines: Iterable[bytes] | None = None, fastq: bool = False) -> Iterator[Record]:
+    """Stream the records of one FASTA file (or, with `fastq`, FASTQ file), normalised; raise
+    GenomeIndexError on bad input. With `lines`, read those instead of the file (`path` then
+    only names them in errors)."""
     path = Path(path)
     header: str | None = None
     header_line = 0
@@ -184,7 +188,16 @@ def iter_records(path: str | Path, lines: Iterable[bytes] | None = None) -> Iter
         record_id = description.split(maxsplit=1)[0] if description else f"record_{header_line}"
         return Record(record_id, description, raw.translate(_NORMALISE), width)
 
-    for lineno, line in enumerate(_open_lines(path) if lines is None else lines, start=1):
+    numbered = enumerate(_open_lines(path) if lines is None else lines, start=1)
+    for lineno, line in numbered:
+        if header is None and line.startswith(b"@"):
+            if not fastq:
+                raise GenomeIndexError(
+                    f"{path}:{lineno}: FASTQ reads, not a genome assembly: reads are a query (genome-index query), "
+                    "not a genome to store"
+                )
+            yield from _fastq_records(path, itertools.chain([(lineno, line)], numbered))
+            return
         if line.startswith(b">"):
             if header is not None:
                 yield finish()
@@ -211,6 +224,40 @@ def iter_records(path: str | Path, lines: Iterable[bytes] | None = None) -> Iter
         yield finish()
     if not seen_any:
         raise GenomeIndexError(f"{path}: empty file, no FASTA records")
+
+
+def _fastq_records(path: Path, numbered: Iterator[tuple[int, bytes]]) -> Iterator[Record]:
+    """The reads of a FASTQ file: '@' name, one sequence line, '+', one quality line of the
+    sequence's length (multi-line FASTQ, rare since 2010, is refused at its second line)."""
+    for lineno, header in numbered:
+        if not header.strip():
+            continue
+        if not header.startswith(b"@"):
+            raise GenomeIndexError(f"{path}:{lineno}: expected a FASTQ '@' header line")
+        try:
+            description = header[1:].decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise GenomeIndexError(f"{path}:{lineno}: header is not valid UTF-8 text (binary file?)") from None
+        read = description.split(maxsplit=1)[0] if description else f"read_{lineno}"
+        rest = list(itertools.islice(numbered, 3))
+        if len(rest) < 3:
+            raise GenomeIndexError(f"{path}:{lineno}: truncated FASTQ: the file ends inside read {read!r}")
+        (sequence_line, sequence), (plus_line, plus), (quality_line, quality) = rest
+        if not plus.startswith(b"+"):
+            raise GenomeIndexError(
+                f"{path}:{plus_line}: expected the '+' line of read {read!r} (FASTQ of one sequence line a read)"
+            )
+        _check_sequence_line(path, sequence_line, sequence)
+        bases = sequence.translate(None, _WHITESPACE)
+        qualities = quality.rstrip(b"\r\n")
+        if not bases:
+            raise GenomeIndexError(f"{path}:{sequence_line}: read {read!r} has no sequence")
+        if len(qualities) != len(bases):
+            raise GenomeIndexError(
+                f"{path}:{quality_line}: read {read!r} has {len(qualities)} quality values for {len(bases)} bases"
+            )
+        _check_not_protein(path, lineno, bases)
+        yield Record(read, description, bases.translate(_NORMALISE), len(bases))
 
 
 def _check_not_protein(path: Path, lineno: int, raw: bytes) -> None:
@@ -264,21 +311,21 @@ def _refuse_reads(path: Path, lengths: list[int]) -> None:
         )
 
 
-def read_genome(path: str | Path) -> Genome:
-    """Read one FASTA file as one genome (all its records)."""
+def read_genome(path: str | Path, fastq: bool = False) -> Genome:
+    """Read one FASTA file (or, with `fastq`, FASTQ file) as one genome (all its records)."""
     path = Path(path)
-    return Genome(path, list(iter_records(path)))
+    return Genome(path, list(iter_records(path, fastq=fastq)))
 
 
 def parse_fasta(text: str | bytes, name: str = "query") -> Genome:
-    """A genome from FASTA text in memory (a pasted query, an HTTP body), checked as a file is;
-    bare sequence without a header is one record called `name`."""
+    """A query from FASTA or FASTQ text in memory (a pasted query, an HTTP body), checked as a
+    file is; bare sequence without a header is one record called `name`."""
     data = text.encode() if isinstance(text, str) else bytes(text)
     if data[:2] == GZIP_MAGIC:
-        raise GenomeIndexError(f"{name}: gzip data; send FASTA text")
-    if data.strip() and not data.lstrip().startswith(b">"):
+        raise GenomeIndexError(f"{name}: gzip data; send FASTA or FASTQ text")
+    if data.strip() and not data.lstrip().startswith((b">", b"@")):
         data = b">" + name.encode() + b"\n" + data
-    return Genome(Path(name), list(iter_records(name, io.BytesIO(data))))
+    return Genome(Path(name), list(iter_records(name, io.BytesIO(data.lstrip()), fastq=True)))
 
 
 def genome_of(records: Iterable[tuple[str, str | bytes]], name: str = "query") -> Genome:
@@ -309,16 +356,16 @@ QueryInput = str | Path | Genome | Iterable[tuple[str, str | bytes]]
 
 
 def as_genome(query: QueryInput, name: str = "query") -> Genome:
-    """A query as a Genome: a FASTA path (a Path, or a str naming an existing file), FASTA
-    text or bare sequence (a str), (name, sequence) records, or a Genome as it is."""
+    """A query as a Genome: a FASTA or FASTQ path (a Path, or a str naming an existing file),
+    FASTA or FASTQ text or bare sequence (a str), (name, sequence) records, or a Genome as it is."""
     if isinstance(query, Genome):
         return query
     if isinstance(query, Path):
-        return read_genome(query)
+        return read_genome(query, fastq=True)
     if isinstance(query, str):
         text = query.strip()
-        if not text.startswith(">") and "\n" not in text and _is_file(text):
-            return read_genome(text)
+        if not text.startswith((">", "@")) and "\n" not in text and _is_file(text):
+            return read_genome(text, fastq=True)
         return parse_fasta(query, name)
     return genome_of(query, name)
 

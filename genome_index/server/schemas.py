@@ -76,7 +76,7 @@ def query_of(raw: bytes, request: Request, limits: Limits) -> tuple[Genome, Quer
         try:
             body = QueryBody(fasta=raw.decode("utf-8"), **params)
         except UnicodeDecodeError:
-            raise HTTPException(400, "the body is not UTF-8 text (send FASTA, not gzip)") from None
+            raise HTTPException(400, "the body is not UTF-8 text (send FASTA or FASTQ, not gzip)") from None
         except ValidationError as exc:
             raise HTTPException(422, f"bad query parameters: {explain(exc)}") from None
     try:
@@ -99,6 +99,7 @@ def genome_in(body: Any, limits: Limits) -> Genome:
         return genome_of([(r.name, r.sequence) for r in body.records], body.name)
     if body.sequence is not None:
         return genome_of([(body.name, body.sequence)], body.name)
-    if body.fasta.count(">") > limits.max_records:
+    reads = body.fasta.lstrip().startswith("@")  # FASTQ: four lines a read
+    if (body.fasta.count("\n") // 4 + 1 if reads else body.fasta.count(">")) > limits.max_records:
         raise HTTPException(422, f"at most {limits.max_records:,} records a query")
     return parse_fasta(body.fasta, body.name)
