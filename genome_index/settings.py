@@ -123,8 +123,16 @@ class QueryOptions:
         "share sketch hashes with it (chunks mode, queries of about 10 kb and up)",
         default=False,
     )
+    species_ani: float = option(
+        "Identity from which an aligned hit is the same species as the query (relation column)", default=0.95
+    )
+    species_fraction: float = option(
+        "... over at least this fraction of the query aligned to the genome", default=0.5
+    )
 
     def __post_init__(self) -> None:
+        if not 0 < self.species_ani <= 1 or not 0 < self.species_fraction <= 1:
+            raise GenomeIndexError("--species-ani and --species-fraction are fractions above 0, at most 1")
         if self.mode not in QUERY_MODES:
             raise GenomeIndexError(f"unknown mode {self.mode!r}: use {', '.join(QUERY_MODES)}")
         if self.k < 1:

@@ -215,7 +215,8 @@ def test_real_genbank_refseq_pair_is_one_genome(tmp_path: Path, staph_dir: Path)
 HIT_COLUMNS = [
     "query", "rank", "tied", "genome_id", "name", "file", "score", "centred_score", "mode", "support",
     "containment", "query_hashes", "ani_estimate", "ani_low", "ani_high", "identity", "aligned_bp",
-    "query_coverage", "match", "explained_bp", "target_record", "target_start", "target_end", "strand", "ranked_by",
+    "query_coverage", "match", "explained_bp", "reference_coverage", "relation", "target_record",
+    "target_start", "target_end", "strand", "ranked_by",
 ]  # fmt: skip
 TABLE = {
     "--align": ["rank", "name", "identity", "query_coverage", "target_record", "target_start", "target_end", "strand"],
@@ -584,11 +585,12 @@ def test_an_unknown_column_fails_before_the_model_loads(long_named_store: Path, 
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n", "protein"), (b"@read1\nACGT\n+\nIIII\n", "not FASTA")],
+    [(b">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n", "protein"), (b"@read1\nACGT\n+\nIII\n", "3 quality values")],
 )
 @pytest.mark.slow
 def test_a_bad_query_is_refused_before_the_model_loads(tmp_path: Path, example_genomes, content, message) -> None:
-    """A protein or FASTQ file took 7.4 s to refuse, torch loaded first, even on a kmer:6 store."""
+    """A protein file (or, once, any FASTQ) took 7.4 s to refuse, torch loaded first, even on a kmer:6 store;
+    reads are queries now, and a bad read is refused as early."""
     import subprocess
     import sys
 

@@ -230,3 +230,46 @@ def test_a_warmed_searcher_builds_no_minimap2_index_for_a_query(species_store) -
         hits = searcher.query(query, k=3)
         searcher.aligners._build = built
     assert hits[0].name == "g2" and hits[0].identity > 0.98
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        ((1.0, 1.0, 1.0), "same genome"),
+        ((0.99995, 0.995, 0.99), "same genome"),
+        ((0.99995, 0.995, 0.98), "same species"),  # the genome has more than the query holds
+        ((0.95, 0.5, 0.01), "same species"),  # the field's line, met exactly
+        ((0.9499, 0.9, 0.9), "related"),
+        ((0.99, 0.49, 0.9), "related"),
+        ((0.99, 0.09, 0.9), "no close relative"),
+        ((None, 0.0, 0.0), "no close relative"),
+    ],
+)
+def test_relation_follows_the_documented_lines(figures, expected: str) -> None:
+    from genome_index.search.relation import relation
+
+    assert relation(*figures) == expected
+
+
+def test_whole_genomes_say_how_they_relate_to_their_hits(species_store, tmp_path: Path) -> None:
+    """A stored genome is the same genome; a 2 %-diverged copy the same species (or related
+    with the line moved above its identity); a genome the store does not hold has no close
+    relative."""
+    import numpy as np
+
+    store, _ = species_store
+    stored = read_genome(store.directory.parent / "g3.fa").records[0].sequence.decode()
+    rng = np.random.default_rng(31)
+    copy = list(stored)
+    for position in rng.choice(len(copy), len(copy) // 50, replace=False):
+        copy[position] = "ACGT"[("ACGT".index(copy[position]) + 1) % 4]
+    queries = {
+        "itself": write_fasta(tmp_path / "itself.fa", [("g3", stored)]),
+        "copy": write_fasta(tmp_path / "copy.fa", [("copy", "".join(copy))]),
+        "stranger": write_fasta(tmp_path / "stranger.fa", [("s", random_bases(rng, 60_000))]),
+    }
+    top = {name: store.query(path, QueryOptions(k=1))[0] for name, path in queries.items()}
+    assert top["itself"].relation == "same genome" and top["itself"].reference_coverage == 1.0
+    assert top["copy"].relation == "same species" and 0.97 < top["copy"].identity < 0.99
+    assert store.query(queries["copy"], QueryOptions(k=1, species_ani=0.99))[0].relation == "related"
+    assert top["stranger"].relation == "no close relative"

@@ -48,6 +48,8 @@ def query(
     align: Annotated[bool | None, opt("align", "--align/--no-align")] = None,
     align_top: Annotated[int, opt("align_top", "--align-top", metavar="N")] = QueryOptions.align_top,
     exhaustive: Annotated[bool, opt("exhaustive", "--exhaustive")] = QueryOptions.exhaustive,
+    species_ani: Annotated[float, opt("species_ani", "--species-ani")] = QueryOptions.species_ani,
+    species_fraction: Annotated[float, opt("species_fraction", "--species-fraction")] = QueryOptions.species_fraction,
     fmt: Format = "table",
     columns: Columns = None,
     model: Annotated[
@@ -100,7 +102,10 @@ def query(
     labels = [label_column(key) for key in store.label_names()]
     known = [*hit_columns, *labels]
     choose(known, [], fmt, columns)  # an unknown --columns fails before the model loads
-    options = QueryOptions(k, mode, per_record, window_overlap, frames, center, rerank, align, align_top, exhaustive)
+    options = QueryOptions(
+        k, mode, per_record, window_overlap, frames, center, rerank, align, align_top, exhaustive, species_ani,
+        species_fraction,
+    )  # fmt: skip
     timings: dict[str, float] = {}
     with stdin_as_file([fasta]) as (path,):
         hits = store.query(

@@ -88,14 +88,12 @@ class GenomeAlignment:
     @property
     def aligned_bp(self) -> int:
         """Query bases inside an alignment (each counted once where alignments overlap)."""
-        blocks = sorted((a.query_record, s, e) for a in self.alignments for s, e in a.query_blocks)
-        total, record, reach = 0, None, 0
-        for name, start, end in blocks:
-            if name != record:
-                record, reach = name, 0
-            total += max(0, end - max(start, reach))
-            reach = max(reach, end)
-        return total
+        return covered([(a.query_record, s, e) for a in self.alignments for s, e in a.query_blocks])
+
+    @property
+    def target_bp(self) -> int:
+        """Genome bases inside an alignment (each counted once where alignments overlap)."""
+        return covered([(a.target_record, a.target_start, a.target_end) for a in self.alignments])
 
     @property
     def query_coverage(self) -> float:
@@ -117,6 +115,17 @@ class GenomeAlignment:
     @property
     def best(self) -> Alignment | None:
         return self.alignments[0] if self.alignments else None
+
+
+def covered(intervals: list[tuple[str, int, int]]) -> int:
+    """Bases inside any of the (record, start, end) intervals, each counted once."""
+    total, record, reach = 0, None, 0
+    for name, start, end in sorted(intervals):
+        if name != record:
+            record, reach = name, 0
+        total += max(0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
 
 
 def _alignment(hit: Any, query_record: str, target_names: Sequence[str]) -> Alignment:

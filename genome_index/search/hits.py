@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from genome_index.io.labels import typed
+from genome_index.search.relation import relation
 
 if TYPE_CHECKING:
     from genome_index.search.candidates import Candidate
@@ -42,6 +43,8 @@ class Hit:
     query_coverage: float | None
     match: float | None
     explained_bp: int | None
+    reference_coverage: float | None
+    relation: str | None
     target_record: str | None
     target_start: int | None
     target_end: int | None
@@ -73,11 +76,22 @@ DIGITS = 6  # figures are shown, and compared for ties, to this many decimals
 
 
 def make_hit(
-    query: str, rank: int, tied: bool, found: Candidate, mode: str, ranked_by: tuple[str, ...], details: dict[str, Any]
+    query: str,
+    rank: int,
+    tied: bool,
+    found: Candidate,
+    mode: str,
+    ranked_by: tuple[str, ...],
+    details: dict[str, Any],
+    species: tuple[float, float] = (0.95, 0.5),
 ) -> Hit:
-    """The Hit of a ranked candidate, figures rounded to DIGITS, labels typed (numbers as numbers)."""
+    """The Hit of a ranked candidate, figures rounded to DIGITS, labels typed (numbers as numbers);
+    an aligned one says how the query relates to the genome, by the species line `species`
+    (ANI, aligned fraction of the query)."""
     figures, aligned = found.sketch, found.alignment
     best = aligned.best if aligned else None
+    length = details.get("length") or 0
+    reference = aligned.target_bp / length if aligned and length else None
     return Hit(
         query=query,
         rank=rank,
@@ -99,6 +113,8 @@ def make_hit(
         query_coverage=rounded(aligned.query_coverage if aligned else None),
         match=rounded(aligned.match if aligned else None),
         explained_bp=aligned.explained_bp if aligned else None,
+        reference_coverage=rounded(reference),
+        relation=relation(aligned.identity, aligned.query_coverage, reference or 0.0, *species) if aligned else None,
         target_record=best.target_record if best else None,
         target_start=best.target_start + 1 if best else None,
         target_end=best.target_end if best else None,

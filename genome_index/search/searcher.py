@@ -250,6 +250,7 @@ class Searcher:
     ) -> tuple[list[Hit], QueryTiming]:
         """Hits, and where the query's time went (`QueryTiming`: embed, candidates, rerank, verify)."""
         timing = QueryTiming()
+        species = (options.species_ani, options.species_fraction)
         genome = as_genome(query)
         if options.window_overlap and self.settings.chunking != "fixed":
             raise GenomeIndexError(
@@ -301,7 +302,7 @@ class Searcher:
                     ranked, plan, timing.timed("rerank", sketches, named), timing.timed("verify", alignments, named)
                 )
                 made = [
-                    make_hit(one.name, rank, tied, f, mode, ranked_by, details[f.genome_id])
+                    make_hit(one.name, rank, tied, f, mode, ranked_by, details[f.genome_id], species)
                     for rank, tied, f in ordered
                 ]
                 timing.passed.setdefault("verify", set()).update(hit.name for hit in made)

@@ -262,11 +262,11 @@ class StoreReader:
         ).fetchall()[0]
 
     def genome_details(self) -> dict[int, dict[str, Any]]:
-        """Genome id -> name, file and every label key (None where the genome has none)."""
+        """Genome id -> name, file, length and every label key (None where the genome has none)."""
         keys = self.label_keys()
         details = {
-            gid: {"name": name, "file": file, "labels": dict.fromkeys(keys)}
-            for gid, name, file in self._con.execute("SELECT id, name, file FROM genomes").fetchall()
+            gid: {"name": name, "file": file, "length": length, "labels": dict.fromkeys(keys)}
+            for gid, name, file, length in self._con.execute("SELECT id, name, file, length FROM genomes").fetchall()
         }
         for gid, key, value in self._con.execute("SELECT genome_id, key, value FROM labels").fetchall():
             details[gid]["labels"][key] = value
