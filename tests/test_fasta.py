@@ -83,13 +83,28 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_bad_input_is_one_clear_error_naming_the_file(tmp_path: Path, name: str) -> None:
-    data, message = BAD_INPUTS[name]
-    path = tmp_path / "bad.fa"
+def fastq_of(reads: list[tuple[str, str]]) -> bytes:
+    return b"".join(b"@%s\n%s\n+\n%s\n" % (n.encode(), s.encode(), b"I" * len(s)) for n, s in reads)
+
+
+BAD_FASTQ = {
+    "quality shorter than the read": (b"@r1\nACGT\n+\nIII\n", "bad.fq:4: read 'r1' has 3 quality values for 4 bases"),
+    "truncated inside a read": (fastq_of([("r1", "ACGT")]) + b"@r2\nACGT\n", "bad.fq:5: truncated FASTQ"),
+    "no '+' line": (b"@r1\nACGT\nACGT\nIIII\n", "bad.fq:3: expected the '+' line of read 'r1'"),
+    "a FASTA record after reads": (fastq_of([("r1", "ACGT")]) + b">c\nACGT\n", "bad.fq:5: expected a FASTQ '@'"),
+    "protein reads": (fastq_of([("p", "MKTAYIAKQRQISFV")]), "bad.fq:2: looks like protein"),
+    "an empty read": (b"@r1\n\n+\n\n", "bad.fq:2: read 'r1' has no sequence"),
+}
+
+
+@pytest.mark.parametrize(("name", "fastq"), [(n, False) for n in BAD_INPUTS] + [(n, True) for n in BAD_FASTQ])
+def test_bad_input_is_one_clear_error_naming_the_file(tmp_path: Path, name: str, fastq: bool) -> None:
+    """FASTA (a genome or a query) and FASTQ (a query): one line naming the file (and for reads the line)."""
+    data, message = (BAD_FASTQ if fastq else BAD_INPUTS)[name]
+    path = tmp_path / ("bad.fq" if fastq else "bad.fa")
     path.write_bytes(data)
-    with pytest.raises(GenomeIndexError, match=message) as info:
-        read_genome(path)
+    with pytest.raises(GenomeIndexError, match=re.escape(message)) as info:
+        read_genome(path, fastq=fastq)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -216,10 +231,6 @@ def summarise_of(path: Path):
     return summarise(path)
 
 
-def fastq_of(reads: list[tuple[str, str]]) -> bytes:
-    return b"".join(b"@%s\n%s\n+\n%s\n" % (n.encode(), s.encode(), b"I" * len(s)) for n, s in reads)
-
-
 @pytest.mark.parametrize("gz", [False, True])
 def test_a_query_may_be_fastq_its_qualities_dropped(tmp_path: Path, gz: bool) -> None:
     """Reads as a query, plain or gzip, from a file or text: each read a record, normalised."""
@@ -230,26 +241,6 @@ def test_a_query_may_be_fastq_its_qualities_dropped(tmp_path: Path, gz: bool) ->
         assert [(r.id, r.description, r.sequence) for r in genome.records] == [
             ("r1", "r1 first", b"ACGTNNN"), ("r2", "r2", b"ACGT"),
         ]  # fmt: skip
-
-
-BAD_FASTQ = {
-    "quality shorter than the read": (b"@r1\nACGT\n+\nIII\n", "bad.fq:4: read 'r1' has 3 quality values for 4 bases"),
-    "truncated inside a read": (fastq_of([("r1", "ACGT")]) + b"@r2\nACGT\n", "bad.fq:5: truncated FASTQ"),
-    "no '+' line": (b"@r1\nACGT\nACGT\nIIII\n", "bad.fq:3: expected the '+' line of read 'r1'"),
-    "a FASTA record after reads": (fastq_of([("r1", "ACGT")]) + b">c\nACGT\n", "bad.fq:5: expected a FASTQ '@'"),
-    "protein reads": (fastq_of([("p", "MKTAYIAKQRQISFV")]), "bad.fq:2: looks like protein"),
-    "an empty read": (b"@r1\n\n+\n\n", "bad.fq:2: read 'r1' has no sequence"),
-}
-
-
-@pytest.mark.parametrize("name", list(BAD_FASTQ))
-def test_bad_fastq_is_one_line_naming_file_and_line(tmp_path: Path, name: str) -> None:
-    data, message = BAD_FASTQ[name]
-    path = tmp_path / "bad.fq"
-    path.write_bytes(data)
-    with pytest.raises(GenomeIndexError, match=re.escape(message)) as info:
-        read_genome(path, fastq=True)
-    assert "\n" not in str(info.value)
 
 
 def test_reads_are_no_genome_to_store(tmp_path: Path) -> None:

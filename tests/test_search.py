@@ -204,7 +204,7 @@ def test_a_query_with_few_sketch_hashes_is_compared_with_every_window(species_st
 
 def test_a_kmer_store_is_queried_without_torch(species_store) -> None:
     """`kmer:K` profiles are numpy: a fresh process queries (and builds) without importing torch
-    or transformers, 0.5-1.5 s of a cold start (benchmarks/bench_latency.py)."""
+    or transformers (about a second of a cold start: benchmarks/bench_latency.py's cold query)."""
     import subprocess
     import sys
 
@@ -273,3 +273,19 @@ def test_whole_genomes_say_how_they_relate_to_their_hits(species_store, tmp_path
     assert top["copy"].relation == "same species" and 0.97 < top["copy"].identity < 0.99
     assert store.query(queries["copy"], QueryOptions(k=1, species_ani=0.99))[0].relation == "related"
     assert top["stranger"].relation == "no close relative"
+
+
+def test_the_sketch_index_counts_shared_hashes_as_the_obvious_way_does() -> None:
+    """Which genomes share how many query hashes: one `searchsorted` against a set test per genome
+    (hashes in several genomes, queries sharing none, an empty query)."""
+    import numpy as np
+
+    from genome_index.search.sketch import SketchIndex
+
+    rng = np.random.default_rng(8)
+    sketches = {gid: np.unique(rng.integers(0, 500, 60).astype(np.uint64)) for gid in (3, 7, 11, 12)}
+    index = SketchIndex(sketches)
+    for size in [0, 1, 5, 40, 200]:
+        query = np.unique(rng.integers(0, 700, size).astype(np.uint64))
+        obvious = {gid: int(np.isin(query, hashes).sum()) for gid, hashes in sketches.items()}
+        assert index.shared(query) == {gid: n for gid, n in obvious.items() if n}

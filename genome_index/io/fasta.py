@@ -325,7 +325,7 @@ def parse_fasta(text: str | bytes, name: str = "query") -> Genome:
         raise GenomeIndexError(f"{name}: gzip data; send FASTA or FASTQ text")
     if data.strip() and not data.lstrip().startswith((b">", b"@")):
         data = b">" + name.encode() + b"\n" + data
-    return Genome(Path(name), list(iter_records(name, io.BytesIO(data.lstrip()), fastq=True)))
+    return Genome(Path(name), list(iter_records(name, io.BytesIO(data), fastq=True)))
 
 
 def genome_of(records: Iterable[tuple[str, str | bytes]], name: str = "query") -> Genome:

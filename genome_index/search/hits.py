@@ -90,8 +90,7 @@ def make_hit(
     (ANI, aligned fraction of the query)."""
     figures, aligned = found.sketch, found.alignment
     best = aligned.best if aligned else None
-    length = details.get("length") or 0
-    reference = aligned.target_bp / length if aligned and length else None
+    reference = aligned.target_bp / details["length"] if aligned else None
     return Hit(
         query=query,
         rank=rank,
@@ -114,7 +113,7 @@ def make_hit(
         match=rounded(aligned.match if aligned else None),
         explained_bp=aligned.explained_bp if aligned else None,
         reference_coverage=rounded(reference),
-        relation=relation(aligned.identity, aligned.query_coverage, reference or 0.0, *species) if aligned else None,
+        relation=relation(aligned.identity, aligned.query_coverage, reference, *species) if aligned else None,
         target_record=best.target_record if best else None,
         target_start=best.target_start + 1 if best else None,
         target_end=best.target_end if best else None,

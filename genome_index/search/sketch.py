@@ -83,9 +83,9 @@ class SketchIndex:
     def shared(self, query: np.ndarray) -> dict[int, int]:
         """Genome id -> how many of the query's hashes (sorted, distinct) its sketch holds."""
         lo = np.searchsorted(self.hashes, query, side="left")
-        hi = np.searchsorted(self.hashes, query, side="right")
-        if not (hi > lo).any():
+        sizes = np.searchsorted(self.hashes, query, side="right") - lo
+        if not sizes.any():
             return {}
-        found = np.concatenate([self.genomes[a:b] for a, b in zip(lo, hi, strict=True) if b > a])
-        genomes, counts = np.unique(found, return_counts=True)
+        starts = np.repeat(lo - np.cumsum(sizes) + sizes, sizes)  # each match's place: its run's start + its rank
+        genomes, counts = np.unique(self.genomes[starts + np.arange(sizes.sum())], return_counts=True)
         return dict(zip(genomes.tolist(), counts.tolist(), strict=True))

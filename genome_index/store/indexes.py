@@ -27,8 +27,8 @@ RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
 PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
 ADD_BLOCK = 65_536  # vectors added to an index at a time (progress between blocks)
 FLAT_BLOCK = 262_144  # stored vectors scored at a time by `flat_search`
-GEMM_ROWS = 1024  # ... in matrix products of this many stored vectors: 3 query vectors against 35,031 x 2,080
-# take 23 ms so, 43 ms in one product (OpenBLAS, 2-core VM); the product is memory-bound near 9 ms a vector
+GEMM_ROWS = 1024  # ... in matrix products of this many stored vectors: OpenBLAS copies the whole block for a few
+# query vectors (8 against 35,031 x 2,080: 43 ms in one product, 24 ms so; benchmarks/bench_latency.py)
 SCORES_BYTES = 64 << 20  # scores `flat_search` holds at once (a block of queries x FLAT_BLOCK)
 
 

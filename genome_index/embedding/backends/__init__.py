@@ -5,8 +5,8 @@ nothing outside a backend asks which family a model is. Two ship: `kmer` (`kmer:
 profiles, no weights) and `hf` (any Hugging Face checkpoint; what one family does beyond the
 generic path is an adapter registered beside it, such as ESM's cut after the chosen layer in
 `esm`). A new family is a new module calling `register`. `hf` is the catch-all, asked after
-every registered backend and imported only then: `kmer:K` never loads torch (0.5-1.5 s of a
-cold start). Every load goes through
+every registered backend and imported only then: `kmer:K` never loads torch (about a second of
+a cold start: `python -X importtime -c 'import torch'`). Every load goes through
 `config.granted`: a checkpoint's own code or a model package only as the user grants them.
 """
 
