@@ -585,7 +585,7 @@ def test_an_unknown_column_fails_before_the_model_loads(long_named_store: Path, 
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n", "protein"), (b"@read1\nACGT\n+\nIII\n", "3 quality values")],
+    [(b">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n", "protein"), (b"@read1\nACGT\n+\nIII\n", "number of quality values")],
 )
 @pytest.mark.slow
 def test_a_bad_query_is_refused_before_the_model_loads(tmp_path: Path, example_genomes, content, message) -> None:

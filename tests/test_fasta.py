@@ -88,10 +88,13 @@ def fastq_of(reads: list[tuple[str, str]]) -> bytes:
 
 
 BAD_FASTQ = {
-    "quality shorter than the read": (b"@r1\nACGT\n+\nIII\n", "bad.fq:4: read 'r1' has 3 quality values for 4 bases"),
+    "quality shorter than the read": (b"@r1\nACGT\n+\nIII\n", "bad.fq:4: a read with a different number of quality"),
     "truncated inside a read": (fastq_of([("r1", "ACGT")]) + b"@r2\nACGT\n", "bad.fq:5: truncated FASTQ"),
-    "no '+' line": (b"@r1\nACGT\nACGT\nIIII\n", "bad.fq:3: expected the '+' line of read 'r1'"),
-    "a FASTA record after reads": (fastq_of([("r1", "ACGT")]) + b">c\nACGT\n", "bad.fq:5: expected a FASTQ '@'"),
+    "no '+' line (multi-line FASTQ)": (b"@r1\nACGT\nACGT\nIIII\n", "bad.fq:3: expected the '+' line of a read"),
+    "a '+' line naming another read": (b"@r1\nACGT\n+r2\nIIII\n", "bad.fq:3: Sequence descriptions don't match"),
+    "a header that is not text": ("@r1 \u00e9\nACGT\n+\nIIII\n".encode(), "bad.fq: read 1: a read's header"),
+    "a truncated gzip file": (gzip.compress(fastq_of([("r1", "ACGT")] * 500))[:-30], "bad.fq: damaged or truncated"),
+    "a FASTA record after reads": (fastq_of([("r1", "ACGT")]) + b">c\nACGT\n>d\nA\n", "bad.fq:5: expected a FASTQ '@'"),
     "protein reads": (fastq_of([("p", "MKTAYIAKQRQISFV")]), "bad.fq:2: looks like protein"),
     "an empty read": (b"@r1\n\n+\n\n", "bad.fq:2: read 'r1' has no sequence"),
 }
