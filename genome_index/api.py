@@ -18,7 +18,7 @@ from genome_index import config as configuration
 from genome_index.config import Config
 from genome_index.io.fasta import QueryInput, as_genome
 from genome_index.progress import SILENT, Progress
-from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreOptions, StoreSettings
+from genome_index.settings import GatherOptions, ModelOptions, QueryOptions, RunOptions, StoreOptions, StoreSettings
 from genome_index.store import Store
 from genome_index.store.sql import SqlResult
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the model's and the build's modules load torch: imported wh
     from genome_index.build.run import BuildReport
     from genome_index.embedding.embedder import Embedder
     from genome_index.search.align import Aligners
+    from genome_index.search.gather import GatherResult
     from genome_index.search.hits import Hit
     from genome_index.search.searcher import Searcher
 
@@ -156,6 +157,22 @@ class GenomeIndex:
             timings.update({f"{stage}_s": seconds for stage, seconds in timing.seconds.items()})
             timings.update({f"{stage}_genomes": len(names) for stage, names in timing.passed.items()})
         return hits
+
+    def gather(
+        self,
+        sample: str | Path | bytes | Sequence[str | Path],
+        options: GatherOptions | None = None,
+        *,
+        progress: Progress = SILENT,
+    ) -> GatherResult:
+        """Which stored genomes a sample holds and how much of each: `sample` is a FASTA or FASTQ
+        file (reads or contigs, plain or gzip), several files of one sample (a read pair), or
+        the sample's bytes. The sample's sketch is covered greedily by the stored sketches, then
+        mapped with minimap2 to the genomes found (see `search.gather`). No model is loaded."""
+        from genome_index.search.searcher import Searcher
+
+        with Searcher.open(self.store, with_model=False) as searcher:
+            return searcher.gather(sample, options or GatherOptions(), progress)
 
     # -- reading --------------------------------------------------------------------------
 

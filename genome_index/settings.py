@@ -143,8 +143,28 @@ class QueryOptions:
             raise GenomeIndexError("--window-overlap must be at least 0 and below 1")
 
 
+@dataclass(frozen=True)
+class GatherOptions:
+    """How a sample is gathered: when the greedy cover stops, and whether it is verified."""
+
+    threshold_bp: int | None = option(
+        "Stop when no stored genome holds this many more of the sample's bases (its sketch hashes x "
+        "the sketch's scaled)",
+        shown="0.1 % of the sample's sketch",
+    )
+    verify: bool = option(
+        "Map the sample with minimap2 to the genomes found and give each its reads, abundance, depth, breadth "
+        "and identity",
+        default=True,
+    )
+
+    def __post_init__(self) -> None:
+        if self.threshold_bp is not None and self.threshold_bp < 1:
+            raise GenomeIndexError("--threshold-bp must be at least 1")
+
+
 def _field(name: str) -> dataclasses.Field:
-    for cls in (ModelOptions, StoreOptions, RunOptions, QueryOptions):
+    for cls in (ModelOptions, StoreOptions, RunOptions, QueryOptions, GatherOptions):
         for f in dataclasses.fields(cls):
             if f.name == name:
                 return f

@@ -2,9 +2,10 @@
 
 Each example genome is a gzip FASTA excerpt: 150 kb of the chromosome (from a different
 offset per strain, so the examples differ) plus the first 10 kb of each plasmid. The query
-is a 20 kb stretch of one example genome. examples/labelled/ holds eight synthetic genomes of two
-distinct compositions, and examples/labels.csv labels all twelve by species. Deterministic: run
-it again and get the same files.
+is a 20 kb stretch of one example genome; examples/sample.fq.gz, a sample of 4,000 simulated
+150 bp reads (1 % errors) of two example genomes, 3:1, for `gather`. examples/labelled/ holds
+eight synthetic genomes of two distinct compositions, and examples/labels.csv labels all twelve
+by species. Deterministic: run it again and get the same files.
 
     python scripts/make_examples.py [SHARED_STAPH_DIR]
 """
@@ -20,6 +21,9 @@ import numpy as np
 from genome_index.io.fasta import iter_records
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.helpers import simulate_reads  # noqa: E402  (the tests' read simulator, so the example is what they test)
+
 SOURCES = {
     "ATCC12600": "GCA_006094915.1_ASM609491v1_genomic.fna.gz",
     "DSM20231": "GCA_026167765.1_ASM2616776v1_genomic.fna.gz",
@@ -33,6 +37,7 @@ QUERY_FROM, QUERY_BP = "DSM20231", 20_000
 # so that comparisons and evaluations have labels to separate beside the four S. aureus.
 SYNTHETIC = {"synthetic GC-rich": (0.62, 0.3, 100), "synthetic balanced": (0.5, -0.15, 200)}
 SYNTHETIC_BP = 60_000
+SAMPLE = {"ATCC12600": 3_000, "BPH2947": 1_000}  # reads of each example genome in examples/sample.fq.gz
 
 
 def synthetic_sequence(seed: int, gc: float, skew: float, length: int) -> bytes:
@@ -99,6 +104,21 @@ def main(staph: Path) -> None:
         handle.write(b">" + query[0].encode() + b"\n")
         for i in range(0, len(query[1]), 80):
             handle.write(query[1][i : i + 80] + b"\n")
+    write_sample(out)
+
+
+def write_sample(genomes: Path) -> None:
+    """examples/sample.fq.gz: SAMPLE's reads of the example genomes, shuffled, as gzip FASTQ."""
+    rng = np.random.default_rng(29)
+    reads = []
+    for strain, count in SAMPLE.items():
+        records = [r.sequence for r in iter_records(genomes / f"{strain}.fna.gz")]
+        reads.extend((strain, row.tobytes()) for row in simulate_reads(records, count, rng))
+    order = rng.permutation(len(reads))
+    with open(ROOT / "examples" / "sample.fq.gz", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+        for number, i in enumerate(order):
+            strain, bases = reads[i]
+            out.write(b"@read%d %s\n%s\n+\n%s\n" % (number, strain.encode(), bases, b"I" * len(bases)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Helpers the tests share: paths, writing FASTA, copying a store, one-line errors, a free port."""
+"""Helpers the tests share: paths, writing FASTA and reads, copying a store, one-line errors, a free port."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import gzip
 import shutil
 import socket
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -96,3 +98,36 @@ class PeakMemory:
             own = rss_bytes(self.pid)
             self.process = max(self.process, own)
             self.tree = max(self.tree, own + sum(rss_bytes(child) for child in children_of(self.pid)))
+
+
+_BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
+_COMPLEMENT = np.zeros(256, dtype=np.uint8)
+_COMPLEMENT[_BASES] = np.frombuffer(b"TGCA", dtype=np.uint8)
+
+
+def simulate_reads(
+    records: list[bytes], count: int, rng: np.random.Generator, length: int = 150, error: float = 0.01
+) -> np.ndarray:
+    """`count` reads (rows of a uint8 array) from a genome's records (ACGT), placed uniformly,
+    each base wrong with probability `error` (another base), every other read reverse-complemented:
+    a small short-read simulator for gather's tests and benchmark."""
+    usable = [np.frombuffer(r, dtype=np.uint8) for r in records if len(r) > length]
+    sizes = np.array([len(r) - length for r in usable], dtype=float)
+    per_record = rng.multinomial(count, sizes / sizes.sum())
+    reads = []
+    for record, n in zip(usable, per_record, strict=True):
+        starts = rng.integers(0, len(record) - length, n)
+        reads.append(record[starts[:, None] + np.arange(length)])
+    out = np.concatenate(reads)[rng.permutation(count)]
+    wrong = rng.random(out.shape) < error
+    out[wrong] = _BASES[(np.searchsorted(_BASES, out[wrong]) + rng.integers(1, 4, wrong.sum())) % 4]
+    out[1::2] = _COMPLEMENT[out[1::2, ::-1]]
+    return out
+
+
+def write_fastq(path: Path, reads: np.ndarray, prefix: str = "read", gz: bool = False) -> Path:
+    """Reads (rows of bases) as FASTQ with constant qualities, optionally gzip."""
+    quality = b"I" * reads.shape[1]
+    data = b"".join(b"@%s%d\n%s\n+\n%s\n" % (prefix.encode(), i, row.tobytes(), quality) for i, row in enumerate(reads))
+    path.write_bytes(gzip.compress(data, compresslevel=1) if gz else data)
+    return path

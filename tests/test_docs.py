@@ -93,10 +93,12 @@ def in_examples_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.slow
 def test_the_readme_runs_as_written_and_prints_what_it_shows(in_examples_folder: Path) -> None:
-    outputs = run_tour(in_examples_folder, *fenced(section(README, "## Three commands"), "bash"))
+    outputs = run_tour(in_examples_folder, *fenced(section(README, "## Four commands"), "bash"))
     shown = fenced(README.read_text(), "text")[0].split("\n", 1)[1]  # its `$ ...` line left out
     assert outputs["query examples/query.fa -k 5"] == shown
     assert (ROOT / "docs" / "index.md").read_text().count(shown) == 1  # the docs' home page shows it too
+    gathered = outputs["gather examples/sample.fq.gz"]
+    assert gathered.count("\n") == 4 and gathered in (ROOT / "docs" / "commands" / "search.md").read_text()
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -27,7 +28,7 @@ from genome_index.io.fasta import read_genome
 from genome_index.server.app import create_app
 from genome_index.server.auth import check_host
 from genome_index.server.limits import Limits
-from tests.helpers import EXAMPLES, PeakMemory, copy_store, free_port, rss_bytes
+from tests.helpers import EXAMPLES, PeakMemory, copy_store, free_port, rss_bytes, simulate_reads
 
 pytestmark = pytest.mark.slow  # live servers under load: seconds each
 
@@ -73,6 +74,27 @@ def test_a_fastq_body_is_reads_not_protein(client: TestClient) -> None:
     assert found.json()[0]["name"] == "DSM20231"
     bad = client.post("/query?k=1", content="@r1\nACGT\n+\nFF\n")
     assert bad.status_code == 400 and "query:4: a read with a different number of quality" in bad.json()["detail"]
+
+
+def test_post_gather_answers_as_gather_json(client: TestClient, served) -> None:
+    """A FASTQ body: the sample's genomes and summary, as the library gives them; JSON and bad
+    reads are refused in one line."""
+    rng = np.random.default_rng(1)
+    records = [r.sequence for r in read_genome(EXAMPLES / "genomes" / "DSM20231.fna.gz").records]
+    reads = simulate_reads(records, 2000, rng)
+    body = b"".join(b"@r%d\n%s\n+\n%s\n" % (i, row.tobytes(), b"F" * 150) for i, row in enumerate(reads))
+    found = client.post("/gather", content=body)
+    assert found.status_code == 200, found.text
+    expected = served[0].gather(body)
+    assert found.json() == json.loads(
+        json.dumps({"summary": expected.summary(), "genomes": [r.row() for r in expected.rows]})
+    )
+    assert [g["name"] for g in found.json()["genomes"]] == ["DSM20231"] and found.json()["summary"]["records"] == 2000
+    sketch_only = client.post("/gather?verify=false", content=body).json()["genomes"][0]
+    assert sketch_only["abundance"] is None and sketch_only["f_genome"] > 0.5
+    assert client.post("/gather", json={"fasta": "ACGT"}).status_code == 415
+    bad = client.post("/gather", content=b"@r1\nACGT\n+\nFF\n")
+    assert bad.status_code == 400 and "sample:4:" in bad.json()["detail"]
 
 
 def k_options(k: int):

@@ -12,12 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
 
 from genome_index.api import GenomeIndex
+from genome_index.io.fasta import read_genome
 from genome_index.server.app import create_app
-from tests.helpers import EXAMPLES, copy_store, free_port
+from tests.helpers import EXAMPLES, copy_store, free_port, simulate_reads
 
 pytestmark = pytest.mark.slow  # a real headless browser: seconds each
 
@@ -89,6 +91,26 @@ def test_a_bad_query_shows_its_error_on_the_page(browser, site: str) -> None:
     page.click("#submit")
     page.wait_for_function("document.getElementById('status').className === 'error'")
     assert "protein" in page.inner_text("#status") and page.locator("#hits").is_hidden()
+    page.close()
+
+
+def test_gather_a_sample_of_reads_on_the_page(browser, site: str) -> None:
+    """Pasted FASTQ with the gather task: the genome the reads come from, its abundance, and a
+    summary in the status line."""
+    rng = np.random.default_rng(4)
+    records = [r.sequence for r in read_genome(EXAMPLES / "genomes" / "BPH2003.fna.gz").records]
+    reads = simulate_reads(records, 1500, rng)
+    page = browser.new_page()
+    page.goto(site + "/")
+    fastq = "".join(f"@r{i}\n{row.tobytes().decode()}\n+\n{'F' * 150}\n" for i, row in enumerate(reads))
+    page.eval_on_selector("#fasta", "(box, text) => { box.value = text; }", fastq)  # as a chosen file fills it
+    page.select_option("#task", "gather")
+    page.click("#submit")
+    page.wait_for_selector("#hits tbody tr.hit")
+    cells = page.locator("#hits tbody tr.hit").nth(0).locator("td").all_inner_texts()
+    assert cells[:2] == ["1", "BPH2003"] and cells[5] == "1.0000"  # abundance: every mapped base
+    assert "1 genome(s) in 1,500 reads or contigs" in page.inner_text("#status")
+    assert page.locator("#hits thead th").nth(5).inner_text() == "abundance"
     page.close()
 
 

@@ -2,7 +2,7 @@
 
 The app, its errors as one line and its logging are here; the commands are in one module a
 group, each a page of the manual: `build_commands` (embed, build, merge, backfill-sequences),
-`search_commands` (query, extract, serve), `store_commands` (sql, info, check, remove,
+`search_commands` (query, gather, extract, serve), `store_commands` (sql, info, check, remove,
 reindex) and `analysis_commands` (compare, evaluate). Options shared by several commands, with
 their help from `settings`, are in `options`; how results print, in `output`.
 """

@@ -24,7 +24,6 @@ def opt(name: str, *flags: str, **extra: Any) -> Any:
 
 
 # Options that are settings: their names, help and defaults live in genome_index.settings.
-# Options that are settings: their names, help and defaults live in genome_index.settings.
 Model = Annotated[str | None, opt("model", "--model", "-m", metavar="MODEL")]
 Layer = Annotated[int | None, opt("layer")]
 ChunkTokens = Annotated[int | None, opt("chunk_tokens")]

@@ -28,6 +28,7 @@ MAX_DECIMALS = 10
 HIT_TABLE_COLUMNS = ("rank", "name", "identity", "query_coverage", "target_record", "target_start", "target_end",
                      "strand")  # fmt: skip
 HIT_TABLE_UNALIGNED = ("rank", "name", "score", "support", "containment", "ani_estimate")
+GATHER_TABLE_COLUMNS = ("rank", "name", "f_sample", "f_genome", "abundance", "depth", "breadth", "identity")
 
 
 def human_bytes(size: int) -> str:

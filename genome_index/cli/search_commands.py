@@ -1,4 +1,4 @@
-"""Commands that search a store: query, extract, serve."""
+"""Commands that search a store: query, gather, extract, serve."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from genome_index.cli.options import (
     stdin_as_file,
 )
 from genome_index.errors import GenomeIndexError
-from genome_index.settings import QueryOptions, RunOptions
+from genome_index.settings import GatherOptions, QueryOptions, RunOptions
 
 
 @command()
@@ -135,6 +135,82 @@ def explanation(timings: dict[str, float]) -> str:
 
 @command()
 @user_errors
+def gather(
+    samples: Annotated[
+        list[Path], typer.Argument(
+            help="FASTA or FASTQ files of ONE sample (plain or gzip): reads (a pair's two files, several lanes) "
+            "or contigs; - reads stdin.",
+            metavar="SAMPLE",
+        )
+    ],
+    index: IndexDir = None,
+    threshold_bp: Annotated[int | None, opt("threshold_bp", "--threshold-bp", metavar="BP")] = None,
+    verify: Annotated[bool, opt("verify", "--verify/--no-verify")] = GatherOptions.verify,
+    fmt: Format = "table",
+    columns: Columns = None,
+    quiet: Quiet = False,
+) -> None:
+    """Find which stored genomes a sample holds, and how much of each.
+
+    The sample's k-mer sketch is explained greedily by the stored genomes' sketches, as
+    sourmash gather does: the genome holding the most of what is still unexplained first,
+    until none holds --threshold-bp more (default: 0.1 % of the sample's sketch). The sample
+    is then mapped with minimap2 to the genomes found (short-read preset for reads, assembly
+    preset for contigs); a read that fits several equally is shared in proportion to their
+    depths. Rows, in the order they were found: unique_bp and shared_bp (sample bases this
+    genome explained first, and holds at all), f_sample and f_genome (those as shares of the
+    sample's and of the genome's sketch), then the mapping's reads, mapped_bp, abundance (share
+    of the mapped bases), depth, breadth and identity; then the genome's labels. No model is
+    loaded. A summary of the sample goes to stderr.
+
+    \b
+    Examples:
+      genome-index gather sample_R1.fastq.gz sample_R2.fastq.gz
+      genome-index gather metagenome_contigs.fa --format tsv > found.tsv
+      genome-index gather reads.fq --threshold-bp 50000 --no-verify
+      zcat reads.fq.gz | genome-index gather -
+    """
+    from genome_index.api import GenomeIndex
+    from genome_index.cli.app import log
+    from genome_index.cli.output import GATHER_TABLE_COLUMNS, choose, column_names, render_dicts
+    from genome_index.progress import Shown
+    from genome_index.search.gather import GATHER_COLUMNS
+    from genome_index.search.hits import label_column
+
+    check_format(fmt)
+    store = GenomeIndex.open(index_dir(index))
+    labels = [label_column(key) for key in store.label_names()]
+    known = [*GATHER_COLUMNS, *labels]
+    choose(known, [], fmt, columns)  # an unknown --columns fails before the sample is read
+    with stdin_as_file(samples) as paths:
+        found = store.gather(paths, GatherOptions(threshold_bp, verify), progress=Shown(quiet))
+    rows = [row.row() for row in found.rows]
+    brief = [c for c in GATHER_TABLE_COLUMNS if verify or c not in GATHER_MAPPED]
+    chosen = choose(column_names(rows, known), rows, fmt, columns, brief, labels)
+    if rows or fmt != "table":
+        typer.echo(render_dicts(rows, fmt, chosen), nl=False)
+    log(gather_summary(found.summary()), quiet)
+
+
+GATHER_MAPPED = ("reads", "mapped_bp", "abundance", "depth", "breadth", "identity")
+
+
+def gather_summary(summary: dict) -> str:
+    """One line on the sample: its reads, bases and sketch, the genomes found and the reads mapped."""
+    line = (
+        f"{summary['sample']}: {summary['records']:,} reads or contigs, {summary['bases'] / 1e6:.2f} Mbp, "
+        f"{summary['hashes']:,} sketch hashes; {summary['genomes']} stored genome(s) found"
+    )
+    if summary["mapped"] is not None:
+        share = summary["mapped"] / summary["records"] if summary["records"] else 0.0
+        line += f"; {summary['mapped']:,} ({share:.1%}) map to them (minimap2 -x {summary['preset']})"
+    if not summary["genomes"]:
+        line += ": none holds the threshold's share of the sample"
+    return line
+
+
+@command()
+@user_errors
 def extract(
     regions: Annotated[
         list[str],
@@ -214,14 +290,15 @@ def serve(
     """Serve the store over HTTP, with a web page.
 
     The model loads once; POST /query answers as `query --format json` does, concurrent
-    queries are embedded together. Also GET /genomes, /genomes/ID, /info, /health, POST
-    /sql, OpenAPI docs at /docs and a web page at /. Listens on 127.0.0.1; another host
-    needs --token-file (or --insecure).
+    queries are embedded together; POST /gather answers as `gather --format json` does. Also
+    GET /genomes, /genomes/ID, /info, /health, POST /sql, OpenAPI docs at /docs and a web page
+    at /. Listens on 127.0.0.1; another host needs --token-file (or --insecure).
 
     \b
     Examples:
       genome-index serve -i my-index
       curl -s --data-binary @contig.fa 'localhost:8000/query?k=5'
+      curl -s --data-binary @reads.fq 'localhost:8000/gather'
       genome-index serve --host 0.0.0.0 --token-file token.txt --compare compare-out
     """
     from genome_index.api import GenomeIndex

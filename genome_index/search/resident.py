@@ -81,13 +81,22 @@ class Resident:
         flat index in this process's memory, where each genome's windows lie in it."""
         if kind == "chunks":
             self.chunk_ids, self.chunk_genomes = reader.chunk_genomes()
-            read = reader.sketch_hashes(list(self.details))
-            self.stored_sketches = {gid: np.asarray(hashes, dtype=np.uint64) for gid, hashes in read.items()}
-            self.sketch_index = SketchIndex(self.stored_sketches)
+            self.add_sketches(reader)
             if flat_in_memory(index):
                 rows = faiss.vector_to_array(index.id_map)
                 self.genome_rows = row_runs(self.chunk_genomes[np.searchsorted(self.chunk_ids, rows)])
         self.indexes[kind] = index
+
+    def add_sketches(self, reader: StoreReader) -> None:
+        """Keep every stored sketch, and their reverse index (for chunk search and `gather`)."""
+        if self.sketch_index is None:
+            read = reader.sketch_hashes(list(self.details))
+            self.stored_sketches = {gid: np.asarray(hashes, dtype=np.uint64) for gid, hashes in read.items()}
+            self.sketch_index = SketchIndex(self.stored_sketches)
+
+    def holds(self, kinds: set[str]) -> bool:
+        """Whether this snapshot has what `kinds` asks: FAISS indexes by kind, and `sketches`."""
+        return kinds - {"sketches"} <= set(self.indexes) and ("sketches" not in kinds or self.sketch_index is not None)
 
     def rows_of(self, genome_ids: list[int]) -> list[tuple[int, int]] | None:
         """Row ranges of the given genomes' windows in the flat chunk index, in row order; None

@@ -19,8 +19,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,8 +32,9 @@ from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import QueryInput, as_genome
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.search import sketch
-from genome_index.search.align import LONG_PRESET, Aligners
+from genome_index.search.align import LONG_PRESET, Aligners, Target
 from genome_index.search.candidates import Retriever, named_rows, rank_chunk_mode
+from genome_index.search.gather import GatherResult, Sample, gather
 from genome_index.search.hits import Hit, make_hit
 from genome_index.search.rerank import (
     NO_SEQUENCES,
@@ -44,7 +46,7 @@ from genome_index.search.rerank import (
 )
 from genome_index.search.resident import Resident, ResidentReader, file_stamp
 from genome_index.search.views import embed_unique, queries_of, resolve_mode, views, wants_alignment
-from genome_index.settings import ModelOptions, QueryOptions, RunOptions, StoreSettings
+from genome_index.settings import GatherOptions, ModelOptions, QueryOptions, RunOptions, StoreSettings
 from genome_index.store import Store
 from genome_index.store.indexes import to_gpu
 
@@ -149,7 +151,9 @@ class Searcher:
     `StoreBusy`; one answered from what the searcher keeps does not wait.
     """
 
-    def __init__(self, store: Store, embedder: Embedder, settings: StoreSettings, micro_batch: bool = False) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder | None, settings: StoreSettings, micro_batch: bool = False
+    ) -> None:
         self.store, self.embedder, self.settings = store, embedder, settings
         self.aligners = Aligners()
         self._lock = threading.Lock()  # guards the loaded indexes and details
@@ -171,11 +175,15 @@ class Searcher:
         micro_batch: bool = False,
         trust_remote_code: bool | None = None,
         model_package: str | None = None,
+        with_model: bool = True,
     ) -> Searcher:
         """A searcher of `store` (see `GenomeIndex.searcher`): its own model, or `embedder`, which
-        must be the store's; its code and package only as the user grants them."""
+        must be the store's; its code and package only as the user grants them. Without
+        `with_model` it loads no model: it gathers samples (sketches and minimap2) but cannot query."""
         store.require()
         settings = store.settings()
+        if not with_model:
+            return cls(store, None, settings)
         grants = ModelOptions(trust_remote_code=trust_remote_code, model_package=model_package)
         embedder = embedder or store_embedder(store, settings, model, run or RunOptions(), grants)
         if not settings.same_vectors(embedder.settings(settings.store_options())):
@@ -199,19 +207,21 @@ class Searcher:
     # -- the store's state ------------------------------------------------------------------
 
     def _current(self, kinds: set[str]) -> Resident:
-        """The store as kept in memory, with the indexes of `kinds`: its files unchanged since
-        the last query, as it was; else its signature is read, and everything again if that
-        changed (genomes added or removed, labels set)."""
+        """The store as kept in memory, with the indexes of `kinds` (and the stored sketches with
+        `sketches`): its files unchanged since the last query, as it was; else its signature is
+        read, and everything again if that changed (genomes added or removed, labels set)."""
         stamp = file_stamp(self.store)
         with self._lock:
             resident = self._resident
-            if resident is not None and stamp == self._stamp and kinds <= set(resident.indexes):
+            if resident is not None and stamp == self._stamp and resident.holds(kinds):
                 return resident
             with self.store.reading() as reader:
                 signature = reader.change_signature()
                 if resident is None or signature != resident.signature:
                     resident = Resident.read(reader, self.settings.dim, signature)
-                for kind in kinds - set(resident.indexes):
+                if "sketches" in kinds:
+                    resident.add_sketches(reader)
+                for kind in kinds - set(resident.indexes) - {"sketches"}:
                     index, rebuilt = self.store.load_faiss(reader, kind, self.settings)
                     if rebuilt:
                         self.store.save_repair(kind, index)
@@ -249,6 +259,8 @@ class Searcher:
         self, query: QueryInput, options: QueryOptions, progress: Progress = SILENT
     ) -> tuple[list[Hit], QueryTiming]:
         """Hits, and where the query's time went (`QueryTiming`: embed, candidates, rerank, verify)."""
+        if self.embedder is None:
+            raise GenomeIndexError("this searcher was opened without its model (for gather): it cannot embed a query")
         timing = QueryTiming()
         species = (options.species_ani, options.species_fraction)
         genome = as_genome(query)
@@ -309,6 +321,32 @@ class Searcher:
                 hits.extend(made)
             searching.close()
         return hits, timing
+
+    def gather(
+        self,
+        sample: Sample | str | Path | bytes | Sequence[str | Path],
+        options: GatherOptions | None = None,
+        progress: Progress = SILENT,
+        **overrides: Any,
+    ) -> GatherResult:
+        """Which stored genomes `sample` (a FASTA/FASTQ path, several paths of one sample, or its
+        bytes) holds, and how much of each (`search.gather`); `overrides` set GatherOptions fields."""
+        options = dataclasses.replace(options or GatherOptions(), **overrides)
+        sample = sample if isinstance(sample, Sample) else Sample.of(sample)
+        resident = self._current({"sketches"})
+        assert resident.sketch_index is not None
+        sizes = {gid: len(hashes) for gid, hashes in resident.stored_sketches.items()}
+        with ResidentReader(self.store, resident, self._sketch_lock) as reader:
+
+            def target(genome_id: int) -> Target | None:
+                if not reader.has_sequence(genome_id):
+                    return None
+                return stored_target(reader, genome_id)
+
+            return gather(
+                sample, resident.sketch_index, sizes, resident.details, target, self.settings.sketch_scaled,
+                options, self.aligners.threads, progress,
+            )  # fmt: skip
 
     def _warn_no_sequences(self) -> None:
         """Once per searcher: hits of genomes without a stored sequence are not aligned."""

@@ -80,12 +80,17 @@ class SketchIndex:
         self.hashes = all_hashes[order]
         self.genomes = np.concatenate(genomes)[order] if genomes else np.empty(0, dtype=np.int64)
 
-    def shared(self, query: np.ndarray) -> dict[int, int]:
-        """Genome id -> how many of the query's hashes (sorted, distinct) its sketch holds."""
+    def pairs(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every (position in the query, genome id) where a genome's sketch holds that query hash
+        (the query's hashes sorted and distinct)."""
         lo = np.searchsorted(self.hashes, query, side="left")
         sizes = np.searchsorted(self.hashes, query, side="right") - lo
-        if not sizes.any():
-            return {}
         starts = np.repeat(lo - np.cumsum(sizes) + sizes, sizes)  # each match's place: its run's start + its rank
-        genomes, counts = np.unique(self.genomes[starts + np.arange(sizes.sum())], return_counts=True)
+        matches = starts + np.arange(sizes.sum())
+        return np.repeat(np.arange(len(query)), sizes), self.genomes[matches]
+
+    def shared(self, query: np.ndarray) -> dict[int, int]:
+        """Genome id -> how many of the query's hashes (sorted, distinct) its sketch holds."""
+        _, genome_ids = self.pairs(query)
+        genomes, counts = np.unique(genome_ids, return_counts=True)
         return dict(zip(genomes.tolist(), counts.tolist(), strict=True))

@@ -16,9 +16,11 @@ from starlette.concurrency import run_in_threadpool
 
 from genome_index import ASSETS
 from genome_index.api import GenomeIndex
+from genome_index.search.gather import Sample
 from genome_index.search.searcher import Searcher
 from genome_index.server.limits import QUERY_OVERHEAD, Gate, Limits, body_of
 from genome_index.server.schemas import SqlBody, query_of
+from genome_index.settings import GatherOptions
 
 WEB = ASSETS / "web"
 COMPARE_FILES = ("heatmap.png", "pca.png", "umap.png", "heatmap.svg", "pca.svg", "umap.svg")
@@ -117,6 +119,24 @@ async def query(request: Request) -> list[dict[str, Any]]:
         genome, options = query_of(await body_of(request, state.limits.max_query_bytes), request, state.limits)
         hits = await run_in_threadpool(state.searcher.query, genome, options)
     return [hit.row(alignments=True) for hit in hits]
+
+
+@search.post("/gather")
+async def gather(
+    request: Request, threshold_bp: int | None = Query(None, ge=1), verify: bool = True
+) -> dict[str, Any]:
+    """A sample as FASTA or FASTQ text (reads or contigs; any content type but JSON), options as
+    query parameters: which stored genomes it holds, as `gather --format json` answers (`genomes`,
+    the rows) with `summary`, the sample's reads, bases and sketch and the reads mapped."""
+    state = served(request)
+    if request.headers.get("content-type", "").startswith("application/json"):
+        raise HTTPException(415, "send the sample as FASTA or FASTQ text, not JSON")
+    length = request.headers.get("content-length")
+    cost = QUERY_OVERHEAD + (int(length) if length else state.limits.max_query_bytes)
+    async with state.query_gate.turn(cost):
+        sample = Sample.of(await body_of(request, state.limits.max_query_bytes))
+        found = await run_in_threadpool(state.searcher.gather, sample, GatherOptions(threshold_bp, verify))
+    return {"summary": found.summary(), "genomes": [row.row() for row in found.rows]}
 
 
 @search.post("/sql")

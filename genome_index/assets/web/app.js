@@ -85,16 +85,51 @@ function showHits(hits) {
   $("hits-wrap").hidden = hits.length === 0;
 }
 
+function showGathered(found) {
+  const labels = JSON.parse($("store").dataset.labels || "[]");
+  const columns = ["rank", "name", "f_sample", "f_genome", "reads", "abundance", "depth", "breadth", "identity", ...labels];
+  $("hits-head").replaceChildren(...columns.map((c) => { const th = document.createElement("th"); th.textContent = c; return th; }));
+  $("hits-body").replaceChildren(...found.genomes.map((genome) => {
+    const row = document.createElement("tr");
+    row.className = "hit";
+    cell(row, genome.rank, true);
+    const link = document.createElement("a");
+    link.href = "#/genomes/" + genome.genome_id; link.textContent = genome.name; link.className = "genome-link";
+    cell(row, link);
+    for (const key of ["f_sample", "f_genome"]) cell(row, number(genome[key], FRACTION), true);
+    cell(row, genome.reads === null ? "" : grouped(Math.round(genome.reads)), true);
+    for (const key of ["abundance", "depth", "breadth", "identity"]) cell(row, number(genome[key], FRACTION), true);
+    for (const label of labels) cell(row, genome[label] ?? genome["label." + label]);
+    return row;
+  }));
+  $("hits-wrap").hidden = found.genomes.length === 0;
+}
+
+async function runGather() {
+  const verify = $("align").checked ? "" : "?verify=false";
+  const found = await api("/gather" + verify, { method: "POST", headers: { "Content-Type": "text/plain" }, body: $("fasta").value });
+  showGathered(found);
+  const s = found.summary;
+  const mapped = s.mapped === null ? "" : `, ${grouped(s.mapped)} mapped`;
+  return `${found.genomes.length} genome(s) in ${grouped(s.records)} reads or contigs (${(s.bases / 1e6).toFixed(2)} Mbp${mapped})`;
+}
+
 async function search(event) {
   event.preventDefault();
   const status = $("status");
-  status.className = ""; status.textContent = "searching…";
+  status.className = ""; status.textContent = $("task").value === "gather" ? "gathering…" : "searching…";
   const body = { fasta: $("fasta").value, k: Number($("k").value), mode: $("mode").value, align: $("align").checked };
   try {
     const started = performance.now();
+    const seconds = () => ((performance.now() - started) / 1000).toFixed(2);
+    if ($("task").value === "gather") {
+      const said = await runGather();
+      status.textContent = `${said} in ${seconds()} s`;
+      return;
+    }
     const hits = await api("/query", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     showHits(hits);
-    status.textContent = `${hits.length} hits in ${((performance.now() - started) / 1000).toFixed(2)} s`;
+    status.textContent = `${hits.length} hits in ${seconds()} s`;
   } catch (error) {
     $("hits-wrap").hidden = true; status.className = "error"; status.textContent = error.message;
   }
