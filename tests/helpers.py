@@ -102,13 +102,13 @@ class PeakMemory:
 
 _BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 _COMPLEMENT = np.zeros(256, dtype=np.uint8)
-_COMPLEMENT[_BASES] = np.frombuffer(b"TGCA", dtype=np.uint8)
+_COMPLEMENT[np.frombuffer(b"ACGTN", dtype=np.uint8)] = np.frombuffer(b"TGCAN", dtype=np.uint8)
 
 
 def simulate_reads(
     records: list[bytes], count: int, rng: np.random.Generator, length: int = 150, error: float = 0.01
 ) -> np.ndarray:
-    """`count` reads (rows of a uint8 array) from a genome's records (ACGT), placed uniformly,
+    """`count` reads (rows of a uint8 array) from a genome's records (ACGTN), placed uniformly,
     each base wrong with probability `error` (another base), every other read reverse-complemented:
     a small short-read simulator for gather's tests and benchmark."""
     usable = [np.frombuffer(r, dtype=np.uint8) for r in records if len(r) > length]

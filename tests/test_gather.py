@@ -17,7 +17,7 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.io.fasta import read_genome
 from genome_index.search.align import LONG_PRESET, SHORT_PRESET
-from genome_index.search.gather import greedy_cover, share_ambiguous
+from genome_index.search.gather import Mapped, Verified, greedy_cover, share_ambiguous
 from genome_index.search.sketch import SketchIndex
 from genome_index.settings import GatherOptions
 from tests.helpers import EXAMPLES, simulate_reads, write_fasta, write_fastq
@@ -108,16 +108,21 @@ def test_contigs_are_gathered_with_the_assembly_preset(tmp_path: Path, nt_tiny_s
 
 @pytest.fixture(scope="module")
 def strain_store(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
-    """A kmer:4 store of two strains of one species at 99.5 % identity and an unrelated genome."""
+    """A kmer:4 store of two strains of one species at 99.5 % identity, a twin of the first that
+    differs from it at 30 bases (its sketch the same but for a hash or so), and an unrelated genome."""
     rng = np.random.default_rng(11)
     bases = np.frombuffer(b"ACGT", dtype=np.uint8)
     strain_a = bases[rng.integers(0, 4, 300_000)]
     strain_b = strain_a.copy()
     where = rng.choice(len(strain_b), 1_500, replace=False)
     strain_b[where] = bases[(np.searchsorted(bases, strain_b[where]) + rng.integers(1, 4, len(where))) % 4]
+    twin = strain_a.copy()
+    where = rng.choice(len(twin), 30, replace=False)
+    twin[where] = bases[(np.searchsorted(bases, twin[where]) + 1) % 4]
     genomes = {
         "strain_a": strain_a.tobytes(),
         "strain_b": strain_b.tobytes(),
+        "twin_a": twin.tobytes(),
         "other": bases[rng.integers(0, 4, 200_000)].tobytes(),
     }
     folder = tmp_path_factory.mktemp("strains")
@@ -140,6 +145,19 @@ def test_two_strains_at_99_5_percent_are_told_apart(tmp_path: Path, strain_store
     assert set(found) == {"strain_a", "strain_b"}
     assert found["strain_a"].abundance == pytest.approx(0.8, rel=0.1)
     assert found["strain_b"].abundance == pytest.approx(0.2, rel=0.1)
+
+
+def test_genomes_the_sketch_cannot_tell_apart_are_told_apart_by_the_mapping(tmp_path: Path, strain_store) -> None:
+    """The twin as one contig: in the sketch it ties with strain_a (either could be taken), so both
+    are mapped; the twin explains every base without an edit and alone is reported."""
+    directory, genomes = strain_store
+    sample = write_fasta(tmp_path / "twin.fa", [("contig", genomes["twin_a"].decode())])
+    for verify, names in ((True, ["twin_a"]), (False, None)):
+        rows = GenomeIndex(directory).gather(sample, GatherOptions(verify=verify)).rows
+        if names is not None:
+            assert [r.name for r in rows] == names and rows[0].identity == 1.0
+        else:
+            assert len(rows) == 1 and rows[0].name in ("twin_a", "strain_a")  # the sketch's pick
 
 
 def test_without_verification_the_cover_alone_is_given(tmp_path: Path, nt_tiny_store: Path, two_genome_reads) -> None:
@@ -184,7 +202,7 @@ def test_greedy_cover_is_the_set_cover_of_python_sets(seed: int) -> None:
     sample = set(rng.choice(universe, 1_500, replace=False).tolist())
     index = SketchIndex({gid: sorted(h) for gid, h in genomes.items()})
     fast = greedy_cover(np.array(sorted(sample), dtype=np.uint64), index, {g: len(h) for g, h in genomes.items()}, 20)
-    assert [(g.genome_id, g.unique) for g in fast] == cover_by_sets(sample, genomes, 20)
+    assert [(g.genome_id, g.unique) for g in fast if not g.rival] == cover_by_sets(sample, genomes, 20)
     assert all(g.shared == len(genomes[g.genome_id] & sample) for g in fast)
 
 
@@ -196,6 +214,22 @@ def test_reads_that_fit_several_genomes_are_shared_by_their_depths() -> None:
     depths = reads / [1000, 3000]  # genome 1 is three times as long: shallower, so it gets less of the shared
     assert (reads[0] - 300) / (reads[1] - 100) == pytest.approx(depths[0] / depths[1], rel=1e-6)
     assert reads.sum() == pytest.approx(600) and reads[1] - 100 < 50
+
+
+def mapped(classes: dict[tuple[int, ...], list[int]], identity: float = 0.99) -> Mapped:
+    figures = [Verified(matches=round(identity * 1000), columns=1000, length=1000) for _ in range(2)]
+    return Mapped(figures, classes, 0)
+
+
+def test_a_near_tie_keeps_a_genome_only_on_more_reads_than_errors_give() -> None:
+    """Genome 1 differs from genome 0 at a few bases: 2 reads fitting it better against 130
+    fitting 0 better is what 1 % errors give (dropped); 40 is not (kept); genomes no read tells
+    apart (identical) both stay, for the reads to be shared."""
+    shared = {(0, 1): [8000, 8000 * 150]}
+    assert mapped({**shared, (0,): [130, 0], (1,): [2, 0]}).outfitted([0, 1]) == {1}
+    assert mapped({**shared, (0,): [130, 0], (1,): [40, 0]}).outfitted([0, 1]) == set()
+    assert mapped({**shared, (1,): [5, 0]}, identity=1.0).outfitted([0, 1]) == {0}  # contigs: no errors
+    assert mapped(shared).outfitted([0, 1]) == set()
 
 
 # -- bad samples: one line, nothing changed ---------------------------------------------

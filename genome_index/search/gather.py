@@ -47,6 +47,8 @@ log = logging.getLogger("genome_index")
 THRESHOLD_SHARE = 0.001  # default stop: no genome holds this share of the sample's hashes
 MAX_GATHERED = 200  # genomes verified at most (a sample of more is a store-sized question)
 NEAR_TIE = 0.95  # genomes within this share of the most unexplained hashes are a near tie
+MAX_RIVALS = 4  # genomes of a near tie mapped beside the one taken (the sketch cannot tell them apart)
+MIN_EXCLUSIVE = 3  # reads that fit a genome of a near tie better than another are evidence above this
 SKETCH_BATCH_BP = 2_000_000  # reads joined by N into one sourmash call (a call a read costs 5x)
 MAP_BATCH = 4_000  # reads a mapping task takes
 LONG_READ_PRESET = "map-ont"  # FASTQ of reads of 1 kb and up: nanopore or PacBio CLR
@@ -153,13 +155,17 @@ def sketch_sample(sample: Sample, scaled: int, progress: Progress = SILENT) -> S
 
 @dataclass(frozen=True)
 class Gathered:
-    """One step of the greedy cover: the genome taken, the sample hashes it explained that no
-    genome taken before had (`unique`), all the sample hashes it holds (`shared`), and its own."""
+    """A genome the cover took at step `rank`: the sample hashes it explained that no genome taken
+    before had (`unique`), all the sample hashes it holds (`shared`), and its own. A rival is a
+    genome the sketch could not tell from the one taken at its step (a near tie): it shares the
+    step's rank, is not reported on the sketch alone, and is kept only if the mapping gives it reads."""
 
+    rank: int
     genome_id: int
     unique: int
     shared: int
     genome_hashes: int
+    rival: bool = False
 
 
 def greedy_cover(
@@ -168,8 +174,9 @@ def greedy_cover(
     """The genomes that explain the sample's hashes, greedily: at each step the genome holding
     the most unexplained ones, where several come within NEAR_TIE of that the one whose own
     sketch the sample holds most of (an excerpt or plasmid found whole beats a genome that holds
-    the same region and nothing else of the sample), then the lower id; stops when none holds
-    `min_hashes` unexplained hashes, or after `most` genomes."""
+    the same region and nothing else of the sample), then the lower id; up to MAX_RIVALS others
+    of the near tie come after it as its rivals. Stops when no genome holds `min_hashes`
+    unexplained hashes, or after `most` steps."""
     positions, genome_ids = index.pairs(sample)
     if not len(positions):
         return []
@@ -178,19 +185,23 @@ def greedy_cover(
     contained = shared / np.maximum([sizes[int(g)] for g in genomes], 1)
     unexplained = np.ones(len(sample), dtype=bool)
     taken: list[Gathered] = []
-    while len(taken) < most:
+    seen: set[int] = set()
+    for rank in range(1, most + 1):
         counts = np.bincount(slot[unexplained[positions]], minlength=len(genomes))
         top = int(counts.max())
         if top < max(min_hashes, 1):
             break
         near = np.flatnonzero(counts >= NEAR_TIE * top)
-        best = int(near[np.lexsort((genomes[near], -counts[near], -contained[near]))[0]])
-        gid = int(genomes[best])
-        taken.append(Gathered(gid, int(counts[best]), int(shared[best]), sizes[gid]))
-        unexplained[positions[slot == best]] = False
-    if len(taken) == most:
+        near = near[np.lexsort((genomes[near], -counts[near], -contained[near]))]
+        for place, best in enumerate(near[: 1 + MAX_RIVALS].tolist()):
+            gid = int(genomes[best])
+            if place == 0 or gid not in seen:
+                taken.append(Gathered(rank, gid, int(counts[best]), int(shared[best]), sizes[gid], rival=place > 0))
+                seen.add(gid)
+        unexplained[positions[slot == near[0]]] = False
+    else:
         log.warning("gather stopped after %d genomes; the rest of the sample is not explained", most)
-    return taken
+    return [g for g in taken if not g.rival or not any(t.genome_id == g.genome_id and not t.rival for t in taken)]
 
 
 @dataclass
@@ -345,11 +356,36 @@ class Mapped:
     classes: dict[tuple[int, ...], list[int]]
     unmapped: int
 
-    def share(self, min_bases: float, min_share: float) -> tuple[set[int], int]:
-        """Give every genome its reads and bases (`share_ambiguous`), dropping the genomes given
-        fewer than `min_bases` or `min_share` of the mapped bases (their reads go to the others,
-        or nowhere) until none is; the genomes kept, and the reads assigned to them."""
+    def exclusive(self, genome: int, other: int) -> int:
+        """Reads that fit `genome` better than `other`: in a class with the one and not the other."""
+        return sum(count for genomes, (count, _) in self.classes.items() if genome in genomes and other not in genomes)
+
+    def outfitted(self, group: list[int]) -> set[int]:
+        """The genomes of a near tie (the sketch could not tell them apart) that the reads do not
+        tell apart from another of the group better than sequencing errors would: a genome whose
+        reads that fit it better than another's are fewer than the other's and no more than
+        MIN_EXCLUSIVE plus twice the reads errors would turn its way (a read over a base where
+        they differ meets the other's letter by error at a third of the error rate)."""
+        columns = sum(self.verified[g].columns for g in group)
+        error = 1 - sum(self.verified[g].matches for g in group) / columns if columns else 0.0
+        out = set()
+        for genome in group:
+            for other in group:
+                mine, theirs = self.exclusive(genome, other), self.exclusive(other, genome)
+                if other != genome and other not in out and theirs > mine:
+                    if mine <= MIN_EXCLUSIVE + 2 * error / 3 * (mine + theirs):
+                        out.add(genome)
+                        break
+        return out
+
+    def share(self, min_bases: float, min_share: float, groups: list[list[int]]) -> tuple[set[int], int]:
+        """Give every genome its reads and bases (`share_ambiguous`), first leaving out the
+        genomes of a near tie the reads give no more than errors would (`outfitted`), then the
+        genomes given fewer than `min_bases` or `min_share` of the mapped bases (their reads go
+        to the others, or nowhere) until none is; the genomes kept, and the reads assigned to them."""
         kept = set(range(len(self.verified)))
+        for group in groups:
+            kept -= self.outfitted(group)
         lengths = [one.length for one in self.verified]
         while True:
             classes: dict[tuple[int, ...], list[int]] = {}
@@ -528,29 +564,33 @@ def gather(
             preset = preset_for_sample(found)
             result = map_sample(sample, [targets[i] for i in aligned], preset, threads, progress)
             min_share = THRESHOLD_SHARE if options.threshold_bp is None else 0.0
-            kept, _ = result.share(options.threshold_bp or 0, min_share)
+            slot_of = {i: slot for slot, i in enumerate(aligned)}
+            groups: dict[int, list[int]] = {}
+            for i, g in enumerate(taken):
+                if i in slot_of:
+                    groups.setdefault(g.rank, []).append(slot_of[i])
+            kept, _ = result.share(options.threshold_bp or 0, min_share, list(groups.values()))
             mapped = found.records - result.unmapped
             unmapped = result.unmapped
-            dropped = {aligned[slot] for slot in range(len(aligned)) if slot not in kept}
+            for slot, i in enumerate(aligned):
+                verified[i] = result.verified[slot] if slot in kept else None
+            dropped = {i for i in aligned if verified[i] is None}
             if dropped:
                 log.info("%d gathered genome(s) dropped: the reads give them less than the threshold", len(dropped))
-            for slot, i in enumerate(aligned):
-                verified[i] = result.verified[slot]
             taken = [g for i, g in enumerate(taken) if i not in dropped]
             verified = [v for i, v in enumerate(verified) if i not in dropped]
-    total_mapped = sum(v.bases for v in verified if v is not None)
-    rows = [
-        _row(sample.name, rank, g, v, total_mapped, len(found.hashes), scaled, details[g.genome_id])
-        for rank, (g, v) in enumerate(zip(taken, verified, strict=True), start=1)
-    ]
+    reported = [(g, v) for g, v in zip(taken, verified, strict=True) if v is not None or not g.rival]
+    reported.sort(key=lambda pair: (pair[0].rank, -(pair[1].bases if pair[1] else 0.0)))
+    total_mapped = sum(v.bases for _, v in reported if v is not None)
+    rows = [_row(sample.name, g, v, total_mapped, len(found.hashes), scaled, details[g.genome_id]) for g, v in reported]
     return GatherResult(sample.name, found.records, found.bases, len(found.hashes), preset, mapped, unmapped, rows)
 
 
 def _row(
-    sample: str, rank: int, g: Gathered, v: Verified | None, total: float, hashes: int, scaled: int, details: dict
+    sample: str, g: Gathered, v: Verified | None, total: float, hashes: int, scaled: int, details: dict
 ) -> GatherRow:
     return GatherRow(
-        sample=sample, rank=rank, genome_id=g.genome_id, name=details["name"], file=details["file"],
+        sample=sample, rank=g.rank, genome_id=g.genome_id, name=details["name"], file=details["file"],
         unique_bp=g.unique * scaled, shared_bp=g.shared * scaled, f_sample=round(g.unique / hashes, DIGITS),
         f_genome=round(g.shared / g.genome_hashes, DIGITS) if g.genome_hashes else 0.0,
         reads=round(v.reads, 2) if v else None, mapped_bp=round(v.bases) if v else None,
