@@ -440,10 +440,9 @@ def map_sample(sample: Sample, targets: list[Target], preset: str, threads: int,
         for done, size in pending:
             merge(done)
             step.advance(size)
-    starts = np.cumsum([0, *reference.lengths])[:-1]
-    covered = np.add.reduceat(bitmap, starts) if reference.total else np.zeros(len(targets))
-    for slot, one in enumerate(mapped.verified):
-        one.covered = int(covered[slot])
+    bounds = np.cumsum([0, *reference.lengths]).tolist()
+    for slot, one in enumerate(mapped.verified):  # counted a genome at a time: a sum over the bitmap is 8 bytes a base
+        one.covered = int(np.count_nonzero(bitmap[bounds[slot] : bounds[slot + 1]]))
     return mapped
 
 
