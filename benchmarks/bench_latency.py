@@ -3,6 +3,7 @@
     python benchmarks/bench_latency.py                  # 35 genomes, about 105 Mbp, kmer:6
     python benchmarks/bench_latency.py --work /tmp/lat  # keep (and reuse) the genomes and the store
     python benchmarks/bench_latency.py --per-length 20 --synthetic-length 1000000   # quicker
+    python benchmarks/bench_latency.py --work /tmp/lat --model nt-tiny   # the embedding's share, on nt-tiny
 
 The set: the S. aureus assemblies of ../shared/data/staph (the examples' excerpts without
 it), and five synthetic species (distinct composition), each an ancestor with six
@@ -184,18 +185,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder to keep (and reuse) the genomes and the store in")
     parser.add_argument("--per-length", type=int, default=85, help="fragments per length (85: 255 queries)")
     parser.add_argument("--synthetic-length", type=int, default=3_000_000, help="bp of each synthetic chromosome")
+    parser.add_argument("--model", default="kmer:6", help="the store's model (nt-tiny: what embedding costs)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-latency-"))
     rng = np.random.default_rng(27)
     print(describe_machine())
     genomes = make_genomes(work / "genomes", args.synthetic_length, rng)
-    index = GenomeIndex(work / "index")
+    store = work / ("index" if args.model == "kmer:6" else "index-" + args.model.replace(":", "-"))
+    index = GenomeIndex(store)
     started = time.perf_counter()
-    index.build(genomes, model="kmer:6")
+    index.build(genomes, model=args.model)
     info = index.info()
     counts, built = info["counts"], time.perf_counter() - started
     print(f"store: {counts['genomes']} genomes, {info['bases'] / 1e6:.1f} Mbp, {counts['chunks']:,} windows, "
-          f"kmer:6 (built or brought up to date in {built:.1f} s)")  # fmt: skip
+          f"{args.model} (built or brought up to date in {built:.1f} s)")  # fmt: skip
     stored = dict(index.sql("SELECT sha256, name FROM genomes")[1])
     fragments = make_fragments(genomes, args.per_length, rng, stored)
     skani, skani_top1 = skani_per_query(genomes, fragments, stored)
@@ -213,12 +216,12 @@ def main() -> None:
         print(f"  {stage:<11} p50 {median:7.2f} ms, mean {mean:7.2f} ms{recall}")
     every = work / "all.fa"
     every.write_bytes(b"".join(f.read_bytes() for f in ours["files"]))
-    base = ["query", "-i", str(work / "index")]
+    base = ["query", "-i", str(store)]
     seconds = cli_seconds([*base, str(every), "--per-record"])
     print(f"CLI, {len(fragments)} fragments in one `query --per-record`: {seconds:.1f} s")
     synthetic = next(path for path in genomes if path.name.startswith("species"))
     print(f"a whole genome ({synthetic.stem}) as a warm query: {whole_genome(index, synthetic)}")
-    own, ours_exact = exact_search_seconds(work / "index" / "chunks.faiss")
+    own, ours_exact = exact_search_seconds(store / "chunks.faiss")
     print(f"exact search of 8 query vectors on the chunk index: FAISS {own * 1000:.0f} ms, "
           f"genome-index's matrix product {ours_exact * 1000:.0f} ms ({own / ours_exact:.1f}x)")  # fmt: skip
     ten_kb = next(f for f in ours["files"] if f.stem.startswith("f10000"))

@@ -4,6 +4,7 @@ queries of held-out genomes beside pyskani.
     python benchmarks/bench_samples.py                  # bench_latency's 38 genomes, kmer:6
     python benchmarks/bench_samples.py --work /tmp/lat  # reuse (and keep) its genomes and store
     python benchmarks/bench_samples.py --reads 300000   # quicker: the timed sample smaller
+    python benchmarks/bench_samples.py --work /tmp/lat --memory-copies 1 33   # and a 10 GB sample
 
 The store is bench_latency's (the S. aureus assemblies, the examples' excerpts, and five
 synthetic species of six descendants each at 0.1-10 % from an ancestor: descendants 0 and 1 are
@@ -234,6 +235,10 @@ def main() -> None:
     )
     parser.add_argument("--reads", type=int, default=1_000_000, help="reads of the timed 20-genome sample")
     parser.add_argument("--synthetic-length", type=int, default=3_000_000, help="bp of each synthetic chromosome")
+    parser.add_argument(
+        "--memory-copies", type=int, nargs="+", default=[1, 3],
+        help="peak memory of gather on this many copies of the timed sample, as files of one sample (33: 10 GB)",
+    )  # fmt: skip
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-samples-"))
     print(describe_machine())
@@ -273,7 +278,7 @@ def main() -> None:
             print(f"  genome-index: {scores(ours, truth, pair)}")
             print(f"  sourmash:     {scores(theirs, truth, pair)}")
     timed = samples_dir / "mix20.fq"
-    for copies in (1, 3):
+    for copies in args.memory_copies:
         seconds, peak = peak_rss(work / "index", [timed] * copies)
         size = timed.stat().st_size * copies / 1e9
         print(f"memory: genome-index gather of {copies} x the 20-genome sample ({size:.2f} GB of FASTQ): "
