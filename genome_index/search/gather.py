@@ -5,7 +5,8 @@ Two passes over the sample, streamed (memory does not grow with its size):
 1. *cover* — the sample's FracMinHash sketch (the stored genomes' kind) is explained greedily, as
    sourmash gather does: at each step the stored genome holding the most of the sample's
    still-unexplained hashes is taken and its hashes are explained, until no genome holds the
-   threshold (0.1 % of the sample's hashes, or `threshold_bp` / scaled);
+   threshold (0.1 % of the sample's hashes, or `threshold_bp` / scaled). Genomes a sketch
+   cannot tell apart (a near tie) all go on to the next pass, where the bases decide;
 2. *verify* — the sample is mapped with minimap2 to the gathered genomes only (one index of
    them all, so a read goes to the genome it fits best: short-read preset for reads, assembly
    preset for contigs, nanopore preset for long reads). A read (or each primary alignment of a
