@@ -21,6 +21,17 @@ def copy_store(built: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def make_old(store: Path) -> Path:
+    """The store as a version before sequences were kept would have left it."""
+    import duckdb
+
+    con = duckdb.connect(str(store / "metadata.duckdb"))
+    con.execute("DROP MACRO subsequence")
+    con.execute("DROP TABLE sequences")
+    con.close()
+    return store
+
+
 def write_fasta(path: Path, records: list[tuple[str, str]], gz: bool = False, eol: str = "\n") -> Path:
     """Write records as FASTA (optionally gzip, optionally CRLF) and return the path."""
     text = "".join(f">{header}{eol}{sequence}{eol}" for header, sequence in records)

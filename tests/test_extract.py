@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -13,7 +12,7 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import read_genome, reverse_complement
-from tests.helpers import copy_store
+from tests.helpers import copy_store, make_old
 
 runner = CliRunner()
 
@@ -137,15 +136,6 @@ def test_output_goes_to_a_file(built: Path, tmp_path: Path, inputs: dict[str, Pa
     out = tmp_path / "out.fa"
     assert run("extract", "w60", "--index", built, "-o", out).exit_code == 0
     assert out.read_bytes() == inputs["w60"].read_bytes()
-
-
-def make_old(store: Path) -> Path:
-    """The store as a version before sequences were kept would have left it."""
-    con = duckdb.connect(str(store / "metadata.duckdb"))
-    con.execute("DROP MACRO subsequence")
-    con.execute("DROP TABLE sequences")
-    con.close()
-    return store
 
 
 def test_an_older_store_answers_and_says_how_to_get_sequences(built: Path, tmp_path: Path, inputs) -> None:

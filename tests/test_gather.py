@@ -20,7 +20,7 @@ from genome_index.search.align import LONG_PRESET, SHORT_PRESET
 from genome_index.search.gather import Mapped, Verified, greedy_cover, share_ambiguous
 from genome_index.search.sketch import SketchIndex
 from genome_index.settings import GatherOptions
-from tests.helpers import EXAMPLES, simulate_reads, write_fasta, write_fastq
+from tests.helpers import EXAMPLES, copy_store, make_old, simulate_reads, write_fasta, write_fastq
 
 runner = CliRunner()
 MAIN, MINOR = "ATCC12600", "BPH2947"  # 3,000 and 1,000 reads below: abundances 0.75 and 0.25 (of bases)
@@ -167,6 +167,17 @@ def test_without_verification_the_cover_alone_is_given(tmp_path: Path, nt_tiny_s
     assert {row.name for row in result.rows} == {MAIN, MINOR}
     assert all(row.abundance is None and row.reads is None for row in result.rows) and result.preset is None
     assert result.rows[0].unique_bp == result.rows[0].shared_bp > 0 and 0 < result.rows[0].f_genome <= 1
+
+
+def test_a_store_without_sequences_gives_the_cover_and_says_how_to_verify(
+    tmp_path: Path, nt_tiny_store: Path, two_genome_reads
+) -> None:
+    old = make_old(copy_store(nt_tiny_store, tmp_path))
+    sample = write_fastq(tmp_path / "r.fq", two_genome_reads)
+    result = runner.invoke(app, ["gather", str(sample), "-i", str(old), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert [row["name"] for row in json.loads(result.stdout)] == [MAIN, MINOR]
+    assert json.loads(result.stdout)[0]["abundance"] is None and "backfill-sequences" in result.stderr
 
 
 def test_a_threshold_above_a_genome_leaves_it_out(tmp_path: Path, nt_tiny_store: Path, two_genome_reads) -> None:

@@ -559,7 +559,10 @@ def gather(
         targets = {i: target(g.genome_id) for i, g in enumerate(taken)}
         aligned = [i for i, t in targets.items() if t]
         if len(aligned) < len(taken):
-            log.warning("%d gathered genome(s) have no stored sequence: not verified", len(taken) - len(aligned))
+            log.warning(
+                "%d genome(s) found have no stored sequence, so the reads are not mapped to them (run "
+                "`genome-index backfill-sequences INPUTS` with their FASTA files)", len(taken) - len(aligned),
+            )  # fmt: skip
         if aligned:
             preset = preset_for_sample(found)
             result = map_sample(sample, [targets[i] for i in aligned], preset, threads, progress)
