@@ -258,6 +258,12 @@ BAD_SAMPLES = {
 }
 
 
+def test_a_folder_or_a_missing_file_is_one_line(tmp_path: Path, nt_tiny_store: Path) -> None:
+    for given, message in ((tmp_path, "a folder; give the sample's"), (tmp_path / "nope.fq", "no such file")):
+        result = runner.invoke(app, ["gather", str(given), "-i", str(nt_tiny_store)])
+        assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1
+
+
 @pytest.mark.parametrize("name", BAD_SAMPLES)
 def test_a_bad_sample_is_one_line_and_changes_nothing(tmp_path: Path, nt_tiny_store: Path, name: str) -> None:
     data, message = BAD_SAMPLES[name]

@@ -102,6 +102,8 @@ class Sample:
         if not paths:
             raise GenomeIndexError("a sample needs at least one FASTA or FASTQ file")
         for path in paths:
+            if Path(path).is_dir():
+                raise GenomeIndexError(f"{path}: a folder; give the sample's FASTA or FASTQ files")
             if not Path(path).is_file():
                 raise GenomeIndexError(f"{path}: no such file")
         return cls(tuple(Source(str(p), path=Path(p)) for p in paths))
@@ -407,10 +409,18 @@ class Mapped:
         return kept, sum(count for count, _ in classes.values())
 
 
-def map_sample(sample: Sample, targets: list[Target], preset: str, threads: int, progress: Progress = SILENT) -> Mapped:
+def map_sample(
+    sample: Sample,
+    targets: list[Target],
+    preset: str,
+    threads: int,
+    progress: Progress = SILENT,
+    records: int | None = None,
+) -> Mapped:
     """Map every read of the sample to the targets (the gathered genomes' records) in worker
     threads. Reads stream through a bounded queue of tasks, so memory stays bounded by the
-    genomes' length (a bitmap of the bases covered), not the sample's."""
+    genomes' length (a bitmap of the bases covered), not the sample's. `records`, known from
+    the first pass, is the progress bar's total."""
     reference = _Reference(targets, preset, threads)
     bitmap = np.zeros(reference.total, dtype=bool)
     mapped = Mapped([Verified(length=length) for length in reference.lengths], {}, 0)
@@ -428,7 +438,7 @@ def map_sample(sample: Sample, targets: list[Target], preset: str, threads: int,
         _mark(bitmap, np.asarray(found.starts, dtype=np.int64), np.asarray(found.ends, dtype=np.int64))
 
     with (
-        progress.step("mapping the sample", None, "reads") as step,
+        progress.step("mapping the sample", records, "reads") as step,
         ThreadPoolExecutor(max_workers=threads) as pool,
     ):
         pending: list[tuple[Future, int]] = []
@@ -565,7 +575,7 @@ def gather(
             )  # fmt: skip
         if aligned:
             preset = preset_for_sample(found)
-            result = map_sample(sample, [targets[i] for i in aligned], preset, threads, progress)
+            result = map_sample(sample, [targets[i] for i in aligned], preset, threads, progress, found.records)
             min_share = THRESHOLD_SHARE if options.threshold_bp is None else 0.0
             slot_of = {i: slot for slot, i in enumerate(aligned)}
             groups: dict[int, list[int]] = {}
