@@ -17,7 +17,7 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.io.fasta import read_genome
 from genome_index.search.align import LONG_PRESET, SHORT_PRESET
-from genome_index.search.gather import Mapped, Verified, greedy_cover, share_ambiguous
+from genome_index.search.gather import LONG_READ_PRESET, Mapped, Verified, greedy_cover, share_ambiguous
 from genome_index.search.sketch import SketchIndex
 from genome_index.settings import GatherOptions
 from tests.helpers import EXAMPLES, copy_store, make_old, simulate_reads, write_fasta, write_fastq
@@ -104,6 +104,14 @@ def test_contigs_are_gathered_with_the_assembly_preset(tmp_path: Path, nt_tiny_s
     assert set(found) == {"DSM20231", "BPH2003"} and result.preset == LONG_PRESET
     assert found["DSM20231"].abundance == pytest.approx(120 / 160, abs=0.01)
     assert found["DSM20231"].identity == 1.0 and found["BPH2003"].mapped_bp == 40_000
+
+
+def test_long_reads_are_mapped_with_the_nanopore_preset(tmp_path: Path, nt_tiny_store: Path) -> None:
+    """FASTQ of 5 kb reads at 5 % errors: minimap2's map-ont, the identity the reads' own."""
+    reads = simulate_reads(genome_records(MAIN), 150, np.random.default_rng(1), length=5_000, error=0.05)
+    result = GenomeIndex(nt_tiny_store).gather(write_fastq(tmp_path / "long.fq", reads))
+    assert result.preset == LONG_READ_PRESET and [row.name for row in result.rows] == [MAIN]
+    assert 0.94 < result.rows[0].identity < 0.96 and result.rows[0].breadth > 0.95
 
 
 @pytest.fixture(scope="module")
