@@ -234,9 +234,7 @@ class GenomeIndex:
         as `plot_format` (png, svg or pdf)."""
         from genome_index.analysis.compare import compare_store
 
-        return compare_store(
-            self.store, out, label, ani, progress, name_column=name_column, plot_format=plot_format
-        )
+        return compare_store(self.store, out, label, ani, progress, name_column=name_column, plot_format=plot_format)
 
     def check(self, quick: bool = False) -> list[str]:
         """Every inconsistency of the store (empty: consistent); repairs nothing.

@@ -126,9 +126,7 @@ class QueryOptions:
     species_ani: float = option(
         "Identity from which an aligned hit is the same species as the query (relation column)", default=0.95
     )
-    species_fraction: float = option(
-        "... over at least this fraction of the query aligned to the genome", default=0.5
-    )
+    species_fraction: float = option("... over at least this fraction of the query aligned to the genome", default=0.5)
 
     def __post_init__(self) -> None:
         if not 0 < self.species_ani <= 1 or not 0 < self.species_fraction <= 1:

@@ -60,8 +60,6 @@ def nt_tiny_store(tmp_path_factory, example_genomes) -> Path:
     return directory
 
 
-
-
 @pytest.fixture(scope="session")
 def labelled_genomes(example_genomes) -> tuple[list[Path], Path]:
     """The four S. aureus examples and eight synthetic genomes of two other compositions, with

@@ -24,7 +24,6 @@ def run_with_input(data: bytes, *args: str):
     return runner.invoke(app, [str(a) for a in args], input=data, catch_exceptions=False)
 
 
-
 def test_version() -> None:
     result = run("--version")
     assert result.exit_code == 0 and result.stdout.startswith("genome-index ")

@@ -4,6 +4,7 @@ against their obvious references."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -194,6 +195,14 @@ def test_a_threshold_above_a_genome_leaves_it_out(tmp_path: Path, nt_tiny_store:
     found = GenomeIndex(nt_tiny_store).gather(sample, GatherOptions(threshold_bp=130_000))
     assert [row.name for row in found.rows] == [MAIN]
     assert found.rows[0].abundance > 0.99  # the minor genome's reads map to no genome reported
+
+
+def test_gather_rows_keep_labels_apart_from_their_fields(nt_tiny_store: Path, tmp_path: Path) -> None:
+    """A label named like a gather column (stored before such labels were refused) comes out as
+    `label.NAME`, beside the field, never over it."""
+    row = GenomeIndex(nt_tiny_store).gather(EXAMPLES / "sample.fq.gz").rows[0]
+    flat = dataclasses.replace(row, labels={"depth": "deep", "species": "S. aureus"}).row()
+    assert flat["depth"] == row.depth and flat["label.depth"] == "deep" and flat["species"] == "S. aureus"
 
 
 # -- the greedy cover and the sharing, against their obvious references ----------------------

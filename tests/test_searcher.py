@@ -76,11 +76,12 @@ def test_hits_keep_labels_apart_and_rows_flatten_them(store: GenomeIndex, tmp_pa
     assert "alignments" not in row and labelled.row(alignments=True)["alignments"] == hit.alignments
 
 
-@pytest.mark.parametrize("column", ["score", "rank", "identity", "labels"])
-def test_a_labels_csv_naming_a_hit_field_is_refused(tmp_path: Path, example_genomes, column: str) -> None:
+@pytest.mark.parametrize("column", ["score", "rank", "identity", "labels", "abundance", "depth"])
+def test_a_labels_csv_naming_a_row_field_is_refused(tmp_path: Path, example_genomes, column: str) -> None:
+    """Fields of query hits and of gather rows alike: a label would stand beside them in a row."""
     labels = tmp_path / "labels.csv"
     labels.write_text(f"file,{column}\n{example_genomes[0].name},1\n")
-    with pytest.raises(GenomeIndexError, match=f"label column '{column}' is the name of a query hit field"):
+    with pytest.raises(GenomeIndexError, match=f"label column '{column}' is the name of a field of query or gather"):
         GenomeIndex(tmp_path / "index").build(example_genomes[:1], "kmer:4", labels=labels)
 
 

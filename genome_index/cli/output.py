@@ -86,9 +86,7 @@ class TableLayout:
         self.numeric = [
             bool(sample) and all(_is_number(row[i]) or row[i] is None for row in sample) for i in range(len(columns))
         ]
-        natural = [
-            max([len(name)] + [len(self.text(i, row[i])) for row in sample]) for i, name in enumerate(columns)
-        ]
+        natural = [max([len(name)] + [len(self.text(i, row[i])) for row in sample]) for i, name in enumerate(columns)]
         self.widths = _fit(natural, terminal_width() if width is None else width)
 
     def text(self, i: int, value: Any) -> str:

@@ -32,10 +32,11 @@ from genome_index.settings import GatherOptions, QueryOptions, RunOptions
 @user_errors
 def query(
     fasta: Annotated[
-        Path, typer.Argument(
+        Path,
+        typer.Argument(
             help="Query FASTA or FASTQ (plain or gzip): a genome, contig, fragment or reads; - reads stdin.",
             metavar="FASTA",
-        )
+        ),
     ],
     k: Annotated[int, opt("k", "-k", "--top")] = QueryOptions.k,
     index: IndexDir = None,
@@ -137,11 +138,12 @@ def explanation(timings: dict[str, float]) -> str:
 @user_errors
 def gather(
     samples: Annotated[
-        list[Path], typer.Argument(
+        list[Path],
+        typer.Argument(
             help="FASTA or FASTQ files of ONE sample (plain or gzip): reads (a pair's two files, several lanes) "
             "or contigs; - reads stdin.",
             metavar="SAMPLE",
-        )
+        ),
     ],
     index: IndexDir = None,
     threshold_bp: Annotated[int | None, opt("threshold_bp", "--threshold-bp", metavar="BP")] = None,
@@ -174,8 +176,7 @@ def gather(
     from genome_index.cli.app import log
     from genome_index.cli.output import GATHER_TABLE_COLUMNS, choose, column_names, render_dicts
     from genome_index.progress import Shown
-    from genome_index.search.gather import GATHER_COLUMNS
-    from genome_index.search.hits import label_column
+    from genome_index.search.hits import GATHER_COLUMNS, label_column
 
     check_format(fmt)
     store = GenomeIndex.open(index_dir(index))

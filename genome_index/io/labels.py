@@ -16,7 +16,7 @@ NUMBER = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?")  # no leading zero
 
 def read_labels(path: Path, reserved: Collection[str] = ()) -> dict[str, dict[str, str]]:
     """Labels CSV -> {file name or genome name: {column: value}}; needs a `file` or `name` column.
-    A column named like one of `reserved` (the fields of a query hit) is refused."""
+    A column named like one of `reserved` (the fields of a query's or a gather's rows) is refused."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -27,7 +27,7 @@ def read_labels(path: Path, reserved: Collection[str] = ()) -> dict[str, dict[st
             clashes = [c for c in columns if c in reserved and c not in ("file", "name")]
             if clashes:
                 raise GenomeIndexError(
-                    f"{path}: label column {clashes[0]!r} is the name of a query hit field; rename it "
+                    f"{path}: label column {clashes[0]!r} is the name of a field of query or gather rows; rename it "
                     f"(fields: {', '.join(sorted(reserved))})"
                 )
             rows = list(reader)

@@ -36,11 +36,10 @@ import numpy as np
 
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import GZIP_MAGIC, Record, iter_records
-from genome_index.io.labels import typed
 from genome_index.progress import SILENT, Progress
 from genome_index.search import sketch
 from genome_index.search.align import LONG_PRESET, SHORT_PRESET, SHORT_QUERY_BP, Target
-from genome_index.search.hits import DIGITS, label_column, rounded
+from genome_index.search.hits import DIGITS, GatherRow, rounded, typed_labels
 from genome_index.search.sketch import SketchIndex
 from genome_index.settings import GatherOptions
 
@@ -179,7 +178,7 @@ def greedy_cover(
     sketch the sample holds most of (an excerpt or plasmid found whole beats a genome that holds
     the same region and nothing else of the sample), then the lower id; up to MAX_RIVALS others
     of the near tie come after it as its rivals. Stops when no genome holds `min_hashes`
-    unexplained hashes, or after `most` steps."""
+    unexplained hashes (at least 1), or after `most` steps."""
     positions, genome_ids = index.pairs(sample)
     if not len(positions):
         return []
@@ -192,7 +191,7 @@ def greedy_cover(
     for rank in range(1, most + 1):
         counts = np.bincount(slot[unexplained[positions]], minlength=len(genomes))
         top = int(counts.max())
-        if top < max(min_hashes, 1):
+        if top < min_hashes:
             break
         near = np.flatnonzero(counts >= NEAR_TIE * top)
         near = near[np.lexsort((genomes[near], -counts[near], -contained[near]))]
@@ -204,7 +203,8 @@ def greedy_cover(
         unexplained[positions[slot == near[0]]] = False
     else:
         log.warning("gather stopped after %d genomes; the rest of the sample is not explained", most)
-    return [g for g in taken if not g.rival or not any(t.genome_id == g.genome_id and not t.rival for t in taken)]
+    winners = {g.genome_id for g in taken if not g.rival}
+    return [g for g in taken if not g.rival or g.genome_id not in winners]  # a rival taken later is a winner there
 
 
 @dataclass
@@ -381,11 +381,11 @@ class Mapped:
                         break
         return out
 
-    def share(self, min_bases: float, min_share: float, groups: list[list[int]]) -> tuple[set[int], int]:
+    def share(self, min_bases: float, min_share: float, groups: list[list[int]]) -> set[int]:
         """Give every genome its reads and bases (`share_ambiguous`), first leaving out the
         genomes of a near tie the reads give no more than errors would (`outfitted`), then the
         genomes given fewer than `min_bases` or `min_share` of the mapped bases (their reads go
-        to the others, or nowhere) until none is; the genomes kept, and the reads assigned to them."""
+        to the others, or nowhere) until none is; the genomes kept."""
         kept = set(range(len(self.verified)))
         for group in groups:
             kept -= self.outfitted(group)
@@ -406,7 +406,7 @@ class Mapped:
             kept -= weak
         for slot, one in enumerate(self.verified):
             one.reads, one.bases = float(reads[slot]), float(bases[slot])
-        return kept, sum(count for count, _ in classes.values())
+        return kept
 
 
 def map_sample(
@@ -482,41 +482,6 @@ def _mark(bitmap: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
         bitmap[start:end] = True
 
 
-GATHER_COLUMNS = (
-    "sample", "rank", "genome_id", "name", "file", "unique_bp", "shared_bp", "f_sample", "f_genome",
-    "reads", "mapped_bp", "abundance", "depth", "breadth", "identity",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class GatherRow:
-    """One genome found in a sample: the cover's figures (bases as sketch hashes x scaled) and,
-    when verified, the mapping's (None where the genome has no stored sequence, or with --no-verify)."""
-
-    sample: str
-    rank: int
-    genome_id: int
-    name: str
-    file: str
-    unique_bp: int  # sample bases this genome explained first (its unique hashes x scaled)
-    shared_bp: int  # sample bases it holds at all
-    f_sample: float  # unique hashes / the sample's hashes
-    f_genome: float  # the genome's hashes found in the sample / its hashes
-    reads: float | None
-    mapped_bp: int | None
-    abundance: float | None  # share of the sample's mapped bases
-    depth: float | None
-    breadth: float | None
-    identity: float | None
-    labels: dict[str, Any] = field(default_factory=dict)
-
-    def row(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in GATHER_COLUMNS}
-        for key, value in self.labels.items():
-            out[label_column(key)] = value
-        return out
-
-
 @dataclass
 class GatherResult:
     """A sample's genomes (in the order the cover took them) and what the sample was."""
@@ -565,6 +530,7 @@ def gather(
         taken = greedy_cover(found.hashes, index, sizes, min_hashes)
     preset = mapped = unmapped = None
     verified: list[Verified | None] = [None] * len(taken)
+    aligned: list[int] = []
     if options.verify and taken:
         targets = {i: target(g.genome_id) for i, g in enumerate(taken)}
         aligned = [i for i, t in targets.items() if t]
@@ -577,22 +543,25 @@ def gather(
             preset = preset_for_sample(found)
             result = map_sample(sample, [targets[i] for i in aligned], preset, threads, progress, found.records)
             min_share = THRESHOLD_SHARE if options.threshold_bp is None else 0.0
-            slot_of = {i: slot for slot, i in enumerate(aligned)}
-            groups: dict[int, list[int]] = {}
-            for i, g in enumerate(taken):
-                if i in slot_of:
-                    groups.setdefault(g.rank, []).append(slot_of[i])
-            kept, _ = result.share(options.threshold_bp or 0, min_share, list(groups.values()))
+            groups: dict[int, list[int]] = {}  # the mapped genomes of each step: a near tie when more than one
+            for slot, i in enumerate(aligned):
+                groups.setdefault(taken[i].rank, []).append(slot)
+            kept = result.share(options.threshold_bp or 0, min_share, list(groups.values()))
             mapped = found.records - result.unmapped
             unmapped = result.unmapped
             for slot, i in enumerate(aligned):
                 verified[i] = result.verified[slot] if slot in kept else None
-            dropped = {i for i in aligned if verified[i] is None}
-            if dropped:
-                log.info("%d gathered genome(s) dropped: the reads give them less than the threshold", len(dropped))
-            taken = [g for i, g in enumerate(taken) if i not in dropped]
-            verified = [v for i, v in enumerate(verified) if i not in dropped]
-    reported = [(g, v) for g, v in zip(taken, verified, strict=True) if v is not None or not g.rival]
+            if len(kept) < len(aligned):
+                log.info(
+                    "%d gathered genome(s) dropped: the reads give them less than the threshold",
+                    len(aligned) - len(kept),
+                )
+    unverified = set(range(len(taken))) - set(aligned)  # not mapped at all: reported on the sketch, rivals aside
+    reported = [
+        (g, v)
+        for i, (g, v) in enumerate(zip(taken, verified, strict=True))
+        if v is not None or (i in unverified and not g.rival)
+    ]
     reported.sort(key=lambda pair: (pair[0].rank, -(pair[1].bases if pair[1] else 0.0)))
     total_mapped = sum(v.bases for _, v in reported if v is not None)
     rows = [_row(sample.name, g, v, total_mapped, len(found.hashes), scaled, details[g.genome_id]) for g, v in reported]
@@ -610,5 +579,5 @@ def _row(
         abundance=rounded(v.bases / total if v and total else (0.0 if v else None)),
         depth=rounded(v.depth) if v else None, breadth=rounded(v.breadth) if v else None,
         identity=rounded(v.identity) if v else None,
-        labels={key: None if value is None else typed(value) for key, value in details["labels"].items()},
+        labels=typed_labels(details),
     )  # fmt: skip

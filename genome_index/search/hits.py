@@ -1,9 +1,10 @@
-"""`Hit`: one stored genome found for one query, as every interface returns it.
+"""The rows every interface returns: `Hit`, one stored genome found for one query, and
+`GatherRow`, one stored genome found in a sample.
 
-The fields are the query's columns in order (`HIT_COLUMNS`); the genome's labels are a dict
-of their own, so a label can never overwrite a field, and `row()` flattens both for tables,
-TSV, CSV, JSON and HTTP (a label of a stored genome named like a field, from before such
-labels were refused, comes out as `label.NAME`).
+The fields are the columns in order (`HIT_COLUMNS`, `GATHER_COLUMNS`); the genome's labels are
+a dict of their own, so a label can never overwrite a field, and `row()` flattens both for
+tables, TSV, CSV, JSON and HTTP (a label of a stored genome named like a field of either, from
+before such labels were refused, comes out as `label.NAME`).
 """
 
 from __future__ import annotations
@@ -58,18 +59,54 @@ class Hit:
         out = {name: getattr(self, name) for name in HIT_COLUMNS}
         if alignments:
             out["alignments"] = self.alignments
-        for key, value in self.labels.items():
-            out[label_column(key)] = value
-        return out
+        return with_labels(out, self.labels)
 
 
-RESERVED = {f.name for f in dataclasses.fields(Hit)}  # no label may be called so
+@dataclass(frozen=True)
+class GatherRow:
+    """One genome found in a sample: the cover's figures (bases as sketch hashes x scaled) and,
+    when verified, the mapping's (None where the genome has no stored sequence, or with --no-verify)."""
+
+    sample: str
+    rank: int
+    genome_id: int
+    name: str
+    file: str
+    unique_bp: int  # sample bases this genome explained first (its unique hashes x scaled)
+    shared_bp: int  # sample bases it holds at all
+    f_sample: float  # unique hashes / the sample's hashes
+    f_genome: float  # the genome's hashes found in the sample / its hashes
+    reads: float | None
+    mapped_bp: int | None
+    abundance: float | None  # share of the sample's mapped bases
+    depth: float | None
+    breadth: float | None
+    identity: float | None
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """The genome as one flat row: GATHER_COLUMNS, then the labels."""
+        return with_labels({name: getattr(self, name) for name in GATHER_COLUMNS}, self.labels)
+
+
 HIT_COLUMNS = tuple(f.name for f in dataclasses.fields(Hit) if f.name not in ("labels", "alignments"))
+GATHER_COLUMNS = tuple(f.name for f in dataclasses.fields(GatherRow) if f.name != "labels")
+RESERVED = {f.name for row in (Hit, GatherRow) for f in dataclasses.fields(row)}  # no label may be called so
 
 
 def label_column(key: str) -> str:
     """The column a label takes in a flat row."""
     return f"label.{key}" if key in RESERVED else key
+
+
+def with_labels(fields: dict[str, Any], labels: dict[str, Any]) -> dict[str, Any]:
+    """A row's fields, then each label under its column (`label_column`)."""
+    return fields | {label_column(key): value for key, value in labels.items()}
+
+
+def typed_labels(details: dict[str, Any]) -> dict[str, Any]:
+    """A genome's labels as rows give them: numbers as numbers, missing ones None."""
+    return {key: None if value is None else typed(value) for key, value in details["labels"].items()}
 
 
 DIGITS = 6  # figures are shown, and compared for ties, to this many decimals
@@ -119,7 +156,7 @@ def make_hit(
         target_end=best.target_end if best else None,
         strand=best.strand if best else None,
         ranked_by=", ".join(ranked_by),
-        labels={key: None if value is None else typed(value) for key, value in details["labels"].items()},
+        labels=typed_labels(details),
         alignments=[a.as_dict() for a in aligned.alignments] if aligned else None,
     )
 

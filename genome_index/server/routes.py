@@ -122,9 +122,7 @@ async def query(request: Request) -> list[dict[str, Any]]:
 
 
 @search.post("/gather")
-async def gather(
-    request: Request, threshold_bp: int | None = Query(None, ge=1), verify: bool = True
-) -> dict[str, Any]:
+async def gather(request: Request, threshold_bp: int | None = Query(None, ge=1), verify: bool = True) -> dict[str, Any]:
     """A sample as FASTA or FASTQ text (reads or contigs; any content type but JSON), options as
     query parameters: which stored genomes it holds, as `gather --format json` answers (`genomes`,
     the rows) with `summary`, the sample's reads, bases and sketch and the reads mapped."""

@@ -312,9 +312,7 @@ class Store:
         index_type = settings.index_type if kind == "chunks" else "flat"
         return read_verified(self.faiss_path(kind), reader.ids(kind), settings.dim, index_type)
 
-    def load_faiss(
-        self, reader: StoreReader, kind: str, settings: StoreSettings
-    ) -> tuple[faiss.Index, bool]:
+    def load_faiss(self, reader: StoreReader, kind: str, settings: StoreSettings) -> tuple[faiss.Index, bool]:
         """The FAISS index of one kind, holding exactly DuckDB's ids: a file that lags (a build
         is writing; its next FAISS write catches up) gets the newer vectors added here; a file
         that disagrees is rebuilt from DuckDB. Returns the index and whether it was rebuilt
