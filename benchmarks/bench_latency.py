@@ -214,6 +214,12 @@ def main() -> None:
         recall = f", recall {np.mean(kept):.3f}" if kept else ""
         median, mean = statistics.median(seconds) * 1000, np.mean(seconds) * 1000
         print(f"  {stage:<11} p50 {median:7.2f} ms, mean {mean:7.2f} ms{recall}")
+    for length in LENGTHS:  # where each length's time goes
+        mine = [i for i, (name, _, _) in enumerate(fragments) if name.startswith(f"f{length}_")]
+        stages = ", ".join(
+            f"{stage} {np.mean([ours['stages'][stage][i] for i in mine]) * 1000:.1f}" for stage in ours["stages"]
+        )
+        print(f"  {length // 1000} kb: p50 {np.median(times[mine]) * 1000:.1f} ms; stage means (ms): {stages}")
     every = work / "all.fa"
     every.write_bytes(b"".join(f.read_bytes() for f in ours["files"]))
     base = ["query", "-i", str(store)]
