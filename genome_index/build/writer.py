@@ -3,7 +3,8 @@
 A build's runner (`run`) hands it typed messages: `Add` (an embedded genome, or the rows a Ray
 task made of one), `Relabel` (labels for a stored genome) and `Stop`. Genomes queued together
 are committed together; the FAISS files are brought up to date after the first commits and
-then every minute. Nothing is committed before the input check has passed.
+then every minute (a trained `ivf-pq` store's codes as a new segment each time: `store.segments`).
+Nothing is committed before the input check has passed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from genome_index.build.rows import new_genome
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import StoreSettings
 from genome_index.store import FAISS_FILES, Store
+from genome_index.store.indexes import train_threshold
 from genome_index.store.rows import NewGenome
+from genome_index.store.segments import SegmentWriter
 from genome_index.store.vectors import normalise, normalise_in_place
 from genome_index.store.writes import StoreWriter
 
@@ -94,8 +97,6 @@ class Writer:
     ) -> None:
         self.store, self.indexes, self.checked, self.report = store, indexes, checked, report
         self.settings = settings
-        # Exact and HNSW indexes take vectors one genome at a time; IVF-PQ is retrained at the end.
-        self.incremental = settings.index_type in ("flat", "hnsw")
         self.dirty: set[str] = set()
         self.tasks: queue.Queue = queue.Queue()
         self.room = threading.Condition()  # guards queued_bytes and error; notified as tasks finish
@@ -129,10 +130,8 @@ class Writer:
         self.thread.join()
         if self.error is not None:
             raise self.error
-        with self.store.session() as session:  # closing it checkpoints the commits into the file
-            if not self.incremental and self.report.added:
-                self.indexes["chunks"] = self.store.rebuild_faiss(session, "chunks", self.settings)
-                self.dirty.add("chunks")
+        with self.store.session():  # closing it checkpoints the commits into the file
+            pass
         self.write_indexes()
 
     def abandon(self, save: bool = True) -> None:
@@ -149,15 +148,34 @@ class Writer:
         self.tasks.put((Stop(), 0))
         if self.thread.is_alive():
             self.thread.join()
-        if save and self.dirty and (self.incremental or not self.report.added):
+        if save and self.dirty:
             with contextlib.suppress(GenomeIndexError):
-                self.write_indexes()
+                self.write_indexes(train=False)
 
-    def write_indexes(self) -> None:
-        """Write the changed FAISS files; if that fails, say what was committed nonetheless."""
+    def training_due(self) -> bool:
+        """Whether the exact chunk index of an `ivf-pq` store now holds enough vectors to train on."""
+        chunks = self.indexes["chunks"]
+        return (
+            self.settings.index_type == "ivf-pq"
+            and not isinstance(chunks, SegmentWriter)
+            and chunks.ntotal >= train_threshold()
+        )
+
+    def write_indexes(self, train: bool = True) -> None:
+        """Write the changed FAISS files (a trained store's codes gathered since the last time
+        as a new segment; with `train`, an `ivf-pq` store that reached the threshold is trained
+        and segmented first, outside any commit session); if that fails, say what was committed
+        nonetheless."""
         try:
+            if train and self.training_due():
+                self.indexes["chunks"] = self.store.train_segments(self.indexes["chunks"])
+                self.dirty.add("chunks")
             for kind in sorted(self.dirty):
-                self.store.write_faiss(kind, self.indexes[kind])
+                index = self.indexes[kind]
+                if isinstance(index, SegmentWriter):
+                    index.flush()
+                else:
+                    self.store.write_faiss(kind, index)
         except GenomeIndexError as exc:
             if not self.report.added:
                 raise
@@ -195,7 +213,7 @@ class Writer:
                             break
                         else:
                             queued = self.tasks.get()
-                if last_write is None or time.perf_counter() - last_write > pause:
+                if last_write is None or time.perf_counter() - last_write > pause or self.training_due():
                     started = time.perf_counter()
                     self.write_indexes()
                     last_write = time.perf_counter()
@@ -260,9 +278,9 @@ class Writer:
             if new.labels:
                 self.report.labelled_ids.add(genome_id)
             self.report.bases += new.length
-            if self.incremental:  # committed: FAISS takes them normalised, in place (float16 once copied to float32)
-                unit = normalise_in_place(np.ascontiguousarray(new.vectors, dtype=np.float32))
-                self.indexes["chunks"].add_with_ids(unit, chunk_ids)
+            # committed: FAISS takes them normalised, in place (float16 once copied to float32)
+            unit = normalise_in_place(np.ascontiguousarray(new.vectors, dtype=np.float32))
+            self.indexes["chunks"].add_with_ids(unit, chunk_ids)
             self.indexes["genomes"].add_with_ids(normalise(new.chunk_sum), np.array([genome_id], dtype=np.int64))
         self.dirty.update(FAISS_FILES)
 
@@ -276,7 +294,8 @@ def open_store(store: Store) -> tuple[StoreSettings, dict[str, tuple[int, str, s
         indexes: dict[str, Any] = {}
         rebuilt = set()
         for kind in FAISS_FILES:
-            indexes[kind], was_rebuilt = store.load_faiss(session, kind, settings)
+            load = store.chunk_writer if kind == "chunks" else store.load_faiss
+            indexes[kind], was_rebuilt = load(session, kind, settings)
             if was_rebuilt:
                 rebuilt.add(kind)
     return settings, stored, indexes, rebuilt

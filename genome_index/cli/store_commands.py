@@ -107,10 +107,11 @@ def check(
     for problem in problems:
         typer.echo(f"problem: {problem}", err=True)
     if problems:
-        from genome_index.store import FAISS_FILES
+        from genome_index.store import FAISS_FILES, SEGMENTS_DIR
         from genome_index.store.reads import VECTOR_SUMS
 
-        derived = all(problem.startswith(tuple(FAISS_FILES.values())) or VECTOR_SUMS in problem for problem in problems)
+        files = (*FAISS_FILES.values(), SEGMENTS_DIR)
+        derived = all(problem.startswith(files) or VECTOR_SUMS in problem for problem in problems)
         remedy = (
             "`genome-index reindex` rebuilds the FAISS files and the vector sums from the vectors in metadata.duckdb"
             if derived

@@ -6,6 +6,7 @@ Layout of an index directory:
                       genome_vectors, sketches, labels, sequences (the public SQL surface,
                       see docs/store.md) and the macro subsequence()
     chunks.faiss      inner-product index over L2-normalised chunk vectors, ids = chunks.id
+    chunks.ivf/       instead, once an `ivf-pq` store is trained: write-once segments (`segments`)
     genomes.faiss     the same over genome vectors, ids = genomes.id
     build.lock        held (flock) by the one process allowed to write
 
@@ -36,6 +37,7 @@ from genome_index.store.files import refuse_links, touch
 from genome_index.store.lock import LOCK_FILE, is_held, write_lock
 from genome_index.store.reads import StoreReader
 from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, is_store, upgrade
+from genome_index.store.segments import SEGMENTS_DIR, Segments
 from genome_index.store.sql import SqlResult, run_sql
 from genome_index.store.writes import StoreWriter
 
@@ -48,7 +50,7 @@ WANTED_FILE = DB_FILE + ".wanted"  # touched by a writer waiting for the file
 # a folder of nothing else is still ours to build in.
 LEFTOVERS = {
     LOCK_FILE, DB_FILE, DB_FILE + ".wal", DB_FILE + ".tmp", DB_FILE + ".creating", DB_FILE + ".creating.wal",
-    WANTED_FILE,
+    WANTED_FILE, SEGMENTS_DIR,
     *(name + suffix for name in FAISS_FILES.values() for suffix in ("", ".tmp")),
 }  # fmt: skip
 UNWRITABLE = re.compile(r'Could not write file "([^"]+)": ([^"\n]+)')  # DuckDB's words for a failed write
@@ -60,7 +62,7 @@ TABLES = (
     "sequences", "vector_sums",
 )  # fmt: skip
 
-__all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "Store"]
+__all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "SEGMENTS_DIR", "Store"]
 
 
 class Store:
@@ -275,15 +277,20 @@ class Store:
     def faiss_path(self, kind: str) -> Path:
         return self.directory / FAISS_FILES[kind]
 
+    def segments(self) -> Segments:
+        return Segments(self.directory)
+
     def rebuild_faiss(
         self, reader: StoreReader, kind: str, settings: StoreSettings, progress: Progress = SILENT
     ) -> faiss.Index:
-        """The index of one kind built afresh from the vectors stored in DuckDB."""
-        from genome_index.store.indexes import build_faiss
+        """The index of one kind built afresh in memory from the vectors stored in DuckDB (an
+        `ivf-pq` store's exact `chunks.faiss` until it is trained)."""
+        from genome_index.store.indexes import build_faiss, expected_kind
 
         ids, vectors = reader.vectors(kind, settings.dim)
+        index_type = expected_kind(settings.index_type, len(ids)) if kind == "chunks" else "flat"
         with progress.step(f"indexing {FAISS_FILES[kind]}", len(ids), "vectors") as step:
-            return build_faiss(ids, vectors, settings.dim, settings.index_type if kind == "chunks" else "flat", step)
+            return build_faiss(ids, vectors, settings.dim, index_type, step)
 
     def write_faiss(self, kind: str, index: faiss.Index) -> None:
         from genome_index.store.indexes import write_atomically
@@ -291,39 +298,110 @@ class Store:
         self.refuse_links()
         write_atomically(self.faiss_path(kind), index)
 
+    def segmented(self, reader: StoreReader, settings: StoreSettings) -> bool:
+        """Whether the chunk index is (or, rewritten now, would be) segments: an `ivf-pq` store
+        that was trained, or holds enough vectors to be."""
+        from genome_index.store.indexes import train_threshold
+
+        if settings.index_type != "ivf-pq":
+            return False
+        return self.segments().generation() is not None or len(reader.ids("chunks")) >= train_threshold()
+
+    def write_segments(
+        self, reader: StoreReader, settings: StoreSettings, retrain: bool = False, progress: Progress = SILENT
+    ) -> int:
+        """The chunk index of a trained `ivf-pq` store rewritten from DuckDB as a new generation of
+        segments, streamed (one block of vectors and one segment's codes in memory), trained
+        afresh with `retrain` or where no generation is current; then published, and the exact
+        `chunks.faiss` of before training removed. The vectors written."""
+        from genome_index.store.indexes import train_ivf_pq, training_size
+        from genome_index.store.segments import ADD_BLOCK, SEGMENT_VECTORS, SegmentWriter
+        from genome_index.store.vectors import normalise
+
+        self.refuse_links()
+        segments = self.segments()
+        current = segments.generation()
+        if retrain or current is None:
+            with progress.step("training the IVF-PQ quantizers", 1, "indexes") as step:
+                trained = train_ivf_pq(reader.sample_vectors("chunks", training_size(), settings.dim))
+                step.advance(1)
+        else:
+            trained = segments.trained(current)
+        writer = SegmentWriter(segments, segments.begin(trained), trained)
+        total = len(reader.ids("chunks"))
+        with progress.step(f"indexing {SEGMENTS_DIR}", total, "vectors") as step:
+            for ids, vectors in reader.vector_blocks("chunks", settings.dim, ADD_BLOCK):
+                writer.add_with_ids(normalise(vectors), ids)
+                if writer.pending.ntotal >= SEGMENT_VECTORS:
+                    writer.flush()
+                step.advance(len(ids))
+            writer.flush()
+        segments.publish(writer.generation)
+        self.faiss_path("chunks").unlink(missing_ok=True)
+        return writer.ntotal
+
     def rewrite_faiss(
-        self, reader: StoreReader, settings: StoreSettings, progress: Progress = SILENT
+        self, reader: StoreReader, settings: StoreSettings, progress: Progress = SILENT, retrain: bool = False
     ) -> dict[str, int]:
-        """Every FAISS file rebuilt from DuckDB and written; the vectors in each."""
+        """Every FAISS file rebuilt from DuckDB and written (a trained `ivf-pq` store's chunk
+        index as a new generation of segments, retrained with `retrain`); the vectors in each."""
         sizes = {}
         for kind in FAISS_FILES:
+            if kind == "chunks" and self.segmented(reader, settings):
+                sizes[kind] = self.write_segments(reader, settings, retrain, progress)
+                continue
             index = self.rebuild_faiss(reader, kind, settings, progress)
             self.write_faiss(kind, index)
+            if kind == "chunks":
+                self.segments().discard()
             sizes[kind] = index.ntotal
         return sizes
 
     def verify_faiss(
         self, reader: StoreReader, kind: str, settings: StoreSettings
     ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
-        """The FAISS file of one kind, the DuckDB ids it lacks, and what is wrong with it (None:
-        nothing; it holds no id DuckDB does not, in the store's index type)."""
+        """The FAISS index of one kind (a trained `ivf-pq` store's segments, searched as one),
+        the DuckDB ids it lacks, and what is wrong with it (None: nothing; it holds no id DuckDB
+        does not, in the store's index type)."""
         from genome_index.store.indexes import read_verified
 
+        if kind == "chunks" and settings.index_type == "ivf-pq":
+            generation = self.segments().generation()
+            if generation is not None:
+                return self._verify_segments(reader, generation)
         index_type = settings.index_type if kind == "chunks" else "flat"
         return read_verified(self.faiss_path(kind), reader.ids(kind), settings.dim, index_type)
+
+    def _verify_segments(
+        self, reader: StoreReader, generation: int
+    ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
+        nothing = np.empty(0, dtype=np.int64)
+        try:
+            index, ids = self.segments().open(generation)
+        except GenomeIndexError as exc:
+            return None, nothing, str(exc).replace(str(self.directory) + "/", "")
+        expected = reader.ids("chunks")
+        if len(np.unique(ids)) != len(ids) or not np.isin(ids, expected).all():
+            return None, nothing, f"holds {len(ids)} ids (some twice or not in {DB_FILE}), {DB_FILE} {len(expected)}"
+        return index, np.setdiff1d(expected, ids), None
 
     def load_faiss(self, reader: StoreReader, kind: str, settings: StoreSettings) -> tuple[faiss.Index, bool]:
         """The FAISS index of one kind, holding exactly DuckDB's ids: a file that lags (a build
         is writing; its next FAISS write catches up) gets the newer vectors added here; a file
         that disagrees is rebuilt from DuckDB. Returns the index and whether it was rebuilt
-        (and so should be written)."""
+        (and so should be written). Segments that disagree are rewritten here, under the
+        store's lock (a query can wait for that: they are derived, and `reindex` does the same)."""
         from genome_index.store.vectors import normalise
 
         index, missing, problem = self.verify_faiss(reader, kind, settings)
         if index is not None:
             if not len(missing):
                 return index, False
-            index.add_with_ids(normalise(reader.vectors_of(kind, missing, settings.dim)), missing)
+            vectors = normalise(reader.vectors_of(kind, missing, settings.dim))
+            if is_segments(index):  # segments: what they lack, as one more segment in memory
+                index = self._with_tail(index, vectors, missing)
+            else:
+                index.add_with_ids(vectors, missing)
             if is_held(self.directory):
                 return index, False  # a build is writing: its next FAISS write holds these too
             log.warning("%s lacks %d of the ids in %s; rebuilt from the vectors in it", FAISS_FILES[kind],
@@ -331,13 +409,93 @@ class Store:
             return index, True
         if reader.genome_count() or self.faiss_path(kind).exists():
             log.warning("%s %s; rebuilt from the vectors in %s", FAISS_FILES[kind], problem, DB_FILE)
+        if kind == "chunks" and self.segmented(reader, settings):
+            with self.lock():
+                self.write_segments(reader, settings)
+            index, _, problem = self._verify_segments(reader, self.segments().generation())
+            if index is None:
+                raise GenomeIndexError(f"{self.directory / SEGMENTS_DIR}: {problem} after rewriting it")
+            return index, False
         return self.rebuild_faiss(reader, kind, settings), True
 
+    def chunk_writer(self, reader: StoreReader, kind: str, settings: StoreSettings) -> tuple[Any, bool]:
+        """What a build adds chunk vectors to (`kind` is "chunks"), and whether it must be
+        written: the loaded index, or for a trained `ivf-pq` store a `SegmentWriter` of the
+        current generation holding what its segments lack. Generations left by a killed rewrite
+        are removed; a store trained before segments existed (one `chunks.faiss`), or whose
+        segments disagree with DuckDB, is rewritten as segments first."""
+        from genome_index.store.segments import SegmentWriter
+        from genome_index.store.vectors import normalise
+
+        segments = self.segments()
+        if not self.segmented(reader, settings):
+            return self.load_faiss(reader, kind, settings)
+        segments.clean()
+        generation = segments.generation()
+        index, missing, problem = (
+            (None, None, "missing") if generation is None else self._verify_segments(reader, generation)
+        )
+        if index is None:
+            if generation is not None or reader.genome_count():
+                log.warning("%s %s; rewritten from the vectors in %s", SEGMENTS_DIR, problem, DB_FILE)
+            self.write_segments(reader, settings)
+            generation, missing = segments.generation(), np.empty(0, dtype=np.int64)
+        self.faiss_path(kind).unlink(missing_ok=True)  # the exact index of before training, if a kill left it
+        writer = SegmentWriter(segments, generation)
+        if len(missing):
+            writer.add_with_ids(normalise(reader.vectors_of(kind, missing, settings.dim)), missing)
+        return writer, bool(len(missing))
+
+    def train_segments(self, exact: faiss.Index) -> Any:
+        """A build's exact chunk index of an `ivf-pq` store that reached the threshold, trained
+        on a sample of its vectors, written as the first segment of a new generation and
+        published (`chunks.faiss` removed after): the `SegmentWriter` the build goes on with."""
+        import faiss
+
+        from genome_index.store.indexes import train_ivf_pq, training_size
+        from genome_index.store.segments import SegmentWriter
+
+        self.refuse_links()
+        inner = faiss.downcast_index(exact.index)
+        vectors = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
+        ids = faiss.vector_to_array(exact.id_map)
+        draw = np.random.default_rng(7).choice(len(ids), min(len(ids), training_size()), replace=False)
+        trained = train_ivf_pq(vectors[np.sort(draw)])
+        segments = self.segments()
+        writer = SegmentWriter(segments, segments.begin(trained), trained)
+        writer.add_with_ids(vectors, ids)
+        writer.flush()
+        segments.publish(writer.generation)
+        self.faiss_path("chunks").unlink(missing_ok=True)
+        return writer
+
+    def _with_tail(self, index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
+        """Segments searched with the vectors they lack (committed after their last segment),
+        as one more part, in memory: the last (`_save_tail` writes it)."""
+        from genome_index.store.segments import empty_like, stack_of, stacked
+
+        stack = stack_of(index)
+        tail = empty_like(stack.trained)
+        tail.add_with_ids(vectors, ids)
+        return stacked(stack.trained, [*stack.parts, tail], stack.generation)
+
+    def _save_tail(self, index: faiss.Index) -> None:
+        """Write the vectors segments lacked as their next segment, if they are still current."""
+        from genome_index.store.segments import stack_of
+
+        segments, stack = self.segments(), stack_of(index)
+        if stack is not None and stack.parts and segments.generation() == stack.generation:
+            segments.write(stack.generation, stack.parts[-1])
+
     def save_repair(self, kind: str, index: faiss.Index) -> None:
-        """Persist a FAISS file repaired during a read, unless a writer holds the store."""
+        """Persist a FAISS file repaired during a read (segments: what they lacked, as one more
+        segment), unless a writer holds the store."""
         try:
             with self.lock():
-                self.write_faiss(kind, index)
+                if is_segments(index):
+                    self._save_tail(index)
+                else:
+                    self.write_faiss(kind, index)
         except GenomeIndexError as exc:
             if "another genome-index process" not in str(exc):
                 log.warning("%s", exc)
@@ -363,9 +521,12 @@ class Store:
             settings = reader.settings()
             counts, bases = reader.summary()
         files = [self.db_path] + [self.faiss_path(kind) for kind in FAISS_FILES]
+        disk = {path.name: path.stat().st_size for path in files if path.exists()}
+        if segments := self.segments().disk_bytes():
+            disk[SEGMENTS_DIR] = segments
         return {
             "directory": str(self.directory), "settings": settings.rows(), "counts": counts, "bases": bases,
-            "disk_bytes": {path.name: path.stat().st_size for path in files if path.exists()},
+            "disk_bytes": disk,
         }  # fmt: skip
 
     def genome_id(self, reader: StoreReader, ident: str) -> int:
@@ -387,7 +548,8 @@ class Store:
         return sorted(chosen.items())
 
     def reindex(self, index_type: str | None = None, progress: Progress = SILENT) -> dict[str, int]:
-        """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type,
+        """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type
+        (a trained `ivf-pq` store's quantizers trained afresh, its segments compacted into few),
         and the vector sums from the vectors; the vectors in each file."""
         if index_type is not None and index_type not in INDEX_TYPES:
             raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
@@ -395,7 +557,7 @@ class Store:
             settings = writer.settings()
             if index_type is not None:  # the file first: killed in between, file and setting disagree: it is rebuilt
                 settings = dataclasses.replace(settings, index_type=index_type)
-            sizes = self.rewrite_faiss(writer, settings, progress)
+            sizes = self.rewrite_faiss(writer, settings, progress, retrain=True)
             if index_type is not None:
                 writer.set_setting("index_type", index_type)
             writer.recount_vector_sums()
@@ -434,6 +596,10 @@ class Store:
             if mismatched:
                 problems.append(f"{len(mismatched)} genomes whose stored sequence differs from their sha256 "
                                 f"({', '.join(mismatched[:3])})")  # fmt: skip
+            generation = self.segments().generation() if settings.index_type == "ivf-pq" else None
+            if generation is not None:
+                with contextlib.suppress(GenomeIndexError):  # an unreadable list of segments: named below
+                    problems += self.segments().damaged(generation)
             building = is_held(self.directory)  # a build commits first and writes FAISS after
             for kind in FAISS_FILES:
                 if not len(reader.ids(kind)) and (building or not self.faiss_path(kind).exists()):
@@ -442,8 +608,16 @@ class Store:
                 if problem is None and len(missing) and not building:
                     problem = f"lacks {len(missing)} of the ids in {DB_FILE}"
                 if problem is not None:
-                    problems.append(f"{FAISS_FILES[kind]} {problem}")
+                    name = SEGMENTS_DIR if kind == "chunks" and generation is not None else FAISS_FILES[kind]
+                    problems.append(problem if problem.startswith(name) else f"{name} {problem}")
         return problems
+
+
+def is_segments(index: Any) -> bool:
+    """Whether `index` is segments searched as one (an IVF-PQ without an id map)."""
+    import faiss
+
+    return isinstance(index, faiss.IndexIVFPQ)
 
 
 def _defer_to_writer(wanted: Path) -> None:

@@ -25,6 +25,9 @@ HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 32
 RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
 PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
+IVF_LISTS = 4096  # inverted lists of a store's trained index: about 4 sqrt(N) for 1-10 M vectors (FAISS's guideline)
+TRAIN_PER_LIST = 39  # vectors per list FAISS's k-means asks for at least ...
+TRAINING_SAMPLE_PER_LIST = 64  # ... and at most this many a list are trained on (k-means cost grows with them)
 ADD_BLOCK = 65_536  # vectors added to an index at a time (progress between blocks)
 FLAT_BLOCK = 262_144  # stored vectors scored at a time by `flat_search`
 GEMM_ROWS = 1024  # ... in matrix products of this many stored vectors: OpenBLAS copies the whole block for a few
@@ -41,12 +44,36 @@ def make_faiss(index_type: str, dim: int, n_vectors: int) -> faiss.Index:
         inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     elif index_type == "ivf-pq":
-        nlist = max(1, min(int(np.sqrt(max(n_vectors, 1))), n_vectors // 39 or 1))
-        m = next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)  # 4-d sub-vectors
-        inner = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+        nlist = max(1, min(int(np.sqrt(max(n_vectors, 1))), n_vectors // TRAIN_PER_LIST or 1))
+        inner = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_subvectors(dim), 8, faiss.METRIC_INNER_PRODUCT)
     else:
         raise GenomeIndexError(f"unknown index type {index_type!r}: use {', '.join(INDEX_TYPES)}")
     return faiss.IndexIDMap2(inner)
+
+
+def pq_subvectors(dim: int) -> int:
+    """Sub-quantizers of a product quantiser of `dim`: 4-d sub-vectors where `dim` allows."""
+    return next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)
+
+
+def train_threshold() -> int:
+    """Chunk vectors from which an `ivf-pq` store is trained once and segmented (below: exact)."""
+    return max(PQ_MIN_TRAINING, TRAIN_PER_LIST * IVF_LISTS)
+
+
+def training_size() -> int:
+    """Vectors a store's quantizers are trained on, at most (a random sample of those stored)."""
+    return max(PQ_MIN_TRAINING, TRAINING_SAMPLE_PER_LIST * IVF_LISTS)
+
+
+def train_ivf_pq(sample: np.ndarray) -> faiss.IndexIVFPQ:
+    """An empty IVF-PQ (inner product, IVF_LISTS lists, 8-bit codes) trained on the normalised
+    rows of `sample`; its ids live in its lists (no id map)."""
+    dim = sample.shape[1]
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, IVF_LISTS, pq_subvectors(dim), 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1  # train_threshold() is the guard
+    index.train(normalise(sample))
+    return index
 
 
 def build_faiss(
@@ -182,8 +209,9 @@ def index_kind(index: faiss.Index) -> str:
 
 
 def expected_kind(index_type: str, n_vectors: int) -> str:
-    """The kind of index `build_faiss` makes of `n_vectors` for a store of `index_type`."""
-    return "flat" if index_type == "ivf-pq" and n_vectors < PQ_MIN_TRAINING else index_type
+    """The kind of `chunks.faiss` a store of `index_type` keeps with `n_vectors`: an `ivf-pq`
+    store is exact until it is trained (then its chunk index is `segments`, not this file)."""
+    return "flat" if index_type == "ivf-pq" and n_vectors < train_threshold() else index_type
 
 
 def read_verified(

@@ -140,6 +140,26 @@ class StoreReader:
         result = self._con.sql(f"SELECT {column} AS id, vector FROM {table} ORDER BY id").to_arrow_table()
         return result.column("id").to_numpy().astype(np.int64), to_matrix(result.column("vector"), dim)
 
+    def vector_blocks(self, kind: str, dim: int, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every id and vector of one kind, ordered by id, `rows` at a time (streamed: a
+        rewrite of a store of millions holds one block)."""
+        import pyarrow as pa
+
+        _, table, column = KINDS[kind]
+        batches = self._con.sql(f"SELECT {column} AS id, vector FROM {table} ORDER BY id").to_arrow_reader(rows)
+        for batch in batches:
+            ids = batch.column("id").to_numpy().astype(np.int64)
+            yield ids, to_matrix(pa.chunked_array([batch.column("vector")]), dim)
+
+    def sample_vectors(self, kind: str, n: int, dim: int) -> np.ndarray:
+        """Up to `n` stored vectors of one kind drawn at random (the same draw for the same
+        table): what quantizers are trained on."""
+        _, table, _ = KINDS[kind]
+        result = self._con.sql(
+            f"SELECT vector FROM {table} USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (7)"
+        ).to_arrow_table()
+        return to_matrix(result.column("vector"), dim)
+
     def vectors_of(self, kind: str, ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored vectors of the given ids (sorted ascending) of one kind, in that order."""
         _, table, column = KINDS[kind]

@@ -1,0 +1,287 @@
+"""The chunk index of a large `ivf-pq` store: write-once segment files over one trained quantizer.
+
+An `ivf-pq` store keeps an exact `chunks.faiss` until it holds `train_threshold()` chunk
+vectors (FAISS asks for at least 39 training vectors per inverted list); the build that reaches
+it trains the coarse quantizer and the product quantiser once, on the vectors it holds, and from
+then on adds each commit group's codes (not its vectors) to a segment:
+
+    chunks.ivf/CURRENT           the generation readers use ("3"), replaced atomically
+    chunks.ivf/3/trained.faiss   the trained IVF-PQ, empty: coarse centroids and PQ codebooks
+    chunks.ivf/3/000001.faiss    the codes and ids of a block of committed chunks, written once
+    chunks.ivf/3/MANIFEST        the segments finished, with their sizes and SHA-256s
+
+A segment file, once renamed into place, is never changed: a build writes the codes it gathered
+since its last FAISS checkpoint as the next segment, so its memory follows one block's codes, and
+a commit never rewrites what is on disk. A reader memory-maps every segment of the current
+generation (FAISS's IO_FLAG_MMAP_IFC: a query reads only the lists it probes) and searches them
+as one index (`HStackInvertedLists`: each probed list is that list in every segment, one after
+the other), so results come merged by score. `reindex`, `remove` and `merge` write a whole new
+generation (`reindex` trains it afresh), switch CURRENT to it, then delete the old one; a reader
+that still maps the old files keeps them until it lets go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from genome_index.errors import GenomeIndexError, first_line
+from genome_index.store.files import create_new
+from genome_index.store.indexes import tune, write_atomically
+
+SEGMENTS_DIR = "chunks.ivf"
+CURRENT = "CURRENT"
+TRAINED = "trained.faiss"
+MANIFEST = "MANIFEST"  # a generation's segments: name, bytes, SHA-256, a line each
+SEGMENT_VECTORS = 1 << 20  # a rewrite (`reindex`) writes segments of at most this many vectors
+ADD_BLOCK = 65_536  # vectors encoded at a time
+SEGMENT_NAME = re.compile(r"^(\d{6,})\.faiss$")
+
+
+def empty_like(trained: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
+    """A copy of a trained index with no vectors (where codes are gathered)."""
+    index = faiss.clone_index(trained)
+    index.reset()
+    return index
+
+
+class Segments:
+    """The `chunks.ivf` folder of one store: its generations, their trained index and segments."""
+
+    def __init__(self, store_directory: Path) -> None:
+        self.folder = Path(store_directory) / SEGMENTS_DIR
+
+    def generation(self) -> int | None:
+        """The generation readers use; None when the store is not segmented."""
+        try:
+            text = (self.folder / CURRENT).read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise GenomeIndexError(f"{self.folder / CURRENT}: cannot read ({exc.strerror})") from None
+        if not text.isdigit():
+            raise GenomeIndexError(f"{self.folder / CURRENT}: not a generation number ({text[:40]!r})")
+        return int(text)
+
+    def trained(self, generation: int) -> faiss.IndexIVFPQ:
+        """The trained, empty index of `generation`."""
+        return self._read(self.folder / str(generation) / TRAINED, 0)
+
+    def listed(self, generation: int) -> list[tuple[Path, int, str]]:
+        """The segments of `generation` in the order they were written: (file, bytes, SHA-256),
+        as its MANIFEST lists them (a file not listed there was never finished)."""
+        manifest = self.folder / str(generation) / MANIFEST
+        try:
+            lines = manifest.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GenomeIndexError(f"{manifest}: unreadable ({exc})") from None
+        listed = []
+        for line in lines:
+            name, size, digest = [*line.split(), "", "", ""][:3]
+            if not SEGMENT_NAME.match(name) or not size.isdigit() or len(digest) != 64:
+                raise GenomeIndexError(f"{manifest}: not a list of segments ({line[:60]!r})")
+            listed.append((manifest.parent / name, int(size), digest))
+        return listed
+
+    def paths(self, generation: int) -> list[Path]:
+        """The segment files of `generation`, in the order they were written."""
+        return [path for path, _, _ in self.listed(generation)]
+
+    def begin(self, trained: faiss.IndexIVFPQ) -> int:
+        """A new generation folder holding `trained` (empty); readers see it once `publish`ed."""
+        self.folder.mkdir(exist_ok=True)
+        numbers = [int(p.name) for p in self.folder.iterdir() if p.name.isdigit()]
+        generation = max([*numbers, self.generation() or 0]) + 1
+        (self.folder / str(generation)).mkdir()
+        write_atomically(self.folder / str(generation) / TRAINED, empty_like(trained))
+        return generation
+
+    def write(self, generation: int, codes: faiss.IndexIVFPQ) -> Path:
+        """`codes` (vectors added to a copy of the generation's trained index) as its next
+        segment, written once: the lists alone, beside an empty coarse quantizer; then listed,
+        with its size and SHA-256, in the generation's MANIFEST (replaced atomically)."""
+        folder = self.folder / str(generation)
+        listed = self.listed(generation)
+        names = [path.name for path, _, _ in listed] + [p.name for p in folder.iterdir() if SEGMENT_NAME.match(p.name)]
+        number = max((int(SEGMENT_NAME.match(name).group(1)) for name in names), default=0) + 1
+        shell = faiss.IndexIVFPQ(faiss.IndexFlatIP(codes.d), codes.d, codes.nlist, codes.pq.M, codes.pq.nbits,
+                                 faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+        shell.is_trained = True
+        shell.replace_invlists(codes.invlists, False)
+        shell.ntotal = codes.ntotal
+        path = folder / f"{number:06d}.faiss"
+        write_atomically(path, shell)
+        lines = [f"{p.name} {size} {digest}\n" for p, size, digest in listed]
+        lines.append(f"{path.name} {path.stat().st_size} {sha256_of(path)}\n")
+        replace_text(folder / MANIFEST, "".join(lines))
+        return path
+
+    def damaged(self, generation: int) -> list[str]:
+        """Segments of `generation` whose bytes are not those listed (read in full: for `check`)."""
+        return [
+            f"{path.relative_to(self.folder.parent)} differs from its SHA-256 in {MANIFEST}"
+            for path, size, digest in self.listed(generation)
+            if path.is_file() and path.stat().st_size == size and sha256_of(path) != digest  # others: `open` says
+        ]
+
+    def publish(self, generation: int) -> None:
+        """Make `generation` the one readers use (CURRENT replaced atomically), then remove the others."""
+        replace_text(self.folder / CURRENT, f"{generation}\n")
+        self.clean()
+
+    def clean(self) -> None:
+        """Remove every generation but the current one (a rewrite killed before it was published,
+        or one replaced); only a writer holding the store's lock calls this."""
+        if not self.folder.is_dir():
+            return
+        current = self.generation()
+        for path in self.folder.iterdir():
+            if path.name.isdigit() and int(path.name) != current and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+        if current is not None:
+            listed = set(self.paths(current))
+            for path in (self.folder / str(current)).glob("*.faiss"):
+                if SEGMENT_NAME.match(path.name) and path not in listed:
+                    path.unlink()  # written by a build killed before it listed it
+
+    def discard(self) -> None:
+        """The store is no longer segmented (rewritten exact, or as another index type)."""
+        (self.folder / CURRENT).unlink(missing_ok=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def disk_bytes(self) -> int:
+        """Bytes of every file in the folder."""
+        if not self.folder.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+    def open(self, generation: int) -> tuple[faiss.IndexIVFPQ, np.ndarray]:
+        """The generation's segments as one searchable index (lists memory-mapped, not read),
+        and the ids it holds (sorted)."""
+        trained = self.trained(generation)
+        listed = self.listed(generation)
+        for path, size, _ in listed:  # a mapped file shorter than FAISS expects would crash the process
+            found = path.stat().st_size if path.is_file() else None
+            if found != size:
+                what = "missing" if found is None else f"truncated ({found} of {size} bytes)"
+                raise GenomeIndexError(f"{path}: {what}")
+        parts = [self._read(path, faiss.IO_FLAG_MMAP_IFC) for path, _, _ in listed]
+        for (path, _, _), part in zip(listed, parts, strict=True):
+            if part.nlist != trained.nlist or part.code_size != trained.code_size:
+                raise GenomeIndexError(f"{path}: a segment of another index (its lists do not fit {TRAINED})")
+        ids = np.concatenate([list_ids(part) for part in parts] or [np.empty(0, dtype=np.int64)])
+        return stacked(trained, parts, generation), np.sort(ids)
+
+    def _read(self, path: Path, flags: int) -> faiss.IndexIVFPQ:
+        try:
+            index = faiss.read_index(str(path), flags)
+        except (RuntimeError, MemoryError) as exc:
+            raise GenomeIndexError(f"{path}: unreadable ({first_line(exc)})") from None
+        if not isinstance(index, faiss.IndexIVFPQ):
+            raise GenomeIndexError(f"{path}: not an IVF-PQ index")
+        return index
+
+
+@dataclass
+class Stack:
+    """What a stacked index is made of: FAISS does not own the parts' lists, so this (kept in the
+    index's `referenced_objects`) keeps them alive, and says which generation they are of."""
+
+    trained: faiss.IndexIVFPQ  # empty
+    parts: list[faiss.IndexIVFPQ]
+    lists: Any
+    generation: int | None
+
+
+def stacked(trained: faiss.IndexIVFPQ, parts: Iterable[faiss.IndexIVFPQ], generation: int | None = None) -> Any:
+    """A copy of `trained` whose lists are those of every part, one after the other: a search
+    of it is a search of all the parts with the results merged (`stack_of` tells its parts)."""
+    parts = list(parts)
+    index = empty_like(trained)
+    joined = None
+    if parts:
+        lists = faiss.InvertedListsPtrVector()
+        for part in parts:
+            lists.push_back(part.invlists)
+        joined = faiss.HStackInvertedLists(lists.size(), lists.data())
+        index.replace_invlists(joined, False)
+        index.ntotal = sum(part.ntotal for part in parts)
+    index.referenced_objects = [Stack(trained, parts, joined, generation)]
+    return tune(index)
+
+
+def stack_of(index: faiss.Index) -> Stack | None:
+    """The parts of an index made by `stacked`; None for any other."""
+    kept = getattr(index, "referenced_objects", None) or []
+    return next((item for item in kept if isinstance(item, Stack)), None)
+
+
+def list_ids(index: faiss.IndexIVF) -> np.ndarray:
+    """Every id in an IVF index's lists (a copy)."""
+    lists = index.invlists
+    out = [
+        faiss.rev_swig_ptr(lists.get_ids(i), size).copy() for i in range(index.nlist) if (size := lists.list_size(i))
+    ]
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+class SegmentWriter:
+    """A build's side of the segments: the codes of what it commits, gathered in memory and
+    written as the generation's next segment at each `flush` (the writer's FAISS checkpoints)."""
+
+    def __init__(self, segments: Segments, generation: int, trained: faiss.IndexIVFPQ | None = None) -> None:
+        self.segments, self.generation = segments, generation
+        self.template = empty_like(trained if trained is not None else segments.trained(generation))
+        self.pending = empty_like(self.template)
+        self.written = 0  # vectors in the segments this writer wrote
+
+    @property
+    def ntotal(self) -> int:
+        return self.written + self.pending.ntotal
+
+    def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Encode normalised vectors; their codes wait in memory for the next `flush`."""
+        for lo in range(0, len(ids), ADD_BLOCK):
+            self.pending.add_with_ids(vectors[lo : lo + ADD_BLOCK], np.ascontiguousarray(ids[lo : lo + ADD_BLOCK]))
+
+    def flush(self) -> None:
+        """Write what was gathered as a new segment (nothing when nothing was)."""
+        if self.pending.ntotal:
+            self.segments.write(self.generation, self.pending)
+            self.written += self.pending.ntotal
+            self.pending = empty_like(self.template)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Replace a small file atomically (temp file, fsync, rename, fsync the folder), never through a link."""
+    tmp = path.with_name(path.name + ".tmp")
+    with os.fdopen(create_new(tmp), "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    handle = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

@@ -1,0 +1,252 @@
+"""A trained `ivf-pq` store: quantizers trained once, write-once segments, lists read in place.
+
+The thresholds are lowered so that the example genomes (about 317 windows each at 1,000-token
+kmer:4 windows) cross them: a store of one genome stays exact, two or more are trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genome_index.api import GenomeIndex
+from genome_index.cli import app
+from genome_index.errors import GenomeIndexError
+from genome_index.settings import QueryOptions
+from genome_index.store import Store, indexes
+from genome_index.store.indexes import build_faiss, train_ivf_pq
+from genome_index.store.segments import CURRENT, SEGMENTS_DIR, Segments, SegmentWriter, stacked
+from genome_index.store.vectors import normalise
+
+runner = CliRunner()
+WINDOWS = ("--model", "kmer:4", "--chunk-tokens", "1000", "--index-type", "ivf-pq")
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(autouse=True)
+def small_thresholds(monkeypatch) -> None:
+    """Train at 400 vectors (more than one example genome holds) into 4 lists."""
+    monkeypatch.setattr(indexes, "IVF_LISTS", 4)
+    monkeypatch.setattr(indexes, "PQ_MIN_TRAINING", 400)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.faiss"))}
+
+
+def generation_folder(index: Path) -> Path:
+    return index / SEGMENTS_DIR / (index / SEGMENTS_DIR / CURRENT).read_text().strip()
+
+
+def chunk_count(index: Path) -> int:
+    with Store(index).reading() as reader:
+        return len(reader.ids("chunks"))
+
+
+def test_a_store_is_exact_until_the_threshold_then_trained_once_and_grown_by_segments(
+    tmp_path: Path, example_genomes
+) -> None:
+    """One genome: `chunks.faiss`, exact. Two: trained, segmented, `chunks.faiss` gone. Each
+    later build adds a segment and leaves every file already written as it was."""
+    index = tmp_path / "index"
+    assert run("build", example_genomes[0], "--index", index, *WINDOWS).exit_code == 0
+    assert (index / "chunks.faiss").exists() and not (index / SEGMENTS_DIR).exists()
+    assert Store(index).check() == []
+
+    assert run("build", example_genomes[1], "--index", index).exit_code == 0
+    assert not (index / "chunks.faiss").exists()
+    folder = generation_folder(index)
+    before = digests(folder)
+    assert set(before) == {"trained.faiss", "000001.faiss"}
+
+    for n, genome in enumerate(example_genomes[2:], start=2):
+        assert run("build", genome, "--index", index).exit_code == 0
+        after = digests(generation_folder(index))
+        assert {name: after[name] for name in before} == before  # nothing on disk rewritten
+        assert len(after) == len(before) + 1 and f"{n:06d}.faiss" in after
+        before = after
+    assert Store(index).check() == []
+    store = Store(index)
+    with store.reading() as reader:
+        loaded, rebuilt = store.load_faiss(reader, "chunks", store.settings())
+    assert not rebuilt and isinstance(loaded, faiss.IndexIVFPQ) and loaded.ntotal == chunk_count(index)
+
+
+def test_searching_the_segments_finds_what_one_index_of_them_all_finds() -> None:
+    """Segments stacked as one index: the same ids and scores as one IVF-PQ holding every vector."""
+    rng = np.random.default_rng(3)
+    vectors = normalise(rng.normal(size=(3000, 32)).astype(np.float32))
+    trained = train_ivf_pq(vectors[:1000])
+    whole = faiss.clone_index(trained)
+    whole.add_with_ids(vectors, np.arange(3000) + 10)
+    parts = []
+    for lo in range(0, 3000, 700):
+        part = faiss.clone_index(trained)
+        part.add_with_ids(vectors[lo : lo + 700], np.arange(lo, min(lo + 700, 3000)) + 10)
+        parts.append(part)
+    joined = stacked(trained, parts)
+    queries = normalise(vectors[::97] + 0.01)
+    whole.nprobe = joined.nprobe
+    expected, found = whole.search(queries, 10), joined.search(queries, 10)
+    np.testing.assert_array_equal(found[1], expected[1])
+    np.testing.assert_allclose(found[0], expected[0], rtol=1e-6)
+
+
+def test_a_segment_is_written_once_and_read_in_place(tmp_path: Path) -> None:
+    """Opening segments maps their lists instead of reading them: the process's own memory grows
+    by the ids it lists (8 bytes a vector), not by the codes (64 bytes a vector here)."""
+    rng = np.random.default_rng(5)
+    vectors = normalise(rng.normal(size=(300_000, 256)).astype(np.float32))
+    trained = train_ivf_pq(vectors[:2000])
+    segments = Segments(tmp_path)
+    writer = SegmentWriter(segments, segments.begin(trained), trained)
+    writer.add_with_ids(vectors, np.arange(len(vectors)))
+    del vectors
+    writer.flush()
+    segments.publish(writer.generation)
+    size = segments.paths(writer.generation)[0].stat().st_size
+    assert size > 300_000 * 64
+
+    before = anonymous_bytes()
+    index, ids = segments.open(segments.generation())
+    grown = anonymous_bytes() - before
+    assert len(ids) == 300_000 and index.ntotal == 300_000
+    assert grown < size / 3, f"{grown >> 20} MiB of private memory for a {size >> 20} MiB segment"
+    assert index.search(normalise(rng.normal(size=(2, 256)).astype(np.float32)), 5)[1].min() >= 0
+
+
+def anonymous_bytes() -> int:
+    """This process's private resident memory (file pages mapped in are not counted)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    pytest.skip("no /proc/self/status RssAnon on this system")
+
+
+@pytest.fixture
+def trained_store(tmp_path: Path, example_genomes) -> Path:
+    index = tmp_path / "index"
+    assert run("build", *example_genomes[:3], "--index", index, *WINDOWS).exit_code == 0
+    assert (index / SEGMENTS_DIR / CURRENT).exists()
+    return index
+
+
+def test_queries_on_a_trained_store_find_what_an_exact_store_finds(tmp_path: Path, example_genomes, trained_store):
+    exact = tmp_path / "exact"
+    assert run("build", *example_genomes[:3], "--index", exact, "--model", "kmer:4", "--chunk-tokens", "1000")
+    options = QueryOptions(k=3, mode="chunks", align=False)
+    for genome in example_genomes[:3]:
+        ours = [h.name for h in GenomeIndex.open(trained_store).query(genome, options)]
+        assert ours[0] == GenomeIndex.open(exact).query(genome, options)[0].name
+
+
+def test_a_rewrite_killed_before_it_was_published_is_never_read_and_is_cleaned_up(
+    trained_store: Path, example_genomes
+) -> None:
+    """A generation without CURRENT naming it (a reindex killed half way) changes nothing:
+    readers use the current one, and the next build removes it."""
+    orphan = trained_store / SEGMENTS_DIR / "99"
+    orphan.mkdir()
+    (orphan / "trained.faiss").write_bytes(b"half a file")
+    assert Store(trained_store).check() == []
+    assert run("build", example_genomes[3], "--index", trained_store).exit_code == 0
+    assert not orphan.exists() and Store(trained_store).check() == []
+
+
+def test_segments_lacking_a_commit_are_completed_by_readers_and_the_next_build(
+    trained_store: Path, example_genomes
+) -> None:
+    """A build killed after its commit but before its segment: readers add what is missing from
+    DuckDB (and write it as a segment); `check` names it until then."""
+    store = Store(trained_store)
+    last = sorted(generation_folder(trained_store).glob("0*.faiss"))[-1]
+    assert run("build", example_genomes[3], "--index", trained_store).exit_code == 0
+    newest = sorted(generation_folder(trained_store).glob("0*.faiss"))[-1]
+    assert newest != last
+    manifest = newest.parent / "MANIFEST"  # as if killed before the segment was written
+    manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[:-1]))
+    newest.unlink()
+    assert any("lacks" in problem for problem in store.check())
+    hits = GenomeIndex.open(trained_store).query(example_genomes[3], QueryOptions(k=1, mode="chunks", align=False))
+    assert hits[0].name == example_genomes[3].name.split(".")[0]
+    assert store.check() == []  # the query wrote the missing segment
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "missing"])
+def test_a_damaged_segment_is_named_by_check_and_rewritten_by_reindex(trained_store: Path, damage: str) -> None:
+    """A segment cut short or gone is refused before FAISS maps it (a mapped file shorter than
+    its lists would crash the process); a changed byte is found by `check`'s SHA-256."""
+    segment = sorted(generation_folder(trained_store).glob("0*.faiss"))[0]
+    data = bytearray(segment.read_bytes())
+    if damage == "truncated":
+        segment.write_bytes(data[:100])
+    elif damage == "flipped":
+        data[len(data) // 2] ^= 0xFF
+        segment.write_bytes(data)
+    else:
+        segment.unlink()
+    problems = Store(trained_store).check()
+    assert len(problems) == 1 and segment.name in problems[0], problems
+    assert {"truncated": "truncated (100 of", "flipped": "SHA-256", "missing": "missing"}[damage] in problems[0]
+    result = run("reindex", "--index", trained_store)
+    assert result.exit_code == 0, result.output
+    assert Store(trained_store).check() == []
+    assert generation_folder(trained_store).name != segment.parent.name  # a new generation
+
+
+def test_reindex_retrains_and_compacts_remove_keeps_the_training(trained_store: Path, example_genomes) -> None:
+    assert run("build", example_genomes[3], "--index", trained_store).exit_code == 0
+    assert len(list(generation_folder(trained_store).glob("0*.faiss"))) == 2
+    trained_before = (generation_folder(trained_store) / "trained.faiss").read_bytes()
+
+    assert run("remove", "BPH2003", "--index", trained_store).exit_code == 0
+    folder = generation_folder(trained_store)
+    assert (folder / "trained.faiss").read_bytes() == trained_before  # remove keeps the quantizers
+    assert len(list(folder.glob("0*.faiss"))) == 1
+    assert Store(trained_store).check() == []
+    _, ids = Segments(trained_store).open(int(folder.name))
+    assert len(ids) == chunk_count(trained_store)
+
+    assert run("reindex", "--index", trained_store).exit_code == 0
+    assert generation_folder(trained_store) != folder and not folder.exists()
+    assert Store(trained_store).check() == []
+
+
+def test_reindex_to_another_type_leaves_no_segments(trained_store: Path) -> None:
+    assert run("reindex", "--index", trained_store, "--index-type", "flat").exit_code == 0
+    assert not (trained_store / SEGMENTS_DIR).exists() and (trained_store / "chunks.faiss").exists()
+    assert Store(trained_store).check() == []
+    assert run("reindex", "--index", trained_store, "--index-type", "ivf-pq").exit_code == 0
+    assert (trained_store / SEGMENTS_DIR / CURRENT).exists() and not (trained_store / "chunks.faiss").exists()
+
+
+def test_a_store_trained_before_segments_keeps_opening_and_its_next_build_segments_it(
+    trained_store: Path, example_genomes
+) -> None:
+    """A store from before segments: one `chunks.faiss` holding a whole IVF-PQ. Queries use it as
+    it is; the next build rewrites it as segments."""
+    store = Store(trained_store)
+    with store.reading() as reader:
+        ids, vectors = reader.vectors("chunks", store.settings().dim)
+    store.write_faiss("chunks", build_faiss(ids, vectors, store.settings().dim, "ivf-pq"))
+    Segments(trained_store).discard()
+    assert store.check() == []
+    hits = GenomeIndex.open(trained_store).query(example_genomes[0], QueryOptions(k=1, mode="chunks", align=False))
+    assert hits[0].name == "ATCC12600"
+    assert run("build", example_genomes[3], "--index", trained_store).exit_code == 0
+    assert (trained_store / SEGMENTS_DIR / CURRENT).exists() and not (trained_store / "chunks.faiss").exists()
+    assert store.check() == []
+
+
+def test_current_naming_no_number_is_one_clear_error(trained_store: Path) -> None:
+    (trained_store / SEGMENTS_DIR / CURRENT).write_text("../../elsewhere\n")
+    with pytest.raises(GenomeIndexError, match="not a generation number"):
+        Segments(trained_store).generation()
