@@ -101,8 +101,9 @@ def test_searching_the_segments_finds_what_one_index_of_them_all_finds() -> None
 
 
 def test_a_segment_is_written_once_and_read_in_place(tmp_path: Path) -> None:
-    """Opening segments maps their lists instead of reading them: the process's own memory grows
-    by the ids it lists (8 bytes a vector), not by the codes (64 bytes a vector here)."""
+    """Opening segments maps their lists without reading them: the process's own memory grows by
+    at most their ids (FAISS copies them: 8 bytes a vector, of 72 here), and none of the codes'
+    pages are read."""
     rng = np.random.default_rng(5)
     vectors = normalise(rng.normal(size=(300_000, 256)).astype(np.float32))
     trained = train_ivf_pq(vectors[:2000])
@@ -115,20 +116,31 @@ def test_a_segment_is_written_once_and_read_in_place(tmp_path: Path) -> None:
     size = segments.paths(writer.generation)[0].stat().st_size
     assert size > 300_000 * 64
 
-    before = anonymous_bytes()
-    index, ids = segments.open(segments.generation())
-    grown = anonymous_bytes() - before
-    assert len(ids) == 300_000 and index.ntotal == 300_000
-    assert grown < size / 3, f"{grown >> 20} MiB of private memory for a {size >> 20} MiB segment"
+    before = anonymous_bytes(), mapped_bytes()
+    index, listed = segments.open(segments.generation())
+    grown = anonymous_bytes() - before[0], mapped_bytes() - before[1]
+    assert [(item.count, item.first, item.last) for item in listed] == [(300_000, 0, 299_999)]
+    assert index.ntotal == 300_000
+    assert grown[0] < size / 3, f"{grown[0] >> 20} MiB of private memory for a {size >> 20} MiB segment"
+    assert grown[1] < size / 8, f"{grown[1] >> 20} MiB of the {size >> 20} MiB segment read on opening it"
     assert index.search(normalise(rng.normal(size=(2, 256)).astype(np.float32)), 5)[1].min() >= 0
 
 
-def anonymous_bytes() -> int:
-    """This process's private resident memory (file pages mapped in are not counted)."""
+def resident(kind: str) -> int:
+    """Bytes of this process's resident memory of one kind (RssAnon: its own; RssFile: pages of
+    mapped files)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1]) * 1024
-    pytest.skip("no /proc/self/status RssAnon on this system")
+    pytest.skip(f"no {kind} in /proc/self/status on this system")
+
+
+def anonymous_bytes() -> int:
+    return resident("RssAnon")
+
+
+def mapped_bytes() -> int:
+    return resident("RssFile")
 
 
 @pytest.fixture
@@ -212,8 +224,7 @@ def test_reindex_retrains_and_compacts_remove_keeps_the_training(trained_store: 
     assert (folder / "trained.faiss").read_bytes() == trained_before  # remove keeps the quantizers
     assert len(list(folder.glob("0*.faiss"))) == 1
     assert Store(trained_store).check() == []
-    _, ids = Segments(trained_store).open(int(folder.name))
-    assert len(ids) == chunk_count(trained_store)
+    assert len(Segments(trained_store).ids(int(folder.name))) == chunk_count(trained_store)
 
     assert run("reindex", "--index", trained_store).exit_code == 0
     assert generation_folder(trained_store) != folder and not folder.exists()
@@ -228,15 +239,17 @@ def test_reindex_to_another_type_leaves_no_segments(trained_store: Path) -> None
     assert (trained_store / SEGMENTS_DIR / CURRENT).exists() and not (trained_store / "chunks.faiss").exists()
 
 
+@pytest.mark.parametrize("kind", ["ivf-pq", "flat"])
 def test_a_store_trained_before_segments_keeps_opening_and_its_next_build_segments_it(
-    trained_store: Path, example_genomes
+    trained_store: Path, example_genomes, kind: str
 ) -> None:
-    """A store from before segments: one `chunks.faiss` holding a whole IVF-PQ. Queries use it as
-    it is; the next build rewrites it as segments."""
+    """A store from before segments (one `chunks.faiss` holding a whole IVF-PQ), or one whose
+    build was stopped before it trained (an exact `chunks.faiss` past the threshold). Queries
+    use it as it is; the next build rewrites it as segments."""
     store = Store(trained_store)
     with store.reading() as reader:
         ids, vectors = reader.vectors("chunks", store.settings().dim)
-    store.write_faiss("chunks", build_faiss(ids, vectors, store.settings().dim, "ivf-pq"))
+    store.write_faiss("chunks", build_faiss(ids, vectors, store.settings().dim, kind))
     Segments(trained_store).discard()
     assert store.check() == []
     hits = GenomeIndex.open(trained_store).query(example_genomes[0], QueryOptions(k=1, mode="chunks", align=False))
@@ -250,3 +263,17 @@ def test_current_naming_no_number_is_one_clear_error(trained_store: Path) -> Non
     (trained_store / SEGMENTS_DIR / CURRENT).write_text("../../elsewhere\n")
     with pytest.raises(GenomeIndexError, match="not a generation number"):
         Segments(trained_store).generation()
+
+
+def test_segments_holding_removed_genomes_are_rewritten_by_the_first_reader(trained_store: Path, example_genomes):
+    """`remove` killed between its commit and its rewrite: the segments still hold the removed
+    genome's windows. `check` names it; a query rewrites the segments (under the lock) rather
+    than answer with windows of a genome the store no longer has."""
+    store = Store(trained_store)
+    with store.writing() as writer:
+        writer.remove_genomes([writer.find_genome("BPH2003")])
+    problems = store.check()
+    assert any(p.startswith(f"{SEGMENTS_DIR}/") and "genomes removed" in p for p in problems), problems
+    hits = GenomeIndex.open(trained_store).query(example_genomes[1], QueryOptions(k=3, mode="chunks", align=False))
+    assert "BPH2003" not in {h.name for h in hits}
+    assert store.check() == []

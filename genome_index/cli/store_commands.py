@@ -158,7 +158,8 @@ def reindex(
     """Rebuild the FAISS files from the vectors in DuckDB.
 
     Repairs FAISS files that are missing, damaged or behind (after a full disk), or changes
-    the chunk index type.
+    the chunk index type. A trained `ivf-pq` store is trained afresh on a sample of its
+    vectors (after it has grown well past its first training) and its segments compacted.
 
     \b
     Examples:

@@ -37,7 +37,7 @@ from genome_index.store.files import refuse_links, touch
 from genome_index.store.lock import LOCK_FILE, is_held, write_lock
 from genome_index.store.reads import StoreReader
 from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, is_store, upgrade
-from genome_index.store.segments import SEGMENTS_DIR, Segments
+from genome_index.store.segments import MANIFEST, SEGMENTS_DIR, Segments
 from genome_index.store.sql import SqlResult, run_sql
 from genome_index.store.writes import StoreWriter
 
@@ -358,32 +358,45 @@ class Store:
         return sizes
 
     def verify_faiss(
-        self, reader: StoreReader, kind: str, settings: StoreSettings
+        self, reader: StoreReader, kind: str, settings: StoreSettings, exact: bool = False
     ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
         """The FAISS index of one kind (a trained `ivf-pq` store's segments, searched as one),
         the DuckDB ids it lacks, and what is wrong with it (None: nothing; it holds no id DuckDB
-        does not, in the store's index type)."""
+        does not, in the store's index type; `exact`: segments' ids read and compared)."""
         from genome_index.store.indexes import read_verified
 
         if kind == "chunks" and settings.index_type == "ivf-pq":
             generation = self.segments().generation()
             if generation is not None:
-                return self._verify_segments(reader, generation)
+                return self._verify_segments(reader, generation, exact)
         index_type = settings.index_type if kind == "chunks" else "flat"
         return read_verified(self.faiss_path(kind), reader.ids(kind), settings.dim, index_type)
 
     def _verify_segments(
-        self, reader: StoreReader, generation: int
+        self, reader: StoreReader, generation: int, exact: bool = False
     ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
+        """Segments opened (lists mapped, not read), the DuckDB ids they lack, and what is wrong:
+        each segment must hold as many ids as DuckDB has in its range, no two ranges overlapping,
+        as its MANIFEST line says; with `exact` (for `check`), their ids are read and compared."""
         nothing = np.empty(0, dtype=np.int64)
+        segments = self.segments()
         try:
-            index, ids = self.segments().open(generation)
+            index, listed = segments.open(generation)
+            held = segments.ids(generation) if exact else None
         except GenomeIndexError as exc:
             return None, nothing, str(exc).replace(str(self.directory) + "/", "")
         expected = reader.ids("chunks")
-        if len(np.unique(ids)) != len(ids) or not np.isin(ids, expected).all():
-            return None, nothing, f"holds {len(ids)} ids (some twice or not in {DB_FILE}), {DB_FILE} {len(expected)}"
-        return index, np.setdiff1d(expected, ids), None
+        covered = np.zeros(len(expected), dtype=bool)
+        for item in listed:
+            start, stop = np.searchsorted(expected, [item.first, item.last + 1])
+            if stop - start != item.count or covered[start:stop].any():
+                name = item.path.relative_to(self.directory)
+                return None, nothing, f"{name} holds {item.count} ids from {item.first} to {item.last}, {DB_FILE} " \
+                    f"{stop - start} (genomes removed, or segments of another store?)"  # fmt: skip
+            covered[start:stop] = True
+        if held is not None and not np.array_equal(np.sort(held), expected[covered]):
+            return None, nothing, f"holds other ids than its {MANIFEST} says"
+        return index, expected[~covered], None
 
     def load_faiss(self, reader: StoreReader, kind: str, settings: StoreSettings) -> tuple[faiss.Index, bool]:
         """The FAISS index of one kind, holding exactly DuckDB's ids: a file that lags (a build
@@ -604,7 +617,7 @@ class Store:
             for kind in FAISS_FILES:
                 if not len(reader.ids(kind)) and (building or not self.faiss_path(kind).exists()):
                     continue  # no genome committed yet: no index is owed yet
-                _, missing, problem = self.verify_faiss(reader, kind, settings)
+                _, missing, problem = self.verify_faiss(reader, kind, settings, exact=True)
                 if problem is None and len(missing) and not building:
                     problem = f"lacks {len(missing)} of the ids in {DB_FILE}"
                 if problem is not None:

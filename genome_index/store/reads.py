@@ -141,12 +141,12 @@ class StoreReader:
         return result.column("id").to_numpy().astype(np.int64), to_matrix(result.column("vector"), dim)
 
     def vector_blocks(self, kind: str, dim: int, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every id and vector of one kind, ordered by id, `rows` at a time (streamed: a
-        rewrite of a store of millions holds one block)."""
+        """Every id and vector of one kind, in the table's order, `rows` at a time (streamed: a
+        rewrite of a store of millions holds one block; sorting them would hold them all)."""
         import pyarrow as pa
 
         _, table, column = KINDS[kind]
-        batches = self._con.sql(f"SELECT {column} AS id, vector FROM {table} ORDER BY id").to_arrow_reader(rows)
+        batches = self._con.sql(f"SELECT {column} AS id, vector FROM {table}").to_arrow_reader(rows)
         for batch in batches:
             ids = batch.column("id").to_numpy().astype(np.int64)
             yield ids, to_matrix(pa.chunked_array([batch.column("vector")]), dim)

@@ -8,7 +8,7 @@ then on adds each commit group's codes (not its vectors) to a segment:
     chunks.ivf/CURRENT           the generation readers use ("3"), replaced atomically
     chunks.ivf/3/trained.faiss   the trained IVF-PQ, empty: coarse centroids and PQ codebooks
     chunks.ivf/3/000001.faiss    the codes and ids of a block of committed chunks, written once
-    chunks.ivf/3/MANIFEST        the segments finished, with their sizes and SHA-256s
+    chunks.ivf/3/MANIFEST        the segments finished: bytes, SHA-256, how many ids and their range
 
 A segment file, once renamed into place, is never changed: a build writes the codes it gathered
 since its last FAISS checkpoint as the next segment, so its memory follows one block's codes, and
@@ -76,9 +76,9 @@ class Segments:
         """The trained, empty index of `generation`."""
         return self._read(self.folder / str(generation) / TRAINED, 0)
 
-    def listed(self, generation: int) -> list[tuple[Path, int, str]]:
-        """The segments of `generation` in the order they were written: (file, bytes, SHA-256),
-        as its MANIFEST lists them (a file not listed there was never finished)."""
+    def listed(self, generation: int) -> list[Listed]:
+        """The segments of `generation` in the order they were written, as its MANIFEST lists
+        them (a file not listed there was never finished)."""
         manifest = self.folder / str(generation) / MANIFEST
         try:
             lines = manifest.read_text().splitlines()
@@ -88,15 +88,19 @@ class Segments:
             raise GenomeIndexError(f"{manifest}: unreadable ({exc})") from None
         listed = []
         for line in lines:
-            name, size, digest = [*line.split(), "", "", ""][:3]
-            if not SEGMENT_NAME.match(name) or not size.isdigit() or len(digest) != 64:
+            fields = line.split()
+            if (
+                len(fields) != 6 or not SEGMENT_NAME.match(fields[0]) or len(fields[2]) != 64
+                or not all(f.lstrip("-").isdigit() for f in (fields[1], *fields[3:]))
+            ):  # fmt: skip
                 raise GenomeIndexError(f"{manifest}: not a list of segments ({line[:60]!r})")
-            listed.append((manifest.parent / name, int(size), digest))
+            name, size, digest, count, first, last = fields
+            listed.append(Listed(manifest.parent / name, int(size), digest, int(count), int(first), int(last)))
         return listed
 
     def paths(self, generation: int) -> list[Path]:
         """The segment files of `generation`, in the order they were written."""
-        return [path for path, _, _ in self.listed(generation)]
+        return [segment.path for segment in self.listed(generation)]
 
     def begin(self, trained: faiss.IndexIVFPQ) -> int:
         """A new generation folder holding `trained` (empty); readers see it once `publish`ed."""
@@ -113,7 +117,7 @@ class Segments:
         with its size and SHA-256, in the generation's MANIFEST (replaced atomically)."""
         folder = self.folder / str(generation)
         listed = self.listed(generation)
-        names = [path.name for path, _, _ in listed] + [p.name for p in folder.iterdir() if SEGMENT_NAME.match(p.name)]
+        names = [item.path.name for item in listed] + [p.name for p in folder.iterdir() if SEGMENT_NAME.match(p.name)]
         number = max((int(SEGMENT_NAME.match(name).group(1)) for name in names), default=0) + 1
         shell = faiss.IndexIVFPQ(faiss.IndexFlatIP(codes.d), codes.d, codes.nlist, codes.pq.M, codes.pq.nbits,
                                  faiss.METRIC_INNER_PRODUCT)  # fmt: skip
@@ -122,18 +126,23 @@ class Segments:
         shell.ntotal = codes.ntotal
         path = folder / f"{number:06d}.faiss"
         write_atomically(path, shell)
-        lines = [f"{p.name} {size} {digest}\n" for p, size, digest in listed]
-        lines.append(f"{path.name} {path.stat().st_size} {sha256_of(path)}\n")
-        replace_text(folder / MANIFEST, "".join(lines))
+        ids = list_ids(codes)
+        listed.append(Listed(path, path.stat().st_size, sha256_of(path), len(ids), int(ids.min()), int(ids.max())))
+        replace_text(folder / MANIFEST, "".join(item.line() for item in listed))
         return path
 
     def damaged(self, generation: int) -> list[str]:
         """Segments of `generation` whose bytes are not those listed (read in full: for `check`)."""
         return [
-            f"{path.relative_to(self.folder.parent)} differs from its SHA-256 in {MANIFEST}"
-            for path, size, digest in self.listed(generation)
-            if path.is_file() and path.stat().st_size == size and sha256_of(path) != digest  # others: `open` says
+            f"{item.path.relative_to(self.folder.parent)} differs from its SHA-256 in {MANIFEST}"
+            for item in self.listed(generation)  # a file missing or of another size: `open` says
+            if item.path.is_file() and item.path.stat().st_size == item.size and sha256_of(item.path) != item.sha256
         ]
+
+    def ids(self, generation: int) -> np.ndarray:
+        """Every id the generation's segments hold (read from every list: for `check`)."""
+        parts = [self._read(item.path, faiss.IO_FLAG_MMAP_IFC) for item in self.listed(generation)]
+        return np.concatenate([list_ids(part) for part in parts] or [np.empty(0, dtype=np.int64)])
 
     def publish(self, generation: int) -> None:
         """Make `generation` the one readers use (CURRENT replaced atomically), then remove the others."""
@@ -166,22 +175,21 @@ class Segments:
             return 0
         return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file() and not p.is_symlink())
 
-    def open(self, generation: int) -> tuple[faiss.IndexIVFPQ, np.ndarray]:
-        """The generation's segments as one searchable index (lists memory-mapped, not read),
-        and the ids it holds (sorted)."""
+    def open(self, generation: int) -> tuple[faiss.IndexIVFPQ, list[Listed]]:
+        """The generation's segments as one searchable index, their lists memory-mapped and
+        not read (a query reads the lists it probes), and what the MANIFEST says of each."""
         trained = self.trained(generation)
         listed = self.listed(generation)
-        for path, size, _ in listed:  # a mapped file shorter than FAISS expects would crash the process
-            found = path.stat().st_size if path.is_file() else None
-            if found != size:
-                what = "missing" if found is None else f"truncated ({found} of {size} bytes)"
-                raise GenomeIndexError(f"{path}: {what}")
-        parts = [self._read(path, faiss.IO_FLAG_MMAP_IFC) for path, _, _ in listed]
-        for (path, _, _), part in zip(listed, parts, strict=True):
-            if part.nlist != trained.nlist or part.code_size != trained.code_size:
-                raise GenomeIndexError(f"{path}: a segment of another index (its lists do not fit {TRAINED})")
-        ids = np.concatenate([list_ids(part) for part in parts] or [np.empty(0, dtype=np.int64)])
-        return stacked(trained, parts, generation), np.sort(ids)
+        for item in listed:  # a mapped file shorter than FAISS expects would crash the process
+            found = item.path.stat().st_size if item.path.is_file() else None
+            if found != item.size:
+                what = "missing" if found is None else f"truncated ({found} of {item.size} bytes)"
+                raise GenomeIndexError(f"{item.path}: {what}")
+        parts = [self._read(item.path, faiss.IO_FLAG_MMAP_IFC) for item in listed]
+        for item, part in zip(listed, parts, strict=True):
+            if part.nlist != trained.nlist or part.code_size != trained.code_size or part.ntotal != item.count:
+                raise GenomeIndexError(f"{item.path}: not the segment its {MANIFEST} line describes")
+        return stacked(trained, parts, generation), listed
 
     def _read(self, path: Path, flags: int) -> faiss.IndexIVFPQ:
         try:
@@ -191,6 +199,23 @@ class Segments:
         if not isinstance(index, faiss.IndexIVFPQ):
             raise GenomeIndexError(f"{path}: not an IVF-PQ index")
         return index
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One MANIFEST line: a finished segment, its bytes and SHA-256, and the ids it holds (how
+    many, the smallest, the largest: a build's block of commits is a run of ids), so that
+    opening a store checks the segments against DuckDB without reading their ids."""
+
+    path: Path
+    size: int
+    sha256: str
+    count: int
+    first: int
+    last: int
+
+    def line(self) -> str:
+        return f"{self.path.name} {self.size} {self.sha256} {self.count} {self.first} {self.last}\n"
 
 
 @dataclass
