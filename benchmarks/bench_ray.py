@@ -82,10 +82,11 @@ class TimedWriter(Writer):
 
     faiss_seconds = 0.0
 
-    def write_indexes(self) -> None:
+    def write_indexes(self, train: bool = True) -> float:
         started = time.perf_counter()
-        super().write_indexes()
+        writing = super().write_indexes(train)
         self.faiss_seconds += time.perf_counter() - started
+        return writing
 
 
 def commit_rates(blobs: list[bytes], dim: int, group_bytes: int) -> tuple[float, float, float]:

@@ -6,7 +6,7 @@ Writes a store of synthetic genomes at vector level through the build's real wri
 (`build.writer.Writer`, as a Ray driver commits what its workers send): float16 vectors of a
 500M-class width, each genome a centre plus per-window spread, genomes of a family near one
 another (ten a family: `genome_vectors`), no sequences. The `ivf-pq` store is exact until it holds
-`train_threshold()` vectors, is then trained once on a sample and grows by segments. In the
+`train_threshold(ivf_lists)` vectors, is then trained once on a sample and grows by segments. In the
 same run, the same genomes go to a `flat` store (the writer's rate as `bench_ray.py` measures
 it), and exact search gives the true neighbours. Each phase runs in a process of its own, so
 its peak resident memory is its own:
@@ -41,9 +41,9 @@ from _machine import describe_machine
 
 from genome_index.build.run import BuildReport
 from genome_index.build.writer import Add, Writer
-from genome_index.settings import StoreSettings
+from genome_index.settings import IVF_LISTS, StoreSettings
 from genome_index.store import Store
-from genome_index.store.indexes import IVF_LISTS, RERANK, build_faiss, search, train_threshold
+from genome_index.store.indexes import RERANK, build_faiss, search, train_threshold
 from genome_index.store.rows import NewGenome
 from genome_index.store.vectors import normalise, rescore, unit_sum
 
@@ -232,7 +232,7 @@ def report(args: argparse.Namespace) -> None:
     vectors = args.genomes * args.windows
     print(f"machine: {describe_machine()}")
     print(f"{args.genomes:,} genomes x {args.windows:,} windows = {vectors:,} vectors of {args.dim}, float16; "
-          f"ivf-pq trained at {train_threshold():,} vectors into {IVF_LISTS:,} lists")  # fmt: skip
+          f"ivf-pq trained at {train_threshold(IVF_LISTS):,} vectors into {IVF_LISTS:,} lists")  # fmt: skip
     args.work.mkdir(parents=True, exist_ok=True)
     built = phase(args, "build")
     print(f"1. build, ivf-pq: {built['seconds']:.0f} s: {built['genomes_per_s']:.2f} genomes/s committed and "

@@ -1,6 +1,6 @@
 """Kill real `genome-index` commands with SIGKILL at random instants; check the store each time.
 
-    python benchmarks/stress_kill.py [--kills 20] [--seed 1] [--commands build,remove,reindex,merge]
+    python benchmarks/stress_kill.py [--kills 20] [--seed 1] [--commands build,remove,reindex,merge,segments]
 
 Eight small genomes (two 40 kb stretches of each example genome), nt-tiny. For each command,
 `--kills` rounds: the command is started and killed with SIGKILL after a random delay (uniform
@@ -14,7 +14,12 @@ index type. Each command also has its own all-or-nothing rule:
 - remove (three genomes of a complete store): either all three are gone or none is;
 - reindex (flat to hnsw or back): the setting is one of the two and the file follows it;
 - merge (two shards into a new store): whatever was merged is complete, and a final merge
-  completes it without duplicates.
+  completes it without duplicates;
+- segments: builds of a trained `ivf-pq` store (kmer:4, 50 bp windows, 16 inverted lists:
+  about 12,800 windows in the eight halves of the example genomes, so that the build trains
+  and writes segments part of the way through), rounds over one store as for build; every
+  round's store must pass `check` (segments against DuckDB, each one's SHA-256), and a final
+  build must complete it, segmented.
 
 Prints the counts per command; exits 1 if any round found a problem.
 """
@@ -55,9 +60,25 @@ def make_genomes(folder: Path) -> list[Path]:
     return paths
 
 
-def build(index: Path, inputs: list[Path] | Path, *extra: str) -> list[str]:
+def make_halves(folder: Path) -> list[Path]:
+    """Eight genomes of about 80 kb: the halves of each example genome."""
+    paths = []
+    for source in sorted((ROOT / "examples" / "genomes").glob("*.fna.gz")):
+        sequence = read_genome(source).records[0].sequence
+        middle = len(sequence) // 2
+        for part, (start, stop) in enumerate(((0, middle), (middle, len(sequence)))):
+            path = folder / f"{source.name.split('.')[0]}_{part}.fa"
+            path.write_text(f">{path.stem}\n{sequence[start:stop].decode()}\n")
+            paths.append(path)
+    return paths
+
+
+SEGMENTED = ("--model", "kmer:4", "--chunk-tokens", "100", "--index-type", "ivf-pq", "--ivf-lists", "16")
+
+
+def build(index: Path, inputs: list[Path] | Path, *extra: str, model: tuple[str, ...] = ("-m", "nt-tiny")) -> list[str]:
     return [*CLI, "build", *map(str, inputs if isinstance(inputs, list) else [inputs]), "-i", str(index),
-            "--model", "nt-tiny", "--device", "cpu", "--quiet", *extra]  # fmt: skip
+            *model, "--device", "cpu", "--quiet", *extra]  # fmt: skip
 
 
 def names_in(index: Path) -> list[str]:
@@ -164,6 +185,26 @@ def main() -> None:
                 result = rounds("build", args.kills, prepare, full_build, genomes, lambda _: [])
                 finished = subprocess.run(build(index, inputs), capture_output=True)
                 final = finished.returncode == 0 and names_in(index) == sorted(genomes) and not verify(index, genomes)
+            elif command == "segments":
+                halves = work / "halves"
+                halves.mkdir(exist_ok=True)
+                pieces = {p.stem: p for p in make_halves(halves)}
+                index = work / "segmented"
+                full = duration(build(work / "segmented-once", halves, model=SEGMENTED))
+
+                def prepare_segmented(
+                    _: int, index: Path = index, halves: Path = halves, pieces: dict = pieces
+                ) -> tuple[list[str], Path]:
+                    if len(names_in(index)) == len(pieces):
+                        shutil.rmtree(index)  # complete: start over so kills keep landing mid-build
+                    return build(index, halves, model=SEGMENTED), index
+
+                result = rounds("segments", args.kills, prepare_segmented, full, pieces, lambda _: [])
+                finished = subprocess.run(build(index, halves, model=SEGMENTED), capture_output=True)
+                final = (
+                    finished.returncode == 0 and names_in(index) == sorted(pieces) and not verify(index, pieces)
+                    and (index / "chunks.ivf" / "CURRENT").exists()
+                )  # fmt: skip
             elif command == "remove":
                 doomed = sorted(genomes)[:3]
                 prepare = on_copy("remove", *doomed)
@@ -199,6 +240,7 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown command {command}")
             summary.append((command, full_build if command == "build" else full, *result, final))
+            shutil.rmtree(work / "segmented-once", ignore_errors=True)
 
     print(f"machine: {describe_machine()}")
     for command, seconds, killed, finished, failures, final in summary:

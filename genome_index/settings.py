@@ -25,6 +25,7 @@ DEFAULT_MODEL = "InstaDeepAI/nucleotide-transformer-2.5b-multi-species"
 CHUNKINGS = ("anchored", "fixed")
 INDEX_TYPES = ("flat", "hnsw", "ivf-pq")
 VECTOR_DTYPES = ("float32", "float16")
+IVF_LISTS = 4096  # inverted lists of a trained ivf-pq store: about 4 sqrt(N) for 1-10 M vectors (FAISS's guideline)
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUERY_MODES = ("auto", "genome", "chunks")
@@ -80,6 +81,11 @@ class StoreOptions:
     )
     sketch_scaled: int | None = option(
         "The re-rank sketch keeps 1 in N canonical 21-mers (smaller: finer, more disk)", fallback=1000
+    )
+    ivf_lists: int | None = option(
+        "Inverted lists of an ivf-pq store, trained once it holds 39 vectors a list (and 10,000); "
+        "about 4 x the square root of the vectors it will hold",
+        fallback=IVF_LISTS,
     )
 
 
@@ -211,12 +217,12 @@ def _fill(options: Any, stored: Any | None) -> Any:
 # Compared between a store and a build, and between stores that merge (the model by its weights).
 FIXED_SETTINGS = (
     "model_revision", "layer", "pooling", "chunk_tokens", "chunking", "anchor_radius", "overlap", "dim",
-    "metric", "index_type", "vector_dtype", "sketch_scaled",
+    "metric", "index_type", "vector_dtype", "sketch_scaled", "ivf_lists",
 )  # fmt: skip
 # What a store made before a setting existed was built with.
 LEGACY_SETTINGS = {
     "chunking": "fixed", "anchor_radius": "0", "sketch_scaled": "1000", "index_type": "flat",
-    "vector_dtype": "float32", "trust_remote_code": "false",
+    "vector_dtype": "float32", "trust_remote_code": "false", "ivf_lists": str(IVF_LISTS),
 }  # fmt: skip
 
 
@@ -236,6 +242,7 @@ class StoreSettings:
     index_type: str
     vector_dtype: str
     sketch_scaled: int
+    ivf_lists: int = IVF_LISTS
     trust_remote_code: bool = False
     pooling: str = POOLING
     model_package: str = ""
@@ -276,7 +283,7 @@ class StoreSettings:
         )  # fmt: skip
 
     def store_options(self) -> StoreOptions:
-        return StoreOptions(self.index_type, self.vector_dtype, self.sketch_scaled)
+        return StoreOptions(self.index_type, self.vector_dtype, self.sketch_scaled, self.ivf_lists)
 
     def difference(self, other: StoreSettings, keys: tuple[str, ...] = FIXED_SETTINGS) -> tuple[str, str, str] | None:
         """The first fixed setting that differs: (name, this store's value, the other's), with the
@@ -313,6 +320,8 @@ def resolve(
     _choose("vector dtype", options.vector_dtype, VECTOR_DTYPES)
     if options.sketch_scaled < 1:
         raise GenomeIndexError(f"--sketch-scaled must be at least 1, got {options.sketch_scaled}")
+    if options.ivf_lists < 1:
+        raise GenomeIndexError(f"--ivf-lists must be at least 1, got {options.ivf_lists}")
     if model.overlap and model.chunking != "fixed":
         raise GenomeIndexError("--overlap applies to fixed windows: add --chunking fixed")
     return model, options

@@ -1,7 +1,8 @@
 """A trained `ivf-pq` store: quantizers trained once, write-once segments, lists read in place.
 
-The thresholds are lowered so that the example genomes (about 317 windows each at 1,000-token
-kmer:4 windows) cross them: a store of one genome stays exact, two or more are trained.
+Stores of 4 inverted lists (`--ivf-lists 4`), with the floor of 10,000 vectors lowered, so that
+the example genomes (about 317 windows each at 1,000-token kmer:4 windows) cross the threshold:
+a store of one genome stays exact, two or more are trained.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from genome_index.store.segments import CURRENT, SEGMENTS_DIR, Segments, Segment
 from genome_index.store.vectors import normalise
 
 runner = CliRunner()
-WINDOWS = ("--model", "kmer:4", "--chunk-tokens", "1000", "--index-type", "ivf-pq")
+WINDOWS = ("--model", "kmer:4", "--chunk-tokens", "1000", "--index-type", "ivf-pq", "--ivf-lists", "4")
 
 
 def run(*args):
@@ -32,9 +33,9 @@ def run(*args):
 
 
 @pytest.fixture(autouse=True)
-def small_thresholds(monkeypatch) -> None:
-    """Train at 400 vectors (more than one example genome holds) into 4 lists."""
-    monkeypatch.setattr(indexes, "IVF_LISTS", 4)
+def small_floor(monkeypatch) -> None:
+    """Train at 400 vectors (more than one example genome holds) into 4 lists (`--ivf-lists 4`):
+    the floor of 10,000 vectors is lowered for the tests."""
     monkeypatch.setattr(indexes, "PQ_MIN_TRAINING", 400)
 
 
@@ -84,7 +85,7 @@ def test_searching_the_segments_finds_what_one_index_of_them_all_finds() -> None
     """Segments stacked as one index: the same ids and scores as one IVF-PQ holding every vector."""
     rng = np.random.default_rng(3)
     vectors = normalise(rng.normal(size=(3000, 32)).astype(np.float32))
-    trained = train_ivf_pq(vectors[:1000])
+    trained = train_ivf_pq(vectors[:1000], 8)
     whole = faiss.clone_index(trained)
     whole.add_with_ids(vectors, np.arange(3000) + 10)
     parts = []
@@ -106,7 +107,7 @@ def test_a_segment_is_written_once_and_read_in_place(tmp_path: Path) -> None:
     pages are read."""
     rng = np.random.default_rng(5)
     vectors = normalise(rng.normal(size=(300_000, 256)).astype(np.float32))
-    trained = train_ivf_pq(vectors[:2000])
+    trained = train_ivf_pq(vectors[:2000], 4)
     segments = Segments(tmp_path)
     writer = SegmentWriter(segments, segments.begin(trained), trained)
     writer.add_with_ids(vectors, np.arange(len(vectors)))
@@ -277,3 +278,12 @@ def test_segments_holding_removed_genomes_are_rewritten_by_the_first_reader(trai
     hits = GenomeIndex.open(trained_store).query(example_genomes[1], QueryOptions(k=3, mode="chunks", align=False))
     assert "BPH2003" not in {h.name for h in hits}
     assert store.check() == []
+
+
+def test_the_number_of_lists_is_fixed_by_the_first_build(trained_store: Path, example_genomes) -> None:
+    assert GenomeIndex.open(trained_store).settings().ivf_lists == 4
+    assert faiss.read_index(str(generation_folder(trained_store) / "trained.faiss")).nlist == 4
+    result = run("build", example_genomes[3], "--index", trained_store, "--ivf-lists", "8")
+    assert result.exit_code == 1 and "ivf_lists '4', not '8'" in result.stderr
+    result = run("build", example_genomes[3], "--index", trained_store.parent / "other", "--ivf-lists", "0")
+    assert result.exit_code == 1 and "--ivf-lists must be at least 1" in result.stderr

@@ -158,18 +158,21 @@ class Writer:
         return (
             self.settings.index_type == "ivf-pq"
             and not isinstance(chunks, SegmentWriter)
-            and chunks.ntotal >= train_threshold()
+            and chunks.ntotal >= train_threshold(self.settings.ivf_lists)
         )
 
-    def write_indexes(self, train: bool = True) -> None:
+    def write_indexes(self, train: bool = True) -> float:
         """Write the changed FAISS files (a trained store's codes gathered since the last time
         as a new segment; with `train`, an `ivf-pq` store that reached the threshold is trained
         and segmented first, outside any commit session); if that fails, say what was committed
-        nonetheless."""
+        nonetheless. The seconds spent writing, the training apart (it happens once: counted,
+        it spaced a 10 M-vector build's later segments 43 minutes apart, their codes piling up
+        in memory)."""
         try:
             if train and self.training_due():
-                self.indexes["chunks"] = self.store.train_segments(self.indexes["chunks"])
+                self.indexes["chunks"] = self.store.train_segments(self.indexes["chunks"], self.settings.ivf_lists)
                 self.dirty.add("chunks")
+            started = time.perf_counter()
             for kind in sorted(self.dirty):
                 index = self.indexes[kind]
                 if isinstance(index, SegmentWriter):
@@ -184,6 +187,7 @@ class Writer:
                 "`genome-index reindex` (or the next build) rebuilds the FAISS files from it"
             ) from None
         self.dirty.clear()
+        return time.perf_counter() - started
 
     def _run(self) -> None:
         """Commit queued tasks in short sessions: the store file is opened for what is queued (at
@@ -214,10 +218,9 @@ class Writer:
                         else:
                             queued = self.tasks.get()
                 if last_write is None or time.perf_counter() - last_write > pause or self.training_due():
-                    started = time.perf_counter()
-                    self.write_indexes()
+                    writing = self.write_indexes()
                     last_write = time.perf_counter()
-                    pause = max(FAISS_CHECKPOINT_SECONDS, (last_write - started) / FAISS_WRITE_SHARE)
+                    pause = max(FAISS_CHECKPOINT_SECONDS, writing / FAISS_WRITE_SHARE)
                 if queued is None:
                     if not self.tasks.empty():
                         time.sleep(READER_WINDOW)  # the file is free: let a waiting reader in

@@ -118,6 +118,7 @@ def build(
     index_type: Annotated[str | None, opt("index_type", metavar="[flat|hnsw|ivf-pq]")] = None,
     vector_dtype: Annotated[str | None, opt("vector_dtype", metavar="[float32|float16]")] = None,
     sketch_scaled: Annotated[int | None, opt("sketch_scaled")] = None,
+    ivf_lists: Annotated[int | None, opt("ivf_lists")] = None,
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
@@ -173,7 +174,7 @@ def build(
         report = store.build(
             paths,
             model_options(model, layer, chunk_tokens, chunking, overlap, trust_remote_code, pooling, model_package),
-            StoreOptions(index_type, vector_dtype, sketch_scaled),
+            StoreOptions(index_type, vector_dtype, sketch_scaled, ivf_lists),
             RunOptions(device, dtype, batch_tokens, compile),
             labels=labels,
             labels_from_duplicates=labels_from_duplicates,

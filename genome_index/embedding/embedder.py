@@ -23,7 +23,7 @@ from genome_index.embedding.tokenize import Chunk, Tokenizer
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import Genome
 from genome_index.progress import Step
-from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
+from genome_index.settings import IVF_LISTS, ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
 
 
 class Embedder:
@@ -98,6 +98,7 @@ class Embedder:
             layer=self.layer, chunk_tokens=self.chunker.chunk_tokens, chunking=self.chunker.chunking,
             anchor_radius=self.chunker.anchor_radius, overlap=self.chunker.overlap, dim=self.dim,
             index_type=store.index_type, vector_dtype=store.vector_dtype, sketch_scaled=store.sketch_scaled,
+            ivf_lists=store.ivf_lists or IVF_LISTS,
             trust_remote_code=self.trust_remote_code, pooling=self.encoder.pooling, model_package=self.model_package,
             model_class=self.model_class, batch_tokens=self.asked_batch_tokens, tool_version=__version__,
         )  # fmt: skip

@@ -288,7 +288,7 @@ class Store:
         from genome_index.store.indexes import build_faiss, expected_kind
 
         ids, vectors = reader.vectors(kind, settings.dim)
-        index_type = expected_kind(settings.index_type, len(ids)) if kind == "chunks" else "flat"
+        index_type = expected_kind(settings.index_type, len(ids), settings.ivf_lists) if kind == "chunks" else "flat"
         with progress.step(f"indexing {FAISS_FILES[kind]}", len(ids), "vectors") as step:
             return build_faiss(ids, vectors, settings.dim, index_type, step)
 
@@ -305,7 +305,8 @@ class Store:
 
         if settings.index_type != "ivf-pq":
             return False
-        return self.segments().generation() is not None or len(reader.ids("chunks")) >= train_threshold()
+        held = len(reader.ids("chunks"))
+        return self.segments().generation() is not None or held >= train_threshold(settings.ivf_lists)
 
     def write_segments(
         self, reader: StoreReader, settings: StoreSettings, retrain: bool = False, progress: Progress = SILENT
@@ -323,7 +324,8 @@ class Store:
         current = segments.generation()
         if retrain or current is None:
             with progress.step("training the IVF-PQ quantizers", 1, "indexes") as step:
-                trained = train_ivf_pq(reader.sample_vectors("chunks", training_size(), settings.dim))
+                sample = reader.sample_vectors("chunks", training_size(settings.ivf_lists), settings.dim)
+                trained = train_ivf_pq(sample, settings.ivf_lists)
                 step.advance(1)
         else:
             trained = segments.trained(current)
@@ -370,7 +372,7 @@ class Store:
             if generation is not None:
                 return self._verify_segments(reader, generation, exact)
         index_type = settings.index_type if kind == "chunks" else "flat"
-        return read_verified(self.faiss_path(kind), reader.ids(kind), settings.dim, index_type)
+        return read_verified(self.faiss_path(kind), reader.ids(kind), settings.dim, index_type, settings.ivf_lists)
 
     def _verify_segments(
         self, reader: StoreReader, generation: int, exact: bool = False
@@ -459,7 +461,7 @@ class Store:
             writer.add_with_ids(normalise(reader.vectors_of(kind, missing, settings.dim)), missing)
         return writer, bool(len(missing))
 
-    def train_segments(self, exact: faiss.Index) -> Any:
+    def train_segments(self, exact: faiss.Index, lists: int) -> Any:
         """A build's exact chunk index of an `ivf-pq` store that reached the threshold, trained
         on a sample of its vectors, written as the first segment of a new generation and
         published (`chunks.faiss` removed after): the `SegmentWriter` the build goes on with."""
@@ -472,8 +474,8 @@ class Store:
         inner = faiss.downcast_index(exact.index)
         vectors = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
         ids = faiss.vector_to_array(exact.id_map)
-        draw = np.random.default_rng(7).choice(len(ids), min(len(ids), training_size()), replace=False)
-        trained = train_ivf_pq(vectors[np.sort(draw)])
+        draw = np.random.default_rng(7).choice(len(ids), min(len(ids), training_size(lists)), replace=False)
+        trained = train_ivf_pq(vectors[np.sort(draw)], lists)
         segments = self.segments()
         writer = SegmentWriter(segments, segments.begin(trained), trained)
         writer.add_with_ids(vectors, ids)

@@ -18,14 +18,13 @@ import numpy as np
 
 from genome_index.errors import GenomeIndexError, first_line
 from genome_index.progress import Step
-from genome_index.settings import INDEX_TYPES
+from genome_index.settings import INDEX_TYPES, IVF_LISTS
 from genome_index.store.vectors import normalise, normalise_in_place, rescore
 
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 32
 RERANK = 4  # ivf-pq: candidates re-scored exactly per result wanted
 PQ_MIN_TRAINING = 10_000  # fewer chunk vectors than this: ivf-pq falls back to exact search
-IVF_LISTS = 4096  # inverted lists of a store's trained index: about 4 sqrt(N) for 1-10 M vectors (FAISS's guideline)
 TRAIN_PER_LIST = 39  # vectors per list FAISS's k-means asks for at least ...
 TRAINING_SAMPLE_PER_LIST = 64  # ... and at most this many a list are trained on (k-means cost grows with them)
 ADD_BLOCK = 65_536  # vectors added to an index at a time (progress between blocks)
@@ -56,23 +55,24 @@ def pq_subvectors(dim: int) -> int:
     return next(m for m in (dim // 4, dim // 2, dim) if m and dim % m == 0)
 
 
-def train_threshold() -> int:
-    """Chunk vectors from which an `ivf-pq` store is trained once and segmented (below: exact)."""
-    return max(PQ_MIN_TRAINING, TRAIN_PER_LIST * IVF_LISTS)
+def train_threshold(lists: int) -> int:
+    """Chunk vectors from which an `ivf-pq` store of `lists` inverted lists is trained once and
+    segmented (below: exact)."""
+    return max(PQ_MIN_TRAINING, TRAIN_PER_LIST * lists)
 
 
-def training_size() -> int:
+def training_size(lists: int) -> int:
     """Vectors a store's quantizers are trained on, at most (a random sample of those stored)."""
-    return max(PQ_MIN_TRAINING, TRAINING_SAMPLE_PER_LIST * IVF_LISTS)
+    return max(PQ_MIN_TRAINING, TRAINING_SAMPLE_PER_LIST * lists)
 
 
-def train_ivf_pq(sample: np.ndarray) -> faiss.IndexIVFPQ:
-    """An empty IVF-PQ (inner product, IVF_LISTS lists, 8-bit codes) trained on the rows of
+def train_ivf_pq(sample: np.ndarray, lists: int) -> faiss.IndexIVFPQ:
+    """An empty IVF-PQ (inner product, `lists` inverted lists, 8-bit codes) trained on the rows of
     `sample` (a float32 sample is normalised in place: it can be a quarter of a GB); its ids
     live in its lists (no id map)."""
     dim = sample.shape[1]
-    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, IVF_LISTS, pq_subvectors(dim), 8, faiss.METRIC_INNER_PRODUCT)
-    index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1  # train_threshold() is the guard
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, pq_subvectors(dim), 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1  # train_threshold is the guard
     if sample.dtype != np.float32 or not sample.flags.writeable or not sample.flags.c_contiguous:
         sample = np.array(sample, dtype=np.float32, order="C")
     index.train(normalise_in_place(sample))
@@ -216,14 +216,14 @@ def index_kind(index: faiss.Index) -> str:
     return "ivf-pq" if isinstance(inner, faiss.IndexIVFPQ) else "flat"
 
 
-def expected_kind(index_type: str, n_vectors: int) -> str:
+def expected_kind(index_type: str, n_vectors: int, lists: int) -> str:
     """The kind of `chunks.faiss` a store of `index_type` keeps with `n_vectors`: an `ivf-pq`
     store is exact until it is trained (then its chunk index is `segments`, not this file)."""
-    return "flat" if index_type == "ivf-pq" and n_vectors < train_threshold() else index_type
+    return "flat" if index_type == "ivf-pq" and n_vectors < train_threshold(lists) else index_type
 
 
 def read_verified(
-    path: Path, expected_ids: np.ndarray, dim: int, index_type: str = "flat"
+    path: Path, expected_ids: np.ndarray, dim: int, index_type: str = "flat", lists: int = IVF_LISTS
 ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
     """The index in `path`, the ids of `expected_ids` (sorted) it lacks, and None when it holds
     nothing else, at `dim`, of the kind the store's `index_type` makes (a file that only lags
@@ -241,9 +241,9 @@ def read_verified(
     expected = np.asarray(expected_ids, dtype=np.int64)
     if not np.isin(ids, expected).all():
         return None, nothing, f"holds {len(ids)} ids, metadata.duckdb {len(expected_ids)}"
-    kind, wanted = index_kind(index), expected_kind(index_type, len(expected_ids))
+    kind, wanted = index_kind(index), expected_kind(index_type, len(expected_ids), lists)
     untrained = kind == "flat" and index_type == "ivf-pq"  # exact until its build trains it (or was stopped first)
-    if kind != wanted and kind != expected_kind(index_type, len(ids)) and not untrained:
+    if kind != wanted and kind != expected_kind(index_type, len(ids), lists) and not untrained:
         return None, nothing, f"is a {kind} index, the store's index_type says {wanted}"
     return tune(index), np.setdiff1d(expected, ids), None
 

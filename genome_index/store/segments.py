@@ -1,7 +1,7 @@
 """The chunk index of a large `ivf-pq` store: write-once segment files over one trained quantizer.
 
-An `ivf-pq` store keeps an exact `chunks.faiss` until it holds `train_threshold()` chunk
-vectors (FAISS asks for at least 39 training vectors per inverted list); the build that reaches
+An `ivf-pq` store keeps an exact `chunks.faiss` until it holds `train_threshold(ivf_lists)`
+chunk vectors (FAISS asks for at least 39 training vectors per inverted list); the build that reaches
 it trains the coarse quantizer and the product quantiser once, on the vectors it holds, and from
 then on adds each commit group's codes (not its vectors) to a segment:
 
