@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import signal
 import socket
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def one_line_error(result, *fragments: str) -> None:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.output
+
+
+def interruptible() -> None:
+    """For a child process (`preexec_fn`): Ctrl-C (SIGINT) at its default, as from a terminal.
+    A test run started in the background (`cmd &`) has SIGINT ignored, and its children inherit
+    that, so they would never see the Ctrl-C the tests send them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app
 from genome_index.io.fasta import read_genome
 from genome_index.settings import QueryOptions
-from tests.helpers import ROOT, PeakMemory, copy_store, one_line_error, write_fasta
+from tests.helpers import ROOT, PeakMemory, copy_store, interruptible, one_line_error, write_fasta
 
 pytestmark = pytest.mark.slow  # crashes, signals and memory bounds of real processes: seconds each
 
@@ -137,6 +137,7 @@ def test_ctrl_c_stops_a_build_soon_and_leaves_it_consistent(tmp_path: Path, geno
         capture_output=True,
         text=True,
         timeout=120,
+        preexec_fn=interruptible,
     )
     ended = time.monotonic()
     assert child.returncode == 130, child.stderr
@@ -510,7 +511,7 @@ def test_sql_into_a_pipe_that_closes_early_ends_quietly(store: Path) -> None:
 def test_ctrl_c_stops_a_long_sql_statement(store: Path) -> None:
     child = subprocess.Popen(
         [sys.executable, "-m", "genome_index.cli", "sql", FOREVER, "-i", store],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
     )  # fmt: skip
     time.sleep(3)
     signalled = time.monotonic()
