@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from genome_index.errors import GenomeIndexError
 
@@ -40,6 +42,22 @@ def create_new(path: Path) -> int:
     removed first (unlinking a link removes the link, not its target), then created exclusively."""
     path.unlink(missing_ok=True)
     return open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+
+
+def replace_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with what `write` writes to a new temp file beside it (never through a
+    link): flushed, fsynced, renamed over `path`, and the folder fsynced."""
+    tmp = path.with_name(path.name + ".tmp")
+    with os.fdopen(create_new(tmp), "wb", buffering=1 << 20) as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def touch(path: Path) -> None:

@@ -8,7 +8,6 @@ genome index is always exact.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -251,20 +250,15 @@ def read_verified(
 def write_atomically(path: Path, index: faiss.Index) -> None:
     """Replace one FAISS file atomically: write a new temp file (never through a link), fsync,
     rename, fsync the folder."""
-    from genome_index.store.files import create_new
+    from genome_index.store.files import replace_atomically
 
     tmp = path.with_name(path.name + ".tmp")
+
+    def write(handle: Any) -> None:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write, 1 << 20))
+
     try:
-        with os.fdopen(create_new(tmp), "wb", buffering=1 << 20) as handle:
-            faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write, 1 << 20))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        replace_atomically(path, write)
     except (OSError, RuntimeError) as exc:
         if not tmp.is_symlink():
             tmp.unlink(missing_ok=True)

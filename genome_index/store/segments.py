@@ -23,7 +23,6 @@ that still maps the old files keeps them until it lets go.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 from collections.abc import Iterable
@@ -35,7 +34,7 @@ import faiss
 import numpy as np
 
 from genome_index.errors import GenomeIndexError, first_line
-from genome_index.store.files import create_new
+from genome_index.store.files import replace_atomically
 from genome_index.store.indexes import tune, write_atomically
 
 SEGMENTS_DIR = "chunks.ivf"
@@ -298,15 +297,5 @@ def sha256_of(path: Path) -> str:
 
 
 def replace_text(path: Path, text: str) -> None:
-    """Replace a small file atomically (temp file, fsync, rename, fsync the folder), never through a link."""
-    tmp = path.with_name(path.name + ".tmp")
-    with os.fdopen(create_new(tmp), "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    handle = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+    """Replace a small text file atomically, never through a link."""
+    replace_atomically(path, lambda handle: handle.write(text.encode()))
