@@ -25,7 +25,7 @@ import numpy as np
 from genome_index.search.align import GenomeAlignment
 from genome_index.search.sketch import SketchEstimate
 from genome_index.settings import StoreSettings
-from genome_index.store.indexes import search
+from genome_index.store.indexes import flat_vectors, search
 from genome_index.store.reads import StoreReader
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def centred_scores(index: faiss.Index, queries: np.ndarray, mean: np.ndarray) ->
     inner = faiss.downcast_index(index.index)
     ids = faiss.vector_to_array(index.id_map)
     if hasattr(inner, "get_xb"):  # a flat index in this process's memory: its vectors as they lie
-        stored = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
+        stored = flat_vectors(inner)
     else:  # on a GPU: copied back
         stored = index.reconstruct_n(0, index.ntotal)
     centred = normalise(queries - mean)

@@ -37,7 +37,7 @@ from genome_index.store.files import refuse_links, touch
 from genome_index.store.lock import LOCK_FILE, is_held, write_lock
 from genome_index.store.reads import StoreReader
 from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, is_store, upgrade
-from genome_index.store.segments import MANIFEST, SEGMENTS_DIR, Segments
+from genome_index.store.segments import MANIFEST, SEGMENTS_DIR, Segments, stack_of
 from genome_index.store.sql import SqlResult, run_sql
 from genome_index.store.writes import StoreWriter
 
@@ -413,14 +413,15 @@ class Store:
             if not len(missing):
                 return index, False
             vectors = normalise(reader.vectors_of(kind, missing, settings.dim))
-            if is_segments(index):  # segments: what they lack, as one more segment in memory
+            segmented = stack_of(index) is not None
+            if segmented:  # segments: what they lack, as one more segment in memory
                 index = self._with_tail(index, vectors, missing)
             else:
                 index.add_with_ids(vectors, missing)
             if is_held(self.directory):
                 return index, False  # a build is writing: its next FAISS write holds these too
-            log.warning("%s lacks %d of the ids in %s; rebuilt from the vectors in it", FAISS_FILES[kind],
-                        len(missing), DB_FILE)  # fmt: skip
+            log.warning("%s lacks %d of the ids in %s; rebuilt from the vectors in it",
+                        SEGMENTS_DIR if segmented else FAISS_FILES[kind], len(missing), DB_FILE)  # fmt: skip
             return index, True
         if reader.genome_count() or self.faiss_path(kind).exists():
             log.warning("%s %s; rebuilt from the vectors in %s", FAISS_FILES[kind], problem, DB_FILE)
@@ -467,12 +468,11 @@ class Store:
         published (`chunks.faiss` removed after): the `SegmentWriter` the build goes on with."""
         import faiss
 
-        from genome_index.store.indexes import train_ivf_pq, training_size
+        from genome_index.store.indexes import flat_vectors, train_ivf_pq, training_size
         from genome_index.store.segments import SegmentWriter
 
         self.refuse_links()
-        inner = faiss.downcast_index(exact.index)
-        vectors = faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
+        vectors = flat_vectors(faiss.downcast_index(exact.index))
         ids = faiss.vector_to_array(exact.id_map)
         draw = np.random.default_rng(7).choice(len(ids), min(len(ids), training_size(lists)), replace=False)
         trained = train_ivf_pq(vectors[np.sort(draw)], lists)
@@ -487,7 +487,7 @@ class Store:
     def _with_tail(self, index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
         """Segments searched with the vectors they lack (committed after their last segment),
         as one more part, in memory: the last (`_save_tail` writes it)."""
-        from genome_index.store.segments import empty_like, stack_of, stacked
+        from genome_index.store.segments import empty_like, stacked
 
         stack = stack_of(index)
         tail = empty_like(stack.trained)
@@ -496,8 +496,6 @@ class Store:
 
     def _save_tail(self, index: faiss.Index) -> None:
         """Write the vectors segments lacked as their next segment, if they are still current."""
-        from genome_index.store.segments import stack_of
-
         segments, stack = self.segments(), stack_of(index)
         if stack is not None and stack.parts and segments.generation() == stack.generation:
             segments.write(stack.generation, stack.parts[-1])
@@ -507,7 +505,7 @@ class Store:
         segment), unless a writer holds the store."""
         try:
             with self.lock():
-                if is_segments(index):
+                if stack_of(index) is not None:
                     self._save_tail(index)
                 else:
                     self.write_faiss(kind, index)
@@ -626,13 +624,6 @@ class Store:
                     name = SEGMENTS_DIR if kind == "chunks" and generation is not None else FAISS_FILES[kind]
                     problems.append(problem if problem.startswith(name) else f"{name} {problem}")
         return problems
-
-
-def is_segments(index: Any) -> bool:
-    """Whether `index` is segments searched as one (an IVF-PQ without an id map)."""
-    import faiss
-
-    return isinstance(index, faiss.IndexIVFPQ)
 
 
 def _defer_to_writer(wanted: Path) -> None:
