@@ -1,6 +1,6 @@
 """A trained `ivf-pq` store past one machine's memory: build and query memory, speed and recall.
 
-    python benchmarks/bench_segments.py [--genomes 1000] [--windows 1000] [--dim 1024] [--work DIR]
+    python benchmarks/bench_segments.py [--genomes 1000] [--windows 1000] [--dim 1024] [--work DIR] [--ray-shards 2]
 
 Writes a store of synthetic genomes at vector level through the build's real writer
 (`build.writer.Writer`, as a Ray driver commits what its workers send): float16 vectors of a
@@ -19,7 +19,8 @@ its peak resident memory is its own:
 4. query: the store opened as a query opens it (segments memory-mapped), 100 queries of 10
    windows searched at the default probes, by the codes alone (as queries of a trained store
    are), then again with the exact re-score of the candidates (vectors read from DuckDB, as an
-   in-memory IVF-PQ is searched): p50 and p99 per query, recall@10 against phase 3, peak RSS.
+   in-memory IVF-PQ is searched), then on `--ray-shards` Ray actors of a local Ray (0: not):
+   p50 and p99 per query, recall@10 against phase 3, peak RSS.
 """
 
 from __future__ import annotations
@@ -169,21 +170,29 @@ def exact(folder: Path, genomes: int, windows: int, dim: int) -> dict:
     return {"ids": best_ids.tolist(), "peak_rss_mb": peak_rss_mb()}
 
 
-def query(folder: Path, genomes: int, windows: int, dim: int, truth: list, exact_rescore: bool) -> dict:
+def query(folder: Path, genomes: int, windows: int, dim: int, truth: list, how: str, shards: int = 2) -> dict:
     """Open the chunk index as a query does and search QUERIES/10 queries of 10 windows: by the
-    codes alone (what a query of a trained store does), or with `exact_rescore` as an in-memory
-    IVF-PQ is searched (RERANK x k candidates re-scored with their vectors read from DuckDB)."""
+    codes alone (`how` "codes", what a query of a trained store does), with "rescore" as an
+    in-memory IVF-PQ is searched (RERANK x k candidates re-scored with their vectors read from
+    DuckDB), or with "ray" on `shards` Ray actors of a local Ray started here (the segments
+    spread over them, as `serve --ray` searches; their peak RSS reported apart)."""
     wanted, _ = queries(genomes, windows, dim)
     store = Store(folder)
     started = time.perf_counter()
     with store.reading() as reader:
         index, _ = store.load_faiss(reader, "chunks", store.settings())
+        nprobe, nlist = int(index.nprobe), int(index.nlist)
+        if how == "ray":
+            from genome_index.search.shards import ShardPool
+
+            index = ShardPool(folder, "auto", shards).place(index)
+            actors = [shard["pid"] for shard in index.shard_info()]  # waits for the actors to map their segments
         opened = time.perf_counter() - started
         seconds, found, private = [], [], [resident_mb("RssAnon")]
         for lo in range(0, len(wanted), QUERY_WINDOWS):
             started = time.perf_counter()
             batch = wanted[lo : lo + QUERY_WINDOWS]
-            if exact_rescore:
+            if how == "rescore":
                 _, candidates = index.search(batch, K * RERANK)
                 _, ids = rescore(batch, candidates, lambda ids: normalise(reader.chunk_vectors(ids, dim)), K)
             else:
@@ -193,10 +202,21 @@ def query(folder: Path, genomes: int, windows: int, dim: int, truth: list, exact
             private.append(resident_mb("RssAnon"))
     found = np.concatenate(found)
     recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(found.tolist(), truth, strict=True)]))
-    return {"open_s": opened, "p50_ms": 1000 * float(np.percentile(seconds, 50)),
-            "p99_ms": 1000 * float(np.percentile(seconds, 99)), "recall": recall, "nprobe": int(index.nprobe),
-            "nlist": int(index.nlist), "ntotal": int(index.ntotal), "peak_rss_mb": peak_rss_mb(),
-            "peak_private_mb": max(private), "mapped_mb": resident_mb("RssFile")}  # fmt: skip
+    result = {"open_s": opened, "p50_ms": 1000 * float(np.percentile(seconds, 50)),
+              "p99_ms": 1000 * float(np.percentile(seconds, 99)), "recall": recall, "nprobe": nprobe,
+              "nlist": nlist, "ntotal": int(index.ntotal), "peak_rss_mb": peak_rss_mb(),
+              "peak_private_mb": max(private), "mapped_mb": resident_mb("RssFile")}  # fmt: skip
+    if how == "ray":
+        result["actor_peak_rss_mb"] = [peak_of(pid) for pid in actors]
+    return result
+
+
+def peak_of(pid: int) -> float:
+    """Peak resident memory of another process of this machine (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def phase(args: argparse.Namespace, name: str, *extra: str) -> dict:
@@ -213,7 +233,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=1000)
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-segments"))
-    parser.add_argument("--phase", choices=["build", "flat", "exact", "query", "query-rescore"])
+    parser.add_argument("--phase", choices=["build", "flat", "exact", "query", "query-rescore", "query-ray"])
+    parser.add_argument("--ray-shards", type=int, default=2, help="Ray actors of the query-ray phase")
     parser.add_argument("--truth", type=Path)
     parser.add_argument(
         "--flat",
@@ -232,9 +253,10 @@ def main() -> None:
         print(json.dumps(result))
     elif args.phase == "exact":
         print(json.dumps(exact(ivf, *shape)))
-    elif args.phase in ("query", "query-rescore"):
+    elif args.phase in ("query", "query-rescore", "query-ray"):
         truth = json.loads(args.truth.read_text())["ids"]
-        print(json.dumps(query(ivf, *shape, truth, args.phase == "query-rescore")))
+        how = {"query": "codes", "query-rescore": "rescore", "query-ray": "ray"}[args.phase]
+        print(json.dumps(query(ivf, *shape, truth, how, args.ray_shards)))
     else:
         report(args)
 
@@ -260,13 +282,18 @@ def report(args: argparse.Namespace) -> None:
     truth_file = args.work / "truth.json"
     truth_file.write_text(json.dumps(truth))
     print(f"3. exact top-{K} of {QUERIES} query windows (streamed): peak RSS {truth['peak_rss_mb']:,.0f} MB")
-    for name, how in (("query", "by the codes alone, the default"), ("query-rescore", "exact re-score from DuckDB")):
-        found = phase(args, name, "--truth", str(truth_file))
+    ways = [("query", "by the codes alone, the default"), ("query-rescore", "exact re-score from DuckDB")]
+    if args.ray_shards:
+        ways.append(("query-ray", f"on {args.ray_shards} Ray actors of a local Ray"))
+    for name, how in ways:
+        found = phase(args, name, "--truth", str(truth_file), "--ray-shards", str(args.ray_shards))
         print(f"4. query, {how} (segments memory-mapped, nprobe {found['nprobe']} of {found['nlist']}): "
               f"open {found['open_s']:.2f} s, p50 {found['p50_ms']:.1f} ms, p99 {found['p99_ms']:.1f} ms per "
               f"{QUERY_WINDOWS}-window query; recall@{K} {found['recall']:.3f}; "
               f"peak RSS {found['peak_rss_mb']:,.0f} MB, of it private {found['peak_private_mb']:,.0f} MB "
               f"(the rest pages of mapped files: {found['mapped_mb']:,.0f} MB at the end)")  # fmt: skip
+        if "actor_peak_rss_mb" in found:
+            print(f"   the actors' peak RSS: {', '.join(f'{mb:,.0f} MB' for mb in found['actor_peak_rss_mb'])}")
     sizes = built["disk"]
     print(f"disk: metadata.duckdb {sizes['duckdb'] / 1e9:.2f} GB, trained {sizes['trained'] / 1e6:.1f} MB, "
           f"{sizes['segment_files']} segments {sizes['segments'] / 1e9:.3f} GB, genomes.faiss "

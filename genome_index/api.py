@@ -106,18 +106,22 @@ class GenomeIndex:
         micro_batch: bool = False,
         trust_remote_code: bool | None = None,
         model_package: str | None = None,
+        ray: str | None = None,
+        ray_shards: int | None = None,
     ) -> Searcher:
         """A `Searcher`: this store's model, FAISS indexes and genome details loaded once, for
         many queries (use it in a `with` block). `model`, if given, must be the store's;
         `embedder` reuses a loaded one (it must be the store's). With `micro_batch`, queries
         from several threads are embedded together (what `serve` uses). A store whose model
         runs its own code, or comes from a package, loads only with `trust_remote_code` or
-        `model_package` given here (or their environment variables, see `config`)."""
+        `model_package` given here (or their environment variables, see `config`). With `ray`
+        (auto, or a cluster's address), an `ivf-pq` store's segments are searched on Ray
+        actors (`ray_shards` of them; default one per GPU, else one per machine)."""
         from genome_index.search.searcher import Searcher
 
         return Searcher.open(
             self.store, self.config.run_options(run), model=model, embedder=embedder, micro_batch=micro_batch,
-            trust_remote_code=trust_remote_code, model_package=model_package,
+            trust_remote_code=trust_remote_code, model_package=model_package, ray=ray, ray_shards=ray_shards,
         )  # fmt: skip
 
     def query(

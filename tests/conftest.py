@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -66,3 +67,22 @@ def labelled_genomes(example_genomes) -> tuple[list[Path], Path]:
     examples/labels.csv giving each one's species."""
     synthetic = sorted((EXAMPLES / "labelled").glob("*.fa.gz"))
     return [*example_genomes, *synthetic], EXAMPLES / "labels.csv"
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> str:
+    """A local Ray of two CPUs for one module (builds and searches on Ray; stopped after it, so
+    that no later test counts its processes as this one's children): one CPU actor
+    embeds, the other CPU reads. Its workers may use every core for torch (Ray gives a one-CPU
+    actor one thread unless OMP_NUM_THREADS is set): these tests are about results, and the
+    actor is the only heavy worker."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    if threads is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = threads

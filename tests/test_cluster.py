@@ -3,7 +3,6 @@ local run, through a killed worker and a killed driver; a bad input is refused f
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -28,23 +27,6 @@ pytestmark = pytest.mark.slow  # a local Ray and builds on it: seconds each
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def ray_address() -> str:
-    """A local Ray of two CPUs for this module: one CPU actor embeds, the other CPU reads. Its
-    workers may use every core for torch (Ray gives a one-CPU actor one thread unless
-    OMP_NUM_THREADS is set): these tests are about results, and the actor is the only heavy
-    worker."""
-    threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-    if threads is None:
-        del os.environ["OMP_NUM_THREADS"]
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
 
 
 def contents(directory: Path) -> dict[str, list]:

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from genome_index.build.intake import CheckedInputs
-from genome_index.build.ray_session import RayWatch, connect
 from genome_index.errors import GenomeIndexError, first_line
 from genome_index.io.fasta import Genome
 from genome_index.progress import SILENT, Progress, Step
+from genome_index.ray_session import RayWatch, connect
 from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
 from genome_index.store.rows import NewGenome
 

@@ -287,6 +287,22 @@ def serve(
     device: Device = RunOptions.device,
     dtype: Dtype = RunOptions.dtype,
     batch_tokens: BatchTokens = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|ADDRESS",
+            help="Search an ivf-pq store's segments on Ray actors: auto (the cluster at $RAY_ADDRESS or one "
+            "`ray start`ed here, else a new local Ray) or a cluster's address; every machine must see the store "
+            "at this path. Needs the [ray] extra.",
+        ),
+    ] = None,
+    ray_shards: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-shards", metavar="N", help="Search actors on Ray.", show_default="one per GPU, else one per machine"
+        ),
+    ] = None,
 ) -> None:
     """Serve the store over HTTP, with a web page.
 
@@ -301,12 +317,15 @@ def serve(
       curl -s --data-binary @contig.fa 'localhost:8000/query?k=5'
       curl -s --data-binary @reads.fq 'localhost:8000/gather'
       genome-index serve --host 0.0.0.0 --token-file token.txt --compare compare-out
+      genome-index serve -i big-index --ray auto
     """
     from genome_index.api import GenomeIndex
     from genome_index.server.app import serve as run_server
     from genome_index.server.auth import check_host, read_token
     from genome_index.server.limits import Limits
 
+    if ray_shards is not None and ray is None:
+        raise GenomeIndexError("--ray-shards applies with --ray")
     token = read_token(token_file)
     check_host(host, token, insecure)  # before the store opens
     limits = Limits(
@@ -315,5 +334,6 @@ def serve(
     )  # fmt: skip
     run_server(
         GenomeIndex.open(index_dir(index)), host, port, limits, token, insecure, compare_dir,
-        RunOptions(device, dtype, batch_tokens), trust_remote_code=trust_remote_code, model_package=model_package,
+        RunOptions(device, dtype, batch_tokens), ray=ray, ray_shards=ray_shards, trust_remote_code=trust_remote_code,
+        model_package=model_package,
     )  # fmt: skip

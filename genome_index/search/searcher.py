@@ -45,6 +45,7 @@ from genome_index.search.rerank import (
     stored_target,
 )
 from genome_index.search.resident import Resident, ResidentReader, file_stamp
+from genome_index.search.shards import ShardPool
 from genome_index.search.views import embed_unique, queries_of, resolve_mode, views, wants_alignment
 from genome_index.settings import GatherOptions, ModelOptions, QueryOptions, RunOptions, StoreSettings
 from genome_index.store import Store
@@ -152,9 +153,14 @@ class Searcher:
     """
 
     def __init__(
-        self, store: Store, embedder: Embedder | None, settings: StoreSettings, micro_batch: bool = False
+        self,
+        store: Store,
+        embedder: Embedder | None,
+        settings: StoreSettings,
+        micro_batch: bool = False,
+        shards: ShardPool | None = None,
     ) -> None:
-        self.store, self.embedder, self.settings = store, embedder, settings
+        self.store, self.embedder, self.settings, self.shards = store, embedder, settings, shards
         self.aligners = Aligners()
         self._lock = threading.Lock()  # guards the loaded indexes and details
         self._embed_lock = threading.Lock()  # the model runs one call at a time
@@ -176,19 +182,29 @@ class Searcher:
         trust_remote_code: bool | None = None,
         model_package: str | None = None,
         with_model: bool = True,
+        ray: str | None = None,
+        ray_shards: int | None = None,
     ) -> Searcher:
         """A searcher of `store` (see `GenomeIndex.searcher`): its own model, or `embedder`, which
         must be the store's; its code and package only as the user grants them. Without
-        `with_model` it loads no model: it gathers samples (sketches and minimap2) but cannot query."""
+        `with_model` it loads no model: it gathers samples (sketches and minimap2) but cannot query.
+        With `ray` (auto, or a cluster's address) the chunk index's segments are searched on Ray
+        actors, `ray_shards` of them (default: one per GPU, else one per machine; `search/shards.py`)."""
         store.require()
         settings = store.settings()
         if not with_model:
             return cls(store, None, settings)
+        if ray is not None and settings.index_type != "ivf-pq":
+            raise GenomeIndexError(
+                f"--ray searches the segments of an ivf-pq store on Ray; this store's chunk index is "
+                f"{settings.index_type}: search it without --ray, or `genome-index reindex --index-type ivf-pq` first"
+            )
         grants = ModelOptions(trust_remote_code=trust_remote_code, model_package=model_package)
         embedder = embedder or store_embedder(store, settings, model, run or RunOptions(), grants)
         if not settings.same_vectors(embedder.settings(settings.store_options())):
             raise GenomeIndexError("the embedder given is not this store's model, layer and chunking")
-        return cls(store, embedder, settings, micro_batch)
+        shards = ShardPool(store.directory, ray, ray_shards) if ray is not None else None
+        return cls(store, embedder, settings, micro_batch, shards)
 
     def __enter__(self) -> Searcher:
         return self
@@ -199,6 +215,8 @@ class Searcher:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+        if self.shards is not None:
+            self.shards.close()
 
     def _embed_locked(self, chunks: list[Chunk], step: Step) -> np.ndarray:
         with self._embed_lock:
@@ -227,9 +245,16 @@ class Searcher:
                         self.store.save_repair(kind, index)
                     if index.ntotal == 0:
                         raise GenomeIndexError(f"{self.store.directory}: the store holds no genomes yet")
-                    resident.add_index(kind, to_gpu(index), reader)  # on the GPU with a faiss GPU build
+                    resident.add_index(kind, self._placed(kind, index), reader)
             self._resident, self._stamp = resident, stamp
             return resident
+
+    def _placed(self, kind: str, index: Any) -> Any:
+        """Where an index is searched: the chunk index on the Ray shards, if any; else on the GPU
+        with a faiss GPU build; else here."""
+        if kind == "chunks" and self.shards is not None:
+            return self.shards.place(index)
+        return to_gpu(index)
 
     def warm(self, progress: Progress = SILENT) -> int:
         """Read what queries read and build the minimap2 indexes (assembly preset: queries of

@@ -105,11 +105,14 @@ def serve(
     insecure: bool = False,
     compare_dir: Path | None = None,
     run: RunOptions | None = None,
+    ray: str | None = None,
+    ray_shards: int | None = None,
     **grants: Any,
 ) -> None:
     """Serve `index` until Ctrl-C (uvicorn). Everything a user can get wrong (an open host
     without a token, a missing --compare folder, a port in use) is refused before the model
-    loads; `grants` (trust_remote_code, model_package) are the user's, as for `searcher`."""
+    loads; `grants` (trust_remote_code, model_package) are the user's, as for `searcher`, and
+    so are `ray` and `ray_shards` (the segments searched on Ray actors)."""
     import uvicorn
 
     check_host(host, token, insecure)
@@ -117,7 +120,7 @@ def serve(
         raise GenomeIndexError(f"--compare {compare_dir}: no such folder (an output folder of `genome-index compare`)")
     sock = bind(host, port)
     index.store.reader_wait = BUSY_WAIT  # a request answers 503 rather than wait out a long commit
-    with index.searcher(run, micro_batch=True, **grants) as searcher:
+    with index.searcher(run, micro_batch=True, ray=ray, ray_shards=ray_shards, **grants) as searcher:
         log.info("serving %s on http://%s:%s (Ctrl-C stops)", index.directory, host, port)
         app = create_app(index, searcher, limits, token, compare_dir)
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -492,7 +492,7 @@ class Store:
         stack = stack_of(index)
         tail = empty_like(stack.trained)
         tail.add_with_ids(vectors, ids)
-        return stacked(stack.trained, [*stack.parts, tail], stack.generation)
+        return stacked(stack.trained, [*stack.parts, tail], stack.generation, stack.listed)
 
     def _save_tail(self, index: faiss.Index) -> None:
         """Write the vectors segments lacked as their next segment, if they are still current."""

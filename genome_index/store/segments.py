@@ -174,11 +174,17 @@ class Segments:
             return 0
         return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file() and not p.is_symlink())
 
-    def open(self, generation: int) -> tuple[faiss.IndexIVFPQ, list[Listed]]:
-        """The generation's segments as one searchable index, their lists memory-mapped and
-        not read (a query reads the lists it probes), and what the MANIFEST says of each."""
+    def open(self, generation: int, names: Iterable[str] | None = None) -> tuple[faiss.IndexIVFPQ, list[Listed]]:
+        """The generation's segments (those of `names` alone, where given: a shard of a search
+        on Ray) as one searchable index, their lists memory-mapped and not read (a query reads
+        the lists it probes), and what the MANIFEST says of each."""
         trained = self.trained(generation)
         listed = self.listed(generation)
+        if names is not None:
+            wanted = set(names)
+            listed = [item for item in listed if item.path.name in wanted]
+            if len(listed) != len(wanted):
+                raise GenomeIndexError(f"{self.folder / str(generation)}: {MANIFEST} lacks segments asked for")
         for item in listed:  # a mapped file shorter than FAISS expects would crash the process
             found = item.path.stat().st_size if item.path.is_file() else None
             if found != item.size:
@@ -188,7 +194,7 @@ class Segments:
         for item, part in zip(listed, parts, strict=True):
             if part.nlist != trained.nlist or part.code_size != trained.code_size or part.ntotal != item.count:
                 raise GenomeIndexError(f"{item.path}: not the segment its {MANIFEST} line describes")
-        return stacked(trained, parts, generation), listed
+        return stacked(trained, parts, generation, listed), listed
 
     def _read(self, path: Path, flags: int) -> faiss.IndexIVFPQ:
         try:
@@ -226,11 +232,18 @@ class Stack:
     parts: list[faiss.IndexIVFPQ]
     lists: Any
     generation: int | None
+    listed: tuple[Listed, ...] = ()  # the MANIFEST lines of the first parts; any after them are in memory only
 
 
-def stacked(trained: faiss.IndexIVFPQ, parts: Iterable[faiss.IndexIVFPQ], generation: int | None = None) -> Any:
+def stacked(
+    trained: faiss.IndexIVFPQ,
+    parts: Iterable[faiss.IndexIVFPQ],
+    generation: int | None = None,
+    listed: Iterable[Listed] = (),
+) -> Any:
     """A copy of `trained` whose lists are those of every part, one after the other: a search
-    of it is a search of all the parts with the results merged (`stack_of` tells its parts)."""
+    of it is a search of all the parts with the results merged (`stack_of` tells its parts;
+    `listed`: the segment files the first of them were read from)."""
     parts = list(parts)
     index = empty_like(trained)
     joined = None
@@ -241,7 +254,7 @@ def stacked(trained: faiss.IndexIVFPQ, parts: Iterable[faiss.IndexIVFPQ], genera
         joined = faiss.HStackInvertedLists(lists.size(), lists.data())
         index.replace_invlists(joined, False)
         index.ntotal = sum(part.ntotal for part in parts)
-    index.referenced_objects = [Stack(trained, parts, joined, generation)]
+    index.referenced_objects = [Stack(trained, parts, joined, generation, tuple(listed))]
     return tune(index)
 
 
