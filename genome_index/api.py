@@ -279,6 +279,10 @@ class GenomeIndex:
 
         return backfill_sequences(self.store, paths, progress)
 
+    def migrate(self) -> dict[str, int]:
+        """Move the chunk vectors of a store made before vector files out of DuckDB (`Store.migrate`)."""
+        return self.store.migrate()
+
     def reindex(self, index_type: str | None = None, progress: Progress = SILENT) -> dict[str, int]:
         """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type."""
         return self.store.reindex(index_type, progress)

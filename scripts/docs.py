@@ -71,12 +71,14 @@ def sql_schema() -> str:
     schema (vectors written `FLOAT[dim]`; `BLOB` in a float16 store)."""
     import duckdb
 
-    from genome_index.store.schema import SCHEMA, SEQUENCES, VECTOR_SUMS
+    from genome_index.store.schema import CHUNK_VECTORS_TABLE, SCHEMA, SEQUENCES, VECTOR_FILES, VECTOR_SUMS
 
     dim = 7  # a width no column has, written back as `dim`
     con = duckdb.connect()
     vector_type = f"FLOAT[{dim}]"
-    con.execute(SCHEMA.format(dim=dim, vector_type=vector_type, sequences=SEQUENCES, vector_sums=VECTOR_SUMS))
+    both = f"{CHUNK_VECTORS_TABLE}{VECTOR_FILES}"  # the view's columns are the old table's
+    con.execute(SCHEMA.format(dim=dim, vector_type=vector_type, sequences=SEQUENCES, vector_sums=VECTOR_SUMS,
+                              chunk_vectors=both.format(vector_type=vector_type)))  # fmt: skip
     columns = con.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
         "ORDER BY table_name, ordinal_position"
@@ -87,7 +89,8 @@ def sql_schema() -> str:
         listed = ", ".join(
             f"`{column}` {kind.replace(f'[{dim}]', '[dim]')}" for name, column, kind in columns if name == table
         )
-        rows.append(f"| `{table}` | {listed} |")
+        named = f"`{table}` (a view of the files in `vectors/`)" if table == "chunk_vectors" else f"`{table}`"
+        rows.append(f"| {named} | {listed} |")
     return "\n".join(rows) + "\n"
 
 

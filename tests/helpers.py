@@ -22,6 +22,28 @@ def copy_store(built: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def vectors_in_table(store: Path) -> Path:
+    """The store as a version before vector files would have left it: its chunk vectors in the
+    `chunk_vectors` table of metadata.duckdb, no `vector_files`, no `vectors/` folder."""
+    import duckdb
+
+    from genome_index.store.vector_view import register
+
+    con = duckdb.connect(str(store / "metadata.duckdb"))
+    register(con, store)
+    settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
+    kind = "BLOB" if settings["vector_dtype"] == "float16" else f"FLOAT[{settings['dim']}]"
+    con.execute("CREATE TABLE moved AS SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id")
+    con.unregister("chunk_vectors")
+    con.execute(f"CREATE TABLE chunk_vectors (chunk_id BIGINT PRIMARY KEY, vector {kind} NOT NULL)")
+    con.execute("INSERT INTO chunk_vectors SELECT * FROM moved")
+    con.execute("DROP TABLE moved")
+    con.execute("DROP TABLE vector_files")
+    con.close()
+    shutil.rmtree(store / "vectors")
+    return store
+
+
 def make_old(store: Path) -> Path:
     """The store as a version before sequences were kept would have left it."""
     import duckdb

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -16,7 +15,6 @@ from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import INDEX_TYPES, ModelOptions, QueryOptions, RunOptions, StoreOptions
 from genome_index.store.indexes import PQ_MIN_TRAINING, build_faiss, faiss_gpus, make_faiss, search, to_gpu
-from genome_index.store.reads import StoreReader
 from genome_index.store.vectors import normalise
 
 runner = CliRunner()
@@ -152,14 +150,12 @@ def test_float16_vectors_half_the_bytes_same_answers(tmp_path: Path, example_gen
     half, full = GenomeIndex(tmp_path / "half"), GenomeIndex(tmp_path / "full")
     half.build(example_genomes, model="kmer:4", store=StoreOptions(vector_dtype="float16"))
     full.build(example_genomes, model="kmer:4")
-    con = duckdb.connect(str(tmp_path / "half" / "metadata.duckdb"), read_only=True)
-    kind, size = con.execute("SELECT typeof(vector), octet_length(vector) FROM chunk_vectors LIMIT 1").fetchall()[0]
-    _, vectors16 = StoreReader(con).vectors("chunks", 136)
-    con.close()
+    kind, size = half.sql("SELECT typeof(vector), octet_length(vector) FROM chunk_vectors LIMIT 1")[1][0]
     assert (kind, size) == ("BLOB", 136 * 2)
-    con = duckdb.connect(str(tmp_path / "full" / "metadata.duckdb"), read_only=True)
-    _, vectors32 = StoreReader(con).vectors("chunks", 136)
-    con.close()
+    with half.store.reading() as reader:
+        _, vectors16 = reader.vectors("chunks", 136)
+    with full.store.reading() as reader:
+        _, vectors32 = reader.vectors("chunks", 136)
     assert np.allclose(vectors16, vectors32, rtol=1e-3, atol=1e-5)
     assert half.check() == []
     for path in example_genomes:
@@ -191,13 +187,11 @@ def test_shards_merge_into_the_store_a_single_build_makes(tmp_path: Path, exampl
     GenomeIndex(tmp_path / "single").build([folder], model="kmer:6")
 
     def content(name: str):
-        con = duckdb.connect(str(tmp_path / name / "metadata.duckdb"), read_only=True)
-        rows = con.execute(
+        rows = GenomeIndex(tmp_path / name).sql(
             'SELECT g.sha256, r.name, c.start, c."end", c.n_tokens, v.vector FROM chunks c '
             "JOIN genomes g ON g.id = c.genome_id JOIN records r ON r.id = c.record_id "
             "JOIN chunk_vectors v ON v.chunk_id = c.id ORDER BY 1, 2, 3"
-        ).fetchall()
-        con.close()
+        )[1]
         return rows
 
     merged, single = content("merged"), content("single")

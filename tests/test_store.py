@@ -19,10 +19,9 @@ from genome_index.settings import ModelOptions, QueryOptions, StoreOptions
 from genome_index.store import FAISS_FILES, Store
 from genome_index.store.indexes import build_faiss
 from genome_index.store.lock import write_lock
-from genome_index.store.reads import StoreReader
 from genome_index.store.rows import NewGenome
 from genome_index.store.vectors import genome_vector, normalise
-from tests.helpers import copy_store, write_fasta
+from tests.helpers import copy_store, vectors_in_table, write_fasta
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +36,10 @@ def store_copy(built: Path, tmp_path: Path) -> Path:
 
 
 def counts(directory: Path) -> dict[str, int]:
-    con = duckdb.connect(str(directory / "metadata.duckdb"), read_only=True)
-    try:
-        return {
-            t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
-            for t in ("genomes", "records", "chunks", "chunk_vectors", "genome_vectors")
-        }
-    finally:
-        con.close()
+    """Rows of each table, read as users read them (`sql`: the vector files as `chunk_vectors`)."""
+    index = GenomeIndex(directory)
+    tables = ("genomes", "records", "chunks", "chunk_vectors", "genome_vectors")
+    return {t: index.sql(f"SELECT count(*) FROM {t}")[1][0][0] for t in tables}
 
 
 def test_build_stores_every_genome_completely(built: Path, example_genomes) -> None:
@@ -125,17 +120,15 @@ def test_different_settings_are_refused_naming_the_difference(
 
 
 def test_faiss_ids_equal_duckdb_ids_and_vectors_are_normalised(built: Path) -> None:
-    con = duckdb.connect(str(built / "metadata.duckdb"), read_only=True)
-    for kind, table in (("chunks", "chunks"), ("genomes", "genomes")):
-        index = faiss.read_index(str(built / FAISS_FILES[kind]))
-        ids = np.sort(faiss.vector_to_array(index.id_map))
-        expected = con.execute(f"SELECT id FROM {table} ORDER BY id").fetchnumpy()["id"]
-        assert np.array_equal(ids, expected)
-        stored_ids, vectors = StoreReader(con).vectors(kind, 128)
-        rebuilt = build_faiss(stored_ids, vectors, 128)
-        assert np.allclose(rebuilt.reconstruct_batch(stored_ids), index.reconstruct_batch(stored_ids))
-        assert np.allclose(np.linalg.norm(index.reconstruct_batch(stored_ids), axis=1), 1, atol=1e-5)
-    con.close()
+    with Store(built).reading() as reader:
+        for kind in ("chunks", "genomes"):
+            index = faiss.read_index(str(built / FAISS_FILES[kind]))
+            ids = np.sort(faiss.vector_to_array(index.id_map))
+            assert np.array_equal(ids, reader.ids(kind))
+            stored_ids, vectors = reader.vectors(kind, 128)
+            rebuilt = build_faiss(stored_ids, vectors, 128)
+            assert np.allclose(rebuilt.reconstruct_batch(stored_ids), index.reconstruct_batch(stored_ids))
+            assert np.allclose(np.linalg.norm(index.reconstruct_batch(stored_ids), axis=1), 1, atol=1e-5)
 
 
 def test_genome_vector_is_normalised_mean_of_normalised_chunks() -> None:
@@ -217,8 +210,10 @@ DAMAGE = {  # what is done to a consistent store, and exactly what `check` must 
          "1 running vector sums that count other than the store's chunks or genomes",
          r"chunks.faiss holds (\d+) ids, metadata.duckdb \d+"],
     ),
-    "a missing chunk vector": ("DELETE FROM chunk_vectors WHERE chunk_id = 3", ["1 chunks without a vector"]),
-    "a vector of the wrong width": (
+    "a missing chunk vector (vectors in the table)": (
+        "DELETE FROM chunk_vectors WHERE chunk_id = 3", ["1 chunks without a vector"]
+    ),
+    "a vector of the wrong width (vectors in the table)": (
         "UPDATE chunk_vectors SET vector = '\\x00\\x3c'::BLOB WHERE chunk_id = 3",
         ["1 chunk vectors of another width than the store's"],
     ),
@@ -262,6 +257,8 @@ DAMAGE = {  # what is done to a consistent store, and exactly what `check` must 
 
 
 def damaged(store: Path, statement: str) -> Path:
+    if "chunk_vectors" in statement:  # a store made before vector files: its vectors in a table
+        vectors_in_table(store)
     con = duckdb.connect(str(store / "metadata.duckdb"))
     con.execute(statement)
     con.close()
@@ -283,6 +280,99 @@ def test_check_reports_exactly_what_is_wrong(kmer_store: Path, tmp_path: Path, d
     assert lines[-1].startswith(f"genome-index: error: {store}: {len(problems)} problem(s)")
     in_duckdb = [problem for problem in problems if ".faiss" not in problem and "sha256" not in problem]
     assert GenomeIndex.open(store).check(quick=True) == in_duckdb  # --quick: the same queries, no FAISS, no hashing
+
+
+def first_vector_file(store: Path) -> tuple[Path, int]:
+    """The store's first vector file and the chunk vectors it holds."""
+    name, rows = GenomeIndex(store).sql("SELECT name, rows FROM vector_files ORDER BY first_chunk LIMIT 1")[1][0]
+    return store / "vectors" / name, rows
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "flipped"])
+def test_check_names_a_damaged_vector_file(kmer_store: Path, tmp_path: Path, damage: str) -> None:
+    """A file gone or cut short leaves its chunks without vectors (SQL reads the others); a
+    changed byte is found by the file's SHA-256. `--quick` compares sizes, not bytes."""
+    store = copy_store(kmer_store, tmp_path)
+    path, rows = first_vector_file(store)
+    data = path.read_bytes()
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 1]) + data[len(data) // 2 + 1 :])
+    said = {
+        "missing": [f"vectors/{path.name} is missing ({rows} chunk vectors)", f"{rows} chunks without a vector"],
+        "truncated": [f"vectors/{path.name} is {len(data) // 2} bytes, vector_files says {len(data)}",
+                      f"{rows} chunks without a vector"],
+        "flipped": [f"vectors/{path.name} differs from its SHA-256 in vector_files"],
+    }[damage]  # fmt: skip
+    assert GenomeIndex.open(store).check() == said
+    assert GenomeIndex.open(store).check(quick=True) == ([] if damage == "flipped" else said)
+
+
+def test_a_vector_file_no_commit_lists_is_ignored_and_removed_by_the_next_writer(kmer_store: Path, tmp_path) -> None:
+    """A build killed between writing a group's file and committing its rows leaves a file no
+    row names: readers never see it, and the next command that writes removes it."""
+    store = copy_store(kmer_store, tmp_path)
+    path, _ = first_vector_file(store)
+    orphan = path.with_name("000099999999-0badf00d.parquet")
+    orphan.write_bytes(path.read_bytes())
+    (store / "vectors" / "x.parquet.tmp").write_bytes(b"half a file")
+    index = GenomeIndex.open(store)
+    before = index.sql("SELECT count(*) FROM chunk_vectors")[1][0][0]
+    assert before == index.sql("SELECT count(*) FROM chunks")[1][0][0] and index.check() == []
+    index.remove(["BPH2003"])
+    assert sorted(p.name for p in (store / "vectors").iterdir()) == [
+        name for (name,) in index.sql("SELECT name FROM vector_files ORDER BY name")[1]
+    ]
+    assert index.check() == []
+
+
+def run(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_a_store_with_its_vectors_in_a_table_keeps_working_until_migrate_moves_them_out(
+    kmer_store: Path, tmp_path: Path, example_genomes
+) -> None:
+    """A store made before vector files: it opens, answers, grows and shrinks as it is (its
+    vectors stay in its table); `migrate` moves them into files, the same rows in SQL, and the
+    database file shrinks; a second `migrate` has nothing to do."""
+    store = vectors_in_table(copy_store(kmer_store, tmp_path))
+    index = GenomeIndex.open(store)
+    nearest = QueryOptions(k=1, align=False)
+    assert index.check() == [] and index.query(example_genomes[0], nearest)[0].name == "ATCC12600"
+    assert run("build", example_genomes[2], "--index", store).exit_code == 0
+    assert run("remove", "BPH2003", "--index", store).exit_code == 0
+    assert not (store / "vectors").exists() and index.check() == []
+    vectors = index.sql("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id")[1]
+    before = (store / "metadata.duckdb").stat().st_size
+    result = run("migrate", "--index", store)
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(rf"moved {len(vectors)} chunk vectors into 1 file\(s\) under vectors/; metadata.duckdb "
+                        r"[\d.]+ MB -> [\d.]+ MB\n", result.stderr), result.stderr  # fmt: skip
+    assert (store / "metadata.duckdb").stat().st_size < before
+    assert index.sql("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id")[1] == vectors
+    assert index.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'chunk_vectors' "
+                     "AND table_type = 'BASE TABLE'")[1] == [(0,)]  # fmt: skip
+    assert index.check() == [] and index.query(example_genomes[0], nearest)[0].name == "ATCC12600"
+    assert "nothing to move" in run("migrate", "--index", store).stderr
+
+
+def test_removing_a_genome_writes_its_files_again_without_it(kmer_store: Path, tmp_path: Path) -> None:
+    store = copy_store(kmer_store, tmp_path)
+    index = GenomeIndex.open(store)
+    kept = index.sql("SELECT c.id, v.vector FROM chunks c JOIN chunk_vectors v ON v.chunk_id = c.id "
+                     "JOIN genomes g ON g.id = c.genome_id WHERE g.name <> 'BPH2003' ORDER BY c.id")[1]  # fmt: skip
+    holding = {name for (name,) in index.sql(
+        "SELECT f.name FROM vector_files f, genomes g JOIN chunks c ON c.genome_id = g.id WHERE g.name = 'BPH2003' "
+        "AND c.id BETWEEN f.first_chunk AND f.last_chunk")[1]}  # fmt: skip
+    assert holding
+    index.remove(["BPH2003"])
+    assert index.sql("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id")[1] == kept
+    assert not holding & {path.name for path in (store / "vectors").iterdir()}  # written again, never changed
+    assert index.check() == []
 
 
 @pytest.mark.parametrize(
@@ -402,8 +492,8 @@ def test_genomes_committed_as_a_group_get_the_rows_and_ids_of_one_at_a_time(empt
 
 
 def table_rows(store: Store, tables: tuple[str, ...]) -> dict[str, list[tuple]]:
-    with duckdb.connect(str(store.db_path), read_only=True) as con:
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in tables}
+    index = GenomeIndex(store.directory)
+    return {t: [tuple(row) for row in index.sql(f"SELECT * FROM {t} ORDER BY ALL")[1]] for t in tables}
 
 
 def test_a_group_that_fails_commits_none_of_its_genomes(empty_store: Store) -> None:

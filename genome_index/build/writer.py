@@ -292,6 +292,7 @@ def open_store(store: Store) -> tuple[StoreSettings, dict[str, tuple[int, str, s
     """What a build starts from: the settings, the stored genomes by SHA-256 (id, name, file),
     the FAISS indexes, and which of those had to be rebuilt from DuckDB."""
     with store.session() as session:  # held for this look only: the writer opens one per commit group
+        session.clean_vector_files()  # the build holds the lock: files a killed build never committed go
         settings = session.settings()
         stored = session.genomes_by_sha()
         indexes: dict[str, Any] = {}

@@ -3,8 +3,8 @@
 The app, its errors as one line and its logging are here; the commands are in one module a
 group, each a page of the manual: `build_commands` (embed, build, merge, backfill-sequences),
 `search_commands` (query, gather, extract, serve), `store_commands` (sql, info, check, remove,
-reindex) and `analysis_commands` (compare, evaluate). Options shared by several commands, with
-their help from `settings`, are in `options`; how results print, in `output`.
+migrate, reindex) and `analysis_commands` (compare, evaluate). Options shared by several commands,
+with their help from `settings`, are in `options`; how results print, in `output`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Commands that read or look after a store: sql, info, check, remove, reindex."""
+"""Commands that read or look after a store: sql, info, check, remove, migrate, reindex."""
 
 from __future__ import annotations
 
@@ -143,6 +143,33 @@ def remove(
     removed = GenomeIndex.open(index_dir(index)).remove(genomes)
     for gid, name in removed:
         log(f"removed genome {gid} {name}", quiet)
+
+
+@command()
+@user_errors
+def migrate(index: IndexDir = None, quiet: Quiet = False) -> None:
+    """Move a store's chunk vectors out of metadata.duckdb into files beside it.
+
+    Stores made by this version keep their chunk vectors in Parquet files under `vectors/`
+    (one a commit group), seen in SQL as the view `chunk_vectors`; stores made before keep
+    them in a table, and keep working. This moves them out in one transaction (killed half
+    way, the store is as it was) and shrinks the database file. Nothing to do: says so.
+
+    \b
+    Examples:
+      genome-index migrate -i old-store
+    """
+    from genome_index.api import GenomeIndex
+
+    moved = GenomeIndex.open(index_dir(index)).migrate()
+    if not moved["vectors"]:
+        log("nothing to move: the chunk vectors are in files beside metadata.duckdb already", quiet)
+        return
+    log(
+        f"moved {moved['vectors']:,} chunk vectors into {moved['files']} file(s) under vectors/; metadata.duckdb "
+        f"{moved['bytes_before'] / 1e6:,.1f} MB -> {moved['bytes_after'] / 1e6:,.1f} MB",
+        quiet,
+    )
 
 
 @command()

@@ -2,9 +2,11 @@
 
 Layout of an index directory:
 
-    metadata.duckdb   tables settings, state, genomes, records, chunks, chunk_vectors,
+    metadata.duckdb   tables settings, state, genomes, records, chunks, vector_files,
                       genome_vectors, sketches, labels, sequences (the public SQL surface,
                       see docs/store.md) and the macro subsequence()
+    vectors/          the chunk vectors, one Parquet file a commit group, seen in SQL as the
+                      view chunk_vectors (`vector_files`; stores made before: a table)
     chunks.faiss      inner-product index over L2-normalised chunk vectors, ids = chunks.id
     chunks.ivf/       instead, once an `ivf-pq` store is trained: write-once segments (`segments`)
     genomes.faiss     the same over genome vectors, ids = genomes.id
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import shutil
@@ -39,6 +42,7 @@ from genome_index.store.reads import StoreReader
 from genome_index.store.schema import DB_FILE, FAISS_FILES, create_database, is_store, upgrade
 from genome_index.store.segments import MANIFEST, SEGMENTS_DIR, Segments, stack_of
 from genome_index.store.sql import SqlResult, run_sql
+from genome_index.store.vector_view import FOLDER as VECTORS_DIR
 from genome_index.store.writes import StoreWriter
 
 if TYPE_CHECKING:  # FAISS is imported by what uses it: `info` and `sql` start without it
@@ -50,7 +54,7 @@ WANTED_FILE = DB_FILE + ".wanted"  # touched by a writer waiting for the file
 # a folder of nothing else is still ours to build in.
 LEFTOVERS = {
     LOCK_FILE, DB_FILE, DB_FILE + ".wal", DB_FILE + ".tmp", DB_FILE + ".creating", DB_FILE + ".creating.wal",
-    WANTED_FILE, SEGMENTS_DIR,
+    WANTED_FILE, SEGMENTS_DIR, VECTORS_DIR,
     *(name + suffix for name in FAISS_FILES.values() for suffix in ("", ".tmp")),
 }  # fmt: skip
 UNWRITABLE = re.compile(r'Could not write file "([^"]+)": ([^"\n]+)')  # DuckDB's words for a failed write
@@ -62,6 +66,7 @@ TABLES = (
     "sequences", "vector_sums",
 )  # fmt: skip
 
+BESIDE_TABLES = tuple("vector_files" if table == "chunk_vectors" else table for table in TABLES)  # files: SHA-256
 __all__ = ["DB_FILE", "FAISS_FILES", "LOCK_FILE", "SEGMENTS_DIR", "Store"]
 
 
@@ -181,7 +186,7 @@ class Store:
         (the store's reader wait by default) while a build commits."""
         self.require()
         with self._connection(wait=wait) as con:
-            yield StoreReader(con)
+            yield StoreReader(con, self.directory)
 
     @contextlib.contextmanager
     def session(self, checkpoint: bool = True) -> Iterator[StoreWriter]:
@@ -189,13 +194,15 @@ class Store:
         one per group of commits); without `checkpoint`, closing it leaves the commits in the
         write-ahead log."""
         with self._connection(read_only=False, checkpoint=checkpoint) as con:
-            yield StoreWriter(con)
+            yield StoreWriter(con, self.directory)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[StoreWriter]:
-        """The write lock and a write session, for one command that changes the store."""
+        """The write lock and a write session, for one command that changes the store (vector
+        files no commit lists, left by a killed writer, removed first)."""
         self.require()
         with self.lock(), self.session() as writer:
+            writer.clean_vector_files()
             yield writer
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
@@ -537,6 +544,9 @@ class Store:
         disk = {path.name: path.stat().st_size for path in files if path.exists()}
         if segments := self.segments().disk_bytes():
             disk[SEGMENTS_DIR] = segments
+        vectors = self.directory / VECTORS_DIR
+        if vectors.is_dir():
+            disk[VECTORS_DIR] = sum(p.stat().st_size for p in vectors.iterdir() if p.is_file() and not p.is_symlink())
         return {
             "directory": str(self.directory), "settings": settings.rows(), "counts": counts, "bases": bases,
             "disk_bytes": disk,
@@ -576,6 +586,24 @@ class Store:
             writer.recount_vector_sums()
             return sizes
 
+    def migrate(self) -> dict[str, int]:
+        """Move the chunk vectors of a store made before vector files out of metadata.duckdb into
+        files beside it (`vector_files`, one transaction), then write the database again without
+        the space they took (a copy of every other table, renamed over it: DuckDB reuses freed
+        blocks but seldom gives them back). Chunk vectors and files moved, and the database's
+        bytes before and after (0 moved: nothing to do)."""
+        self.require()
+        before = self.db_path.stat().st_size
+        with self.lock():
+            with self.session() as writer:
+                writer.clean_vector_files()
+                moved, files = writer.move_vectors_out(self.directory)
+                settings = writer.settings()
+            if moved:
+                with self.reading() as reader:  # read-only: the old file gets no log to leave behind
+                    create_database(self.db_path, settings, functools.partial(reader.copy_rows, tables=BESIDE_TABLES))
+        return {"vectors": moved, "files": files, "bytes_before": before, "bytes_after": self.db_path.stat().st_size}
+
     def extract(self, regions: list[str], reverse: bool = False, width: int | None = None) -> bytes:
         """FASTA of stored sequence: each of `regions` is GENOME[:RECORD[:START-END]] (1-based,
         inclusive; see `extract`), reverse-complemented with `reverse`, in lines of `width` bases
@@ -599,12 +627,12 @@ class Store:
         only the consistency queries (seconds on a large store, and fine during a build)."""
         with self.reading() as reader:
             if quick:
-                return reader.inconsistencies(reader.settings())
-            damaged = reader.unreadable_table(TABLES)
+                return reader.vector_file_problems(exact=False) + reader.inconsistencies(reader.settings())
+            damaged = reader.unreadable_table(TABLES if reader.vector_files is None else BESIDE_TABLES)
             if damaged is not None:
                 return [f"{DB_FILE} is damaged: {damaged}"]
             settings = reader.settings()
-            problems = reader.inconsistencies(settings)
+            problems = reader.vector_file_problems(exact=True) + reader.inconsistencies(settings)
             mismatched = reader.sequence_mismatches()
             if mismatched:
                 problems.append(f"{len(mismatched)} genomes whose stored sequence differs from their sha256 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -14,6 +15,7 @@ from genome_index.io.sequences import PackedSequence, unpack
 from genome_index.settings import StoreSettings
 from genome_index.store.rows import NewGenome
 from genome_index.store.schema import has_sequences, has_table
+from genome_index.store.vector_files import VectorFiles, beside
 from genome_index.store.vectors import to_matrix
 
 KINDS = {"chunks": ("chunks", "chunk_vectors", "chunk_id"), "genomes": ("genomes", "genome_vectors", "genome_id")}
@@ -76,14 +78,24 @@ class StoreReader:
     """A read session on a store: every query the library runs against it, on one connection
     that no code above `store` sees. Made by `Store.reading()`, `Store.writing()` and `Store.session()`."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self._con = con
+    def __init__(self, con: duckdb.DuckDBPyConnection, directory: Path | None = None) -> None:
+        """A reader of the connection `con` to the store in `directory`; where the store keeps
+        its chunk vectors in files, the files of this snapshot are its `chunk_vectors`."""
+        self._con, self._directory = con, directory
+        self.vector_files: VectorFiles | None = None
+        try:
+            if directory is not None and beside(con):
+                settings = self.settings()
+                self.vector_files = VectorFiles(directory, settings.dim, settings.vector_dtype)
+                self.vector_files.register(con)
+        except duckdb.Error:  # a damaged database: `check` reads every table and names it
+            self.vector_files = None
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[StoreReader]:
         """A reader on its own cursor of the same connection: what another thread reads with."""
         with self._con.cursor() as cursor:
-            yield StoreReader(cursor)
+            yield StoreReader(cursor, self._directory)
 
     def settings(self) -> StoreSettings:
         """The store's fixed settings (stores older than a setting read with its old value)."""
@@ -162,6 +174,8 @@ class StoreReader:
 
     def vectors_of(self, kind: str, ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored vectors of the given ids (sorted ascending) of one kind, in that order."""
+        if kind == "chunks" and self.vector_files is not None:
+            return to_matrix(self.vector_files.read(self._con, ids).column("vector"), dim)
         _, table, column = KINDS[kind]
         result = self._con.sql(
             f"SELECT vector FROM {table} WHERE {column} IN (SELECT UNNEST($1)) ORDER BY {column}",
@@ -361,22 +375,18 @@ class StoreReader:
                 ).fetchall()
             ]
             chunks = self._con.execute(
-                'SELECT r.idx AS record, c.start, c."end" AS "end", c.n_tokens, c.gc, c.n_count FROM chunks c '
+                'SELECT c.id, r.idx AS record, c.start, c."end" AS "end", c.n_tokens, c.gc, c.n_count FROM chunks c '
                 "JOIN records r ON r.id = c.record_id WHERE c.genome_id = ? ORDER BY c.id",
                 [gid],
             ).fetchnumpy()
-            table = self._con.sql(
-                "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
-                "WHERE c.genome_id = $1 ORDER BY c.id",
-                params=[gid],
-            ).to_arrow_table()
+            vectors = self.vectors_of("chunks", np.asarray(chunks.pop("id"), dtype=np.int64), dim)
             labels = dict(self._con.execute("SELECT key, value FROM labels WHERE genome_id = ?", [gid]).fetchall())
             hashes, scaled = self._con.execute(
                 "SELECT hashes, scaled FROM sketches WHERE genome_id = ?", [gid]
             ).fetchall()[0]
             yield NewGenome(
                 name, file, sha, length, gc, n_count, records, {k: np.asarray(v) for k, v in chunks.items()},
-                to_matrix(table.column("vector"), dim), labels, np.asarray(hashes, dtype=np.uint64), scaled,
+                vectors, labels, np.asarray(hashes, dtype=np.uint64), scaled,
                 self.packed_sequences(gid),
             )  # fmt: skip
 
@@ -392,6 +402,21 @@ class StoreReader:
             except duckdb.Error as exc:
                 return f"reading {table} fails ({first_line(exc)})"
         return None
+
+    def copy_rows(self, target: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> None:
+        """Every row of `tables` into the same tables of `target` (columns by name), streamed."""
+        for table in tables:
+            rows = self._con.sql(f"SELECT * FROM {table}").to_arrow_reader(65_536)
+            target.register("incoming", rows)
+            target.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+            target.unregister("incoming")
+
+    def vector_file_problems(self, exact: bool) -> list[str]:
+        """The store's vector files that are missing, of another size or (`exact`: read in full)
+        other bytes than listed; none where the store keeps its vectors in its table."""
+        if self.vector_files is None:
+            return []
+        return self.vector_files.damaged(self.vector_files.listed(self._con), exact)
 
     def inconsistencies(self, settings: StoreSettings) -> list[str]:
         """'<count> <problem>' for each problem of CONSISTENCY (COVERAGE, SEQUENCES) that some rows have."""

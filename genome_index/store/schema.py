@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import numpy as np
 
 from genome_index.settings import StoreSettings
+
+# The files that hold a store's chunk vectors beside it (`vector_files.py`).
+VECTOR_FILES = """CREATE TABLE vector_files (name VARCHAR PRIMARY KEY, rows BIGINT NOT NULL,
+    first_chunk BIGINT NOT NULL, last_chunk BIGINT NOT NULL, bytes BIGINT NOT NULL, sha256 VARCHAR NOT NULL);"""
 
 DB_FILE = "metadata.duckdb"
 FAISS_FILES = {"chunks": "chunks.faiss", "genomes": "genomes.faiss"}
@@ -30,7 +35,7 @@ CREATE TABLE chunks (
     id BIGINT PRIMARY KEY, genome_id INTEGER NOT NULL, record_id INTEGER NOT NULL,
     start BIGINT NOT NULL, "end" BIGINT NOT NULL, n_tokens INTEGER NOT NULL,
     gc DOUBLE NOT NULL, n_count INTEGER NOT NULL);
-CREATE TABLE chunk_vectors (chunk_id BIGINT PRIMARY KEY, vector {vector_type} NOT NULL);
+{chunk_vectors}
 CREATE TABLE genome_vectors (genome_id INTEGER PRIMARY KEY, vector FLOAT[{dim}] NOT NULL,
     chunk_sum FLOAT[{dim}] NOT NULL);
 CREATE TABLE sketches (genome_id INTEGER PRIMARY KEY, ksize INTEGER NOT NULL, scaled INTEGER NOT NULL,
@@ -41,6 +46,9 @@ CREATE TABLE labels (genome_id INTEGER NOT NULL, key VARCHAR NOT NULL, value VAR
 {vector_sums}
 INSERT INTO state VALUES ('next_genome_id', 1), ('next_record_id', 1), ('next_chunk_id', 1);
 """
+
+# Where stores made before vector files kept their chunk vectors (`migrate` moves them out).
+CHUNK_VECTORS_TABLE = "CREATE TABLE chunk_vectors (chunk_id BIGINT PRIMARY KEY, vector {vector_type} NOT NULL);"
 
 # Running sums of the unit chunk vectors (their count: the chunks) and of the genome vectors,
 # kept by every write: the store's mean vectors, which centring subtracts, without a pass over
@@ -101,8 +109,12 @@ def upgrade(con: duckdb.DuckDBPyConnection) -> None:
         con.executemany("INSERT INTO vector_sums VALUES (?, ?, ?)", rows)
 
 
-def create_database(path: Path, settings: StoreSettings) -> None:
-    """An empty store database with its fixed settings, appearing complete or not at all."""
+def create_database(
+    path: Path, settings: StoreSettings, fill: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+) -> None:
+    """An empty store database with its fixed settings, appearing complete or not at all; with
+    `fill`, the database of today's schema that `fill` fills instead (every table's rows, the
+    settings and state included: `migrate` copies a store into it)."""
     tmp = path.with_name(path.name + ".creating")
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):  # from a build killed while creating
         leftover.unlink(missing_ok=True)
@@ -110,11 +122,18 @@ def create_database(path: Path, settings: StoreSettings) -> None:
     try:
         con.execute("BEGIN")
         vector_type = "BLOB" if settings.vector_dtype == "float16" else f"FLOAT[{settings.dim}]"
-        schema = SCHEMA.format(dim=settings.dim, vector_type=vector_type, sequences=SEQUENCES, vector_sums=VECTOR_SUMS)
+        schema = SCHEMA.format(
+            dim=settings.dim, vector_type=vector_type, sequences=SEQUENCES, vector_sums=VECTOR_SUMS,
+            chunk_vectors=VECTOR_FILES,
+        )  # fmt: skip
         con.execute(schema)
-        zeros = [0.0] * settings.dim
-        con.executemany("INSERT INTO vector_sums VALUES (?, 0, ?)", [("chunks", zeros), ("genomes", zeros)])
-        con.executemany("INSERT INTO settings VALUES (?, ?)", sorted(settings.rows().items()))
+        if fill is not None:
+            con.execute("DELETE FROM state")
+            fill(con)
+        else:
+            zeros = [0.0] * settings.dim
+            con.executemany("INSERT INTO vector_sums VALUES (?, 0, ?)", [("chunks", zeros), ("genomes", zeros)])
+            con.executemany("INSERT INTO settings VALUES (?, ?)", sorted(settings.rows().items()))
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
     finally:

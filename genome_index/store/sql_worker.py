@@ -4,8 +4,8 @@ It reads its job as JSON on stdin, caps its own data segment (RLIMIT_DATA: DuckD
 with "Out of Memory" rather than the machine running out, planning included), opens the store
 read-only with no file access, runs the one statement and writes its rows to stdout as an
 Arrow IPC stream, batch by batch, stopping after `max_rows`. Errors go to stderr as one JSON
-line. It imports only the standard library, DuckDB and pyarrow, so it starts in a fraction of
-a second.
+line. It imports only the standard library, DuckDB and pyarrow (and `vector_view` beside it,
+for a store's vector files), so it starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 
 def fail(kind: str, message: str) -> None:
@@ -56,6 +57,10 @@ def main() -> None:
     import pyarrow as pa
 
     con = connect(job)
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'vector_files'").fetchall()[0][0]:
+        from vector_view import register  # beside this file (the script's folder leads sys.path)
+
+        register(con, Path(job["database"]).parent)  # the store's chunk vectors, in files, as `chunk_vectors`
     try:
         statements = con.extract_statements(job["statement"])
     except duckdb.Error as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -13,7 +14,8 @@ import numpy as np
 from genome_index.io.sequences import PackedSequence
 from genome_index.store.reads import StoreReader
 from genome_index.store.rows import NewGenome
-from genome_index.store.schema import SKETCH_KSIZE, upgrade
+from genome_index.store.schema import SKETCH_KSIZE, VECTOR_FILES, upgrade
+from genome_index.store.vector_files import VectorFile, VectorFiles
 from genome_index.store.vectors import normalise, unit_sum, vectors_column
 
 if TYPE_CHECKING:
@@ -145,8 +147,8 @@ class StoreWriter(StoreReader):
         import pyarrow as pa  # here, not at the top: commands that only read start faster
 
         tables: dict[str, list[pa.Table]] = {name: [] for name in ADDED_TABLES}
-        added = []
-        with self.transaction():
+        added: list[tuple[int, np.ndarray]] = []
+        with self._vector_files_kept() as written, self.transaction():
             genome_id = self._next_ids("next_genome_id", len(genomes))
             record_id = self._next_ids("next_record_id", sum(len(g.records) for g in genomes))
             chunk_id = self._next_ids("next_chunk_id", sum(len(g.vectors) for g in genomes))
@@ -159,7 +161,9 @@ class StoreWriter(StoreReader):
                 genome_id, record_id = genome_id + 1, record_id + len(genome.records)
                 chunk_id += len(genome.vectors)
             for name, parts in tables.items():
-                if parts:
+                if name == "chunk_vectors" and self.vector_files is not None and parts:
+                    self._add_vector_file(pa.concat_tables(parts), written)
+                elif parts:
                     self._append(name, pa.concat_tables(parts))
             for (genome_id, _), genome in zip(added, genomes, strict=True):
                 self.set_labels(genome_id, genome.labels)
@@ -167,6 +171,71 @@ class StoreWriter(StoreReader):
             self._add_to_sums("chunks", sum(len(g.vectors) for g in genomes), chunk_sums.sum(axis=0))
             self._add_to_sums("genomes", len(genomes), normalise(chunk_sums).sum(axis=0))
         return added
+
+    def move_vectors_out(self, directory: Path) -> tuple[int, int]:
+        """Move the chunk vectors of a store made before vector files out of its `chunk_vectors`
+        table into files beside it (streamed, a file at a time), listed, and the table dropped,
+        in one transaction: killed before it commits, the store is as it was and the files are
+        removed by the next writer. (chunk vectors, files) moved; (0, 0) for a store done already."""
+        import pyarrow as pa
+
+        if self.vector_files is not None:
+            return 0, 0
+        settings = self.settings()
+        files = VectorFiles(directory, settings.dim, settings.vector_dtype)
+        files.clean([])  # a migration killed before it committed
+        written: list[VectorFile] = []
+        try:
+            batches = self._con.sql("SELECT chunk_id, vector FROM chunk_vectors").to_arrow_reader(65_536)
+            schema = files.schema
+            written.extend(files.blocks(pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in batches))
+            with self.transaction():
+                self._con.execute(VECTOR_FILES)
+                self._list_vector_files(written)
+                self._con.execute("DROP TABLE chunk_vectors")
+        except BaseException:
+            for item in written:
+                (files.folder / item.name).unlink(missing_ok=True)
+            raise
+        self.vector_files = files
+        files.register(self._con)
+        return sum(item.rows for item in written), len(written)
+
+    def checkpoint(self) -> None:
+        """Write the committed changes into the database file (its free blocks then reused or cut off)."""
+        self._con.execute("CHECKPOINT")
+
+    def clean_vector_files(self) -> None:
+        """Remove the vector files no commit lists (a writer killed between writing a file and
+        committing it, or after a removal committed); for a writer that holds the store's lock."""
+        if self.vector_files is not None:
+            self.vector_files.clean(self.vector_files.listed(self._con))
+
+    @contextlib.contextmanager
+    def _vector_files_kept(self) -> Iterator[list[str]]:
+        """The names of the vector files a transaction writes: removed again if it does not
+        commit, and the connection's `chunk_vectors` made to show them if it does."""
+        written: list[str] = []
+        try:
+            yield written
+        except BaseException:
+            for name in written:
+                (self.vector_files.folder / name).unlink(missing_ok=True)
+            raise
+        if self.vector_files is not None:
+            self.vector_files.register(self._con)
+
+    def _add_vector_file(self, rows: pa.Table, written: list[str]) -> None:
+        """A commit group's chunk vectors as a file beside the store, listed in this transaction."""
+        if rows.num_rows:
+            made = self.vector_files.write(rows)
+            written.append(made.name)
+            self._list_vector_files([made])
+
+    def _list_vector_files(self, files: list[VectorFile]) -> None:
+        """Rows of `vector_files` for files written, in the caller's transaction."""
+        for item in files:
+            self._con.execute("INSERT INTO vector_files VALUES (?, ?, ?, ?, ?, ?)", list(item.row()))
 
     def backfill_sequences(self, genome_id: int, sequences: list[PackedSequence]) -> None:
         """Store the sequences of a genome that has none, in their own transaction."""
@@ -212,8 +281,18 @@ class StoreWriter(StoreReader):
             upgrade(self._con)
 
     def remove_genomes(self, genome_ids: list[int]) -> None:
-        """Delete genomes with all their rows in one transaction."""
-        with self.transaction():
+        """Delete genomes with all their rows in one transaction (their vector files written
+        again without them first; the old files go once it commits)."""
+        replaced: list[str] = []
+        with self._vector_files_kept() as written, self.transaction():
+            if self.vector_files is not None:
+                chunk_ids = self._con.execute(
+                    "SELECT id FROM chunks WHERE genome_id IN (SELECT UNNEST(?)) ORDER BY id", [genome_ids]
+                ).fetchnumpy()["id"]
+                replaced, new = self.vector_files.without(self._con, chunk_ids)
+                written.extend(item.name for item in new)
+                self._con.execute("DELETE FROM vector_files WHERE name IN (SELECT UNNEST(?))", [replaced])
+                self._list_vector_files(new)
             removed = self._con.execute(
                 "SELECT v.chunk_sum, v.vector, g.n_chunks FROM genome_vectors v JOIN genomes g ON g.id = v.genome_id "
                 "WHERE g.id IN (SELECT UNNEST(?))",
@@ -223,11 +302,12 @@ class StoreWriter(StoreReader):
                 chunk_sums = np.array([r[0] for r in removed], dtype=np.float64).sum(axis=0)
                 self._add_to_sums("chunks", -sum(r[2] for r in removed), -chunk_sums)
                 self._add_to_sums("genomes", -len(removed), -np.array([r[1] for r in removed], np.float64).sum(axis=0))
-            self._con.execute(
-                "DELETE FROM chunk_vectors WHERE chunk_id IN "
-                "(SELECT id FROM chunks WHERE genome_id IN (SELECT UNNEST(?)))",
-                [genome_ids],
-            )
+            if self.vector_files is None:
+                self._con.execute(
+                    "DELETE FROM chunk_vectors WHERE chunk_id IN "
+                    "(SELECT id FROM chunks WHERE genome_id IN (SELECT UNNEST(?)))",
+                    [genome_ids],
+                )
             for table, column in (
                 ("sequences", "genome_id"),
                 ("chunks", "genome_id"),
@@ -238,6 +318,8 @@ class StoreWriter(StoreReader):
                 ("genomes", "id"),
             ):
                 self._con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT UNNEST(?))", [genome_ids])
+        for name in replaced:  # committed: no snapshot from now on lists them (a reader holding one may
+            (self.vector_files.folder / name).unlink(missing_ok=True)  # fail; the next writer would remove them)
 
     def set_setting(self, key: str, value: str) -> None:
         """Change one stored setting (reindex changes the index type) in its own transaction."""
