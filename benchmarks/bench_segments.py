@@ -140,8 +140,10 @@ def disk(folder: Path) -> dict:
     trained = sum(p.stat().st_size for p in segments.rglob("trained.faiss"))
     codes = sum(p.stat().st_size for p in segments.rglob("0*.faiss"))
     files = {p.name: p.stat().st_size for p in folder.glob("*.faiss")}
+    vectors = list((folder / "vectors").glob("*.parquet"))
     return {"duckdb": (folder / "metadata.duckdb").stat().st_size, "trained": trained, "segments": codes,
-            "segment_files": len(list(segments.rglob("0*.faiss"))), **files}  # fmt: skip
+            "segment_files": len(list(segments.rglob("0*.faiss"))), "vectors": sum(p.stat().st_size for p in vectors),
+            "vector_files": len(vectors), **files}  # fmt: skip
 
 
 def queries(genomes: int, windows: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -295,11 +297,13 @@ def report(args: argparse.Namespace) -> None:
         if "actor_peak_rss_mb" in found:
             print(f"   the actors' peak RSS: {', '.join(f'{mb:,.0f} MB' for mb in found['actor_peak_rss_mb'])}")
     sizes = built["disk"]
-    print(f"disk: metadata.duckdb {sizes['duckdb'] / 1e9:.2f} GB, trained {sizes['trained'] / 1e6:.1f} MB, "
+    print(f"disk: metadata.duckdb {sizes['duckdb'] / 1e9:.2f} GB, {sizes['vector_files']} vector files "
+          f"{sizes['vectors'] / 1e9:.2f} GB, trained {sizes['trained'] / 1e6:.1f} MB, "
           f"{sizes['segment_files']} segments {sizes['segments'] / 1e9:.3f} GB, genomes.faiss "
           f"{sizes.get('genomes.faiss', 0) / 1e6:.1f} MB")  # fmt: skip
     per = {part: sizes[key] / args.genomes for part, key in
-           (("DuckDB rows and vectors", "duckdb"), ("segments (codes and ids)", "segments"))}  # fmt: skip
+           (("DuckDB rows (no sequences here)", "duckdb"), ("vector files beside DuckDB", "vectors"),
+            ("segments (codes and ids)", "segments"))}  # fmt: skip
     print("| per genome | this store | 100 k genomes | 1 M genomes |")
     print("| --- | --- | --- | --- |")
     for part, size in per.items():

@@ -284,5 +284,5 @@ class GenomeIndex:
         return self.store.migrate()
 
     def reindex(self, index_type: str | None = None, progress: Progress = SILENT) -> dict[str, int]:
-        """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type."""
+        """Rebuild every FAISS file from the stored vectors, optionally as another index type."""
         return self.store.reindex(index_type, progress)

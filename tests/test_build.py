@@ -143,7 +143,7 @@ def test_a_build_repairs_a_missing_faiss_file(open_store, example_genomes, kmer_
     with caplog.at_level("WARNING", logger="genome_index"):
         report = GenomeIndex(store.directory).build(example_genomes[: 2 if new else 1], embedder=kmer_engine)
     assert len(report.added) == int(new)
-    assert "rebuilt from the vectors" in caplog.text
+    assert "rebuilt from the stored vectors" in caplog.text
     assert GenomeIndex(store.directory).check() == []
 
 

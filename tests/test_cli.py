@@ -377,7 +377,7 @@ def test_query_repairs_a_missing_faiss_file_with_a_notice(store: Path) -> None:
     (store / "chunks.faiss").unlink()  # the index a fragment-sized query uses
     result = run("query", EXAMPLES / "query.fa", "-k", "1", "--index", store)
     assert result.exit_code == 0, result.output
-    assert "rebuilt from the vectors" in result.stderr
+    assert "rebuilt from the stored vectors" in result.stderr
 
 
 def test_query_without_store(tmp_path: Path, example_genomes) -> None:

@@ -154,7 +154,7 @@ def test_damaged_faiss_file_is_rebuilt_from_duckdb(store_copy: Path, damage: str
         index, rebuilt = store.load_faiss(reader, "chunks", reader.settings())
     assert rebuilt
     assert index.ntotal == counts(store_copy)["chunks"]
-    assert "rebuilt from the vectors" in caplog.text
+    assert "rebuilt from the stored vectors" in caplog.text
 
 
 def test_write_lock_is_exclusive_and_released(tmp_path: Path) -> None:
@@ -358,6 +358,19 @@ def test_a_store_with_its_vectors_in_a_table_keeps_working_until_migrate_moves_t
                      "AND table_type = 'BASE TABLE'")[1] == [(0,)]  # fmt: skip
     assert index.check() == [] and index.query(example_genomes[0], nearest)[0].name == "ATCC12600"
     assert "nothing to move" in run("migrate", "--index", store).stderr
+
+
+def test_a_migration_that_fails_before_it_commits_leaves_the_store_as_it_was(
+    kmer_store: Path, tmp_path: Path, monkeypatch
+) -> None:
+    store = vectors_in_table(copy_store(kmer_store, tmp_path))
+    vectors = GenomeIndex(store).sql("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id")[1]
+    monkeypatch.setattr("genome_index.store.writes.VECTOR_FILES", "CREATE TABLE vector_files (")  # fails in the commit
+    with pytest.raises(GenomeIndexError, match="database error"):
+        GenomeIndex.open(store).migrate()
+    assert not list((store / "vectors").glob("*"))  # the files it wrote are gone again
+    assert GenomeIndex(store).sql("SELECT chunk_id, vector FROM chunk_vectors ORDER BY chunk_id")[1] == vectors
+    assert GenomeIndex.open(store).check() == []
 
 
 def test_removing_a_genome_writes_its_files_again_without_it(kmer_store: Path, tmp_path: Path) -> None:

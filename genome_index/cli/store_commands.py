@@ -113,7 +113,7 @@ def check(
         files = (*FAISS_FILES.values(), SEGMENTS_DIR)
         derived = all(problem.startswith(files) or VECTOR_SUMS in problem for problem in problems)
         remedy = (
-            "`genome-index reindex` rebuilds the FAISS files and the vector sums from the vectors in metadata.duckdb"
+            "`genome-index reindex` rebuilds the FAISS files and the vector sums from the stored vectors"
             if derived
             else "metadata.duckdb itself is affected, which `reindex` cannot repair: restore the store from a copy, "
             "or build it again from its FASTA files"
@@ -182,7 +182,7 @@ def reindex(
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Rebuild the FAISS files from the vectors in DuckDB.
+    """Rebuild the FAISS files from the stored vectors.
 
     Repairs FAISS files that are missing, damaged or behind (after a full disk), or changes
     the chunk index type. A trained `ivf-pq` store is trained afresh on a sample of its

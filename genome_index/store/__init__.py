@@ -427,11 +427,11 @@ class Store:
                 index.add_with_ids(vectors, missing)
             if is_held(self.directory):
                 return index, False  # a build is writing: its next FAISS write holds these too
-            log.warning("%s lacks %d of the ids in %s; rebuilt from the vectors in it",
+            log.warning("%s lacks %d of the ids in %s; rebuilt from the stored vectors",
                         SEGMENTS_DIR if segmented else FAISS_FILES[kind], len(missing), DB_FILE)  # fmt: skip
             return index, True
         if reader.genome_count() or self.faiss_path(kind).exists():
-            log.warning("%s %s; rebuilt from the vectors in %s", FAISS_FILES[kind], problem, DB_FILE)
+            log.warning("%s %s; rebuilt from the stored vectors", FAISS_FILES[kind], problem)
         if kind == "chunks" and self.segmented(reader, settings):
             with self.lock():
                 self.write_segments(reader, settings)
@@ -460,7 +460,7 @@ class Store:
         )
         if index is None:
             if generation is not None or reader.genome_count():
-                log.warning("%s %s; rewritten from the vectors in %s", SEGMENTS_DIR, problem, DB_FILE)
+                log.warning("%s %s; rewritten from the stored vectors", SEGMENTS_DIR, problem)
             self.write_segments(reader, settings)
             generation, missing = segments.generation(), np.empty(0, dtype=np.int64)
         self.faiss_path(kind).unlink(missing_ok=True)  # the exact index of before training, if a kill left it
@@ -571,7 +571,7 @@ class Store:
         return sorted(chosen.items())
 
     def reindex(self, index_type: str | None = None, progress: Progress = SILENT) -> dict[str, int]:
-        """Rebuild every FAISS file from the vectors in DuckDB, optionally as another index type
+        """Rebuild every FAISS file from the stored vectors, optionally as another index type
         (a trained `ivf-pq` store's quantizers trained afresh, its segments compacted into few),
         and the vector sums from the vectors; the vectors in each file."""
         if index_type is not None and index_type not in INDEX_TYPES:
@@ -599,7 +599,7 @@ class Store:
                 writer.clean_vector_files()
                 moved, files = writer.move_vectors_out(self.directory)
                 settings = writer.settings()
-            if moved:
+            if moved or (self.directory / f"{DB_FILE}.creating").exists():  # or a compaction was killed
                 with self.reading() as reader:  # read-only: the old file gets no log to leave behind
                     create_database(self.db_path, settings, functools.partial(reader.copy_rows, tables=BESIDE_TABLES))
         return {"vectors": moved, "files": files, "bytes_before": before, "bytes_after": self.db_path.stat().st_size}

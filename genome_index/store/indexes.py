@@ -1,4 +1,4 @@
-"""The FAISS files: derived from the vectors in DuckDB, written atomically, verified on open.
+"""The FAISS files: derived from the stored vectors, written atomically, verified on open.
 
 Inner-product indexes over L2-normalised vectors (so scores are cosines), wrapped in an id
 map so that FAISS ids are the DuckDB ids. The chunk index has the store's index type; the
