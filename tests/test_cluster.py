@@ -44,8 +44,8 @@ def contents(directory: Path) -> dict[str, list]:
     }
     found = {key: store.sql(sql)[1] for key, sql in queries.items()}
     vectors = store.sql(
-        "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id "
-        "JOIN genomes g ON g.id = c.genome_id ORDER BY g.name, c.start"
+        "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id JOIN genomes g ON g.id = c.genome_id "
+        "JOIN records r ON r.id = c.record_id ORDER BY g.name, r.idx, c.start"  # each record's windows start at 0
     )[1]
     found["vectors"] = np.array(  # FLOAT[dim], or a float16 BLOB
         [np.frombuffer(v, "<f2") if isinstance(v, bytes) else v for (v,) in vectors], dtype=np.float32

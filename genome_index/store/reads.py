@@ -83,13 +83,21 @@ class StoreReader:
         its chunk vectors in files, the files of this snapshot are its `chunk_vectors`."""
         self._con, self._directory = con, directory
         self.vector_files: VectorFiles | None = None
+        self._view_current = False  # whether `chunk_vectors` is registered for this snapshot
         try:
             if directory is not None and beside(con):
                 settings = self.settings()
                 self.vector_files = VectorFiles(directory, settings.dim, settings.vector_dtype)
-                self.vector_files.register(con)
         except duckdb.Error:  # a damaged database: `check` reads every table and names it
             self.vector_files = None
+
+    def _table(self, name: str) -> str:
+        """`name`, for SQL about to read it: where it is the view of the vector files, registered
+        first (on first use only: pyarrow.dataset takes a quarter of a second to import)."""
+        if name == "chunk_vectors" and self.vector_files is not None and not self._view_current:
+            self.vector_files.register(self._con)
+            self._view_current = True
+        return name
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[StoreReader]:
@@ -149,7 +157,7 @@ class StoreReader:
     def vectors(self, kind: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """All ids and vectors of one kind, ordered by id."""
         _, table, column = KINDS[kind]
-        result = self._con.sql(f"SELECT {column} AS id, vector FROM {table} ORDER BY id").to_arrow_table()
+        result = self._con.sql(f"SELECT {column} AS id, vector FROM {self._table(table)} ORDER BY id").to_arrow_table()
         return result.column("id").to_numpy().astype(np.int64), to_matrix(result.column("vector"), dim)
 
     def vector_blocks(self, kind: str, dim: int, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -158,7 +166,7 @@ class StoreReader:
         import pyarrow as pa
 
         _, table, column = KINDS[kind]
-        batches = self._con.sql(f"SELECT {column} AS id, vector FROM {table}").to_arrow_reader(rows)
+        batches = self._con.sql(f"SELECT {column} AS id, vector FROM {self._table(table)}").to_arrow_reader(rows)
         for batch in batches:
             ids = batch.column("id").to_numpy().astype(np.int64)
             yield ids, to_matrix(pa.chunked_array([batch.column("vector")]), dim)
@@ -168,7 +176,7 @@ class StoreReader:
         table): what quantizers are trained on."""
         _, table, _ = KINDS[kind]
         result = self._con.sql(
-            f"SELECT vector FROM {table} USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (7)"
+            f"SELECT vector FROM {self._table(table)} USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE (7)"
         ).to_arrow_table()
         return to_matrix(result.column("vector"), dim)
 
@@ -427,6 +435,7 @@ class StoreReader:
         dim = settings.dim
         width = f"octet_length(vector) <> {2 * dim}" if settings.vector_dtype == "float16" else f"len(vector) <> {dim}"
         checks["chunk vectors of another width than the store's"] = f"SELECT count(*) FROM chunk_vectors WHERE {width}"
+        self._table("chunk_vectors")
         problems = []
         for problem, statement in checks.items():
             count = self.scalar(statement)

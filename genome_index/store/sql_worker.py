@@ -57,8 +57,9 @@ def main() -> None:
     import pyarrow as pa
 
     con = connect(job)
-    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'vector_files'").fetchall()[0][0]:
-        from vector_view import register  # beside this file (the script's folder leads sys.path)
+    beside = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'vector_files'"
+    if "chunk_vectors" in job["statement"].lower() and con.execute(beside).fetchall()[0][0]:  # only then: importing
+        from vector_view import register  # pyarrow.dataset takes 0.25 s; vector_view lies beside this file
 
         register(con, Path(job["database"]).parent)  # the store's chunk vectors, in files, as `chunk_vectors`
     try:

@@ -20,6 +20,7 @@ moves it out.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -69,7 +70,11 @@ class VectorFiles:
 
     def __init__(self, store_directory: Path, dim: int, vector_dtype: str) -> None:
         self.folder = Path(store_directory) / FOLDER
-        self.schema = vector_schema(dim, vector_dtype)
+        self.dim, self.vector_dtype = dim, vector_dtype
+
+    @functools.cached_property
+    def schema(self) -> pa.Schema:
+        return vector_schema(self.dim, self.vector_dtype)
 
     def listed(self, con: duckdb.DuckDBPyConnection) -> list[VectorFile]:
         """The files the connection's snapshot lists, by first chunk id."""

@@ -197,8 +197,7 @@ class StoreWriter(StoreReader):
             for item in written:
                 (files.folder / item.name).unlink(missing_ok=True)
             raise
-        self.vector_files = files
-        files.register(self._con)
+        self.vector_files, self._view_current = files, False
         return sum(item.rows for item in written), len(written)
 
     def checkpoint(self) -> None:
@@ -214,7 +213,7 @@ class StoreWriter(StoreReader):
     @contextlib.contextmanager
     def _vector_files_kept(self) -> Iterator[list[str]]:
         """The names of the vector files a transaction writes: removed again if it does not
-        commit, and the connection's `chunk_vectors` made to show them if it does."""
+        commit; if it does, the connection's `chunk_vectors` shows them from its next read."""
         written: list[str] = []
         try:
             yield written
@@ -222,8 +221,7 @@ class StoreWriter(StoreReader):
             for name in written:
                 (self.vector_files.folder / name).unlink(missing_ok=True)
             raise
-        if self.vector_files is not None:
-            self.vector_files.register(self._con)
+        self._view_current = False  # this connection's `chunk_vectors` is registered again when next read
 
     def _add_vector_file(self, rows: pa.Table, written: list[str]) -> None:
         """A commit group's chunk vectors as a file beside the store, listed in this transaction."""
