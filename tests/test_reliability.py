@@ -444,6 +444,35 @@ def test_sql_reaches_no_file_not_even_duckdbs_temp_folder(store: Path) -> None:
     assert list((store / "metadata.duckdb.tmp").iterdir()) == []
 
 
+def test_sql_that_reads_the_vector_files_reaches_no_other_file_nor_writes_beside_them(store: Path) -> None:
+    """`chunk_vectors` is the store's Parquet files registered by Python: DuckDB gets no access to
+    their folder, so a statement naming them can neither write a file there (which the view would
+    then show) nor read the files, or anything else, by path."""
+    listed = sorted(name for (name,) in GenomeIndex(store).sql("SELECT name FROM vector_files")[1])
+    for statement in (
+        f"COPY (SELECT * FROM chunk_vectors) TO '{store}/vectors/000000000099-0badf00d.parquet'",
+        f"SELECT (SELECT count(*) FROM chunk_vectors), (SELECT count(*) FROM read_parquet('{store}/vectors/*'))",
+        f"SELECT (SELECT count(*) FROM chunk_vectors), (SELECT count(*) FROM read_csv('{store}/../x.csv'))",
+    ):
+        one_line_error(run("sql", statement, "--index", store), "file system operations are disabled")
+    assert sorted(p.name for p in (store / "vectors").iterdir()) == listed
+
+
+def test_sql_over_the_vector_files_is_held_to_its_memory_limit(store: Path) -> None:
+    """The vectors come through an Arrow dataset, outside DuckDB's own accounting: a statement
+    that would hold every pair of them with a long list is still stopped, and the command and
+    its worker stay bounded (measured, not only the message)."""
+    pairs = "SELECT a.vector, b.vector, range(200) FROM chunk_vectors a, chunk_vectors b, range(50) ORDER BY 1, 2"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "genome_index.cli", "sql", pairs, "-i", str(store), "--memory-limit", "64MB"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    with PeakMemory(child.pid) as peak:
+        assert child.wait(timeout=120) == 1
+    assert "out of memory" in child.stderr.read().lower()
+    assert peak.tree < 450 << 20, peak.tree  # 290 MB measured
+
+
 @pytest.mark.parametrize(
     ("statement", "message"),
     [("", "no SQL statement"), (";", "no SQL statement"), ("/* c */", "no SQL statement"),

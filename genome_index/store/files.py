@@ -10,6 +10,7 @@ DuckDB opens its file itself, so for `metadata.duckdb` the refusal is the guard.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -74,3 +75,12 @@ def refuse_links(directory: Path, names: set[str]) -> None:
     for name in sorted(names):
         if (directory / name).is_symlink():
             raise link_refused(directory / name)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks (what a store lists for the files it writes once)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -22,7 +22,6 @@ that still maps the old files keeps them until it lets go.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from collections.abc import Iterable
@@ -34,7 +33,7 @@ import faiss
 import numpy as np
 
 from genome_index.errors import GenomeIndexError, first_line
-from genome_index.store.files import replace_atomically
+from genome_index.store.files import replace_atomically, sha256_of
 from genome_index.store.indexes import tune, write_atomically
 
 SEGMENTS_DIR = "chunks.ivf"
@@ -298,15 +297,6 @@ class SegmentWriter:
             self.segments.write(self.generation, self.pending)
             self.written += self.pending.ntotal
             self.pending = empty_like(self.template)
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def replace_text(path: Path, text: str) -> None:

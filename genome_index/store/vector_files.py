@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from genome_index.errors import GenomeIndexError, first_line
-from genome_index.store.files import replace_atomically
+from genome_index.store.files import replace_atomically, sha256_of
 from genome_index.store.schema import has_table
 from genome_index.store.vector_view import FOLDER, register, vector_schema
 
@@ -89,8 +89,6 @@ class VectorFiles:
         """`table` (chunk_id, vector; ascending ids) as a new file, in place once this returns;
         listing it is the caller's commit."""
         import pyarrow.parquet as pq
-
-        from genome_index.store.segments import sha256_of
 
         ids = table.column("chunk_id")
         first, last = int(ids[0].as_py()), int(ids[-1].as_py())
@@ -170,25 +168,20 @@ class VectorFiles:
 
         return self.write(table.take(pc.sort_indices(table.column("chunk_id"))))
 
-    def clean(self, listed: Iterable[VectorFile]) -> int:
+    def clean(self, listed: Iterable[VectorFile]) -> None:
         """Remove the files no row lists (a build killed before its commit, files replaced by a
-        removal); only a writer holding the store's lock calls this. How many were removed."""
+        removal); only a writer holding the store's lock calls this."""
         if not self.folder.is_dir():
-            return 0
+            return
         keep = {item.name for item in listed}
-        removed = 0
         for path in self.folder.iterdir():
             ours = NAME.match(path.name) or path.name.endswith(".parquet.tmp")
             if ours and path.name not in keep and not path.is_symlink():
                 path.unlink(missing_ok=True)
-                removed += 1
-        return removed
 
     def damaged(self, listed: Iterable[VectorFile], exact: bool = True) -> list[str]:
         """Listed files that are missing, of another size, or (with `exact`, reading them) of
         other bytes than their SHA-256 says."""
-        from genome_index.store.segments import sha256_of
-
         problems = []
         for item in listed:
             path = self.folder / item.name
@@ -200,8 +193,3 @@ class VectorFiles:
             elif exact and sha256_of(path) != item.sha256:
                 problems.append(f"{where} differs from its SHA-256 in {TABLE}")
         return problems
-
-    def disk_bytes(self) -> int:
-        if not self.folder.is_dir():
-            return 0
-        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file() and not p.is_symlink())

@@ -200,10 +200,6 @@ class StoreWriter(StoreReader):
         self.vector_files, self._view_current = files, False
         return sum(item.rows for item in written), len(written)
 
-    def checkpoint(self) -> None:
-        """Write the committed changes into the database file (its free blocks then reused or cut off)."""
-        self._con.execute("CHECKPOINT")
-
     def clean_vector_files(self) -> None:
         """Remove the vector files no commit lists (a writer killed between writing a file and
         committing it, or after a removal committed); for a writer that holds the store's lock."""
