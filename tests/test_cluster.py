@@ -4,6 +4,7 @@ local run, through a killed worker and a killed driver; a bad input is refused f
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.progress import Progress, Step
 from genome_index.settings import RunOptions, StoreOptions
+from genome_index.store import indexes
+from genome_index.store.segments import CURRENT, SEGMENTS_DIR, SegmentWriter
 from tests.helpers import EXAMPLES, ROOT, children_of, write_fasta
 
 pytestmark = pytest.mark.slow  # a local Ray and builds on it: seconds each
@@ -105,6 +108,47 @@ def test_a_ray_build_with_a_worker_killed_equals_the_local_build(
     assert any(a["NumRestarts"] >= 1 for a in embedding_actors())
     assert len(report.added) == 4
     assert_same_store(tmp_path / "index", nt_tiny_store, tolerance=1e-5)
+
+
+def test_on_a_trained_store_the_workers_encode_and_the_segment_equals_the_local_one(
+    ray_address, example_genomes, tmp_path, monkeypatch
+) -> None:
+    """A trained `ivf-pq` store (three genomes, 4 lists, the training floor lowered) grows by a
+    fourth genome locally and on Ray: the Ray workers encode its windows with the store's
+    quantizer, the driver adds those codes (none of its vectors are encoded there), and the new
+    segment is byte for byte the local build's."""
+    monkeypatch.setattr(indexes, "PQ_MIN_TRAINING", 400)
+    trained = tmp_path / "trained"
+    windows = ["-m", "kmer:4", "--chunk-tokens", "1000", "--index-type", "ivf-pq", "--ivf-lists", "4"]
+    assert runner.invoke(app, ["build", *map(str, example_genomes[:3]), "-i", str(trained), *windows]).exit_code == 0
+    added, encoded = [], []  # what the driver's writer did: add codes it was sent, or encode vectors
+    add_codes, add_with_ids = SegmentWriter.add_codes, SegmentWriter.add_with_ids
+
+    def spy_codes(self, codes, ids):
+        added.append(add_codes(self, codes, ids))
+        return added[-1]
+
+    def spy_vectors(self, vectors, ids):
+        encoded.append(len(ids))
+        add_with_ids(self, vectors, ids)
+
+    monkeypatch.setattr(SegmentWriter, "add_codes", spy_codes)
+    monkeypatch.setattr(SegmentWriter, "add_with_ids", spy_vectors)
+    segments = {}
+    for how in ("local", "ray"):
+        store = tmp_path / how
+        shutil.copytree(trained, store)
+        more = ["--ray", "auto"] if how == "ray" else []
+        result = runner.invoke(app, ["build", str(example_genomes[3]), "-i", str(store), *more])
+        assert result.exit_code == 0, result.output
+        folder = store / SEGMENTS_DIR / (store / SEGMENTS_DIR / CURRENT).read_text().strip()
+        segments[how] = sorted(folder.glob("0*.faiss"))[-1].read_bytes()
+        if how == "local":
+            assert encoded and not added, "a local build encodes in the driver"
+            encoded.clear()
+    assert added == [True] and not encoded, "the driver encoded what the workers should have"
+    assert segments["ray"] == segments["local"]
+    assert GenomeIndex(tmp_path / "ray").check() == []
 
 
 def test_a_bad_input_is_refused_before_anything_is_dispatched(ray_address, tmp_path, monkeypatch) -> None:

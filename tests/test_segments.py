@@ -8,6 +8,7 @@ a store of one genome stays exact, two or more are trained.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import faiss
@@ -20,6 +21,7 @@ from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.settings import QueryOptions
 from genome_index.store import Store, indexes
+from genome_index.store import segments as segments_module
 from genome_index.store.indexes import build_faiss, train_ivf_pq
 from genome_index.store.segments import CURRENT, SEGMENTS_DIR, Segments, SegmentWriter, stacked
 from genome_index.store.vectors import normalise
@@ -101,10 +103,37 @@ def test_searching_the_segments_finds_what_one_index_of_them_all_finds() -> None
     np.testing.assert_allclose(found[0], expected[0], rtol=1e-6)
 
 
-def test_a_segment_is_written_once_and_read_in_place(tmp_path: Path) -> None:
-    """Opening segments maps their lists without reading them: the process's own memory grows by
-    at most their ids (FAISS copies them: 8 bytes a vector, of 72 here), and none of the codes'
-    pages are read."""
+def test_codes_made_elsewhere_with_the_codebook_are_the_codes_the_writer_makes(tmp_path: Path) -> None:
+    """A Ray worker sent a store's `Codebook` encodes a genome's vectors; the driver adds the codes:
+    the segment written is byte for byte the one encoding the vectors in the driver writes.
+    Codes of another quantizer (a store retrained meanwhile) are refused and nothing is added."""
+    rng = np.random.default_rng(8)
+    vectors = normalise(rng.normal(size=(3000, 32)).astype(np.float32))
+    trained = train_ivf_pq(vectors[:1000], 8)
+    written = []
+    for how in ("vectors", "codes"):
+        (tmp_path / how).mkdir()
+        segments = Segments(tmp_path / how)
+        writer = SegmentWriter(segments, segments.begin(trained), trained)
+        if how == "vectors":
+            writer.add_with_ids(vectors, np.arange(3000) + 7)
+        else:
+            encode = pickle.loads(pickle.dumps(writer.codebook)).encoder()  # as Ray sends it to a worker
+            for lo in range(0, 3000, 500):  # a genome at a time
+                assert writer.add_codes(encode(vectors[lo : lo + 500]), np.arange(lo, lo + 500) + 7)
+        writer.flush()
+        written.append(segments.paths(writer.generation)[0].read_bytes())
+    assert written[0] == written[1]
+
+    other = SegmentWriter(Segments(tmp_path / "other"), 1, train_ivf_pq(vectors[1000:2000], 8))
+    assert other.codebook.digest != writer.codebook.digest
+    assert not other.add_codes(writer.codebook.encoder()(vectors[:10]), np.arange(10))
+    assert other.ntotal == 0
+
+
+@pytest.fixture
+def big_segment(tmp_path: Path) -> Segments:
+    """One published segment of 300,000 256-d vectors in 4 lists (about 12 MB of codes and ids)."""
     rng = np.random.default_rng(5)
     vectors = normalise(rng.normal(size=(300_000, 256)).astype(np.float32))
     trained = train_ivf_pq(vectors[:2000], 4)
@@ -114,17 +143,66 @@ def test_a_segment_is_written_once_and_read_in_place(tmp_path: Path) -> None:
     del vectors
     writer.flush()
     segments.publish(writer.generation)
-    size = segments.paths(writer.generation)[0].stat().st_size
-    assert size > 300_000 * 64
+    return segments
+
+
+def test_ties_are_decided_by_id_whatever_the_order_of_the_segments() -> None:
+    """Near-identical windows get the same 8-bit codes, so their scores tie exactly: the same
+    store answers the same whichever segment holds which (a reindex, a shard of a Ray search)."""
+    rng = np.random.default_rng(4)
+    vectors = normalise(rng.normal(size=(1200, 32)).astype(np.float32))
+    trained = train_ivf_pq(vectors, 4)
+    twins = np.repeat(vectors[:1], 8, axis=0)  # eight copies of one vector: eight exact ties
+    parts = []
+    for ids in (np.arange(100, 108), np.arange(10, 18)):
+        part = faiss.clone_index(trained)
+        part.add_with_ids(twins, ids)
+        parts.append(part)
+    for order in (parts, parts[::-1]):
+        index = stacked(trained, order)
+        index.nprobe = index.nlist
+        scores, ids = indexes.search(index, vectors[:1], 5)
+        assert ids.tolist() == [[10, 11, 12, 13, 14]] and len(set(scores[0].tolist())) == 1
+
+
+def test_a_segment_is_written_once_and_read_in_place(big_segment: Segments) -> None:
+    """Opening segments maps their lists without reading them: the process's own memory grows by
+    at most their ids (FAISS copies them: 8 bytes a vector, of 40 here), and none of the codes'
+    pages are read."""
+    size = big_segment.paths(big_segment.generation())[0].stat().st_size
+    assert size > 300_000 * 32
 
     before = anonymous_bytes(), mapped_bytes()
-    index, listed = segments.open(segments.generation())
+    index, listed = big_segment.open(big_segment.generation())
     grown = anonymous_bytes() - before[0], mapped_bytes() - before[1]
     assert [(item.count, item.first, item.last) for item in listed] == [(300_000, 0, 299_999)]
     assert index.ntotal == 300_000
     assert grown[0] < size / 3, f"{grown[0] >> 20} MiB of private memory for a {size >> 20} MiB segment"
     assert grown[1] < size / 8, f"{grown[1] >> 20} MiB of the {size >> 20} MiB segment read on opening it"
-    assert index.search(normalise(rng.normal(size=(2, 256)).astype(np.float32)), 5)[1].min() >= 0
+    queries = normalise(np.random.default_rng(6).normal(size=(2, 256)).astype(np.float32))
+    assert index.search(queries, 5)[1].min() >= 0
+
+
+def test_a_reader_lets_go_of_the_pages_its_queries_mapped(big_segment: Segments, monkeypatch) -> None:
+    """A query probing every list maps the whole segment. Below MAPPED_BUDGET the pages stay
+    mapped; past it the reader drops them after the query (the kernel's page cache keeps them),
+    so its resident memory follows one query's lists, not every list it ever probed; the
+    answers are the same."""
+    size = big_segment.paths(big_segment.generation())[0].stat().st_size
+    index, _ = big_segment.open(big_segment.generation())
+    index.nprobe = index.nlist
+    queries = normalise(np.random.default_rng(7).normal(size=(8, 256)).astype(np.float32))
+    before = mapped_bytes()
+    expected = indexes.search(index, queries, 5)
+    assert mapped_bytes() - before > size / 2, "the query did not read the lists it probed"
+
+    monkeypatch.setattr(segments_module, "MAPPED_BUDGET", size // 4)
+    found = indexes.search(index, queries, 5)
+    assert mapped_bytes() - before < size / 8, f"{(mapped_bytes() - before) >> 20} MiB still mapped"
+    np.testing.assert_array_equal(found[1], expected[1])
+    np.testing.assert_array_equal(found[0], expected[0])
+    found = indexes.search(index, queries, 5)  # mapped again from the page cache
+    np.testing.assert_array_equal(found[1], expected[1])
 
 
 def resident(kind: str) -> int:

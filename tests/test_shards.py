@@ -23,11 +23,11 @@ from genome_index.cli import app
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import read_genome
 from genome_index.search.searcher import Searcher
-from genome_index.search.shards import ShardedIndex, balanced, merge_top_k
+from genome_index.search.shards import ShardedIndex, balanced
 from genome_index.server.app import create_app
 from genome_index.settings import QueryOptions
 from genome_index.store import Store, indexes
-from genome_index.store.segments import Listed, Segments
+from genome_index.store.segments import Listed, Segments, best_k
 from genome_index.store.vectors import normalise
 from tests.helpers import copy_store
 
@@ -60,9 +60,9 @@ def test_segments_are_grouped_evenly_and_a_new_segment_changes_one_group() -> No
 def test_merged_results_are_the_best_k_by_score_then_id_with_unfilled_places_last() -> None:
     first = (np.array([[0.9, 0.5, -3.4e38]], dtype=np.float32), np.array([[7, 3, -1]]))
     second = (np.array([[0.7, 0.5, 0.1]], dtype=np.float32), np.array([[4, 2, 9]]))
-    scores, ids = merge_top_k([first, second], 4)
+    scores, ids = best_k([first, second], 4)
     assert ids.tolist() == [[7, 4, 2, 3]] and scores[0].tolist() == pytest.approx([0.9, 0.7, 0.5, 0.5])
-    scores, ids = merge_top_k([first, (second[0][:, :0], second[1][:, :0])], 3)
+    scores, ids = best_k([first, (second[0][:, :0], second[1][:, :0])], 3)
     assert ids.tolist() == [[7, 3, -1]]
 
 

@@ -36,6 +36,7 @@ from genome_index.progress import SILENT, Progress, Step
 from genome_index.ray_session import RayWatch, connect
 from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, resolve
 from genome_index.store.rows import NewGenome
+from genome_index.store.segments import Codebook
 
 log = logging.getLogger("genome_index")
 READS_PER_ACTOR = 2  # genomes read and cut at once for each actor
@@ -192,7 +193,10 @@ class EmbedActor:
     """One model loaded once, embedding the windows of the genomes handed to it. It checks that
     it embeds exactly as the driver was told (a node with other weights or libraries)."""
 
-    def __init__(self, model: ModelOptions, run: RunOptions, store: StoreOptions, expected: StoreSettings) -> None:
+    def __init__(
+        self, model: ModelOptions, run: RunOptions, store: StoreOptions, expected: StoreSettings,
+        codebook: Codebook | None = None,
+    ) -> None:  # fmt: skip
         from genome_index.embedding.embedder import Embedder
 
         self.embedder = Embedder(model, run)
@@ -200,11 +204,13 @@ class EmbedActor:
             key, wanted, here = difference
             raise GenomeIndexError(f"a Ray worker's {key} is {here!r}, not the run's {wanted!r}")
         self.vector_dtype = np.float16 if expected.vector_dtype == "float16" else np.float32
+        self.encode = codebook.encoder() if codebook is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, list[Any]]]:
         """Embed the batch's genomes together; hand each one back as soon as all are done, its
-        vectors in the store's dtype and their unit sum worked out (work the driver is spared)."""
-        from genome_index.store.vectors import unit_sum
+        vectors in the store's dtype, their unit sum worked out and, for a trained store, their
+        codes (work the driver is spared: it commits, and adds the codes as they are)."""
+        from genome_index.store.vectors import normalise, unit_sum
 
         items = [pickle.loads(blob) for blob in batch["item"]]
         vectors = self.embedder.embed_chunks([c for _, chunks in items for c in chunks])
@@ -212,16 +218,18 @@ class EmbedActor:
         for new, chunks in items:
             new.vectors = vectors[offset : offset + len(chunks)].astype(self.vector_dtype)
             new.chunk_sum = unit_sum(new.vectors)
+            if self.encode is not None:  # from the stored dtype, as the driver would encode them
+                new.codes = self.encode(normalise(new.vectors))
             offset += len(chunks)
             yield {"sha256": [new.sha256], "item": [pickle.dumps(new, protocol=pickle.HIGHEST_PROTOCOL)]}
 
 
 def embedded(
     rows: list[dict[str, Any]], settings: StoreSettings, model: ModelOptions, run: RunOptions, store: StoreOptions,
-    pool: Pool,
+    pool: Pool, codebook: Codebook | None = None,
 ) -> Any:  # fmt: skip
     """The Ray Data pipeline: genome rows (path, file, name, sha256) in, embedded genomes out
-    (sha256, pickled NewGenome), streamed as they finish."""
+    (sha256, pickled NewGenome; encoded with `codebook` where given), streamed as they finish."""
     import ray.data
 
     return (
@@ -236,7 +244,9 @@ def embedded(
         )
         .map_batches(
             EmbedActor,
-            fn_constructor_kwargs={"model": model, "run": run, "store": store, "expected": settings},
+            fn_constructor_kwargs={
+                "model": model, "run": run, "store": store, "expected": settings, "codebook": codebook,
+            },
             batch_size=GENOMES_PER_CALL,
             compute=ray.data.ActorPoolStrategy(size=pool.actors),
             **pool.resources,
@@ -359,7 +369,9 @@ class RayRunner:
         self.checked = CheckedInputs(check_inputs(files, reads_ok))  # a bad file: refused before any dispatch
         return self.checked
 
-    def embed(self, files: list[Path], want: Callable[[Path], bool], step: Step) -> Iterator[NewGenome]:
+    def embed(
+        self, files: list[Path], want: Callable[[Path], bool], step: Step, codebook: Codebook | None = None
+    ) -> Iterator[NewGenome]:
         rows = [
             {"path": str(path.absolute()), "file": str(path), "name": Genome(path).name,
              "sha256": self.checked.sha_of(path)}
@@ -370,7 +382,9 @@ class RayRunner:
             return
         queued: set[str] = set()
         with ActorWatch(step), self.watch:
-            pipeline = embedded(rows, self.store_settings, self.model, self.run, self.store_options, self.pool)
+            pipeline = embedded(
+                rows, self.store_settings, self.model, self.run, self.store_options, self.pool, codebook
+            )
             for out in pipeline.iter_rows():
                 if out["sha256"] in queued:  # a retried task's repeat
                     continue

@@ -30,6 +30,7 @@ from genome_index.io.fasta import find_fasta_files
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.settings import ModelOptions, RunOptions, StoreOptions, StoreSettings, differs, resolve
 from genome_index.store import Store
+from genome_index.store.segments import Codebook, SegmentWriter
 
 
 @dataclass
@@ -76,9 +77,11 @@ class Runner(Protocol):
         ...
 
     def embed(
-        self, files: list[Path], want: Callable[[Path], bool], step: Step
+        self, files: list[Path], want: Callable[[Path], bool], step: Step, codebook: Codebook | None = None
     ) -> Iterator[Any]:  # EmbeddedGenome | NewGenome
-        """The embedded genomes of the `files` that `want` takes (asked in input order)."""
+        """The embedded genomes of the `files` that `want` takes (asked in input order); a
+        runner whose workers are not this process encodes them with `codebook` (a trained
+        store's quantizer), so that the writer adds codes."""
         ...
 
     def failed(self, exc: BaseException, report: BuildReport) -> tuple[bool, BaseException | None]:
@@ -102,8 +105,10 @@ class LocalRunner:
     def check(self, files: list[Path], reads_ok: bool) -> Checked:
         return InputCheck(files, reads_ok)
 
-    def embed(self, files: list[Path], want: Callable[[Path], bool], step: Step) -> Iterator[Any]:
-        return self.embedder.embed_genomes(files, want=want, step=step)
+    def embed(
+        self, files: list[Path], want: Callable[[Path], bool], step: Step, codebook: Codebook | None = None
+    ) -> Iterator[Any]:
+        return self.embedder.embed_genomes(files, want=want, step=step)  # encoded by the writer, in this process
 
     def failed(self, exc: BaseException, report: BuildReport) -> tuple[bool, BaseException | None]:
         return not isinstance(exc, KeyboardInterrupt), None  # Ctrl-C must stop at once: no FAISS write
@@ -152,7 +157,9 @@ def run_build(
             return wanted
 
         try:
-            for item in runner.embed(files, want, step):
+            chunks = indexes["chunks"]
+            codebook = chunks.codebook if isinstance(chunks, SegmentWriter) else None  # a trained store
+            for item in runner.embed(files, want, step, codebook):
                 path = Path(item.file)
                 writer.put(Add(item, intake.names[path], intake.labels_of(path)))
             writer.finish()

@@ -281,9 +281,10 @@ class Writer:
             if new.labels:
                 self.report.labelled_ids.add(genome_id)
             self.report.bases += new.length
-            # committed: FAISS takes them normalised, in place (float16 once copied to float32)
-            unit = normalise_in_place(np.ascontiguousarray(new.vectors, dtype=np.float32))
-            self.indexes["chunks"].add_with_ids(unit, chunk_ids)
+            chunks = self.indexes["chunks"]
+            if new.codes is None or not isinstance(chunks, SegmentWriter) or not chunks.add_codes(new.codes, chunk_ids):
+                # committed: FAISS takes them normalised, in place (float16 once copied to float32)
+                chunks.add_with_ids(normalise_in_place(np.ascontiguousarray(new.vectors, dtype=np.float32)), chunk_ids)
             self.indexes["genomes"].add_with_ids(normalise(new.chunk_sum), np.array([genome_id], dtype=np.int64))
         self.dirty.update(FAISS_FILES)
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from genome_index.errors import GenomeIndexError, first_line
 from genome_index.store.indexes import to_gpu
-from genome_index.store.segments import Listed, Segments, stack_of, stacked
+from genome_index.store.segments import Listed, Segments, best_k, search_stacked, stack_of, stacked
 
 log = logging.getLogger("genome_index")
 SHARD_TIMEOUT = 120.0  # seconds a query waits for every shard (restarting a lost one included)
@@ -48,7 +48,9 @@ class SegmentShard:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) of normalised queries over this shard's segments."""
-        return self.index.search(queries, k)
+        if stack_of(self.index) is None:  # on a GPU
+            return self.index.search(queries, k)
+        return search_stacked(self.index, queries, k)
 
     def info(self) -> dict[str, Any]:
         """Where the shard runs and what it holds: its process, machine and vectors."""
@@ -75,15 +77,6 @@ def balanced(listed: Sequence[Listed], shards: int) -> list[list[Listed]]:
     return [group for group in groups if group]
 
 
-def merge_top_k(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The top k (scores, ids) of each query over several searches' results, best first, ties in
-    id order, places no search filled (id -1) last."""
-    scores = np.concatenate([part[0] for part in parts], axis=1)
-    ids = np.concatenate([part[1] for part in parts], axis=1)
-    order = np.lexsort((ids, -scores, ids < 0), axis=1)[:, :k]
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
-
-
 class ShardedIndex:
     """A chunk index searched on Ray actors (and here, for what is not yet a segment): what
     `store.indexes.search` needs of an index, `ntotal`, `d` and `search(queries, k)`."""
@@ -108,7 +101,7 @@ class ShardedIndex:
             raise GenomeIndexError(f"a search shard on Ray was lost for good ({lost_reason(exc)})") from None
         except RayTaskError as exc:
             raise GenomeIndexError(f"a search shard on Ray failed: {first_line(exc.cause or exc)}") from None
-        return merge_top_k(parts, k)
+        return best_k(parts, k)
 
     def shard_info(self) -> list[dict[str, Any]]:
         """Each shard's `SegmentShard.info`."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from genome_index.io.sequences import PackedSequence
+
+if TYPE_CHECKING:
+    from genome_index.store.segments import Codes
 
 
 @dataclass
@@ -28,3 +31,4 @@ class NewGenome:
     sketch_scaled: int
     sequences: list[PackedSequence] | None  # one per record; None: not kept (a store built before sequences)
     chunk_sum: np.ndarray | None = None  # (1, dim) sum of the unit chunk vectors; None: worked out at commit
+    codes: Codes | None = None  # of the chunk vectors, made by a Ray worker; None: encoded at commit

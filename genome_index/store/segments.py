@@ -15,16 +15,25 @@ since its last FAISS checkpoint as the next segment, so its memory follows one b
 a commit never rewrites what is on disk. A reader memory-maps every segment of the current
 generation (FAISS's IO_FLAG_MMAP_IFC: a query reads only the lists it probes) and searches them
 as one index (`HStackInvertedLists`: each probed list is that list in every segment, one after
-the other), so results come merged by score. `reindex`, `remove` and `merge` write a whole new
-generation (`reindex` trains it afresh), switch CURRENT to it, then delete the old one; a reader
-that still maps the old files keeps them until it lets go.
+the other), so results come merged by score. The pages a query maps stay the process's own until it
+lets go of them: once MAPPED_BUDGET more are resident than after the last time, it drops them all
+(`Stack.trim`; they stay in the kernel's page cache, so the next query maps them again without
+reading the disk), so a reader's memory follows what it probes, not the store's size.
+
+`reindex`, `remove` and `merge` write a whole new generation (`reindex` trains it afresh), switch
+CURRENT to it, then delete the old one; a reader that still maps the old files keeps them until it
+lets go.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import mmap
+import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +52,9 @@ MANIFEST = "MANIFEST"  # a generation's segments: name, bytes, SHA-256, a line e
 SEGMENT_VECTORS = 1 << 20  # a rewrite (`reindex`) writes segments of at most this many vectors
 ADD_BLOCK = 65_536  # vectors encoded at a time
 SEGMENT_NAME = re.compile(r"^(\d{6,})\.faiss$")
+MAPPED_BUDGET = 512 << 20  # bytes of segment pages a reader maps before it lets go of them all (`Stack.trim`)
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TIE_ROOM = 16  # results asked of FAISS beyond those wanted, so that ties at the cut are decided by id
 
 
 def empty_like(trained: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
@@ -232,6 +244,19 @@ class Stack:
     lists: Any
     generation: int | None
     listed: tuple[Listed, ...] = ()  # the MANIFEST lines of the first parts; any after them are in memory only
+    mapped: tuple[tuple[int, int], ...] = ()  # (address, bytes) where this process maps those files
+    kept: int = 0  # bytes of mapped files resident after the last `trim`
+
+    def trim(self) -> None:
+        """Let go of the segments' mapped pages (MADV_DONTNEED) once the process holds
+        MAPPED_BUDGET more bytes of mapped files than after the last time. The files are
+        read-only and shared, so nothing is lost: a later query maps them again from the page
+        cache. Without this, a reader's resident memory grows to every list it ever probed."""
+        if not self.mapped or resident_file_bytes() - self.kept <= MAPPED_BUDGET:
+            return
+        for address, size in self.mapped:
+            _LIBC.madvise(ctypes.c_void_p(address), ctypes.c_size_t(size), mmap.MADV_DONTNEED)
+        self.kept = resident_file_bytes()
 
 
 def stacked(
@@ -253,8 +278,60 @@ def stacked(
         joined = faiss.HStackInvertedLists(lists.size(), lists.data())
         index.replace_invlists(joined, False)
         index.ntotal = sum(part.ntotal for part in parts)
-    index.referenced_objects = [Stack(trained, parts, joined, generation, tuple(listed))]
+    listed = tuple(listed)
+    mapped = mapped_ranges(item.path for item in listed)
+    index.referenced_objects = [Stack(trained, parts, joined, generation, listed, mapped, resident_file_bytes())]
     return tune(index)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def mapped_ranges(paths: Iterable[Path]) -> tuple[tuple[int, int], ...]:
+    """(address, bytes) of every mapping of `paths` in this process (FAISS maps a segment whole),
+    from /proc/self/maps; none where there is no such file (not Linux)."""
+    wanted = {os.path.realpath(path) for path in paths}
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines() if wanted else []
+    except OSError:
+        return ()
+    found = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] in wanted:
+            low, high = (int(bound, 16) for bound in fields[0].split("-"))
+            found.append((low, high - low))
+    return tuple(found)
+
+
+def resident_file_bytes() -> int:
+    """Bytes of this process's resident memory that are shared pages of files (statm's third
+    field: what `trim` lets go of and the kernel can take back); 0 where unknown."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[2]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def search_stacked(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids) of normalised queries over a stacked index, ties decided by id: FAISS
+    is asked for TIE_ROOM more, so that the same store gives the same answer whatever its
+    segments or shards (8-bit codes of near-identical windows tie exactly); then the reader
+    lets go of mapped pages past its budget (`Stack.trim`)."""
+    scores, ids = index.search(queries, min(k + TIE_ROOM, index.ntotal))
+    if (stack := stack_of(index)) is not None:
+        stack.trim()
+    return best_k([(scores, ids)], k)
+
+
+def best_k(parts: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top k (scores, ids) of each query over several searches' results, best first, ties in
+    id order, places no search filled (id -1) last."""
+    parts = list(parts)
+    scores = np.concatenate([part[0] for part in parts], axis=1)
+    ids = np.concatenate([part[1] for part in parts], axis=1)
+    order = np.lexsort((ids, -scores, ids < 0), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
 
 def stack_of(index: faiss.Index) -> Stack | None:
@@ -272,6 +349,36 @@ def list_ids(index: faiss.IndexIVF) -> np.ndarray:
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class Codebook:
+    """A generation's trained quantizer, as bytes a Ray worker can be sent and encode with (the
+    driver then adds codes, not vectors: the coarse assignment is most of a commit's CPU), and
+    their SHA-256, by which the driver takes only codes made with its own quantizer."""
+
+    data: np.ndarray  # uint8: faiss.serialize_index of the trained, empty index
+    digest: str
+    code_size: int  # bytes of a vector's code: its list number, then its PQ code
+
+    @classmethod
+    def of(cls, trained: faiss.IndexIVFPQ) -> Codebook:
+        data = faiss.serialize_index(empty_like(trained))
+        return cls(data, hashlib.sha256(data.tobytes()).hexdigest(), trained.sa_code_size())
+
+    def encoder(self) -> Callable[[np.ndarray], Codes]:
+        """A function of normalised float32 vectors to their `Codes` (the quantizer read once)."""
+        index = faiss.deserialize_index(self.data)
+        return lambda unit: Codes(self.digest, index.sa_encode(np.ascontiguousarray(unit, dtype=np.float32)))
+
+
+@dataclass(frozen=True)
+class Codes:
+    """A genome's chunk vectors encoded by the quantizer of `digest` (FAISS's standalone codes:
+    each its list number, then its PQ code), in the order of its chunks."""
+
+    digest: str
+    codes: np.ndarray  # uint8 (chunks, sa_code_size)
+
+
 class SegmentWriter:
     """A build's side of the segments: the codes of what it commits, gathered in memory and
     written as the generation's next segment at each `flush` (the writer's FAISS checkpoints)."""
@@ -281,6 +388,7 @@ class SegmentWriter:
         self.template = empty_like(trained if trained is not None else segments.trained(generation))
         self.pending = empty_like(self.template)
         self.written = 0  # vectors in the segments this writer wrote
+        self.codebook = Codebook.of(self.template)
 
     @property
     def ntotal(self) -> int:
@@ -290,6 +398,14 @@ class SegmentWriter:
         """Encode normalised vectors; their codes wait in memory for the next `flush`."""
         for lo in range(0, len(ids), ADD_BLOCK):
             self.pending.add_with_ids(vectors[lo : lo + ADD_BLOCK], np.ascontiguousarray(ids[lo : lo + ADD_BLOCK]))
+
+    def add_codes(self, codes: Codes, ids: np.ndarray) -> bool:
+        """Add codes made elsewhere (a Ray worker) with this generation's quantizer; False, and
+        nothing added, when they were made with another (the caller encodes the vectors)."""
+        if codes.digest != self.codebook.digest or len(codes.codes) != len(ids):
+            return False
+        self.pending.add_sa_codes(codes.codes, np.ascontiguousarray(ids, dtype=np.int64))
+        return True
 
     def flush(self) -> None:
         """Write what was gathered as a new segment (nothing when nothing was)."""
