@@ -6,9 +6,9 @@ For two model shapes, NT-2.5B (2,560-d, 1000-token windows: about 1,000 anchored
 3 Mbp genome) and a 500M-class model such as NT v2 500M (1,024-d, 2048-token windows: about
 500), and both vector dtypes, this commits synthetic 3 Mbp genomes (random vectors, packed
 sequence, sketch) to real stores, in groups as a busy build's writer does (one genome a
-transaction leaves DuckDB's file up to 1.5x larger), and measures metadata.duckdb and each
-FAISS chunk index type (flat, hnsw, ivf-pq: the index a query holds in memory; FAISS keeps
-float32 whatever the store's dtype) at N and 2N genomes (N = --genomes, at least 12,000
+transaction leaves DuckDB's file up to 1.5x larger), and measures metadata.duckdb, the vector
+files beside it and each FAISS chunk index type (flat, hnsw, ivf-pq: the index a query holds
+in memory; FAISS keeps float32 whatever the store's dtype) at N and 2N genomes (N = --genomes, at least 12,000
 vectors so that ivf-pq trains). The difference is the cost of one more genome; what is left
 of the size at N is fixed (ivf-pq's codebooks). It prints both, then fixed + per genome x
 genomes for 10 k, 100 k and 1 M genomes (hnsw: measured at N only, its links are per vector).
@@ -44,9 +44,10 @@ def human(size: float) -> str:
     return f"{size / 1e3:.0f} kB"
 
 
-def duckdb_size(genomes: int, dim: int, windows: int, dtype: str) -> int:
-    """metadata.duckdb's bytes beyond an empty store's, checkpointed, once `genomes` are committed
-    as a build's writer commits genomes that queue up: in groups of COMMIT_GROUP_BYTES."""
+def store_size(genomes: int, dim: int, windows: int, dtype: str) -> tuple[int, int]:
+    """metadata.duckdb's bytes beyond an empty store's, checkpointed, and the vector files' beside
+    it, once `genomes` are committed as a build's writer commits genomes that queue up: in
+    groups of COMMIT_GROUP_BYTES."""
     settings = StoreSettings(
         model="bench", model_source="bench", model_revision="bench", layer=0, chunk_tokens=1000, chunking="anchored",
         anchor_radius=1498, overlap=0, dim=dim, index_type="flat", vector_dtype=dtype, sketch_scaled=1000,
@@ -61,12 +62,14 @@ def duckdb_size(genomes: int, dim: int, windows: int, dtype: str) -> int:
         with store.session() as writer:
             for i in range(genomes):
                 new = genome(rng, i, windows, dim)
-                new.vectors, new.chunk_sum = new.vectors.astype(np.float32), None
+                # float32 drawn as float32: float16 values widened would leave zero bits that compress
+                new.vectors, new.chunk_sum = rng.normal(size=new.vectors.shape).astype(np.float32), None
                 group.append(new)
                 if sum(g.vectors.nbytes for g in group) >= COMMIT_GROUP_BYTES or i == genomes - 1:
                     writer.add_genomes(group, dtype)
                     group = []
-        return store.db_path.stat().st_size - empty
+        vectors = sum(path.stat().st_size for path in (store.directory / "vectors").glob("*"))
+        return store.db_path.stat().st_size - empty, vectors
 
 
 def faiss_size(genomes: int, dim: int, windows: int, kind: str) -> int:
@@ -89,8 +92,10 @@ def main() -> None:
         print(f"\n{shape}, {windows} windows per 3 Mbp genome, measured at {n} and {2 * n} genomes:")
         sizes: dict[str, tuple[float, float]] = {}  # what: (fixed bytes, bytes per genome)
         for dtype in ("float32", "float16"):
-            one, two = duckdb_size(n, dim, windows, dtype), duckdb_size(2 * n, dim, windows, dtype)
-            sizes[f"DuckDB, {dtype} vectors"] = (one - (two - one), (two - one) / n)
+            measured = store_size(n, dim, windows, dtype), store_size(2 * n, dim, windows, dtype)
+            for part, what in enumerate(("metadata.duckdb", f"vector files, {dtype}")):
+                one, two = measured[0][part], measured[1][part]
+                sizes[what] = (one - (two - one), (two - one) / n)
         for kind in ("flat", "ivf-pq"):
             one, two = faiss_size(n, dim, windows, kind), faiss_size(2 * n, dim, windows, kind)
             sizes[f"FAISS chunk index, {kind}"] = (one - (two - one), (two - one) / n)
