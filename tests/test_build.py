@@ -4,6 +4,7 @@ writer that takes a whole group of genomes without making the model wait."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -119,6 +120,28 @@ def test_writer_waits_when_the_byte_bound_is_reached_and_resumes(
     assert not blocked.is_alive()
     writer.finish()
     assert [name for name, _, _ in report.added] == [first.genome.name, second.genome.name]
+
+
+@pytest.mark.slow
+def test_genomes_arriving_one_by_one_are_committed_a_group_at_a_time(open_store, labelled_genomes, kmer_engine):
+    """Genomes handed over one at a time, more slowly than the writer commits (as from GPUs):
+    the writer waits up to GROUP_LINGER after each for more, so they share commits and vector
+    files (a file a genome would be a million files for a million genomes)."""
+    store = open_store[0]
+    before = set((store.directory / "vectors").glob("*.parquet"))
+    checked: Future = Future()
+    report = BuildReport()
+    items = [embedded(kmer_engine, p) for p in labelled_genomes[0][1:]]
+    checked.set_result(validated(items))
+    writer = Writer(*open_store, checked, report).start()
+    for item in items:
+        writer.put(Add(item, item.genome.name, {}))
+        time.sleep(0.05)
+    writer.finish()
+    assert len(report.added) == len(items) > 8
+    written = set((store.directory / "vectors").glob("*.parquet")) - before
+    assert 1 <= len(written) <= 3, f"{len(written)} vector files for {len(items)} genomes"
+    assert store.check() == []
 
 
 def test_a_dead_writer_raises_in_put_instead_of_hanging(open_store, example_genomes, kmer_engine, monkeypatch) -> None:

@@ -39,6 +39,7 @@ FAISS_WRITE_SHARE = 0.1  # ... or less often, so that writing them takes at most
 COMMIT_SECONDS = 1.0  # the longest the writer holds the store file at a time (a group's commit may pass it)
 COMMIT_GROUP_BYTES = 192 << 20  # genomes queued together are committed together, up to this much of vectors
 READER_WINDOW = 0.1  # a pause between commit sessions, so a waiting reader gets the file
+GROUP_LINGER = 0.5  # seconds the writer waits after a genome arrives for more to commit with it (a vector file a group)
 WRITER_QUEUE_BYTES = 1 << 30  # vectors waiting for the writer: several groups of genomes, so the model never waits
 
 
@@ -103,6 +104,7 @@ class Writer:
         self.queued_bytes = 0
         self.error: BaseException | None = None
         self.stopping = threading.Event()
+        self.finishing = threading.Event()  # set once the last message is queued: no more genomes to wait for
         self.wake = threading.Event()  # set when the input check ends or the writer is abandoned
         checked.add_done_callback(lambda _: self.wake.set())
         self.thread = threading.Thread(target=self._run, name="genome-index-writer", daemon=True)
@@ -122,11 +124,15 @@ class Writer:
             if self.error is not None:
                 raise self.error
             self.queued_bytes += size
+            self.room.notify_all()  # a lingering writer counts what is queued
         self.tasks.put((task, size))
 
     def finish(self) -> None:
         """Wait for every queued task, write the FAISS files, and re-raise any error."""
         self.put(Stop())
+        with self.room:
+            self.finishing.set()
+            self.room.notify_all()
         self.thread.join()
         if self.error is not None:
             raise self.error
@@ -138,7 +144,9 @@ class Writer:
         """Stop after the task in progress (its transaction completes or rolls back); with
         `save`, bring the FAISS files up to what was committed (best effort: a later command
         rebuilds them anyway). Ctrl-C does not save: it must stop at once."""
-        self.stopping.set()
+        with self.room:
+            self.stopping.set()
+            self.room.notify_all()
         self.wake.set()
         while True:
             try:
@@ -205,6 +213,7 @@ class Writer:
             last_write, pause = None, FAISS_CHECKPOINT_SECONDS
             queued = self.tasks.get()
             while not isinstance(queued[0], Stop):
+                self._linger(queued)
                 with self.store.session(checkpoint=False) as session:
                     opened = time.perf_counter()
                     while not isinstance(queued[0], Stop):
@@ -229,6 +238,19 @@ class Writer:
             with self.room:
                 self.error = exc
                 self.room.notify_all()
+
+    def _linger(self, first: Queued) -> None:
+        """After a genome arrives, wait up to GROUP_LINGER for more (until COMMIT_GROUP_BYTES
+        are queued, or the build ends), so that genomes arriving one by one, as from GPUs slower
+        than the writer, are committed a group at a time: each commit writes one vector file,
+        and a file a genome would mean a million files for a million genomes."""
+        if not isinstance(first[0], Add):
+            return
+        with self.room:
+            self.room.wait_for(
+                lambda: self.stopping.is_set() or self.finishing.is_set() or self.queued_bytes >= COMMIT_GROUP_BYTES,
+                timeout=GROUP_LINGER,
+            )
 
     def _group(self, first: Queued) -> tuple[list[Queued], Queued | None]:
         """`first` and the genomes queued right behind it (up to COMMIT_GROUP_BYTES of vectors),
