@@ -124,15 +124,14 @@ class Writer:
             if self.error is not None:
                 raise self.error
             self.queued_bytes += size
-            self.room.notify_all()  # a lingering writer counts what is queued
+            if isinstance(task, Stop):
+                self.finishing.set()
+            self.room.notify_all()  # a lingering writer counts what is queued, and learns of the end
         self.tasks.put((task, size))
 
     def finish(self) -> None:
         """Wait for every queued task, write the FAISS files, and re-raise any error."""
         self.put(Stop())
-        with self.room:
-            self.finishing.set()
-            self.room.notify_all()
         self.thread.join()
         if self.error is not None:
             raise self.error

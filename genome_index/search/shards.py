@@ -48,9 +48,7 @@ class SegmentShard:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) of normalised queries over this shard's segments."""
-        if stack_of(self.index) is None:  # on a GPU
-            return self.index.search(queries, k)
-        return search_stacked(self.index, queries, k)
+        return search_stacked(self.index, queries, k)  # its copy on a GPU too: ties decided by id there as well
 
     def info(self) -> dict[str, Any]:
         """Where the shard runs and what it holds: its process, machine and vectors."""

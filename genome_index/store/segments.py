@@ -28,6 +28,7 @@ lets go.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import mmap
 import os
@@ -314,10 +315,10 @@ def resident_file_bytes() -> int:
 
 
 def search_stacked(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, ids) of normalised queries over a stacked index, ties decided by id: FAISS
-    is asked for TIE_ROOM more, so that the same store gives the same answer whatever its
-    segments or shards (8-bit codes of near-identical windows tie exactly); then the reader
-    lets go of mapped pages past its budget (`Stack.trim`)."""
+    """Top-k (scores, ids) of normalised queries over a stacked index (or its copy on a GPU),
+    ties decided by id: FAISS is asked for TIE_ROOM more, so that the same store gives the same
+    answer whatever its segments or shards (8-bit codes of near-identical windows tie exactly);
+    then the reader lets go of mapped pages past its budget (`Stack.trim`)."""
     scores, ids = index.search(queries, min(k + TIE_ROOM, index.ntotal))
     if (stack := stack_of(index)) is not None:
         stack.trim()
@@ -388,7 +389,11 @@ class SegmentWriter:
         self.template = empty_like(trained if trained is not None else segments.trained(generation))
         self.pending = empty_like(self.template)
         self.written = 0  # vectors in the segments this writer wrote
-        self.codebook = Codebook.of(self.template)
+
+    @functools.cached_property
+    def codebook(self) -> Codebook:
+        """The generation's quantizer as sent to Ray workers (serialised once, when first asked)."""
+        return Codebook.of(self.template)
 
     @property
     def ntotal(self) -> int:
