@@ -106,9 +106,9 @@ def hits_of(scores: dict[int, float]) -> dict[int, Candidate]:
 
 def sketches_of(query_hashes: list[int]) -> Callable[[list[int]], dict]:
     """Sketch estimates of a query against genomes 1-5, genome g holding hashes g*100..g*100+49."""
-    genome = {gid: sketch.from_hashes(range(gid * 100, gid * 100 + 50), 1000) for gid in range(1, 6)}
-    query = sketch.from_hashes(query_hashes, 1000)
-    return lambda ids: {g: sketch.estimate(query, genome[g]) for g in ids}
+    genome = {gid: np.arange(gid * 100, gid * 100 + 50, dtype=np.uint64) for gid in range(1, 6)}
+    query = np.unique(np.asarray(query_hashes, dtype=np.uint64))
+    return lambda ids: {g: sketch.estimate(query, genome[g], 1000) for g in ids}
 
 
 def no_alignment(ids: list[int]) -> None:
@@ -267,6 +267,56 @@ def test_sketch_density_is_a_build_setting(tmp_path: Path, example_genomes) -> N
 def test_window_overlap_is_for_fixed_windows(store: GenomeIndex, example_genomes) -> None:
     with pytest.raises(GenomeIndexError, match="--window-overlap applies to stores with fixed windows"):
         store.query(example_genomes[0], QueryOptions(window_overlap=0.5))
+
+
+SKETCHED = {  # sequences whose k-mers sourmash must see as we do
+    "random": np.random.default_rng(5).choice(np.frombuffer(b"ACGT", np.uint8), 30_000).tobytes(),
+    "lower case, N and IUPAC codes": np.random.default_rng(6)
+    .choice(np.frombuffer(b"ACGTacgtNRY", np.uint8), 30_000, p=[0.24] * 4 + [0.01] * 3 + [0.005, 0.003, 0.001, 0.001])
+    .tobytes(),
+    "palindromes and repeats": b"ACGT" * 400 + b"AAAAAAAAAAAAAAAAAAAAAAAAA" + b"GAATTC" * 300,
+    "shorter than k": b"ACGTACGTACGTACGTACGT",
+    "exactly k": b"ACGTACGTACGTACGTACGTA",
+}
+
+
+@pytest.mark.parametrize("scaled", [1, 10, 1000])
+@pytest.mark.parametrize("name", SKETCHED)
+def test_numpy_sketch_gives_sourmash_hashes(name: str, scaled: int) -> None:
+    """The query path's numpy FracMinHash against sourmash's own sketcher (the build's)."""
+    minhash = sketch.new_minhash(scaled)
+    minhash.add_sequence(SKETCHED[name].decode(), force=True)
+    ours = sketch.fracminhash(SKETCHED[name], sketch.SKETCH_KSIZE, scaled)
+    assert ours.tolist() == sorted(minhash.hashes)
+    assert ours.dtype == np.uint64
+    if scaled == 1:  # every k-mer kept: both empty only for a sequence shorter than k
+        assert (len(ours) > 0) == (len(SKETCHED[name]) >= sketch.SKETCH_KSIZE)
+
+
+def test_long_queries_are_sketched_by_sourmash_alike() -> None:
+    """Past NUMPY_SKETCH_BP a query is sketched by sourmash: the same hashes either way."""
+    sequence = np.random.default_rng(7).choice(np.frombuffer(b"ACGT", np.uint8), sketch.NUMPY_SKETCH_BP + 1).tobytes()
+    records = [Record("a", "", sequence), Record("b", "", sequence[:50_000])]
+    joined = np.unique(np.concatenate([sketch.fracminhash(r.sequence, 21, 100) for r in records]))
+    assert sketch.sketch_records(records, 100).tolist() == joined.tolist() and len(joined) > 1000
+
+
+@pytest.mark.parametrize("query_hashes", [3, 10, 50, 400, 3000])
+@pytest.mark.parametrize("containment", [0.34, 0.5, 0.8, 0.95, 0.999])
+def test_ani_interval_is_sourmashs(query_hashes: int, containment: float) -> None:
+    """The ANI and its 95 % interval from containment, against sourmash's containment_ani."""
+    from sourmash.distance_utils import containment_to_distance
+
+    scaled = 1000
+    theirs = containment_to_distance(containment, 21, scaled, n_unique_kmers=query_hashes * scaled, estimate_ci=True)
+    ani, low, high = sketch.containment_ani(containment, query_hashes * scaled, scaled)
+    assert ani == pytest.approx(1 - theirs.dist, abs=1e-12)
+    if theirs.dist_high is None:
+        assert low is None and high is None
+    else:
+        assert low == pytest.approx(1 - theirs.dist_high, abs=1e-9)
+        assert high == pytest.approx(1 - theirs.dist_low, abs=1e-9)
+        assert low < ani < high
 
 
 def test_sketch_ignores_strand_and_n() -> None:

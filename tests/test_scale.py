@@ -97,6 +97,39 @@ def test_an_exact_search_over_row_ranges_equals_the_obvious_one(monkeypatch, run
         assert (ids[q, kept:] == -1).all() and np.isneginf(scores[q, kept:]).all()
 
 
+@pytest.mark.parametrize("runs", [None, [(10, 400), (1900, 2100)], [(5, 6), (7, 9)]], ids=["all", "two", "few"])
+def test_a_centred_flat_search_equals_the_obvious_one(monkeypatch, runs) -> None:
+    """Centred neighbours from the matrix product itself (`Centring`) against the obvious way:
+    every row and query less the mean, normalised, compared; the plain cosines beside them,
+    whatever block of queries they come in, and twins listed in id order."""
+    from genome_index.store import indexes
+
+    monkeypatch.setattr(indexes, "GEMM_ROWS", 97)
+    rng = np.random.default_rng(8)
+    vectors = normalise(rng.random((3000, 24), dtype=np.float32) + 2)  # near one another: centring matters
+    vectors[2500] = vectors[300]
+    vectors[2999] = 0  # a zero row stays zero, as `normalise` leaves it
+    index = build_faiss(np.arange(100, 3100, dtype=np.int64), vectors, 24)
+    inner = indexes.faiss.downcast_index(index.index)
+    ids, mean = indexes.faiss.vector_to_array(index.id_map), vectors.mean(axis=0)
+    queries = normalise(np.concatenate([vectors[300:301], rng.random((6, 24), dtype=np.float32) + 2]))
+    centring = indexes.Centring.of(inner, mean)
+    scores, found, plain = indexes.flat_search(inner, ids, queries, 20, runs, centring)
+    rows = np.arange(3000) if runs is None else np.concatenate([np.arange(lo, hi) for lo, hi in runs])
+    centred = normalise(queries - mean) @ normalise(vectors[rows] - mean).T
+    for q in range(len(queries)):
+        order = np.lexsort((rows, -np.round(centred[q], 5)))[:20]
+        kept = len(order)
+        np.testing.assert_allclose(scores[q, :kept], centred[q, order], atol=1e-5)
+        np.testing.assert_allclose(plain[q, :kept], queries[q] @ vectors[rows[order]].T, atol=1e-5)
+        assert found[q, :kept].tolist() == (rows[order] + 100).tolist()
+        assert (found[q, kept:] == -1).all() and np.isneginf(scores[q, kept:]).all()
+    if runs is None:  # the twins: one score, two ids, in id order; and the same scores searched alone
+        assert found[0][:2].tolist() == [400, 2600] and scores[0][0] == scores[0][1]
+        alone = indexes.flat_search(inner, ids, queries[3:4], 20, runs, centring)
+        assert [part[0].tolist() for part in alone] == [scores[3].tolist(), found[3].tolist(), plain[3].tolist()]
+
+
 def test_exact_search_of_a_long_query_holds_a_bounded_block_of_scores(monkeypatch) -> None:
     """8,000 query windows against 8,000 stored vectors: all their scores at once would be 256 MB
     (a 50 Mbp chunks-mode query against a 100 Mbp store held 20 GB so); scored a block of

@@ -23,14 +23,15 @@ import faiss
 import numpy as np
 
 from genome_index.search.align import GenomeAlignment
+from genome_index.search.resident import ResidentReader
 from genome_index.search.sketch import SketchEstimate
 from genome_index.settings import StoreSettings
-from genome_index.store.indexes import flat_vectors, search
+from genome_index.store.indexes import flat_search, flat_vectors, search
 from genome_index.store.reads import StoreReader
+from genome_index.store.vectors import genome_vector, normalise, pair_scores, rescore
 
 if TYPE_CHECKING:
-    from genome_index.search.resident import Resident, ResidentReader
-from genome_index.store.vectors import genome_vector, normalise, pair_scores, rescore
+    from genome_index.search.resident import Resident
 
 log = logging.getLogger("genome_index")
 CHUNK_HITS = 50  # neighbours looked at per query chunk in chunks mode
@@ -93,10 +94,17 @@ class Retriever:
         def fetch(ids: np.ndarray) -> np.ndarray:
             return self.reader.chunk_vectors(ids, self.dim)
 
+        centring = self.reader.centring(index) if self.center and isinstance(self.reader, ResidentReader) else None
+
         def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
             if not self.center:
                 scores, ids = search(index, queries, k, fetch, runs)
                 return scores, ids, scores
+            if centring is not None:  # a flat index in memory: centred in the matrix product itself
+                ids = faiss.vector_to_array(index.id_map)
+                return flat_search(
+                    faiss.downcast_index(index.index), ids, queries, min(k, index.ntotal), runs, centring
+                )
             _, candidates = search(index, queries, 2 * k, fetch, runs)
             mean = self.means()[0]
             scores, ids = rescore(

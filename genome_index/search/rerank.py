@@ -13,7 +13,9 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from genome_index.io.sequences import unpack
 from genome_index.progress import Progress
@@ -42,16 +44,16 @@ class Reranker(Protocol):
 
 
 class SketchReranker:
-    """Containment of the query's FracMinHash sketch in each candidate's stored one."""
+    """Containment of the query's FracMinHash sketch (its sorted hashes) in each candidate's stored one."""
 
-    def __init__(self, reader: ResidentReader, scaled: int, query_sketch: Any) -> None:
-        self.reader, self.scaled, self.query_sketch = reader, scaled, query_sketch
+    def __init__(self, reader: ResidentReader, scaled: int, query_hashes: np.ndarray) -> None:
+        self.reader, self.scaled, self.query_hashes = reader, scaled, query_hashes
 
     def __call__(self, candidates: list[Candidate]) -> bool:
-        stored = self.reader.minhashes([c.genome_id for c in candidates], self.scaled)
+        stored = self.reader.sketches([c.genome_id for c in candidates])
         for candidate in candidates:
             found = stored.get(candidate.genome_id)
-            candidate.sketch = sketch.estimate(self.query_sketch, found) if found is not None else None
+            candidate.sketch = None if found is None else sketch.estimate(self.query_hashes, found, self.scaled)
         return True
 
 

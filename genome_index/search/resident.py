@@ -3,8 +3,8 @@
 A warm query should cost its own work, not the store's: opening DuckDB (about 20 ms), point
 reads of chunk vectors to re-score with (about 10 ms a query) and of which genome each found
 chunk lies in. `Resident` holds the FAISS indexes, the genome details, the chunk -> genome map,
-the vector means, which genomes have sequences, and the sketches used so far (as sourmash
-sketches, made once); the chunk
+the vector means, which genomes have sequences, and the stored sketches (every one with the
+chunk index, else those used so far); the chunk
 vectors a re-score needs come from the FAISS index itself where it holds them exactly (flat
 and HNSW indexes keep every normalised vector; product-quantised ones do not, and are read
 from DuckDB). Whether the store changed is first told by the size, time and inode of its
@@ -28,12 +28,12 @@ from typing import Any
 import faiss
 import numpy as np
 
-from genome_index.search import sketch
 from genome_index.search.sketch import SketchIndex
 from genome_index.store import Store
+from genome_index.store.indexes import Centring
 from genome_index.store.reads import StoreReader
 
-KEPT_SKETCHES = 4096  # genomes whose sourmash sketches stay made (the most recently used)
+KEPT_SKETCHES = 4096  # genomes whose sketches a genome-mode searcher keeps once read (the most recently used)
 
 
 def file_stamp(store: Store) -> tuple:
@@ -63,7 +63,8 @@ class Resident:
     genome_rows: dict[int, list[tuple[int, int]]] | None = None  # a flat chunk index's row ranges of each genome
     sketch_index: SketchIndex | None = None  # every stored sketch hash and its genome (chunks mode only)
     stored_sketches: dict[int, np.ndarray] = field(default_factory=dict)  # every genome's hashes (chunks mode)
-    sketches: OrderedDict[int, Any] = field(default_factory=OrderedDict)  # sourmash sketches made so far
+    sketches: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)  # hashes read for genome mode
+    centrings: dict[int, Centring] = field(default_factory=dict)  # by id of the flat chunk index they describe
 
     @classmethod
     def read(cls, reader: StoreReader, dim: int, signature: tuple) -> Resident:
@@ -162,6 +163,19 @@ class ResidentReader:
     def vector_means(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
         return self.resident.means
 
+    def centring(self, index: faiss.Index) -> Centring | None:
+        """For a flat chunk index in this process's memory, what centres its scores in the
+        search itself (`indexes.Centring`), made on first use and kept; None for other indexes."""
+        if not flat_in_memory(index):
+            return None
+        with self._sketch_lock:
+            made = self.resident.centrings.get(id(index))
+        if made is None:
+            made = Centring.of(faiss.downcast_index(index.index), self.resident.means[0])
+            with self._sketch_lock:
+                self.resident.centrings[id(index)] = made
+        return made
+
     def chunk_vectors(self, chunk_ids: np.ndarray, dim: int) -> np.ndarray:
         """Normalised vectors of the given chunk ids (sorted), from the index where it keeps them exactly."""
         index = self.resident.indexes.get("chunks")
@@ -175,20 +189,20 @@ class ResidentReader:
         where = np.searchsorted(kept, np.asarray(chunk_ids, dtype=np.int64))
         return dict(zip(chunk_ids, genomes[where].tolist(), strict=True))
 
-    def minhashes(self, genome_ids: list[int], scaled: int) -> dict[int, Any]:
-        """sourmash sketches of the given genomes (those with one): kept ones as they are, the
-        others made from the hashes kept (or read from the store) and kept."""
-        kept = self.resident.sketches
+    def sketches(self, genome_ids: list[int]) -> dict[int, np.ndarray]:
+        """The sorted sketch hashes of the given genomes (those with one): from every stored
+        sketch where they are kept (chunks mode), else read once and kept (the KEPT_SKETCHES
+        most recently used)."""
+        stored, kept = self.resident.stored_sketches, self.resident.sketches
+        found = {gid: stored[gid] for gid in genome_ids if gid in stored}
         with self._sketch_lock:
-            found = {gid: kept[gid] for gid in genome_ids if gid in kept}
-            for gid in found:
-                kept.move_to_end(gid)
-        missing = [gid for gid in genome_ids if gid not in found]
-        stored = self.resident.stored_sketches
-        unread = [gid for gid in missing if gid not in stored]
-        hashes = {gid: stored[gid] for gid in missing if gid in stored}
-        hashes.update(self._store().sketch_hashes(unread) if unread else {})
-        made = {gid: sketch.from_hashes(h, scaled) for gid, h in hashes.items()}
+            for gid in genome_ids:
+                if gid not in found and gid in kept:
+                    found[gid] = kept[gid]
+                    kept.move_to_end(gid)
+        unread = [gid for gid in genome_ids if gid not in found]
+        read = self._store().sketch_hashes(unread) if unread else {}
+        made = {gid: np.asarray(hashes, dtype=np.uint64) for gid, hashes in read.items()}
         with self._sketch_lock:
             kept.update(made)
             while len(kept) > KEPT_SKETCHES:

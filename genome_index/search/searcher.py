@@ -213,6 +213,7 @@ class Searcher:
         self.close()
 
     def close(self) -> None:
+        self.aligners.close()
         if self.batcher is not None:
             self.batcher.close()
         if self.shards is not None:
@@ -304,7 +305,6 @@ class Searcher:
         vectors = embed_unique(self.embedder, chunks, progress, self.batcher or self._embed_locked)
         scaled = self.settings.sketch_scaled
         query_hashes = [sketch.sketch_records(q.records, scaled) for q in queries]
-        query_sketches = [sketch.from_hashes(hashes, scaled) for hashes in query_hashes]
         timing.seconds["embed"] = time.perf_counter() - started
         hits: list[Hit] = []
         resident = self._current({"genomes"} | {"chunks" for mode, _, _ in plans if mode != "genome"})
@@ -321,8 +321,8 @@ class Searcher:
                 found, genome_of = retriever.neighbours(indexes["chunks"], vectors_of, within)
                 found_of = dict(zip(in_chunks, found, strict=True))
             timing.seconds["candidates"] += time.perf_counter() - started
-            for i, (one, (mode, _, _), view_vectors, query_sketch) in enumerate(
-                zip(queries, plans, per_query, query_sketches, strict=True)
+            for i, (one, (mode, _, _), view_vectors, hashes) in enumerate(
+                zip(queries, plans, per_query, query_hashes, strict=True)
             ):
                 started = time.perf_counter()
                 if mode == "genome":
@@ -333,7 +333,7 @@ class Searcher:
                 searching.advance(sum(len(v) for v in view_vectors), queries=1)
                 plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
                 named = lambda given: {details[c.genome_id]["name"] for c in given}  # noqa: E731
-                sketches = SketchReranker(reader, self.settings.sketch_scaled, query_sketch)
+                sketches = SketchReranker(reader, scaled, hashes)
                 alignments = AlignmentReranker(reader, one, self.aligners, progress, self._warn_no_sequences)
                 ordered, ranked_by = order_hits(
                     ranked, plan, timing.timed("rerank", sketches, named), timing.timed("verify", alignments, named)

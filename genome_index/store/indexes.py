@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from genome_index.errors import GenomeIndexError, first_line
 from genome_index.progress import Step
 from genome_index.settings import INDEX_TYPES, IVF_LISTS
-from genome_index.store.vectors import normalise, normalise_in_place, rescore
+from genome_index.store.vectors import normalise, normalise_in_place, pair_scores, rescore
 
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 IVF_NPROBE = 40  # lists probed of 4,096: recall@10 0.964 at 10 M vectors, 0.949 at 32 (benchmarks/bench_segments.py)
@@ -147,8 +148,43 @@ def flat_vectors(inner: faiss.IndexFlat) -> np.ndarray:
     return faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
 
 
+@dataclass(frozen=True)
+class Centring:
+    """What turns a flat index's inner products into centred cosines, cos(q - m, x - m), inside
+    the same matrix product: the store's mean chunk vector m, and each row's product with it
+    and distance from it (made once per index, `Centring.of`). Centred neighbours are then
+    exact and cost nothing beyond the plain search, where re-scoring fetched twice k vectors."""
+
+    mean: np.ndarray  # (dim,) float32
+    row_dot: np.ndarray  # x . m for each row
+    row_norm: np.ndarray  # |x - m| for each row (1 where 0, as `normalise` leaves zero rows)
+
+    @classmethod
+    def of(cls, inner: faiss.IndexFlat, mean: np.ndarray) -> Centring:
+        stored, mean = flat_vectors(inner), np.ascontiguousarray(mean, dtype=np.float32).reshape(-1)
+        dot = np.empty(len(stored), dtype=np.float32)
+        square = np.empty(len(stored), dtype=np.float32)
+        for lo in range(0, len(stored), FLAT_BLOCK):
+            part = stored[lo : lo + FLAT_BLOCK]
+            dot[lo : lo + len(part)] = part @ mean
+            square[lo : lo + len(part)] = np.einsum("ij,ij->i", part, part)
+        norm = np.sqrt(np.maximum(square - 2 * dot + float(mean @ mean), 0))
+        return cls(mean, dot, np.where(norm == 0, 1, norm).astype(np.float32))
+
+    def scores(self, plain: np.ndarray, rows: slice, query_dot: np.ndarray, query_norm: np.ndarray) -> np.ndarray:
+        """Centred cosines of stored `rows` (plain scores: rows x queries) with the queries."""
+        shared = float(self.mean @ self.mean)
+        centred = plain - query_dot[None, :] - self.row_dot[rows, None] + shared
+        return centred / (self.row_norm[rows, None] * query_norm[None, :])
+
+
 def flat_search(
-    inner: faiss.IndexFlatIP, ids: np.ndarray, queries: np.ndarray, k: int, runs: list[tuple[int, int]] | None = None
+    inner: faiss.IndexFlatIP,
+    ids: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    runs: list[tuple[int, int]] | None = None,
+    centring: Centring | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Exact top-k by inner product over a flat index's vectors as they lie in memory (only the
     row ranges `runs`, where given), by matrix products of a block of queries against a block of
@@ -156,7 +192,9 @@ def flat_search(
     the query. A few query vectors against a flat index take FAISS's one-query-at-a-time path:
     90 ms against this 24 ms for 8 on a 35,031 x 2,080 index, 2-core VM
     (benchmarks/bench_latency.py); results are the same, ties listed in id order. Fewer than k
-    rows in `runs`: the missing places hold id -1 and score -inf, as FAISS fills them."""
+    rows in `runs`: the missing places hold id -1 and score -inf, as FAISS fills them. With
+    `centring`, the neighbours are the top k by centred cosine: (centred scores, ids, plain
+    scores) are returned."""
     stored = flat_vectors(inner)
     runs = [(0, inner.ntotal)] if runs is None else runs
     blocks = [(lo, min(lo + FLAT_BLOCK, hi)) for start, hi in runs for lo in range(start, hi, FLAT_BLOCK)]
@@ -166,23 +204,41 @@ def flat_search(
     found = np.full((len(queries), k), -1, dtype=np.int64)
     for start in range(0, len(queries), rows_at_once):
         part = slice(start, start + rows_at_once)
-        top_scores, top_rows = _flat_top_k(stored, blocks, queries[part], k)
+        top_scores, top_rows = _flat_top_k(stored, blocks, queries[part], k, centring)
         scores[part, : top_rows.shape[1]], found[part, : top_rows.shape[1]] = top_scores, top_rows
-    return scores, np.where(found >= 0, ids[np.maximum(found, 0)], -1)
+    if centring is None:
+        return scores, np.where(found >= 0, ids[np.maximum(found, 0)], -1)
+    # the neighbours' scores again, pair by pair: the same whatever else was searched with them
+    # (a centred score from the product carries its rounding, magnified by the centring)
+    plain = pair_scores(queries, found, lambda rows: normalise(stored[rows]))
+    centred = pair_scores(
+        normalise(queries - centring.mean), found, lambda rows: normalise(normalise(stored[rows]) - centring.mean)
+    )
+    order = np.lexsort((np.where(found >= 0, found, np.iinfo(np.int64).max), -centred), axis=1)
+    found = np.take_along_axis(found, order, 1)
+    found_ids = np.where(found >= 0, ids[np.maximum(found, 0)], -1)
+    return np.take_along_axis(centred, order, 1), found_ids, np.take_along_axis(plain, order, 1)
 
 
 def _flat_top_k(
-    stored: np.ndarray, blocks: list[tuple[int, int]], queries: np.ndarray, k: int
+    stored: np.ndarray, blocks: list[tuple[int, int]], queries: np.ndarray, k: int, centring: Centring | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, row numbers) of the top k vectors of `blocks` (row ranges of `stored`) for each query, best first."""
+    """(scores, row numbers) of the top k vectors of `blocks` (row ranges of `stored`) for each
+    query, best first: by centred cosine with `centring`, else by the plain inner product."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.empty((len(queries), 0), dtype=np.int64)
     by_column = np.ascontiguousarray(queries.T)
+    if centring is not None:
+        query_dot = queries @ centring.mean
+        query_norm = np.linalg.norm(queries - centring.mean, axis=1)
+        query_norm[query_norm == 0] = 1
     for lo, hi in blocks:
         scores = np.empty((hi - lo, len(queries)), dtype=np.float32)
         for start in range(lo, hi, GEMM_ROWS):  # BLAS handles few queries faster against short slices
             stop = min(start + GEMM_ROWS, hi)
             np.matmul(stored[start:stop], by_column, out=scores[start - lo : stop - lo])
+        if centring is not None:
+            scores = centring.scores(scores, slice(lo, hi), query_dot, query_norm)
         scores = scores.T
         keep = min(k, scores.shape[1])
         rows = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
