@@ -9,6 +9,7 @@ import numpy as np
 from genome_index.embedding.tokenize import Chunk
 from genome_index.io.fasta import Genome, gc_fraction
 from genome_index.io.sequences import pack
+from genome_index.search.sketch import sketch_records  # sourmash (and scipy) only for a genome past 200 kb
 from genome_index.store.rows import NewGenome
 
 
@@ -16,8 +17,6 @@ def new_genome(
     genome: Genome, chunks: list[Chunk], vectors: np.ndarray, name: str, labels: dict[str, str], sketch_scaled: int
 ) -> NewGenome:
     """The rows a genome with its windows' vectors adds to the store, under `name`."""
-    from genome_index.search.sketch import sketch_records  # here: sourmash (and scipy) take a second to import
-
     columns: dict[str, list[Any]] = {k: [] for k in ("record", "start", "end", "n_tokens", "gc", "n_count")}
     for chunk in chunks:
         piece = genome.records[chunk.record].sequence[chunk.start : chunk.end]
