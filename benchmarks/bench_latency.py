@@ -4,10 +4,13 @@
     python benchmarks/bench_latency.py --work /tmp/lat  # keep (and reuse) the genomes and the store
     python benchmarks/bench_latency.py --per-length 20 --synthetic-length 1000000   # quicker
     python benchmarks/bench_latency.py --work /tmp/lat --model nt-tiny   # the embedding's share, on nt-tiny
+    python benchmarks/bench_latency.py --work /tmp/lat1000 --species 165 --searcher-only   # about 1,000 genomes
+    python benchmarks/bench_latency.py --work /tmp/lat1000 --species 165 --searcher-only --warm-genomes 1000
 
 The set: the S. aureus assemblies of ../shared/data/staph (the examples' excerpts without
 it), and five synthetic species (distinct composition), each an ancestor with six
-descendants at 0.1, 0.5, 1, 3, 5 and 10 % substitutions, each with a 40 kb plasmid. Queries:
+descendants at 0.1, 0.5, 1, 3, 5 and 10 % substitutions, each with a 40 kb plasmid (with
+--species, more species: congeners of those five at 30 %). Queries:
 2, 10 and 50 kb fragments with 1 % substitutions, half reverse-complemented.
 
 Printed, with the machine: the store build; skani (pyskani: a database of every genome, each
@@ -50,8 +53,11 @@ DIVERGENCE = (0.001, 0.005, 0.01, 0.03, 0.05, 0.10)
 SPECIES = [(0.33, 0.25), (0.45, -0.1), (0.55, 0.1), (0.66, 0.15), (0.50, -0.2)]
 
 
-def make_genomes(folder: Path, length: int, rng: np.random.Generator) -> list[Path]:
-    """The real assemblies (linked) and the synthetic species' descendants, written once."""
+def make_genomes(folder: Path, length: int, rng: np.random.Generator, species: int = len(SPECIES)) -> list[Path]:
+    """The real assemblies (linked) and the synthetic species' descendants, written once. Species
+    past the five of SPECIES are congeners: the first descendant of one of the five with 30 % of
+    its bases changed, drawn from a generator of their own (a Markov chain of 3 Mbp takes
+    seconds in Python; this, milliseconds), so the first five and the fragments stay as they were."""
     folder.mkdir(parents=True, exist_ok=True)
     source = STAPH if STAPH.is_dir() else ROOT / "examples" / "genomes"
     real = sorted(source.glob("*.fna.gz"))
@@ -59,13 +65,20 @@ def make_genomes(folder: Path, length: int, rng: np.random.Generator) -> list[Pa
         link = folder / path.name
         if not link.exists():
             link.symlink_to(path)
-    for s, (gc, skew) in enumerate(SPECIES):
+    for s in range(species):
         if all((folder / f"species{s}_{d}.fa").exists() for d in range(len(DIVERGENCE))):
             continue
-        chromosome = np.frombuffer(synthetic_sequence(int(rng.integers(2**31)), gc, skew, length), np.uint8)
-        plasmid = np.frombuffer(synthetic_sequence(int(rng.integers(2**31)), gc, -skew, 40_000), np.uint8)
+        if s < len(SPECIES):
+            gc, skew = SPECIES[s]
+            chromosome = np.frombuffer(synthetic_sequence(int(rng.integers(2**31)), gc, skew, length), np.uint8)
+            plasmid = np.frombuffer(synthetic_sequence(int(rng.integers(2**31)), gc, -skew, 40_000), np.uint8)
+            draw = rng
+        else:
+            draw = np.random.default_rng(s)
+            kin = read_genome(folder / f"species{s % len(SPECIES)}_0.fa").records
+            chromosome, plasmid = (mutate(draw, np.frombuffer(r.sequence, np.uint8), 0.30) for r in kin)
         for d, rate in enumerate(DIVERGENCE):
-            records = [("chromosome", mutate(rng, chromosome, rate)), ("plasmid", mutate(rng, plasmid, rate))]
+            records = [("chromosome", mutate(draw, chromosome, rate)), ("plasmid", mutate(draw, plasmid, rate))]
             text = b"".join(b">" + n.encode() + b"\n" + seq.tobytes() + b"\n" for n, seq in records)
             (folder / f"species{s}_{d}.fa").write_bytes(text)
     return find_fasta_files([folder])
@@ -113,8 +126,11 @@ def skani_per_query(
     return (time.perf_counter() - started) / len(fragments), right / len(fragments)
 
 
-def searcher_figures(index: GenomeIndex, folder: Path, fragments: list[tuple[str, bytes, str]]) -> dict:
-    """Per-query seconds, per-stage seconds and recall, and top-1, of a warm searcher."""
+def searcher_figures(
+    index: GenomeIndex, folder: Path, fragments: list[tuple[str, bytes, str]], warm_genomes: int | None = None
+) -> dict:
+    """Per-query seconds, per-stage seconds and recall, and top-1, of a warm searcher (minimap2
+    indexes of `warm_genomes` genomes kept; default: as many as the aligners keep)."""
     files = []
     for name, sequence, _ in fragments:
         files.append(folder / f"{name}.fa")
@@ -122,7 +138,7 @@ def searcher_figures(index: GenomeIndex, folder: Path, fragments: list[tuple[str
     times, stages, recall, answers = [], {}, {}, []
     with index.searcher() as searcher:
         started = time.perf_counter()
-        indexed = searcher.warm()  # what queries read, and a minimap2 index of every genome
+        indexed = searcher.warm(genomes=warm_genomes)  # what queries read, and minimap2 indexes
         print(f"Searcher.warm(): {time.perf_counter() - started:.1f} s ({indexed} minimap2 indexes)")
         searcher.query(files[0], QueryOptions())
         for file, (_, _, source) in zip(files, fragments, strict=True):
@@ -186,11 +202,14 @@ def main() -> None:
     parser.add_argument("--per-length", type=int, default=85, help="fragments per length (85: 255 queries)")
     parser.add_argument("--synthetic-length", type=int, default=3_000_000, help="bp of each synthetic chromosome")
     parser.add_argument("--model", default="kmer:6", help="the store's model (nt-tiny: what embedding costs)")
+    parser.add_argument("--species", type=int, default=len(SPECIES), help="synthetic species of six genomes each")
+    parser.add_argument("--searcher-only", action="store_true", help="the warm searcher and skani alone (large stores)")
+    parser.add_argument("--warm-genomes", type=int, help="minimap2 indexes to build and keep (default 64)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-latency-"))
     rng = np.random.default_rng(27)
     print(describe_machine())
-    genomes = make_genomes(work / "genomes", args.synthetic_length, rng)
+    genomes = make_genomes(work / "genomes", args.synthetic_length, rng, args.species)
     store = work / ("index" if args.model == "kmer:6" else "index-" + args.model.replace(":", "-"))
     index = GenomeIndex(store)
     started = time.perf_counter()
@@ -203,7 +222,7 @@ def main() -> None:
     fragments = make_fragments(genomes, args.per_length, rng, stored)
     skani, skani_top1 = skani_per_query(genomes, fragments, stored)
     print(f"skani (pyskani): {skani * 1000:.2f} ms a query, top-1 {skani_top1:.3f}")
-    ours = searcher_figures(index, work, fragments)
+    ours = searcher_figures(index, work, fragments, args.warm_genomes)
     times = np.array(ours["times"])
     p50, p99 = np.percentile(times, 50), np.percentile(times, 99)
     print(f"warm Searcher, defaults: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
@@ -220,6 +239,8 @@ def main() -> None:
             f"{stage} {np.mean([ours['stages'][stage][i] for i in mine]) * 1000:.1f}" for stage in ours["stages"]
         )
         print(f"  {length // 1000} kb: p50 {np.median(times[mine]) * 1000:.1f} ms; stage means (ms): {stages}")
+    if args.searcher_only:
+        return
     every = work / "all.fa"
     every.write_bytes(b"".join(f.read_bytes() for f in ours["files"]))
     base = ["query", "-i", str(store)]

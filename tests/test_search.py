@@ -233,6 +233,15 @@ def test_a_warmed_searcher_builds_no_minimap2_index_for_a_query(species_store) -
     assert hits[0].name == "g2" and hits[0].identity > 0.98
 
 
+def test_warming_more_genomes_than_the_aligners_keep_keeps_them_all(species_store) -> None:
+    """`warm(genomes=N)` past what the aligners keep raises what they keep: all N stay."""
+    store, _ = species_store
+    with store.searcher() as searcher:
+        searcher.aligners.capacity = 3
+        assert searcher.warm(genomes=2) == 2 and searcher.aligners.capacity == 3
+        assert searcher.warm(genomes=6) == len(searcher.aligners) == 6 and searcher.aligners.capacity == 6
+
+
 @pytest.mark.parametrize(
     ("figures", "expected"),
     [

@@ -257,13 +257,18 @@ class Searcher:
             return self.shards.place(index)
         return to_gpu(index)
 
-    def warm(self, progress: Progress = SILENT) -> int:
+    def warm(self, progress: Progress = SILENT, genomes: int | None = None) -> int:
         """Read what queries read and build the minimap2 indexes (assembly preset: queries of
-        1 kb and up) of the stored genomes with sequences, as many as the aligners keep, so that
-        the first queries pay only for their own work; the number of genomes indexed. A server
-        of a store of a few dozen genomes answers from then on at its steady pace."""
+        1 kb and up) of the stored genomes with sequences, `genomes` of them (default: as many
+        as the aligners keep, CACHED_GENOMES), so that the first queries pay only for their own
+        work; the number of genomes indexed. More than the aligners keep raises what they keep
+        (an index takes about 3 bytes a base: 9 MB a 3 Mbp genome). Past the genomes kept, a
+        query builds each candidate's index (about 0.1 s a 3 Mbp genome): on a store of 1,000
+        genomes that is most of a query's time (benchmarks/bench_latency.py --species 165)."""
+        if genomes is not None:
+            self.aligners.capacity = max(self.aligners.capacity, genomes)
         resident = self._current({"genomes", "chunks"})
-        genome_ids = sorted(resident.with_sequence)[: self.aligners.capacity]
+        genome_ids = sorted(resident.with_sequence)[: genomes if genomes is not None else self.aligners.capacity]
         with ResidentReader(self.store, resident, self._sketch_lock) as reader:
             with progress.step("building minimap2 indexes", len(genome_ids), "genomes") as step:
                 for gid in genome_ids:
