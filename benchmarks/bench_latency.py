@@ -6,6 +6,7 @@
     python benchmarks/bench_latency.py --work /tmp/lat --model nt-tiny   # the embedding's share, on nt-tiny
     python benchmarks/bench_latency.py --work /tmp/lat1000 --species 165 --searcher-only   # about 1,000 genomes
     python benchmarks/bench_latency.py --work /tmp/lat1000 --species 165 --searcher-only --warm-genomes 1000
+    python benchmarks/bench_latency.py --work /tmp/lat1000 --species 165 --searcher-only --sketch-scaled 100
 
 The set: the S. aureus assemblies of ../shared/data/staph (the examples' excerpts without
 it), and five synthetic species (distinct composition), each an ancestor with six
@@ -44,7 +45,7 @@ from make_examples import synthetic_sequence
 
 from genome_index.api import GenomeIndex
 from genome_index.io.fasta import find_fasta_files, read_genome, reverse_complement
-from genome_index.settings import QueryOptions
+from genome_index.settings import QueryOptions, StoreOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 STAPH = ROOT.parent / "shared" / "data" / "staph"
@@ -205,15 +206,17 @@ def main() -> None:
     parser.add_argument("--species", type=int, default=len(SPECIES), help="synthetic species of six genomes each")
     parser.add_argument("--searcher-only", action="store_true", help="the warm searcher and skani alone (large stores)")
     parser.add_argument("--warm-genomes", type=int, help="minimap2 indexes to build and keep (default 64)")
+    parser.add_argument("--sketch-scaled", type=int, help="the store's sketch density (build --sketch-scaled)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-latency-"))
     rng = np.random.default_rng(27)
     print(describe_machine())
     genomes = make_genomes(work / "genomes", args.synthetic_length, rng, args.species)
     store = work / ("index" if args.model == "kmer:6" else "index-" + args.model.replace(":", "-"))
+    store = store.with_name(store.name + (f"-scaled{args.sketch_scaled}" if args.sketch_scaled else ""))
     index = GenomeIndex(store)
     started = time.perf_counter()
-    index.build(genomes, model=args.model)
+    index.build(genomes, model=args.model, store=StoreOptions(sketch_scaled=args.sketch_scaled))
     info = index.info()
     counts, built = info["counts"], time.perf_counter() - started
     print(f"store: {counts['genomes']} genomes, {info['bases'] / 1e6:.1f} Mbp, {counts['chunks']:,} windows, "
