@@ -19,8 +19,10 @@ fragment sketched and queried) per query; a `Searcher` warmed (`Searcher.warm`: 
 and a minimap2 index of every genome) with the defaults, per query
 (p50, p99) and per stage (embed, candidates, re-rank, verify) with each stage's recall (the
 source genome still among what the stage passes on), and top-1 (the source in the rank-1
-tie); their ratio to skani; then the CLI: every fragment in one `query --per-record` call,
-and one cold `query` of a 10 kb fragment; a whole synthetic genome as a warm query; and
+tie); their ratio to skani; the same queries with --no-align; minimap2's time on each
+synthetic genome for 10 kb fragments (aligned, chained without an alignment, unrelated, and
+the second kind with a minimum chain score of 1,000); then the CLI: every fragment in one
+`query --per-record` call, and one cold `query` of a 10 kb fragment; a whole synthetic genome as a warm query; and
 FAISS's own exact search of 8 query vectors on the chunk index against genome-index's
 matrix-product search.
 """
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -154,8 +157,62 @@ def searcher_figures(
                 stages.setdefault(stage, []).append(seconds)
             for stage, names in timing.passed.items():
                 recall.setdefault(stage, []).append(source in names)
+        unaligned = []  # the same queries without the verify stage: what minimap2 costs them
+        for file in files:
+            started = time.perf_counter()
+            searcher.query(file, QueryOptions(align=False))
+            unaligned.append(time.perf_counter() - started)
     top1 = sum(any(h.name == f[2] and h.rank == 1 for h in hits) for hits, f in zip(answers, fragments, strict=True))
-    return {"times": times, "stages": stages, "recall": recall, "top1": top1 / len(fragments), "files": files}
+    return {
+        "times": times, "stages": stages, "recall": recall, "top1": top1 / len(fragments), "files": files,
+        "unaligned": unaligned,
+    }  # fmt: skip
+
+
+def minimap2_costs(genomes: list[Path], fragments: list[tuple[str, bytes, str]], count: int = 20) -> str:
+    """mappy's time (asm10, as `search.align`) for each of `count` 10 kb fragments on each
+    synthetic genome: where it aligns, where it chains but scores no alignment (a relative at
+    about 12 % divergence: over 1 ms) and the rest; and the second kind again with a minimum
+    chain score of 1,000, with how many alignments that setting loses."""
+    import mappy
+
+    def aligner(path: Path, **options: int) -> Any:
+        with tempfile.NamedTemporaryFile(suffix=".fa") as handle:
+            handle.write(b"".join(b">%d\n%s\n" % (i, r.sequence) for i, r in enumerate(read_genome(path).records)))
+            handle.flush()
+            return mappy.Aligner(handle.name, preset="asm10", **options)
+
+    synthetic = [path for path in genomes if path.name.startswith("species")]
+    default = {path: aligner(path) for path in synthetic}
+    strict: dict[Path, Any] = {}
+
+    def stricter(path: Path) -> Any:
+        if path not in strict:
+            strict[path] = aligner(path, min_chain_score=1000)
+        return strict[path]
+
+    found, hopeless, rest, strict_times, lost = [], [], [], [], 0
+    for _, sequence, _ in [f for f in fragments if f[0].startswith("f10000_")][:count]:
+        for path, mapper in default.items():
+            started = time.perf_counter()
+            hits = list(mapper.map(sequence))
+            seconds = time.perf_counter() - started
+            if hits:
+                found.append(seconds)
+                lost += not list(stricter(path).map(sequence))
+            elif seconds > 1e-3:
+                hopeless.append(seconds)
+                mapper = stricter(path)  # built before the clock starts
+                started = time.perf_counter()
+                list(mapper.map(sequence))
+                strict_times.append(time.perf_counter() - started)
+            else:
+                rest.append(seconds)
+    mean = lambda values: f"{np.mean(values) * 1000:.2f} ms (n={len(values)})" if values else "none"  # noqa: E731
+    return (
+        f"aligned {mean(found)}; chained but no alignment {mean(hopeless)}, with min_chain_score 1000 "
+        f"{mean(strict_times)}; unrelated {mean(rest)}; alignments lost with min_chain_score 1000: {lost}"
+    )
 
 
 def exact_search_seconds(index_file: Path, rows: int = 8, repeats: int = 5) -> tuple[float, float]:
@@ -242,6 +299,10 @@ def main() -> None:
             f"{stage} {np.mean([ours['stages'][stage][i] for i in mine]) * 1000:.1f}" for stage in ours["stages"]
         )
         print(f"  {length // 1000} kb: p50 {np.median(times[mine]) * 1000:.1f} ms; stage means (ms): {stages}")
+    bare = np.array(ours["unaligned"]) * 1000
+    p50, p99 = np.percentile(bare, [50, 99])
+    print(f"warm Searcher, --no-align: p50 {p50:.1f} ms, p99 {p99:.1f} ms, mean {bare.mean():.1f} ms a query")
+    print(f"minimap2 on a 10 kb fragment, each synthetic genome: {minimap2_costs(genomes, fragments)}")
     if args.searcher_only:
         return
     every = work / "all.fa"

@@ -64,7 +64,7 @@ class Resident:
     sketch_index: SketchIndex | None = None  # every stored sketch hash and its genome (chunks mode only)
     stored_sketches: dict[int, np.ndarray] = field(default_factory=dict)  # every genome's hashes (chunks mode)
     sketches: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)  # hashes read for genome mode
-    centrings: dict[int, Centring] = field(default_factory=dict)  # by id of the flat chunk index they describe
+    centring: Centring | None = None  # of the flat chunk index, made by the first centred query
 
     @classmethod
     def read(cls, reader: StoreReader, dim: int, signature: tuple) -> Resident:
@@ -164,17 +164,13 @@ class ResidentReader:
         return self.resident.means
 
     def centring(self, index: faiss.Index) -> Centring | None:
-        """For a flat chunk index in this process's memory, what centres its scores in the
-        search itself (`indexes.Centring`), made on first use and kept; None for other indexes."""
-        if not flat_in_memory(index):
+        """For the kept chunk index, when flat in this process's memory, what centres its scores
+        in the search itself (`indexes.Centring`), made on first use and kept; None otherwise."""
+        if index is not self.resident.indexes.get("chunks") or not flat_in_memory(index):
             return None
-        with self._sketch_lock:
-            made = self.resident.centrings.get(id(index))
-        if made is None:
-            made = Centring.of(faiss.downcast_index(index.index), self.resident.means[0])
-            with self._sketch_lock:
-                self.resident.centrings[id(index)] = made
-        return made
+        if self.resident.centring is None:  # two first queries may both make it: the same either way
+            self.resident.centring = Centring.of(faiss.downcast_index(index.index), self.resident.means[0])
+        return self.resident.centring
 
     def chunk_vectors(self, chunk_ids: np.ndarray, dim: int) -> np.ndarray:
         """Normalised vectors of the given chunk ids (sorted), from the index where it keeps them exactly."""
