@@ -240,6 +240,8 @@ def test_warming_more_genomes_than_the_aligners_keep_keeps_them_all(species_stor
         searcher.aligners.capacity = 3
         assert searcher.warm(genomes=2) == 2 and searcher.aligners.capacity == 3
         assert searcher.warm(genomes=6) == len(searcher.aligners) == 6 and searcher.aligners.capacity == 6
+        with pytest.raises(GenomeIndexError, match="genomes must be 0 or more, not -1"):
+            searcher.warm(genomes=-1)
 
 
 @pytest.mark.parametrize(

@@ -265,6 +265,8 @@ class Searcher:
         (an index takes about 3 bytes a base: 9 MB a 3 Mbp genome). Past the genomes kept, a
         query builds each candidate's index (about 0.1 s a 3 Mbp genome): on a store of 1,000
         genomes that is most of a query's time (benchmarks/bench_latency.py --species 165)."""
+        if genomes is not None and genomes < 0:
+            raise GenomeIndexError(f"warm: genomes must be 0 or more, not {genomes}")
         if genomes is not None:
             self.aligners.capacity = max(self.aligners.capacity, genomes)
         resident = self._current({"genomes", "chunks"})
