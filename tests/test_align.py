@@ -9,7 +9,15 @@ import pytest
 
 from genome_index.api import GenomeIndex
 from genome_index.io.fasta import Record, read_genome, reverse_complement
-from genome_index.search.align import LONG_GAP_BP, SHORT_PRESET, Aligners, align, preset_for
+from genome_index.search.align import (
+    LONG_GAP_BP,
+    REGION_FLANK_BP,
+    SHORT_PRESET,
+    Aligners,
+    align,
+    preset_for,
+    regions,
+)
 from genome_index.settings import QueryOptions
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
@@ -102,6 +110,84 @@ def test_indexes_are_built_once_and_kept(genomes) -> None:
     align(query, {2: target(2)}, aligners)
     align(query, {1: target(1)}, aligners)
     assert reads == [1, 2, 1]  # capacity 1: genome 1 was dropped for genome 2
+
+
+REACH = 1_000 + REGION_FLANK_BP  # how far a region reaches past a matched window for a 1 kb query
+
+
+@pytest.mark.parametrize(
+    ("windows", "expected"),
+    [
+        ([(0, 50_000, 53_000)], [(0, 50_000 - REACH, 53_000 + REACH)]),
+        ([(0, 500, 3_500)], [(0, 0, 3_500 + REACH)]),  # clipped at the record's start
+        ([(1, 6_000, 8_000)], [(1, 6_000 - REACH, 8_000)]),  # ... and at its end
+        ([(0, 50_000, 53_000), (0, 53_000, 56_000)], [(0, 50_000 - REACH, 56_000 + REACH)]),  # neighbours merge
+        ([(0, 50_000, 53_000), (0, 90_000, 93_000), (1, 1_000, 2_000)],  # apart, and on another record
+         [(0, 50_000 - REACH, 53_000 + REACH), (0, 90_000 - REACH, 93_000 + REACH), (1, 0, 2_000 + REACH)]),
+        ([(0, 90_000, 93_000), (0, 50_000, 53_000)],  # in any order
+         [(0, 50_000 - REACH, 53_000 + REACH), (0, 90_000 - REACH, 93_000 + REACH)]),
+        ([(0, 10_000, 13_000), (0, 40_000, 43_000), (0, 70_000, 73_000)],  # 21 kb of 108 kb: under REGION_SHARE
+         [(0, 8_000, 15_000), (0, 38_000, 45_000), (0, 68_000, 75_000)]),
+        ([(0, 10_000, 13_000), (0, 40_000, 43_000), (0, 70_000, 73_000), (0, 90_000, 93_000)], None),  # 28 kb: over
+        ([], None),
+    ],
+)  # fmt: skip
+def test_regions_widen_each_matched_window_by_the_query_and_merge(windows, expected) -> None:
+    """A genome of a 100 kb record and an 8 kb one; a 1 kb query."""
+    assert regions(windows, 1_000, [100_000, 8_000]) == expected
+
+
+@pytest.fixture(scope="module")
+def large_genome() -> list[tuple[str, bytes]]:
+    """A 300 kb chromosome with a repeat (a 3 kb stretch copied 150 kb on) and a 9 kb plasmid."""
+    rng = np.random.default_rng(5)
+    chromosome = bytearray(random_sequence(rng, 300_000))
+    chromosome[200_000:203_000] = chromosome[50_000:53_000]
+    return [("chr", bytes(chromosome)), ("plasmid", random_sequence(rng, 9_000))]
+
+
+@pytest.mark.parametrize("strand", ["+", "-"])
+@pytest.mark.parametrize(("record", "start", "length"), [
+    (0, 12_345, 2_000), (0, 0, 10_000), (0, 290_000, 10_000), (0, 49_000, 5_000),  # at the ends; across the repeat
+    (1, 7_000, 1_000), (1, 500, 600), (1, 0, 9_000),  # the plasmid: a 600 bp query takes the short-read preset
+])  # fmt: skip
+def test_aligning_to_the_pieces_around_the_query_equals_aligning_to_the_whole_genome(
+    large_genome, record: int, start: int, length: int, strand: str
+) -> None:
+    """The pieces `regions` cuts around a window the query matched hold every alignment: the same
+    alignments, on the records' own coordinates, as from the whole genome's index, which is not built."""
+    rng = np.random.default_rng(start + length)
+    name, sequence = large_genome[record]
+    piece, _ = mutate(rng, sequence[start : start + length], 0.01)
+    query = [Record("q", "q", piece if strand == "+" else reverse_complement(piece))]
+    window = (record, start + length // 3, start + length // 3 + 100)  # a matched window inside the source
+    stretches = regions([window], length, [len(s) for _, s in large_genome])
+    cut = [(large_genome[r][0], lo, large_genome[r][1][lo:hi]) for r, lo, hi in stretches]
+    aligners = Aligners()
+    pieces = align(query, {1: lambda: pytest.fail("the whole genome was read")}, aligners, {1: lambda: cut})[1]
+    whole = align(query, {1: lambda: large_genome}, Aligners())[1]
+    assert pieces.alignments == whole.alignments and pieces.best.target_record == name
+    assert pieces.query_coverage > 0.95
+    assert len(aligners) == 0  # an index of pieces is the query's own: nothing is kept
+
+
+def test_a_kept_index_is_aligned_to_rather_than_pieces(large_genome) -> None:
+    """Where the genome's whole index is kept (`Searcher.warm`, or an earlier long query), a
+    fragment uses it: mapping to a kept index costs less than indexing pieces."""
+    query = [Record("q", "q", large_genome[0][1][100_000:110_000])]
+    aligners = Aligners()
+    aligners.get(1, preset_for(10_000), lambda: large_genome)
+    found = align(query, {1: lambda: large_genome}, aligners, {1: lambda: pytest.fail("pieces were cut")})[1]
+    assert found.best.target_start == 100_000 and aligners.holds(1, preset_for(10_000))
+
+
+def test_no_pieces_means_the_whole_genome(genomes) -> None:
+    """Where the pieces would be most of the genome (`regions` gave None), its index is built and kept."""
+    query = [Record("q", "q", genomes[1][0][1][1_000:4_000])]
+    aligners = Aligners()
+    found = align(query, targets_of(genomes), aligners, {1: lambda: None})
+    assert found[1].best.target_start == 1_000 and found[2].alignments == []
+    assert len(aligners) == 2  # genome 2 had no pieces at all: the whole genome too
 
 
 @pytest.mark.slow

@@ -226,10 +226,10 @@ def test_a_warmed_searcher_builds_no_minimap2_index_for_a_query(species_store) -
     store, query = species_store
     with store.searcher() as searcher:
         assert searcher.warm() == len(searcher.aligners) == 8
-        built = searcher.aligners._build
-        searcher.aligners._build = lambda *a: pytest.fail("a minimap2 index was built for a query")
+        built = searcher.aligners.build
+        searcher.aligners.build = lambda *a: pytest.fail("a minimap2 index was built for a query")
         hits = searcher.query(query, k=3)
-        searcher.aligners._build = built
+        searcher.aligners.build = built
     assert hits[0].name == "g2" and hits[0].identity > 0.98
 
 
@@ -301,3 +301,56 @@ def test_the_sketch_index_counts_shared_hashes_as_the_obvious_way_does() -> None
         query = np.unique(rng.integers(0, 700, size).astype(np.uint64))
         obvious = {gid: int(np.isin(query, hashes).sum()) for gid, hashes in sketches.items()}
         assert index.shared(query) == {gid: n for gid, n in obvious.items() if n}
+
+
+@pytest.fixture(scope="module")
+def relatives_store(tmp_path_factory) -> tuple[GenomeIndex, list[Path]]:
+    """Three 300 kb genomes (kmer:6): an ancestor, a relative at 2 % substitutions that also
+    carries a 20 kb plasmid, and an unrelated one; queries of 0.8-10 kb cut from the first two
+    with 1 % substitutions, on either strand, and one that spans the relative's two records."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("relatives")
+    rng = np.random.default_rng(41)
+    ancestor = random_bases(rng, 300_000)
+    relative = "".join(b if rng.random() > 0.02 else "ACGT"[("ACGT".index(b) + 1) % 4] for b in ancestor)
+    plasmid = random_bases(rng, 20_000)
+    genomes = [
+        write_fasta(folder / "ancestor.fa", [("a", ancestor)]),
+        write_fasta(folder / "relative.fa", [("r", relative), ("r_plasmid", plasmid)]),
+        write_fasta(folder / "other.fa", [("o", random_bases(rng, 300_000))]),
+    ]
+
+    def mutated(bases: str) -> str:
+        return "".join(b if rng.random() > 0.01 else "ACGT"[("ACGT".index(b) + 2) % 4] for b in bases)
+
+    pieces = [ancestor[1_000:3_000], ancestor[150_000:160_000], relative[295_000:], plasmid[4_000:4_800],
+              relative[-3_000:] + plasmid[:3_000], plasmid[12_000:20_000]]  # fmt: skip
+    queries = []
+    for number, piece in enumerate(pieces):
+        piece = mutated(piece)
+        if number % 2:
+            piece = reverse_complement(piece.encode()).decode()
+        queries.append(write_fasta(folder / f"q{number}.fa", [(f"q{number}", piece)]))
+    store = GenomeIndex(folder / "index")
+    store.build(genomes, "kmer:6")
+    return store, queries
+
+
+def test_fragments_are_aligned_to_the_regions_they_matched_as_to_whole_genomes(relatives_store, monkeypatch) -> None:
+    """A fragment is aligned to the stretches of each candidate around the windows it matched
+    (`align.regions`): every hit, alignments included, equals that of aligning to the whole
+    genomes, and only the unrelated genome's minimap2 index is built: its best windows lie
+    scattered, and their regions would be over a quarter of it (REGION_SHARE)."""
+    store, queries = relatives_store
+    with store.searcher() as searcher:
+        regional = [[h.row(alignments=True) for h in searcher.query(q, k=3)] for q in queries]
+        assert searcher.aligners.genomes() == {3}
+    monkeypatch.setattr("genome_index.search.align.REGION_SHARE", -1.0)  # no region is ever small enough
+    with store.searcher() as searcher:
+        whole = [[h.row(alignments=True) for h in searcher.query(q, k=3)] for q in queries]
+        assert searcher.aligners.genomes() == {1, 2, 3}
+    assert regional == whole
+    sources = [hits[0]["name"] for hits in regional]
+    assert sources == ["ancestor", "ancestor", "relative", "relative", "relative", "relative"]
+    assert all(hits[0]["query_coverage"] > 0.95 for hits in regional)

@@ -3,7 +3,12 @@
 An embedding finds candidates; a base-level alignment says where the query sits in each and
 at what identity, and tells apart genomes a sketch or a cosine cannot (a few SNPs between two
 strains). Each candidate genome gets a minimap2 index, built once and kept by `Aligners`
-(a query keeps one for its candidates; a resident searcher can keep it between queries).
+(a query keeps one for its candidates; a resident searcher keeps them between queries). A
+fragment is aligned to a genome whose index is not kept yet through an index of the stretches
+its windows matched (`regions`: each matched stored window widened by the query's length on
+both sides) made for that query alone: about 2 ms for a 10 kb fragment, where the 3 Mbp
+genome's index takes 0.1 s to build and 9 MB to keep. Both give the same alignments (tests
+compare them); longer queries, and genomes the query matched nowhere, get the whole index.
 
 Identity is matching bases over aligned columns (mismatches and gap columns included), as
 BLAST counts it, except that an indel of LONG_GAP_BP or more splits an alignment in two: the
@@ -31,7 +36,10 @@ SHORT_PRESET, LONG_PRESET = "sr", "asm10"  # asm10: up to ~10 % divergence, stra
 LONG_GAP_BP = 50  # an indel this long splits an alignment (see the module's docstring)
 MIN_LISTED_BP = 100  # alignments of fewer aligned query bases are not reported
 CACHED_GENOMES = 64  # minimap2 indexes kept by an Aligners (about 9 MB each for 3 Mbp, asm10: bench_align.py)
+REGION_FLANK_BP = 1_000  # a region reaches this far past the query's length on each side of a matched window
+REGION_SHARE = 0.25  # regions covering more of a genome than this: its whole index is built (and kept) instead
 Target = list[tuple[str, bytes]]  # a genome's records: (name, sequence)
+Piece = tuple[str, int, bytes]  # a stretch of a record: (record name, where it starts in the record, its bases)
 
 
 def preset_for(length: int) -> str:
@@ -128,8 +136,33 @@ def covered(intervals: list[tuple[str, int, int]]) -> int:
     return total
 
 
-def _alignment(hit: Any, query_record: str, target_names: Sequence[str]) -> Alignment:
-    """An Alignment from a mappy hit, its long gaps left out of the columns and query blocks."""
+def regions(
+    windows: Sequence[tuple[int, int, int]], query_length: int, record_lengths: Sequence[int]
+) -> list[tuple[int, int, int]] | None:
+    """The stretches (record, start, end) of a genome that hold every alignment of a query whose
+    windows matched the stored `windows` (record number, start, end) of the genome: an alignment
+    that holds a matched window reaches at most the query's length past it, so each window is
+    widened by that and REGION_FLANK_BP on both sides (room for insertions), clipped to its
+    record, and overlapping ones merged. None when they cover more than REGION_SHARE of the
+    genome: then the whole genome is aligned to (its index is worth building and keeping)."""
+    reach = query_length + REGION_FLANK_BP
+    widened = sorted(
+        (record, max(0, start - reach), min(record_lengths[record], end + reach)) for record, start, end in windows
+    )
+    merged: list[tuple[int, int, int]] = []
+    for record, start, end in widened:
+        if merged and merged[-1][0] == record and start <= merged[-1][2]:
+            merged[-1] = (record, merged[-1][1], max(merged[-1][2], end))
+        else:
+            merged.append((record, start, end))
+    if not merged or sum(end - start for _, start, end in merged) > REGION_SHARE * sum(record_lengths):
+        return None
+    return merged
+
+
+def _alignment(hit: Any, query_record: str, target_names: Sequence[str], offsets: Sequence[int]) -> Alignment:
+    """An Alignment from a mappy hit, its long gaps left out of the columns and query blocks;
+    the target's coordinates are on its record (`offsets`: where each indexed sequence starts in it)."""
     columns, blocks = 0, []
     position = block_start = hit.q_st
     for length, op in hit.cigar:
@@ -149,8 +182,9 @@ def _alignment(hit: Any, query_record: str, target_names: Sequence[str]) -> Alig
     if hit.strand < 0:  # mappy gives query coordinates on the query's own strand; the cigar runs reversed
         total = hit.q_st + hit.q_en
         blocks = [(total - end, total - start) for start, end in blocks]
+    number = int(hit.ctg) if len(target_names) > 1 else 0  # records are indexed by number; a bare sequence: N/A
     return Alignment(
-        query_record, hit.q_st, hit.q_en, target_names[int(hit.ctg)], hit.r_st, hit.r_en,
+        query_record, hit.q_st, hit.q_en, target_names[number], offsets[number] + hit.r_st, offsets[number] + hit.r_en,
         "+" if hit.strand > 0 else "-", hit.mlen, columns, hit.mapq,
         tuple((s, e) for s, e in blocks if e > s),
     )  # fmt: skip
@@ -191,17 +225,23 @@ class Aligners:
             if key in self._indexes:
                 self._indexes.move_to_end(key)
                 return self._indexes[key]
-        built = self._build(target(), preset)
+        built = self.build(target(), preset)
         with self._lock:
             self._indexes[key] = built
             while len(self._indexes) > self.capacity:
                 self._indexes.popitem(last=False)
         return built
 
-    def _build(self, records: Target, preset: str) -> tuple[Any, list[str]]:
-        """mappy indexes FASTA files (or one bare sequence), so a genome's records go through one."""
+    def build(self, records: Target, preset: str) -> tuple[Any, list[str]]:
+        """A minimap2 index of `records` (and their names), not kept. mappy indexes one bare
+        sequence or FASTA files, so several records go through one (a temporary file: 1 ms more)."""
         import mappy
 
+        if len(records) == 1 and records[0][1]:
+            aligner = mappy.Aligner(seq=records[0][1].decode("ascii"), preset=preset)
+            if not aligner:
+                raise RuntimeError("minimap2 could not index a genome of 1 record")
+            return aligner, [records[0][0]]
         with tempfile.TemporaryDirectory(prefix="genome-index-align-") as tmp:
             path = Path(tmp) / "target.fa"
             with open(path, "wb") as handle:
@@ -212,6 +252,16 @@ class Aligners:
             raise RuntimeError(f"minimap2 could not index a genome of {len(records)} record(s)")
         return aligner, [name for name, _ in records]
 
+    def holds(self, genome_id: int, preset: str) -> bool:
+        """Whether the index of this genome for this preset is kept."""
+        with self._lock:
+            return (genome_id, preset) in self._indexes
+
+    def genomes(self) -> set[int]:
+        """The genomes whose indexes are kept."""
+        with self._lock:
+            return {genome_id for genome_id, _ in self._indexes}
+
     def __len__(self) -> int:
         return len(self._indexes)
 
@@ -220,19 +270,29 @@ def align(
     query: Sequence[Record],
     targets: dict[int, Callable[[], Target]],
     aligners: Aligners,
+    pieces: dict[int, Callable[[], list[Piece] | None]] | None = None,
 ) -> dict[int, GenomeAlignment]:
     """Alignments of the query's records to each target genome (id -> its records, read when
-    its index is not kept yet), the genomes in parallel threads (minimap2 releases the GIL)."""
+    its index is not kept yet), or to the stretches of it `pieces` gives (where it gives any:
+    `regions`) where the genome's whole index is not kept, the genomes in parallel threads
+    (minimap2 releases the GIL while it maps)."""
     length = sum(len(r.sequence) for r in query)
     preset = preset_for(max((len(r.sequence) for r in query), default=0))
 
     def one(genome_id: int) -> GenomeAlignment:
-        aligner, names = aligners.get(genome_id, preset, targets[genome_id])
+        kept = aligners.holds(genome_id, preset)
+        cut = pieces[genome_id]() if pieces is not None and genome_id in pieces and not kept else None
+        if cut is None:
+            aligner, names = aligners.get(genome_id, preset, targets[genome_id])
+            offsets = [0] * len(names)
+        else:
+            aligner, names = aligners.build([(name, bases) for name, _, bases in cut], preset)
+            offsets = [start for _, start, _ in cut]
         found = GenomeAlignment(length)
         for record in query:
             for hit in aligner.map(record.sequence):
                 if hit.is_primary:
-                    alignment = _alignment(hit, record.id, names)
+                    alignment = _alignment(hit, record.id, names, offsets)
                     if alignment.aligned_bp >= min(MIN_LISTED_BP, len(record.sequence) // 2):
                         found.alignments.append(alignment)
         found.alignments.sort(key=lambda a: (-a.matches, a.target_record, a.target_start))

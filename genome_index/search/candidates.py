@@ -236,6 +236,24 @@ def rank_chunk_mode(
     return best
 
 
+def matched_windows(found: tuple[np.ndarray, ...], genome_of: dict[int, int]) -> dict[int, list[int]]:
+    """Genome id -> the stored windows the query matched in it: for each query window (of every
+    view) its best-ranked neighbour in each genome found (`Retriever.neighbours`), where minimap2
+    then looks for the query (`align.regions`)."""
+    ranking, ids = found[0].reshape(-1), found[1].reshape(-1)
+    rows = np.repeat(np.arange(found[1].shape[0]), found[1].shape[1])
+    keep = ids >= 0
+    ranking, ids, rows = ranking[keep], ids[keep], rows[keep]
+    genomes = np.array([genome_of[int(cid)] for cid in ids.tolist()], dtype=np.int64)
+    order = np.lexsort((-ranking, genomes, rows))  # within each (window, genome): the best first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (rows[order][1:] != rows[order][:-1]) | (genomes[order][1:] != genomes[order][:-1])
+    matched: dict[int, set[int]] = {}
+    for gid, cid in zip(genomes[order][first].tolist(), ids[order][first].tolist(), strict=True):
+        matched.setdefault(gid, set()).add(cid)
+    return {gid: sorted(cids) for gid, cids in matched.items()}
+
+
 def embedding_key(hit: Candidate) -> float:
     """The embedding's own order: the centred score where the query was centred, else the score."""
     return hit.centred_score if hit.centred_score is not None else hit.score

@@ -20,11 +20,10 @@ import numpy as np
 from genome_index.io.sequences import unpack
 from genome_index.progress import Progress
 from genome_index.search import sketch
-from genome_index.search.align import Aligners, Target, align
+from genome_index.search.align import Aligners, Piece, Target, align, regions
 from genome_index.search.candidates import Candidate, embedding_key
 from genome_index.search.hits import DIGITS
 from genome_index.search.views import Query
-from genome_index.store.reads import StoreReader
 
 if TYPE_CHECKING:
     from genome_index.search.resident import ResidentReader
@@ -59,17 +58,21 @@ class SketchReranker:
 
 class AlignmentReranker:
     """minimap2 alignments of the query to each candidate's stored sequence (read when first
-    needed, from an aligning thread's own cursor); False for a store without sequences."""
+    needed, from an aligning thread's own cursor): to the stretches around the windows the query
+    matched in it, where `matched` names them (`align.regions`), else to the whole genome; False
+    for a store without sequences."""
 
     def __init__(
         self,
-        reader: StoreReader | ResidentReader,
+        reader: ResidentReader,
         query: Query,
         aligners: Aligners,
         progress: Progress,
         warn: Callable[[], None],
+        matched: dict[int, list[int]] | None = None,
     ) -> None:
         self.reader, self.query, self.aligners, self.progress, self.warn = reader, query, aligners, progress, warn
+        self.matched = matched or {}
 
     def __call__(self, candidates: list[Candidate]) -> bool:
         genome_ids = [c.genome_id for c in candidates]
@@ -77,21 +80,34 @@ class AlignmentReranker:
             self.warn()
             return False
         targets = {gid: functools.partial(stored_target, self.reader, gid) for gid in genome_ids}
+        pieces = {
+            gid: functools.partial(stored_pieces, self.reader, gid, self.matched[gid], self.query.length)
+            for gid in genome_ids
+            if gid in self.matched
+        }
         with self.progress.step("aligning", len(genome_ids), "genomes") as step:
-            found = align(self.query.records, targets, self.aligners)
+            found = align(self.query.records, targets, self.aligners, pieces)
             step.advance(len(genome_ids))
         for candidate in candidates:
             candidate.alignment = found[candidate.genome_id]
         return True
 
 
-def stored_target(reader: StoreReader | ResidentReader, genome_id: int) -> Target:
-    """A stored genome's records as minimap2 indexes them, read on a cursor of its own (it is
-    called from an aligning thread)."""
-    with reader.cursor() as cursor:
-        names = [name for name, _, _ in cursor.records_of(genome_id)]
-        packed = cursor.packed_sequences(genome_id) or []
-    return [(name, unpack(stored)) for name, stored in zip(names, packed, strict=True)]
+def stored_target(reader: ResidentReader, genome_id: int) -> Target:
+    """A stored genome's records as minimap2 indexes them (called from an aligning thread)."""
+    return [(name, unpack(stored)) for name, stored in reader.packed_genome(genome_id)]
+
+
+def stored_pieces(
+    reader: ResidentReader, genome_id: int, chunk_ids: list[int], query_length: int
+) -> list[Piece] | None:
+    """The stretches of a stored genome around the windows `chunk_ids` a query matched in it
+    (`align.regions`), or None where they are most of the genome (called from an aligning thread)."""
+    records = reader.packed_genome(genome_id)
+    stretches = regions(reader.windows_of(chunk_ids), query_length, [stored.length for _, stored in records])
+    if stretches is None:
+        return None
+    return [(records[record][0], start, unpack(records[record][1], start, end)) for record, start, end in stretches]
 
 
 @dataclass(frozen=True)

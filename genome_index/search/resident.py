@@ -2,16 +2,18 @@
 
 A warm query should cost its own work, not the store's: opening DuckDB (about 20 ms), point
 reads of chunk vectors to re-score with (about 10 ms a query) and of which genome each found
-chunk lies in. `Resident` holds the FAISS indexes, the genome details, the chunk -> genome map,
-the vector means, which genomes have sequences, and the stored sketches (every one with the
-chunk index, else those used so far); the chunk
+chunk lies in. `Resident` holds the FAISS indexes, the genome details, the chunk -> genome map
+and where each chunk lies, the vector means, which genomes have sequences, the stored sketches
+(every one with the chunk index, else those used so far) and the packed sequences read so far
+(up to KEPT_SEQUENCE_BYTES); the chunk
 vectors a re-score needs come from the FAISS index itself where it holds them exactly (flat
 and HNSW indexes keep every normalised vector; product-quantised ones do not, and are read
 from DuckDB). Whether the store changed is first told by the size, time and inode of its
 files (a commit writes the database or its write-ahead log), and only then by DuckDB's own
 signature of genomes and labels. `ResidentReader` answers the searcher's reads from memory
 and opens the store only for what is not kept (a genome's sequence, the first time it is
-aligned): the read-only connection is then made on first use and closed with the query.
+aligned): the read-only connection is then made on first use and closed with the query. The
+searcher's lock guards what is kept as it grows (sketches and sequences).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from typing import Any
 import faiss
 import numpy as np
 
+from genome_index.io.sequences import PackedSequence
 from genome_index.search.sketch import SketchIndex
 from genome_index.store import Store
 from genome_index.store.indexes import Centring
 from genome_index.store.reads import StoreReader
 
 KEPT_SKETCHES = 4096  # genomes whose sketches a genome-mode searcher keeps once read (the most recently used)
+KEPT_SEQUENCE_BYTES = 1 << 30  # packed sequences (a quarter byte a base) a searcher keeps once read, most recent first
 
 
 def file_stamp(store: Store) -> tuple:
@@ -60,11 +64,13 @@ class Resident:
     indexes: dict[str, faiss.Index] = field(default_factory=dict)
     chunk_ids: np.ndarray | None = None  # sorted; read with the chunk index (chunks mode only)
     chunk_genomes: np.ndarray | None = None  # the genome of each of chunk_ids
+    chunk_windows: np.ndarray | None = None  # where each of chunk_ids lies: (record number, start, end) rows
     genome_rows: dict[int, list[tuple[int, int]]] | None = None  # a flat chunk index's row ranges of each genome
     sketch_index: SketchIndex | None = None  # every stored sketch hash and its genome (chunks mode only)
     stored_sketches: dict[int, np.ndarray] = field(default_factory=dict)  # every genome's hashes (chunks mode)
     sketches: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)  # hashes read for genome mode
     centring: Centring | None = None  # of the flat chunk index, made by the first centred query
+    sequences: OrderedDict[int, list[tuple[str, PackedSequence]]] = field(default_factory=OrderedDict)  # read so far
 
     @classmethod
     def read(cls, reader: StoreReader, dim: int, signature: tuple) -> Resident:
@@ -81,7 +87,7 @@ class Resident:
         stored sketch (which genomes a query's windows are worth comparing with) and, for a
         flat index in this process's memory, where each genome's windows lie in it."""
         if kind == "chunks":
-            self.chunk_ids, self.chunk_genomes = reader.chunk_genomes()
+            self.chunk_ids, self.chunk_genomes, self.chunk_windows = reader.chunk_genomes()
             self.add_sketches(reader)
             if flat_in_memory(index):
                 rows = faiss.vector_to_array(index.id_map)
@@ -135,7 +141,7 @@ class ResidentReader:
     `store` opened on first use (thread-safe: aligning threads may be first) and closed by `close`."""
 
     def __init__(self, store: Store, resident: Resident, lock: threading.Lock) -> None:
-        self.store, self.resident, self._sketch_lock = store, resident, lock
+        self.store, self.resident, self._kept_lock = store, resident, lock
         self._stack = contextlib.ExitStack()
         self._reader: StoreReader | None = None
         self._open_lock = threading.Lock()
@@ -191,7 +197,7 @@ class ResidentReader:
         most recently used)."""
         stored, kept = self.resident.stored_sketches, self.resident.sketches
         found = {gid: stored[gid] for gid in genome_ids if gid in stored}
-        with self._sketch_lock:
+        with self._kept_lock:
             for gid in genome_ids:
                 if gid not in found and gid in kept:
                     found[gid] = kept[gid]
@@ -199,7 +205,7 @@ class ResidentReader:
         unread = [gid for gid in genome_ids if gid not in found]
         read = self._store().sketch_hashes(unread) if unread else {}
         made = {gid: np.asarray(hashes, dtype=np.uint64) for gid, hashes in read.items()}
-        with self._sketch_lock:
+        with self._kept_lock:
             kept.update(made)
             while len(kept) > KEPT_SKETCHES:
                 kept.popitem(last=False)
@@ -207,6 +213,32 @@ class ResidentReader:
 
     def has_sequence(self, genome_id: int) -> bool:
         return genome_id in self.resident.with_sequence
+
+    def windows_of(self, chunk_ids: list[int]) -> list[tuple[int, int, int]]:
+        """(record number in its genome, start, end) of each of the given chunks (found by the kept chunk index)."""
+        kept, windows = self.resident.chunk_ids, self.resident.chunk_windows
+        assert kept is not None and windows is not None  # read with the chunk index that found these chunks
+        return [tuple(row) for row in windows[np.searchsorted(kept, np.asarray(chunk_ids, dtype=np.int64))].tolist()]
+
+    def packed_genome(self, genome_id: int) -> list[tuple[str, PackedSequence]]:
+        """A stored genome's records as (name, packed sequence), in order: kept once read (up to
+        KEPT_SEQUENCE_BYTES, the most recently used), so a warm query need not open the store."""
+        kept = self.resident.sequences
+        with self._kept_lock:
+            if genome_id in kept:
+                kept.move_to_end(genome_id)
+                return kept[genome_id]
+        with self.cursor() as reader:
+            names = [name for name, _, _ in reader.records_of(genome_id)]
+            packed = reader.packed_sequences(genome_id) or []
+        records = list(zip(names, packed, strict=True))
+        with self._kept_lock:
+            kept[genome_id] = records
+            size = lambda rs: sum(len(p.packed) for _, p in rs)  # noqa: E731
+            total = sum(size(rs) for rs in kept.values())
+            while len(kept) > 1 and total > KEPT_SEQUENCE_BYTES:
+                total -= size(kept.popitem(last=False)[1])
+        return records
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[StoreReader]:

@@ -33,7 +33,7 @@ from genome_index.io.fasta import QueryInput, as_genome
 from genome_index.progress import SILENT, Progress, Step
 from genome_index.search import sketch
 from genome_index.search.align import LONG_PRESET, Aligners, Target
-from genome_index.search.candidates import Retriever, named_rows, rank_chunk_mode
+from genome_index.search.candidates import Retriever, matched_windows, named_rows, rank_chunk_mode
 from genome_index.search.gather import GatherResult, Sample, gather
 from genome_index.search.hits import Hit, make_hit
 from genome_index.search.rerank import (
@@ -166,7 +166,7 @@ class Searcher:
         self._embed_lock = threading.Lock()  # the model runs one call at a time
         self._resident: Resident | None = None  # the store as kept in memory (see search/resident.py)
         self._stamp: tuple | None = None  # its files when last looked at
-        self._sketch_lock = threading.Lock()
+        self._kept_lock = threading.Lock()  # guards the sketches and sequences a resident keeps as it reads them
         self._warned = False  # of genomes without sequences: once per searcher
         self.batcher = MicroBatcher(self._embed_locked) if micro_batch else None
 
@@ -263,15 +263,16 @@ class Searcher:
         as the aligners keep, CACHED_GENOMES), so that the first queries pay only for their own
         work; the number of genomes indexed. More than the aligners keep raises what they keep
         (an index takes about 3 bytes a base: 9 MB a 3 Mbp genome). Past the genomes kept, a
-        query builds each candidate's index (about 0.1 s a 3 Mbp genome): on a store of 1,000
-        genomes that is most of a query's time (benchmarks/bench_latency.py --species 165)."""
+        fragment is aligned to an index of the stretches it matched (`align.regions`: about 2
+        ms a genome for 10 kb, against 0.1 s to build a 3 Mbp genome's index, which a longer
+        query still builds)."""
         if genomes is not None and genomes < 0:
             raise GenomeIndexError(f"warm: genomes must be 0 or more, not {genomes}")
         if genomes is not None:
             self.aligners.capacity = max(self.aligners.capacity, genomes)
         resident = self._current({"genomes", "chunks"})
         genome_ids = sorted(resident.with_sequence)[: genomes if genomes is not None else self.aligners.capacity]
-        with ResidentReader(self.store, resident, self._sketch_lock) as reader:
+        with ResidentReader(self.store, resident, self._kept_lock) as reader:
             with progress.step("building minimap2 indexes", len(genome_ids), "genomes") as step:
                 for gid in genome_ids:
                     self.aligners.get(gid, LONG_PRESET, functools.partial(stored_target, reader, gid))
@@ -315,7 +316,7 @@ class Searcher:
         timing.seconds["embed"] = time.perf_counter() - started
         hits: list[Hit] = []
         resident = self._current({"genomes"} | {"chunks" for mode, _, _ in plans if mode != "genome"})
-        with ResidentReader(self.store, resident, self._sketch_lock) as reader:
+        with ResidentReader(self.store, resident, self._kept_lock) as reader:
             indexes, details = resident.indexes, resident.details
             retriever = Retriever(reader, self.settings, options.center)
             per_query = split_views(vectors, view_chunks)
@@ -332,16 +333,18 @@ class Searcher:
                 zip(queries, plans, per_query, query_hashes, strict=True)
             ):
                 started = time.perf_counter()
+                plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
+                matched = None
                 if mode == "genome":
                     ranked = retriever.genome_mode(indexes["genomes"], view_vectors)
                 else:
                     ranked = rank_chunk_mode(found_of[i], [len(v) for v in view_vectors], genome_of, retriever.center)
+                    matched = matched_windows(found_of[i], genome_of) if plan.align else None
                 timing.seconds["candidates"] += time.perf_counter() - started
                 searching.advance(sum(len(v) for v in view_vectors), queries=1)
-                plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
                 named = lambda given: {details[c.genome_id]["name"] for c in given}  # noqa: E731
                 sketches = SketchReranker(reader, scaled, hashes)
-                alignments = AlignmentReranker(reader, one, self.aligners, progress, self._warn_no_sequences)
+                alignments = AlignmentReranker(reader, one, self.aligners, progress, self._warn_no_sequences, matched)
                 ordered, ranked_by = order_hits(
                     ranked, plan, timing.timed("rerank", sketches, named), timing.timed("verify", alignments, named)
                 )
@@ -368,7 +371,7 @@ class Searcher:
         resident = self._current({"sketches"})
         assert resident.sketch_index is not None
         sizes = {gid: len(hashes) for gid, hashes in resident.stored_sketches.items()}
-        with ResidentReader(self.store, resident, self._sketch_lock) as reader:
+        with ResidentReader(self.store, resident, self._kept_lock) as reader:
 
             def target(genome_id: int) -> Target | None:
                 if not reader.has_sequence(genome_id):

@@ -195,10 +195,16 @@ class StoreReader:
         """Stored vectors of the given chunk ids (sorted ascending), in that order."""
         return self.vectors_of("chunks", chunk_ids, dim)
 
-    def chunk_genomes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every chunk id (ascending) and the genome each lies in: what a searcher keeps in memory."""
-        table = self._con.execute("SELECT id, genome_id FROM chunks ORDER BY id").fetchnumpy()
-        return np.asarray(table["id"], dtype=np.int64), np.asarray(table["genome_id"], dtype=np.int64)
+    def chunk_genomes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every chunk id (ascending), the genome each lies in, and where in it: rows of (record's
+        number in its genome, start, end). What a searcher keeps in memory."""
+        table = self._con.execute(
+            """SELECT c.id, c.genome_id, r.number, c.start, c."end" FROM chunks c
+               JOIN (SELECT id, row_number() OVER (PARTITION BY genome_id ORDER BY idx) - 1 AS number FROM records) r
+               ON r.id = c.record_id ORDER BY c.id"""
+        ).fetchnumpy()
+        windows = np.stack([np.asarray(table[name], dtype=np.int64) for name in ("number", "start", "end")], axis=1)
+        return np.asarray(table["id"], dtype=np.int64), np.asarray(table["genome_id"], dtype=np.int64), windows
 
     def genomes_with_sequences(self) -> list[int]:
         """Ids of the genomes whose sequences the store keeps."""
