@@ -105,6 +105,7 @@ def test_a_centred_flat_search_equals_the_obvious_one(monkeypatch, runs) -> None
     from genome_index.store import indexes
 
     monkeypatch.setattr(indexes, "GEMM_ROWS", 97)
+    monkeypatch.setattr(indexes, "CENTRED_ROWS", 256)
     rng = np.random.default_rng(8)
     vectors = normalise(rng.random((3000, 24), dtype=np.float32) + 2)  # near one another: centring matters
     vectors[2500] = vectors[300]
@@ -115,6 +116,9 @@ def test_a_centred_flat_search_equals_the_obvious_one(monkeypatch, runs) -> None
     queries = normalise(np.concatenate([vectors[300:301], rng.random((6, 24), dtype=np.float32) + 2]))
     centring = indexes.Centring.of(inner, mean)
     scores, found, plain = indexes.flat_search(inner, ids, queries, 20, runs, centring)
+    if runs is not None:  # only the blocks of rows searched are worked out (a cold query's share)
+        blocks = {row // 256 for lo, hi in runs for row in range(lo, hi)}
+        assert set(np.flatnonzero(centring.ready) // 256) == blocks
     rows = np.arange(3000) if runs is None else np.concatenate([np.arange(lo, hi) for lo, hi in runs])
     centred = normalise(queries - mean) @ normalise(vectors[rows] - mean).T
     for q in range(len(queries)):

@@ -241,7 +241,7 @@ class Searcher:
                 if "sketches" in kinds:
                     resident.add_sketches(reader)
                 for kind in kinds - set(resident.indexes) - {"sketches"}:
-                    index, rebuilt = self.store.load_faiss(reader, kind, self.settings)
+                    index, rebuilt = self.store.load_faiss(reader, kind, self.settings, mapped=True)
                     if rebuilt:
                         self.store.save_repair(kind, index)
                     if index.ntotal == 0:

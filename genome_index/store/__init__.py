@@ -367,11 +367,12 @@ class Store:
         return sizes
 
     def verify_faiss(
-        self, reader: StoreReader, kind: str, settings: StoreSettings, exact: bool = False
+        self, reader: StoreReader, kind: str, settings: StoreSettings, exact: bool = False, mapped: bool = False
     ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
         """The FAISS index of one kind (a trained `ivf-pq` store's segments, searched as one),
         the DuckDB ids it lacks, and what is wrong with it (None: nothing; it holds no id DuckDB
-        does not, in the store's index type; `exact`: segments' ids read and compared)."""
+        does not, in the store's index type; `exact`: segments' ids read and compared; `mapped`:
+        a file's vectors mapped, not read, `indexes.read_verified`)."""
         from genome_index.store.indexes import read_verified
 
         if kind == "chunks" and settings.index_type == "ivf-pq":
@@ -379,7 +380,9 @@ class Store:
             if generation is not None:
                 return self._verify_segments(reader, generation, exact)
         index_type = settings.index_type if kind == "chunks" else "flat"
-        return read_verified(self.faiss_path(kind), reader.ids(kind), settings.dim, index_type, settings.ivf_lists)
+        return read_verified(
+            self.faiss_path(kind), reader.ids(kind), settings.dim, index_type, settings.ivf_lists, mapped
+        )
 
     def _verify_segments(
         self, reader: StoreReader, generation: int, exact: bool = False
@@ -407,15 +410,20 @@ class Store:
             return None, nothing, f"holds other ids than its {MANIFEST} says"
         return index, expected[~covered], None
 
-    def load_faiss(self, reader: StoreReader, kind: str, settings: StoreSettings) -> tuple[faiss.Index, bool]:
+    def load_faiss(
+        self, reader: StoreReader, kind: str, settings: StoreSettings, mapped: bool = False
+    ) -> tuple[faiss.Index, bool]:
         """The FAISS index of one kind, holding exactly DuckDB's ids: a file that lags (a build
         is writing; its next FAISS write catches up) gets the newer vectors added here; a file
         that disagrees is rebuilt from DuckDB. Returns the index and whether it was rebuilt
         (and so should be written). Segments that disagree are rewritten here, under the
-        store's lock (a query can wait for that: they are derived, and `reindex` does the same)."""
+        store's lock (a query can wait for that: they are derived, and `reindex` does the same).
+        `mapped` (a searcher's): a file that holds every id is mapped, not read."""
         from genome_index.store.vectors import normalise
 
-        index, missing, problem = self.verify_faiss(reader, kind, settings)
+        index, missing, problem = self.verify_faiss(reader, kind, settings, mapped=mapped)
+        if mapped and index is not None and len(missing):  # vectors are added below: read it whole
+            index, missing, problem = self.verify_faiss(reader, kind, settings)
         if index is not None:
             if not len(missing):
                 return index, False

@@ -31,6 +31,7 @@ ADD_BLOCK = 65_536  # vectors added to an index at a time (progress between bloc
 FLAT_BLOCK = 262_144  # stored vectors scored at a time by `flat_search`
 GEMM_ROWS = 1024  # ... in matrix products of this many stored vectors: OpenBLAS copies the whole block for a few
 # query vectors (8 against 35,031 x 2,080: 43 ms in one product, 24 ms so; benchmarks/bench_latency.py)
+CENTRED_ROWS = 4096  # rows whose centring figures are worked out together, the first time one is searched
 SCORES_BYTES = 64 << 20  # scores `flat_search` holds at once (a block of queries x FLAT_BLOCK)
 
 
@@ -152,27 +153,41 @@ def flat_vectors(inner: faiss.IndexFlat) -> np.ndarray:
 class Centring:
     """What turns a flat index's inner products into centred cosines, cos(q - m, x - m), inside
     the same matrix product: the store's mean chunk vector m, and each row's product with it
-    and distance from it (made once per index, `Centring.of`). Centred neighbours are then
-    exact and cost nothing beyond the plain search, where re-scoring fetched twice k vectors."""
+    and distance from it, worked out for a block of rows the first time it is searched (a cold
+    query that reads ten genomes' windows pays for theirs, not the store's). Centred neighbours
+    are then exact and cost nothing beyond the plain search, where re-scoring fetched twice k
+    vectors."""
 
+    stored: np.ndarray  # the index's rows as they lie
     mean: np.ndarray  # (dim,) float32
     row_dot: np.ndarray  # x . m for each row
     row_norm: np.ndarray  # |x - m| for each row (1 where 0, as `normalise` leaves zero rows)
+    ready: np.ndarray  # bool: whether a row's two figures are worked out yet
 
     @classmethod
     def of(cls, inner: faiss.IndexFlat, mean: np.ndarray) -> Centring:
-        stored, mean = flat_vectors(inner), np.ascontiguousarray(mean, dtype=np.float32).reshape(-1)
-        dot = np.empty(len(stored), dtype=np.float32)
-        square = np.empty(len(stored), dtype=np.float32)
-        for lo in range(0, len(stored), FLAT_BLOCK):
-            part = stored[lo : lo + FLAT_BLOCK]
-            dot[lo : lo + len(part)] = part @ mean
-            square[lo : lo + len(part)] = np.einsum("ij,ij->i", part, part)
-        norm = np.sqrt(np.maximum(square - 2 * dot + float(mean @ mean), 0))
-        return cls(mean, dot, np.where(norm == 0, 1, norm).astype(np.float32))
+        stored, rows = flat_vectors(inner), inner.ntotal
+        mean = np.ascontiguousarray(mean, dtype=np.float32).reshape(-1)
+        return cls(stored, mean, np.empty(rows, np.float32), np.empty(rows, np.float32), np.zeros(rows, bool))
+
+    def _work_out(self, rows: slice) -> None:
+        """The figures of `rows`, where not yet worked out, in fixed blocks of CENTRED_ROWS rows (a
+        row's figures never depend on which search came first; two threads may both work one
+        block out: the same values)."""
+        for lo in range(rows.start - rows.start % CENTRED_ROWS, rows.stop, CENTRED_ROWS):
+            block = slice(lo, min(lo + CENTRED_ROWS, len(self.ready)))
+            if self.ready[block].all():
+                continue
+            part = self.stored[block]
+            dot = part @ self.mean
+            square = np.einsum("ij,ij->i", part, part)
+            norm = np.sqrt(np.maximum(square - 2 * dot + float(self.mean @ self.mean), 0))
+            self.row_dot[block], self.row_norm[block] = dot, np.where(norm == 0, 1, norm)
+            self.ready[block] = True
 
     def scores(self, plain: np.ndarray, rows: slice, query_dot: np.ndarray, query_norm: np.ndarray) -> np.ndarray:
         """Centred cosines of stored `rows` (plain scores: rows x queries) with the queries."""
+        self._work_out(rows)
         shared = float(self.mean @ self.mean)
         centred = plain - query_dot[None, :] - self.row_dot[rows, None] + shared
         return centred / (self.row_norm[rows, None] * query_norm[None, :])
@@ -288,16 +303,25 @@ def expected_kind(index_type: str, n_vectors: int, lists: int) -> str:
 
 
 def read_verified(
-    path: Path, expected_ids: np.ndarray, dim: int, index_type: str = "flat", lists: int = IVF_LISTS
+    path: Path,
+    expected_ids: np.ndarray,
+    dim: int,
+    index_type: str = "flat",
+    lists: int = IVF_LISTS,
+    mapped: bool = False,
 ) -> tuple[faiss.Index | None, np.ndarray, str | None]:
     """The index in `path`, the ids of `expected_ids` (sorted) it lacks, and None when it holds
     nothing else, at `dim`, of the kind the store's `index_type` makes (a file that only lags
-    behind DuckDB, as during a build, is still usable); else None, and what is wrong with it."""
+    behind DuckDB, as during a build, is still usable); else None, and what is wrong with it.
+    `mapped`: the stored vectors are mapped from the file, not read (a searcher's: a cold query
+    reads the pages it searches, 19 ms against 150 ms to read a 290 MB flat index, and they
+    stay shared page cache; a write replaces the file, so the mapping keeps the old one intact).
+    Nothing may be added to a mapped index."""
     nothing = np.empty(0, dtype=np.int64)
     if not path.exists():
         return None, nothing, "missing"
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
     except (RuntimeError, MemoryError) as exc:
         return None, nothing, f"unreadable: {first_line(exc)}"
     if not hasattr(index, "id_map") or index.d != dim:
