@@ -157,6 +157,30 @@ def test_damaged_faiss_file_is_rebuilt_from_duckdb(store_copy: Path, damage: str
     assert "rebuilt from the stored vectors" in caplog.text
 
 
+@pytest.mark.parametrize("mapped", [False, True], ids=["read", "mapped"])
+@pytest.mark.parametrize("lagging", [False, True], ids=["whole", "lagging"])
+def test_a_faiss_file_loads_the_same_read_or_mapped(store_copy: Path, mapped: bool, lagging: bool) -> None:
+    """A searcher maps the flat file (`mapped`); a file that lags DuckDB (a build is writing)
+    is read instead, to add what it lacks: either way the index holds every stored vector."""
+    from genome_index.store.indexes import flat_vectors
+
+    path = store_copy / FAISS_FILES["chunks"]
+    whole = faiss.read_index(str(path))
+    if lagging:
+        ids = faiss.vector_to_array(whole.id_map)
+        shorter = faiss.read_index(str(path))
+        shorter.remove_ids(ids[len(ids) // 2 :])
+        faiss.write_index(shorter, str(path))
+    store = Store(store_copy)
+    with store.reading() as reader:
+        index, rebuilt = store.load_faiss(reader, "chunks", reader.settings(), mapped=mapped)
+    assert rebuilt == lagging and index.ntotal == whole.ntotal  # no build holds the lock: it is to be saved
+    order = np.argsort(faiss.vector_to_array(index.id_map))
+    expected = np.argsort(faiss.vector_to_array(whole.id_map))
+    inner, reference = faiss.downcast_index(index.index), faiss.downcast_index(whole.index)
+    np.testing.assert_array_equal(flat_vectors(inner)[order], flat_vectors(reference)[expected])
+
+
 def test_write_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     with write_lock(tmp_path):
         with pytest.raises(GenomeIndexError, match=r"another genome-index process \(pid \d+\)"), write_lock(tmp_path):
