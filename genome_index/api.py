@@ -153,6 +153,8 @@ class GenomeIndex:
         ) as searcher:
             if aligners is not None:
                 searcher.aligners = aligners
+            else:  # no index outlives this query: a fragment is aligned to the stretches it matched
+                searcher.aligners.capacity = 0
             started = time.perf_counter()
             hits, timing = searcher.query_timed(query, options, progress)
         if timings is not None:

@@ -163,7 +163,7 @@ def test_aligning_to_the_pieces_around_the_query_equals_aligning_to_the_whole_ge
     window = (record, start + length // 3, start + length // 3 + 100)  # a matched window inside the source
     stretches = regions([window], length, [len(s) for _, s in large_genome])
     cut = [(large_genome[r][0], lo, large_genome[r][1][lo:hi]) for r, lo, hi in stretches]
-    aligners = Aligners()
+    aligners = Aligners(capacity=0)  # it keeps no index (a one-shot query's), so pieces are cut
     pieces = align(query, {1: lambda: pytest.fail("the whole genome was read")}, aligners, {1: lambda: cut})[1]
     whole = align(query, {1: lambda: large_genome}, Aligners())[1]
     assert pieces.alignments == whole.alignments and pieces.best.target_record == name
@@ -181,13 +181,17 @@ def test_a_kept_index_is_aligned_to_rather_than_pieces(large_genome) -> None:
     assert found.best.target_start == 100_000 and aligners.holds(1, preset_for(10_000))
 
 
-def test_no_pieces_means_the_whole_genome(genomes) -> None:
-    """Where the pieces would be most of the genome (`regions` gave None), its index is built and kept."""
+def test_aligners_with_room_keep_whole_indexes_rather_than_cut_pieces(genomes) -> None:
+    """Aligners that may keep one more index build the genome's whole index and keep it (a
+    resident searcher's first queries pay once, later ones map to it); where the pieces would be
+    most of the genome (`regions` gave None), or none were given, the whole index too."""
     query = [Record("q", "q", genomes[1][0][1][1_000:4_000])]
-    aligners = Aligners()
-    found = align(query, targets_of(genomes), aligners, {1: lambda: None})
+    aligners = Aligners(capacity=1)
+    found = align(query, {1: lambda: genomes[1]}, aligners, {1: lambda: pytest.fail("pieces were cut")})[1]
+    assert found.best.target_start == 1_000 and aligners.genomes() == {1}
+    full = Aligners(capacity=0)
+    found = align(query, targets_of(genomes), full, {1: lambda: None})
     assert found[1].best.target_start == 1_000 and found[2].alignments == []
-    assert len(aligners) == 2  # genome 2 had no pieces at all: the whole genome too
 
 
 @pytest.mark.slow

@@ -3,12 +3,13 @@
 An embedding finds candidates; a base-level alignment says where the query sits in each and
 at what identity, and tells apart genomes a sketch or a cosine cannot (a few SNPs between two
 strains). Each candidate genome gets a minimap2 index, built once and kept by `Aligners`
-(a query keeps one for its candidates; a resident searcher keeps them between queries). A
-fragment is aligned to a genome whose index is not kept yet through an index of the stretches
-its windows matched (`regions`: each matched stored window widened by the query's length on
-both sides) made for that query alone: about 2 ms for a 10 kb fragment, where the 3 Mbp
-genome's index takes 0.1 s to build and 9 MB to keep. Both give the same alignments (tests
-compare them); longer queries, and genomes the query matched nowhere, get the whole index.
+(a resident searcher keeps them between queries, up to its capacity). Once it keeps as many
+as it may (a one-shot query keeps none), a fragment is aligned to a genome whose index is not
+kept through an index of the stretches its windows matched (`regions`: each matched stored
+window widened by the query's length on both sides) made for that query alone: about 2 ms for
+a 10 kb fragment, where the 3 Mbp genome's index takes 0.1 s to build and 9 MB to keep. Both
+give the same alignments (tests compare them); longer queries, and genomes the query matched
+nowhere, get the whole index.
 
 Identity is matching bases over aligned columns (mismatches and gap columns included), as
 BLAST counts it, except that an indel of LONG_GAP_BP or more splits an alignment in two: the
@@ -257,6 +258,11 @@ class Aligners:
         with self._lock:
             return (genome_id, preset) in self._indexes
 
+    def has_room(self) -> bool:
+        """Whether one more index would be kept without dropping another."""
+        with self._lock:
+            return len(self._indexes) < self.capacity
+
     def genomes(self) -> set[int]:
         """The genomes whose indexes are kept."""
         with self._lock:
@@ -274,14 +280,14 @@ def align(
 ) -> dict[int, GenomeAlignment]:
     """Alignments of the query's records to each target genome (id -> its records, read when
     its index is not kept yet), or to the stretches of it `pieces` gives (where it gives any:
-    `regions`) where the genome's whole index is not kept, the genomes in parallel threads
-    (minimap2 releases the GIL while it maps)."""
+    `regions`) where the genome's whole index is not kept and the aligners keep no more, the
+    genomes in parallel threads (minimap2 releases the GIL while it maps)."""
     length = sum(len(r.sequence) for r in query)
     preset = preset_for(max((len(r.sequence) for r in query), default=0))
 
     def one(genome_id: int) -> GenomeAlignment:
-        kept = aligners.holds(genome_id, preset)
-        cut = pieces[genome_id]() if pieces is not None and genome_id in pieces and not kept else None
+        whole = aligners.holds(genome_id, preset) or aligners.has_room()
+        cut = pieces[genome_id]() if pieces is not None and genome_id in pieces and not whole else None
         if cut is None:
             aligner, names = aligners.get(genome_id, preset, targets[genome_id])
             offsets = [0] * len(names)
