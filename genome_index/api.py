@@ -151,10 +151,10 @@ class GenomeIndex:
         with self.searcher(
             run, model=model, embedder=embedder, trust_remote_code=trust_remote_code, model_package=model_package
         ) as searcher:
+            if not options.per_record or len(query.records) == 1:  # with many records: as for many queries
+                searcher.for_one_query()
             if aligners is not None:
                 searcher.aligners = aligners
-            else:  # no index outlives this query: a fragment is aligned to the stretches it matched
-                searcher.aligners.capacity = 0
             started = time.perf_counter()
             hits, timing = searcher.query_timed(query, options, progress)
         if timings is not None:

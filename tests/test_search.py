@@ -222,14 +222,17 @@ def test_a_kmer_store_is_queried_without_torch(species_store) -> None:
 
 
 def test_a_warmed_searcher_builds_no_minimap2_index_for_a_query(species_store) -> None:
-    """`Searcher.warm` indexes every stored genome with minimap2 ahead of the queries."""
+    """`Searcher.warm` indexes every stored genome with minimap2 ahead of the queries, reads
+    their sequences and every window's centring figures: a query then opens nothing."""
     store, query = species_store
     with store.searcher() as searcher:
         assert searcher.warm() == len(searcher.aligners) == 8
-        built = searcher.aligners.build
+        assert searcher._resident.centring.ready.all() and len(searcher._resident.sequences) == 8
+        built, reading = searcher.aligners.build, searcher.store.reading
         searcher.aligners.build = lambda *a: pytest.fail("a minimap2 index was built for a query")
+        searcher.store.reading = lambda: pytest.fail("the query read the store")
         hits = searcher.query(query, k=3)
-        searcher.aligners.build = built
+        searcher.aligners.build, searcher.store.reading = built, reading
     assert hits[0].name == "g2" and hits[0].identity > 0.98
 
 
@@ -347,7 +350,7 @@ def test_fragments_are_aligned_to_the_regions_they_matched_as_to_whole_genomes(r
     cut, pieces = [], rerank.stored_pieces
     monkeypatch.setattr(rerank, "stored_pieces", lambda *args: cut.append(pieces(*args)) or cut[-1])
     with store.searcher() as searcher:
-        searcher.aligners.capacity = 0  # as a one-shot query's: it keeps no index, so it cuts pieces
+        searcher.for_one_query()  # as a one-shot query's: it maps the index and keeps no minimap2 index
         regional = [[h.row(alignments=True) for h in searcher.query(q, k=3)] for q in queries]
     assert len(cut) == 18 and sum(c is not None for c in cut) >= 12  # the unrelated genome's would be most of it
     with store.searcher() as searcher:

@@ -71,6 +71,7 @@ class Resident:
     sketches: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)  # hashes read for genome mode
     centring: Centring | None = None  # of the flat chunk index, made by the first centred query
     sequences: OrderedDict[int, list[tuple[str, PackedSequence]]] = field(default_factory=OrderedDict)  # read so far
+    sequence_bytes: int = 0  # their packed bytes
 
     @classmethod
     def read(cls, reader: StoreReader, dim: int, signature: tuple) -> Resident:
@@ -111,6 +112,11 @@ class Resident:
         if self.genome_rows is None:
             return None
         return sorted(run for gid in genome_ids for run in self.genome_rows.get(gid, []))
+
+
+def packed_bytes(records: list[tuple[str, PackedSequence]]) -> int:
+    """The packed bytes of a genome's records."""
+    return sum(len(stored.packed) for _, stored in records)
 
 
 def flat_in_memory(index: faiss.Index) -> bool:
@@ -233,12 +239,16 @@ class ResidentReader:
             packed = reader.packed_sequences(genome_id) or []
         records = list(zip(names, packed, strict=True))
         with self._kept_lock:
-            kept[genome_id] = records
-            size = lambda rs: sum(len(p.packed) for _, p in rs)  # noqa: E731
-            total = sum(size(rs) for rs in kept.values())
-            while len(kept) > 1 and total > KEPT_SEQUENCE_BYTES:
-                total -= size(kept.popitem(last=False)[1])
+            if genome_id not in kept:
+                kept[genome_id] = records
+                self.resident.sequence_bytes += packed_bytes(records)
+            while len(kept) > 1 and self.resident.sequence_bytes > KEPT_SEQUENCE_BYTES:
+                self.resident.sequence_bytes -= packed_bytes(kept.popitem(last=False)[1])
         return records
+
+    def keeps_more_sequences(self) -> bool:
+        """Whether another genome's sequence would be kept without dropping one."""
+        return self.resident.sequence_bytes < KEPT_SEQUENCE_BYTES
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[StoreReader]:

@@ -185,6 +185,10 @@ class Centring:
             self.row_dot[block], self.row_norm[block] = dot, np.where(norm == 0, 1, norm)
             self.ready[block] = True
 
+    def complete(self) -> None:
+        """Every row's figures worked out (and so every row read once: `Searcher.warm`)."""
+        self._work_out(slice(0, len(self.ready)))
+
     def scores(self, plain: np.ndarray, rows: slice, query_dot: np.ndarray, query_norm: np.ndarray) -> np.ndarray:
         """Centred cosines of stored `rows` (plain scores: rows x queries) with the queries."""
         self._work_out(rows)
@@ -313,10 +317,9 @@ def read_verified(
     """The index in `path`, the ids of `expected_ids` (sorted) it lacks, and None when it holds
     nothing else, at `dim`, of the kind the store's `index_type` makes (a file that only lags
     behind DuckDB, as during a build, is still usable); else None, and what is wrong with it.
-    `mapped`: the stored vectors are mapped from the file, not read (a searcher's: a cold query
-    reads the pages it searches, 19 ms against 150 ms to read a 290 MB flat index, and they
-    stay shared page cache; a write replaces the file, so the mapping keeps the old one intact).
-    Nothing may be added to a mapped index."""
+    `mapped`: the stored vectors are mapped from the file, not read (a one-shot query's: it
+    reads the pages it searches; a write replaces the file, so a mapping keeps the old one
+    whole). Nothing may be added to a mapped index."""
     nothing = np.empty(0, dtype=np.int64)
     if not path.exists():
         return None, nothing, "missing"
