@@ -151,10 +151,8 @@ class GenomeIndex:
         with self.searcher(
             run, model=model, embedder=embedder, trust_remote_code=trust_remote_code, model_package=model_package
         ) as searcher:
-            if not options.per_record or len(query.records) == 1:  # with many records: as for many queries
-                searcher.for_one_query()
-            if aligners is not None:
-                searcher.aligners = aligners
+            searcher.for_one_query(len(query.records) if options.per_record else 1)
+            searcher.aligners = searcher.aligners if aligners is None else aligners  # an empty one is falsy
             started = time.perf_counter()
             hits, timing = searcher.query_timed(query, options, progress)
         if timings is not None:

@@ -207,14 +207,15 @@ class Searcher:
         shards = ShardPool(store.directory, ray, ray_shards) if ray is not None else None
         return cls(store, embedder, settings, micro_batch, shards)
 
-    def for_one_query(self) -> Searcher:
-        """Set up for a single query (a one-shot `query`): its FAISS files are mapped rather than
-        read (19 ms against 150 ms to open a 290 MB flat index, and the query reads only its
-        candidates' pages; a mapped index is slower to scan in full, 4 KB pages: 54 against 20
-        ms, so a searcher kept for many queries reads it) and no minimap2 index is kept, so a
-        fragment is aligned to the stretches it matched (`align.regions`)."""
-        self.one_query = True
-        self.aligners.capacity = 0
+    def for_one_query(self, queries: int = 1) -> Searcher:
+        """Set up for the `queries` of one call (a one-shot `query`). For one query its FAISS files
+        are mapped rather than read (19 ms against 150 ms to open a 290 MB flat index, and the
+        query reads only its candidates' pages; a mapped index is slower to scan in full, 4 KB
+        pages: 54 against 20 ms, so a searcher for many queries reads it) and no minimap2 index is
+        kept, so a fragment is aligned to the stretches it matched (`align.regions`)."""
+        if queries == 1:
+            self.one_query = True
+            self.aligners.capacity = 0
         return self
 
     def __enter__(self) -> Searcher:
