@@ -236,6 +236,22 @@ def test_a_warmed_searcher_builds_no_minimap2_index_for_a_query(species_store) -
     assert hits[0].name == "g2" and hits[0].identity > 0.98
 
 
+def test_the_sequences_a_searcher_keeps_stay_under_their_bound(species_store, monkeypatch) -> None:
+    """Packed sequences are kept up to KEPT_SEQUENCE_BYTES, the most recently used: with room for
+    three 60 kb genomes (15 KB each), warming reads three and every later read drops the oldest."""
+    from genome_index.search import resident
+
+    monkeypatch.setattr(resident, "KEPT_SEQUENCE_BYTES", 3 * 15_000 + 100)
+    store, query = species_store
+    with store.searcher() as searcher:
+        searcher.warm(genomes=0)
+        kept = searcher._resident
+        assert len(kept.sequences) == 3 and kept.sequence_bytes <= resident.KEPT_SEQUENCE_BYTES
+        searcher.query(query, k=8)  # aligns all eight
+        assert len(kept.sequences) == 3 and kept.sequence_bytes <= resident.KEPT_SEQUENCE_BYTES
+        assert kept.sequence_bytes == sum(resident.packed_bytes(records) for records in kept.sequences.values())
+
+
 def test_warming_more_genomes_than_the_aligners_keep_keeps_them_all(species_store) -> None:
     """`warm(genomes=N)` past what the aligners keep raises what they keep: all N stay."""
     store, _ = species_store
