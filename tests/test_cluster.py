@@ -33,25 +33,24 @@ runner = CliRunner()
 
 
 def contents(directory: Path) -> dict[str, list]:
-    """What a store holds, independent of ids and order: genomes, chunks, labels, vectors."""
+    """What a store holds, independent of ids and order: genomes, chunks, labels, vectors (one
+    statement: each table's rows as one sorted list)."""
     store = GenomeIndex(directory)
     assert store.check() == []
-    queries = {
-        "genomes": "SELECT name, file, sha256, length, n_records, n_chunks FROM genomes ORDER BY name",
-        "chunks": 'SELECT g.name, r.name, c.start, c."end", c.n_tokens, c.gc, c.n_count FROM chunks c '
-        "JOIN genomes g ON g.id = c.genome_id JOIN records r ON r.id = c.record_id ORDER BY ALL",
-        "labels": "SELECT g.name, l.key, l.value FROM labels l JOIN genomes g ON g.id = l.genome_id ORDER BY ALL",
-        "sequences": "SELECT g.name, s.length, md5(s.packed) FROM sequences s JOIN genomes g ON g.id = s.genome_id "
-        "ORDER BY ALL",
-        "sketches": "SELECT g.name, s.hashes FROM sketches s JOIN genomes g ON g.id = s.genome_id ORDER BY 1",
-    }
-    found = {key: store.sql(sql)[1] for key, sql in queries.items()}
-    vectors = store.sql(
-        "SELECT v.vector FROM chunk_vectors v JOIN chunks c ON c.id = v.chunk_id JOIN genomes g ON g.id = c.genome_id "
-        "JOIN records r ON r.id = c.record_id ORDER BY g.name, r.idx, c.start"  # each record's windows start at 0
-    )[1]
+    tables = {
+        "genomes": ("(name, file, sha256, length, n_records, n_chunks)", "genomes", None),
+        "chunks": ('(g.name, r.name, c.start, c."end", c.n_tokens, c.gc, c.n_count)',
+                   "chunks c JOIN genomes g ON g.id = c.genome_id JOIN records r ON r.id = c.record_id", None),
+        "labels": ("(g.name, l.key, l.value)", "labels l JOIN genomes g ON g.id = l.genome_id", None),
+        "sequences": ("(g.name, s.length, md5(s.packed))", "sequences s JOIN genomes g ON g.id = s.genome_id", None),
+        "sketches": ("(g.name, s.hashes)", "sketches s JOIN genomes g ON g.id = s.genome_id", None),
+        "vectors": ("v.vector", "chunk_vectors v JOIN chunks c ON c.id = v.chunk_id JOIN genomes g ON g.id = "
+                    "c.genome_id JOIN records r ON r.id = c.record_id", "g.name, r.idx, c.start"),  # records start at 0
+    }  # fmt: skip
+    lists = [f"(SELECT list({row} ORDER BY {order or row}) FROM {source})" for row, source, order in tables.values()]
+    found = dict(zip(tables, store.sql("SELECT " + ", ".join(lists))[1][0], strict=True))
     found["vectors"] = np.array(  # FLOAT[dim], or a float16 BLOB
-        [np.frombuffer(v, "<f2") if isinstance(v, bytes) else v for (v,) in vectors], dtype=np.float32
+        [np.frombuffer(v, "<f2") if isinstance(v, bytes) else v for v in found["vectors"]], dtype=np.float32
     )
     return found
 
