@@ -21,6 +21,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from genome_index import progress
 from genome_index.api import GenomeIndex
 from genome_index.cli import app as cli
 from genome_index.errors import GenomeIndexError
@@ -205,6 +206,30 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(nt_tiny_store: Path) -
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "serving" not in result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "--warm"])
+def test_serve_warm_builds_the_minimap2_indexes_before_the_first_request(
+    nt_tiny_store: Path, monkeypatch, warm: bool
+) -> None:
+    """With --warm, the server has read what queries read and indexed every stored genome with
+    minimap2 (the four examples: under the 64 kept) when it starts listening, and said so on
+    stderr; without it, the first queries do that."""
+    seen = {}
+
+    def listen(server: uvicorn.Server, sockets: list[socket.socket]) -> None:  # instead of serving until Ctrl-C
+        searcher = server.config.app.state.served.searcher
+        seen.update(indexed=sorted(searcher.aligners.genomes()), resident=searcher._resident is not None)
+        for sock in sockets:
+            sock.close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", listen)
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a log line at every report
+    args = ["serve", "-i", str(nt_tiny_store), "--port", str(free_port()), *(["--warm"] if warm else [])]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert seen == ({"indexed": [1, 2, 3, 4], "resident": True} if warm else {"indexed": [], "resident": False})
+    assert ("building minimap2 indexes: 4 of 4 genomes" in result.stderr) == warm
 
 
 def test_the_cli_refuses_an_open_host_before_loading(tmp_path: Path, nt_tiny_store: Path) -> None:

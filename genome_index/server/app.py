@@ -23,6 +23,7 @@ from fastapi_offline import FastAPIOffline
 
 from genome_index.api import GenomeIndex
 from genome_index.errors import GenomeIndexError, StoreBusy, first_line
+from genome_index.progress import SILENT, Progress
 from genome_index.search.searcher import Searcher
 from genome_index.server.auth import allowed, check_host
 from genome_index.server.limits import BUSY_WAIT, Limits
@@ -107,12 +108,16 @@ def serve(
     run: RunOptions | None = None,
     ray: str | None = None,
     ray_shards: int | None = None,
+    warm: bool = False,
+    progress: Progress = SILENT,
     **grants: Any,
 ) -> None:
     """Serve `index` until Ctrl-C (uvicorn). Everything a user can get wrong (an open host
     without a token, a missing --compare folder, a port in use) is refused before the model
     loads; `grants` (trust_remote_code, model_package) are the user's, as for `searcher`, and
-    so are `ray` and `ray_shards` (the segments searched on Ray actors)."""
+    so are `ray` and `ray_shards` (the segments searched on Ray actors). With `warm`, the
+    searcher reads what queries read and builds its minimap2 indexes (`Searcher.warm`, shown
+    on `progress`) before the first request, so that the first queries are no slower than later ones."""
     import uvicorn
 
     check_host(host, token, insecure)
@@ -121,6 +126,8 @@ def serve(
     sock = bind(host, port)
     index.store.reader_wait = BUSY_WAIT  # a request answers 503 rather than wait out a long commit
     with index.searcher(run, micro_batch=True, ray=ray, ray_shards=ray_shards, **grants) as searcher:
+        if warm:
+            searcher.warm(progress)
         log.info("serving %s on http://%s:%s (Ctrl-C stops)", index.directory, host, port)
         app = create_app(index, searcher, limits, token, compare_dir)
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
