@@ -98,6 +98,14 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def children_of(pid: int) -> list[int]:
     """Every process below `pid` (children, their children...), from /proc."""
     parents: dict[int, list[int]] = {}

@@ -24,7 +24,7 @@ from genome_index.progress import Progress, Step
 from genome_index.settings import RunOptions, StoreOptions
 from genome_index.store import indexes
 from genome_index.store.segments import CURRENT, SEGMENTS_DIR, SegmentWriter
-from tests.helpers import EXAMPLES, ROOT, children_of, write_fasta
+from tests.helpers import EXAMPLES, ROOT, alive, children_of, write_fasta
 
 pytestmark = pytest.mark.slow  # a local Ray and builds on it: seconds each
 
@@ -241,13 +241,6 @@ def ray_processes_below(pid: int) -> dict[int, str]:
         except OSError:
             continue
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_killed_driver_takes_its_local_ray_along_and_the_next_build_resumes(ray_address, tmp_path) -> None:

@@ -21,9 +21,11 @@ from typer.testing import CliRunner
 
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
+from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import read_genome
 from genome_index.settings import QueryOptions
-from tests.helpers import ROOT, PeakMemory, copy_store, interruptible, one_line_error, write_fasta
+from genome_index.store import sql
+from tests.helpers import ROOT, PeakMemory, alive, copy_store, interruptible, one_line_error, write_fasta
 
 pytestmark = pytest.mark.slow  # crashes, signals and memory bounds of real processes: seconds each
 
@@ -509,6 +511,58 @@ def test_sql_has_a_time_and_a_memory_limit(store: Path) -> None:
     assert time.monotonic() - started < 5
     cross = "SELECT a.range FROM range(100000) a, range(100000) b ORDER BY 1"
     one_line_error(run("sql", cross, "--index", store, "--memory-limit", "64MB", "--timeout", "60"), "out of memory")
+
+
+def test_statements_after_the_first_take_a_spare_worker_held_to_the_same_limits(store: Path, monkeypatch) -> None:
+    """A process that runs one statement after another starts the next one's worker ahead (its
+    imports, 0.2 s of a 0.27 s statement, happen while nothing waits); the first statement
+    starts none (a one-shot `genome-index sql` leaves no spare). A spare answers as a new
+    worker does, the vector files included, and its statement keeps the time and memory limits."""
+    spare = sql.Spare()
+    monkeypatch.setattr(sql, "SPARE", spare)
+    taken, take = [], spare.take
+    monkeypatch.setattr(spare, "take", lambda: taken.append(take()) or taken[-1])
+    index = GenomeIndex(store)
+    statement = "SELECT count(*), sum(list_sum(vector::FLOAT[])) FROM chunk_vectors"
+    first = index.sql(statement)
+    assert spare._ready is None
+    assert index.sql(statement) == first
+    ready = spare._ready
+    assert ready is not None and ready.poll() is None and ready not in taken
+    assert index.sql(statement) == first and taken[-1] is ready
+    for limits, message in (({"timeout": 1}, "stopped after 1 s"), ({"memory_limit": "64MB"}, "out of memory")):
+        ready = spare._ready
+        with pytest.raises(GenomeIndexError, match=message):
+            index.sql("SELECT a.range FROM range(100000) a, range(100000) b ORDER BY 1", **limits)
+        assert taken[-1] is ready
+    ready = spare._ready
+    spare.close()
+    assert ready.poll() is not None and spare._ready is None
+
+
+def test_a_spare_worker_ignores_ctrl_c_and_ends_with_its_process(store: Path) -> None:
+    """A Ctrl-C for the statements running (the terminal's, to the whole process group) leaves
+    an idle spare alone; a process killed outright takes its spare along (its stdin closes)."""
+    code = (
+        "import sys, time\nfrom genome_index.api import GenomeIndex\nfrom genome_index.store import sql\n"
+        "index = GenomeIndex(sys.argv[1])\nindex.sql('SELECT 1')\nprint(sql.SPARE._ready, flush=True)\n"
+        "index.sql('SELECT 1')\nprint(sql.SPARE._ready.pid, flush=True)\ntime.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(store)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "None"  # after one statement: no spare
+        spare = int(child.stdout.readline())
+        time.sleep(1.0)  # past its imports
+        os.kill(spare, signal.SIGINT)
+        time.sleep(0.5)
+        assert alive(spare)
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 10
+    while alive(spare) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(spare)
 
 
 def test_a_statement_that_plans_forever_is_held_to_both_limits(store: Path) -> None:

@@ -5,13 +5,17 @@ with "Out of Memory" rather than the machine running out, planning included), op
 read-only with no file access, runs the one statement and writes its rows to stdout as an
 Arrow IPC stream, batch by batch, stopping after `max_rows`. Errors go to stderr as one JSON
 line. It imports only the standard library, DuckDB and pyarrow (and `vector_view` beside it,
-for a store's vector files), so it starts in a fraction of a second.
+for a store's vector files), so it starts in a fraction of a second; a spare (`--spare`,
+started ahead by a process that runs one statement after another) imports them before it
+waits for its job, so that its statement does not wait for them.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -59,17 +63,27 @@ class RefusePandas:
 
 
 def main() -> None:
-    job = json.loads(sys.stdin.read())
-    limit = job["data_limit"]
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     sys.meta_path.insert(0, RefusePandas())
+    spare = "--spare" in sys.argv[1:]
+    if spare:  # started ahead of its statement: it imports first, and a Ctrl-C meant for the
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # statements running now does not end it
+        for module in ("duckdb", "pyarrow"):  # not pyarrow.dataset: it maps 1 GB, which the memory cap counts
+            importlib.import_module(module)
+    text = sys.stdin.read()
+    if not text:  # a spare whose process ended, or no longer needs it
+        return
+    if spare:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    job = json.loads(text)
+    limit = job["data_limit"]
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))  # what was imported counts against it either way
     import duckdb
     import pyarrow as pa
 
     con = connect(job)
     beside = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'vector_files'"
     if "chunk_vectors" in job["statement"].lower() and con.execute(beside).fetchall()[0][0]:  # only then: importing
-        from vector_view import register  # pyarrow.dataset takes 0.25 s; vector_view lies beside this file
+        from vector_view import register  # pyarrow.dataset: 0.05 s more; vector_view lies beside this file
 
         register(con, Path(job["database"]).parent)  # the store's chunk vectors, in files, as `chunk_vectors`
     try:
