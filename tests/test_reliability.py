@@ -530,6 +530,9 @@ def test_statements_after_the_first_take_a_spare_worker_held_to_the_same_limits(
     ready = spare._ready
     assert ready is not None and ready.poll() is None and ready not in taken
     assert index.sql(statement) == first and taken[-1] is ready
+    monkeypatch.chdir(store.parent)  # after the spare started: a relative path is still this directory's
+    ready = spare._ready
+    assert GenomeIndex(Path(store.name)).sql(statement) == first and taken[-1] is ready
     for limits, message in (({"timeout": 1}, "stopped after 1 s"), ({"memory_limit": "64MB"}, "out of memory")):
         ready = spare._ready
         with pytest.raises(GenomeIndexError, match=message):

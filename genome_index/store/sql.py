@@ -82,8 +82,8 @@ def run_sql(
 
     check_timeout(timeout)
     limit = parse_size(memory_limit)
-    job = {
-        "database": str(database), "statement": statement, "memory_limit": f"{limit}B", "threads": THREADS,
+    job = {  # the path absolute: a spare worker started in the working directory of its time
+        "database": str(database.absolute()), "statement": statement, "memory_limit": f"{limit}B", "threads": THREADS,
         "data_limit": limit + OVERHEAD, "max_rows": max_rows, "batch_rows": BATCH_ROWS, "wait": wait,
     }  # fmt: skip
     process = SPARE.take()
