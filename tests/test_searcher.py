@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from types import SimpleNamespace
@@ -118,6 +119,38 @@ def test_concurrent_queries_share_micro_batches_and_get_their_own_hits(store: Ge
         assert searcher.batcher.batches < 8
     for i, hits in results.items():
         assert hits[0].name == read_genome(example_genomes[i % 4]).name
+
+
+def test_a_batch_waits_for_the_queries_begun_and_a_query_alone_for_no_one() -> None:
+    """A query begun (`coming`) but not yet handed over is waited for, so concurrent queries
+    share one embed call; a query alone is embedded at once, however long `wait` is."""
+    calls = []
+
+    def embed(chunks, step):
+        calls.append(len(chunks))
+        return np.zeros((len(chunks), 2), dtype=np.float32)
+
+    batcher = MicroBatcher(embed, wait=30.0)
+    window = SimpleNamespace(start=0, end=100)
+    started = time.monotonic()
+    with batcher.coming():
+        assert batcher([window] * 3, SILENT.step("test")).shape == (3, 2)
+    assert calls == [3] and time.monotonic() - started < 10  # not the 30 s wait
+    got = []
+
+    def first_query() -> None:
+        with batcher.coming():
+            got.append(batcher([window] * 3, SILENT.step("test")))
+
+    with batcher.coming():  # a second query has begun: the first one's batch waits for it
+        thread = threading.Thread(target=first_query)
+        thread.start()
+        time.sleep(0.3)
+        assert calls == [3] and not got
+        assert batcher([window] * 2, SILENT.step("test")).shape == (2, 2)
+    thread.join()
+    assert calls == [3, 5] and got[0].shape == (3, 2) and time.monotonic() - started < 10
+    batcher.close()
 
 
 def test_a_failed_batch_fails_its_queries_and_the_next_one_is_served() -> None:

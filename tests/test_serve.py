@@ -17,6 +17,7 @@ from typing import NamedTuple
 import httpx
 import numpy as np
 import pytest
+import threadpoolctl
 import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -214,12 +215,13 @@ def test_serve_warm_builds_the_minimap2_indexes_before_the_first_request(
 ) -> None:
     """With --warm, the server has read what queries read and indexed every stored genome with
     minimap2 (the four examples: under the 64 kept) when it starts listening, and said so on
-    stderr; without it, the first queries do that."""
+    stderr; without it, the first queries do that. Either way numpy's BLAS runs one thread."""
     seen = {}
 
     def listen(server: uvicorn.Server, sockets: list[socket.socket]) -> None:  # instead of serving until Ctrl-C
         searcher = server.config.app.state.served.searcher
         seen.update(indexed=sorted(searcher.aligners.genomes()), resident=searcher._resident is not None)
+        seen["blas"] = {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
         for sock in sockets:
             sock.close()
 
@@ -228,6 +230,7 @@ def test_serve_warm_builds_the_minimap2_indexes_before_the_first_request(
     args = ["serve", "-i", str(nt_tiny_store), "--port", str(free_port()), *(["--warm"] if warm else [])]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    assert seen.pop("blas") == {1}  # while it serves: a second thread only spins (see serve)
     assert seen == ({"indexed": [1, 2, 3, 4], "resident": True} if warm else {"indexed": [], "resident": False})
     assert ("building minimap2 indexes: 4 of 4 genomes" in result.stderr) == warm
 
