@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="nt-tiny")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--queries", type=int, default=64, help="queries in the throughput runs")
+    parser.add_argument("--queries", type=int, default=640, help="queries in the throughput runs")
     parser.add_argument("--leak-queries", type=int, default=1000)
     args = parser.parse_args()
     print(f"machine: {describe_machine()}")
@@ -112,7 +112,8 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            client = httpx.Client(timeout=300)
+            connections = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+            client = httpx.Client(timeout=300, limits=connections)  # each client keeps its connection open
 
             def ask(text: str) -> float:
                 started = time.perf_counter()
