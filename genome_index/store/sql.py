@@ -139,7 +139,8 @@ def start_worker(spare: bool = False) -> subprocess.Popen:
 
 
 def let_go(process: subprocess.Popen) -> None:
-    """End a worker that was given no job: its stdin closes, and it returns."""
+    """End a worker that was given no job (a spare no longer wanted, or found dead): its pipes
+    closed, the process killed and reaped."""
     with contextlib.suppress(OSError):
         for pipe in (process.stdin, process.stdout, process.stderr):
             if pipe is not None:
