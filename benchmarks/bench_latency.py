@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before numpy loads, as genome_index sets it in the CLI
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

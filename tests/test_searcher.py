@@ -233,3 +233,32 @@ def test_records_searched_together_equal_each_searched_alone(store: GenomeIndex,
         alone = [hit for record in records for hit in searcher.query([record], k=3, mode="chunks")]
     assert [{**hit.row(), "query": None} for hit in together] == [{**hit.row(), "query": None} for hit in alone]
     assert [hit.query for hit in together] == ["r0"] * 3 + ["r1"] * 3 + ["r2"] * 3
+
+
+IDLE_CPU = """
+import genome_index, os, time
+import numpy as np
+matrix = np.random.default_rng(0).random((300, 300), dtype=np.float32)
+for _ in range(20):
+    matrix @ matrix
+started = time.process_time()
+time.sleep(0.3)
+print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), time.process_time() - started)
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "4"), ("6", "6")], ids=["default", "the user's"])
+def test_openblas_threads_sleep_soon_after_a_product(given, expected, monkeypatch) -> None:
+    """Importing the package before numpy shortens OpenBLAS's spinning (2^28 cycles, about 0.1 s
+    of a core after every call, which slowed the aligners that follow a query's products) unless
+    the user chose a value: the process idles at no CPU right after its products."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    if given is not None:
+        monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", given)
+    value, idle = subprocess.run(
+        [sys.executable, "-c", IDLE_CPU], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert value == expected and float(idle) < 0.04
