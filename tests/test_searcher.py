@@ -18,7 +18,7 @@ from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import read_genome
 from genome_index.progress import SILENT
 from genome_index.search.hits import HIT_COLUMNS, Hit
-from genome_index.search.searcher import MicroBatcher
+from genome_index.search.searcher import MicroBatcher, Searcher
 from genome_index.settings import QueryOptions
 from tests.helpers import EXAMPLES, copy_store
 
@@ -219,9 +219,19 @@ def test_a_warm_query_of_an_unchanged_store_does_not_open_it(store: GenomeIndex,
         assert opened == [1]
 
 
-def test_records_searched_together_equal_each_searched_alone(store: GenomeIndex, example_genomes, tmp_path) -> None:
-    """--per-record searches every record's windows in one pass over the index; each record's
-    hits equal those of the record queried on its own."""
+def test_records_searched_together_equal_each_searched_alone(
+    store: GenomeIndex, example_genomes, tmp_path, monkeypatch
+) -> None:
+    """--per-record searches every record's windows in one pass over the index and answers the
+    records two at a time (one's Python runs while minimap2 aligns another's); each record's
+    hits equal those of the record queried on its own, in the records' order."""
+    answered_in, answer = [], Searcher._answer
+
+    def spy(self, *args):
+        answered_in.append(threading.current_thread().name)
+        return answer(self, *args)
+
+    monkeypatch.setattr(Searcher, "_answer", spy)
     records = []
     for number, path in enumerate(example_genomes[:3]):
         sequence = read_genome(path).records[0].sequence[10_000 + 7_000 * number : 22_000 + 7_000 * number]
@@ -233,6 +243,8 @@ def test_records_searched_together_equal_each_searched_alone(store: GenomeIndex,
         alone = [hit for record in records for hit in searcher.query([record], k=3, mode="chunks")]
     assert [{**hit.row(), "query": None} for hit in together] == [{**hit.row(), "query": None} for hit in alone]
     assert [hit.query for hit in together] == ["r0"] * 3 + ["r1"] * 3 + ["r2"] * 3
+    assert all(name.startswith("genome-index-answer") for name in answered_in[:3])  # together: in threads
+    assert not any(name.startswith("genome-index-answer") for name in answered_in[3:])  # alone: in place
 
 
 IDLE_CPU = """

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ from genome_index.search.rerank import (
 )
 from genome_index.search.resident import Resident, ResidentReader, file_stamp
 from genome_index.search.shards import ShardPool
-from genome_index.search.views import embed_unique, queries_of, resolve_mode, views, wants_alignment
+from genome_index.search.views import Query, embed_unique, queries_of, resolve_mode, views, wants_alignment
 from genome_index.settings import GatherOptions, ModelOptions, QueryOptions, RunOptions, StoreSettings
 from genome_index.store import Store
 from genome_index.store.indexes import to_gpu
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("genome_index")
 BATCH_WAIT = 0.005  # seconds a micro-batch waits at most, after its first, for queries begun meanwhile
 STAGES = ("embed", "candidates", "rerank", "verify")
+ANSWERING = 2  # queries of one call answered at once (see in_turn)
 
 
 @dataclasses.dataclass
@@ -71,6 +72,14 @@ class QueryTiming:
 
     seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     passed: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, stage: str, seconds: float, passed: set[str] | None = None) -> None:
+        """`seconds` more in `stage`, and genomes it passed on (records may be answered in threads)."""
+        with self._lock:
+            self.seconds[stage] += seconds
+            if passed is not None:
+                self.passed.setdefault(stage, set()).update(passed)
 
     def timed(self, stage: str, work: Callable[..., Any], names: Callable[[Any], set[str]] | None = None) -> Callable:
         """`work` wrapped: its seconds added to `stage`; with `names`, what it was given recorded
@@ -81,12 +90,34 @@ class QueryTiming:
             try:
                 return work(*args)
             finally:
-                self.seconds[stage] += time.perf_counter() - started
+                self.add(stage, time.perf_counter() - started)
                 if names is not None:
-                    before = STAGES[STAGES.index(stage) - 1]
-                    self.passed.setdefault(before, set()).update(names(args[0]))
+                    self.add(STAGES[STAGES.index(stage) - 1], 0.0, names(args[0]))
 
         return run
+
+
+@dataclasses.dataclass(frozen=True)
+class Answering:
+    """What the queries of one call share while each gets its hits (`Searcher._answer`)."""
+
+    reader: ResidentReader
+    retriever: Retriever
+    resident: Resident
+    genome_of: dict[int, int]  # chunk id -> genome id, of the chunks the queries' windows found
+    options: QueryOptions
+    timing: QueryTiming
+    progress: Progress
+
+
+def in_turn(work: list[Callable[[], list[Hit]]]) -> Iterator[list[Hit]]:
+    """Each query's hits, in order. Several (`--per-record`) are answered ANSWERING at a time:
+    one's Python (ranking, sketches) runs while minimap2 aligns another's, which releases the GIL."""
+    if len(work) < 2:
+        yield from (answer() for answer in work)
+        return
+    with ThreadPoolExecutor(ANSWERING, thread_name_prefix="genome-index-answer") as pool:
+        yield from pool.map(lambda answer: answer(), work)
 
 
 class MicroBatcher:
@@ -339,7 +370,6 @@ class Searcher:
         if self.embedder is None:
             raise GenomeIndexError("this searcher was opened without its model (for gather): it cannot embed a query")
         timing = QueryTiming()
-        species = (options.species_ani, options.species_fraction)
         genome = as_genome(query)
         if options.window_overlap and self.settings.chunking != "fixed":
             raise GenomeIndexError(
@@ -361,45 +391,65 @@ class Searcher:
         hits: list[Hit] = []
         resident = self._current({"genomes"} | {"chunks" for mode, _, _ in plans if mode != "genome"})
         with ResidentReader(self.store, resident, self._kept_lock) as reader:
-            indexes, details = resident.indexes, resident.details
+            indexes = resident.indexes
             retriever = Retriever(reader, self.settings, options.center)
             per_query = split_views(vectors, view_chunks)
             searching = progress.step("searching", len(vectors), "windows", queries=len(queries))
             started = time.perf_counter()
-            in_chunks = [i for i, plan in enumerate(plans) if plan[0] != "genome"]
+            in_chunks, found_of = [i for i, plan in enumerate(plans) if plan[0] != "genome"], {}
             if in_chunks:  # chunk-mode queries searched together: one pass over the index for all that need it
                 within = [within_rows(resident, retriever, query_hashes[i], per_query[i], options) for i in in_chunks]
                 vectors_of = [np.concatenate(per_query[i]) for i in in_chunks]
                 found, genome_of = retriever.neighbours(indexes["chunks"], vectors_of, within)
                 found_of = dict(zip(in_chunks, found, strict=True))
             timing.seconds["candidates"] += time.perf_counter() - started
-            for i, (one, (mode, _, _), view_vectors, hashes) in enumerate(
-                zip(queries, plans, per_query, query_hashes, strict=True)
-            ):
-                started = time.perf_counter()
-                plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
-                matched = None
-                if mode == "genome":
-                    ranked = retriever.genome_mode(indexes["genomes"], view_vectors)
-                else:
-                    ranked = rank_chunk_mode(found_of[i], [len(v) for v in view_vectors], genome_of, retriever.center)
-                    matched = matched_windows(found_of[i], genome_of) if plan.align else None
-                timing.seconds["candidates"] += time.perf_counter() - started
-                searching.advance(sum(len(v) for v in view_vectors), queries=1)
-                named = lambda given: {details[c.genome_id]["name"] for c in given}  # noqa: E731
-                sketches = SketchReranker(reader, scaled, hashes)
-                alignments = AlignmentReranker(reader, one, self.aligners, progress, self._warn_no_sequences, matched)
-                ordered, ranked_by = order_hits(
-                    ranked, plan, timing.timed("rerank", sketches, named), timing.timed("verify", alignments, named)
+            call = Answering(reader, retriever, resident, genome_of if in_chunks else {}, options, timing, progress)
+            work = [
+                functools.partial(self._answer, call, one, mode, view_vectors, hashes, found_of.get(i))
+                for i, (one, (mode, _, _), view_vectors, hashes) in enumerate(
+                    zip(queries, plans, per_query, query_hashes, strict=True)
                 )
-                made = [
-                    make_hit(one.name, rank, tied, f, mode, ranked_by, details[f.genome_id], species)
-                    for rank, tied, f in ordered
-                ]
-                timing.passed.setdefault("verify", set()).update(hit.name for hit in made)
+            ]
+            for made, view_vectors in zip(in_turn(work), per_query, strict=True):
+                searching.advance(sum(len(v) for v in view_vectors), queries=1)
                 hits.extend(made)
             searching.close()
         return hits, timing
+
+    def _answer(
+        self,
+        call: Answering,
+        one: Query,
+        mode: str,
+        view_vectors: list[np.ndarray],
+        hashes: np.ndarray,
+        found: tuple[np.ndarray, ...] | None,
+    ) -> list[Hit]:
+        """One query's hits: its genomes ranked by the embedding (from `found`, its windows'
+        neighbours, in chunks mode), then their sketches (rerank) and alignments (verify)."""
+        options, timing, details = call.options, call.timing, call.resident.details
+        started = time.perf_counter()
+        plan = Plan(options.k, options.rerank, wants_alignment(options, one), options.align_top)
+        matched = None
+        if found is None:
+            ranked = call.retriever.genome_mode(call.resident.indexes["genomes"], view_vectors)
+        else:
+            ranked = rank_chunk_mode(found, [len(v) for v in view_vectors], call.genome_of, call.retriever.center)
+            matched = matched_windows(found, call.genome_of) if plan.align else None
+        timing.add("candidates", time.perf_counter() - started)
+        named = lambda given: {details[c.genome_id]["name"] for c in given}  # noqa: E731
+        sketches = SketchReranker(call.reader, self.settings.sketch_scaled, hashes)
+        alignments = AlignmentReranker(call.reader, one, self.aligners, call.progress, self._warn_no_sequences, matched)
+        ordered, ranked_by = order_hits(
+            ranked, plan, timing.timed("rerank", sketches, named), timing.timed("verify", alignments, named)
+        )
+        species = (options.species_ani, options.species_fraction)
+        made = [
+            make_hit(one.name, rank, tied, found_, mode, ranked_by, details[found_.genome_id], species)
+            for rank, tied, found_ in ordered
+        ]
+        timing.add("verify", 0.0, {hit.name for hit in made})
+        return made
 
     def gather(
         self,
