@@ -15,7 +15,7 @@ from genome_index.analysis.compare import cosine_matrix, label_scores
 from genome_index.analysis.evaluate import evaluate, parse_layers
 from genome_index.api import GenomeIndex
 from genome_index.cli import app
-from genome_index.embedding.backends.kmer import canonical_columns
+from genome_index.embedding.backends.kmer import batch_profiles, canonical_columns
 from genome_index.embedding.embedder import Embedder
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import Genome, Record, read_genome, reverse_complement
@@ -32,6 +32,26 @@ def run(*args):
 @pytest.mark.parametrize(("k", "columns"), [(3, 32), (4, 136), (6, 2080), (8, 32896)])
 def test_canonical_kmer_columns(k: int, columns: int) -> None:
     assert canonical_columns(k)[1] == columns
+
+
+@pytest.mark.parametrize(("rows", "width", "k"), [(6, 700, 6), (3, 90, 3), (2, 300, 8), (2, 6, 6), (2, 5, 6)])
+def test_kmer_profiles_equal_a_kmer_by_kmer_count(rows: int, width: int, k: int) -> None:
+    """The vectorised profile against counting each K-mer in turn: N (code 4, also padding)
+    breaks a K-mer; a row of N only, or shorter than K, is all zero."""
+    rng = np.random.default_rng(k * width)
+    codes = rng.integers(0, 4, size=(rows, width)).astype(np.uint8)
+    codes[rng.random(codes.shape) < 0.02] = 4
+    codes[0, width // 2 :] = 4  # padding after a short row
+    codes[-1] = 4
+    columns, dim = canonical_columns(k)
+    expected = np.zeros((rows, dim))
+    for row in range(rows):
+        for start in range(width - k + 1):
+            kmer = codes[row, start : start + k]
+            if (kmer < 4).all():
+                expected[row, columns[int("".join(str(int(c)) for c in kmer), 4)]] += 1
+        expected[row] /= max(expected[row].sum(), 1)
+    assert np.allclose(batch_profiles(codes, k), expected, atol=1e-7)
 
 
 def test_kmer_profiles_ignore_strand_and_n(example_genomes) -> None:
