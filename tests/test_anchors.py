@@ -175,3 +175,26 @@ def test_long_records_are_cut_in_passes_with_the_same_cuts(monkeypatch) -> None:
     whole = anchors.cut_points(sequence, 150)
     monkeypatch.setattr(anchors, "CUT_BLOCK", 700)  # passes far shorter than the record
     assert np.array_equal(anchors.cut_points(sequence, 150), whole) and len(whole) > 100
+
+
+def test_a_querys_reverse_strand_view_is_its_reverse_complement_cut_on_its_own() -> None:
+    """The reverse strand's cuts are the forward ones mirrored (ANCHOR_K is even), not worked
+    out again: its windows equal those of the reverse complement queried as given, two records
+    and an N run included."""
+    from genome_index.embedding.embedder import Embedder
+    from genome_index.io.fasta import Record
+    from genome_index.search.views import Query, anchored_views
+    from genome_index.settings import RunOptions
+
+    rng = np.random.default_rng(5)
+    sequences = [rng.choice(np.frombuffer(b"ACGT", np.uint8), n).tobytes() for n in (30_000, 7_000)]
+    sequences[0] = sequences[0][:12_000] + b"N" * 40 + sequences[0][12_040:]
+    embedder = Embedder("kmer:6", RunOptions(device="cpu"))
+    assert embedder.chunker.chunking == "anchored"
+    given = Query("q", [Record(f"r{i}", f"r{i}", s) for i, s in enumerate(sequences)])
+    turned = Query("q", [Record(f"r{i}", f"r{i}", reverse_complement(s)) for i, s in enumerate(sequences)])
+    reverse_view, as_given = anchored_views(embedder, given, False)[1], anchored_views(embedder, turned, False)[0]
+    assert len(reverse_view) > 10
+    assert [(c.record, c.start, c.end, c.input_ids.tolist()) for c in reverse_view] == [
+        (c.record, c.start, c.end, c.input_ids.tolist()) for c in as_given
+    ]

@@ -80,8 +80,10 @@ def anchored_views(embedder: Embedder, query: Query, frames: bool) -> list[list[
     tokenizer, size = embedder.tokenizer, embedder.chunker.chunk_tokens
     k = tokenizer.frames if frames else 1
     out = []
-    for sequences in ([r.sequence for r in query.records], [reverse_complement(r.sequence) for r in query.records]):
-        cuts = [cut_points(s, embedder.chunker.anchor_radius) for s in sequences]
+    forward = [r.sequence for r in query.records]
+    forward_cuts = [cut_points(s, embedder.chunker.anchor_radius) for s in forward]
+    mirrored = [len(s) - c[::-1] for s, c in zip(forward, forward_cuts, strict=True)]  # even ANCHOR_K: exact
+    for sequences, cuts in ((forward, forward_cuts), ([reverse_complement(s) for s in forward], mirrored)):
         per_record = [
             anchored_chunks(s, tokenizer, i, size, cuts=c) for i, (s, c) in enumerate(zip(sequences, cuts, strict=True))
         ]
