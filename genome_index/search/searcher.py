@@ -323,8 +323,8 @@ class Searcher:
         `genomes` of them (default: as many as the aligners keep, CACHED_GENOMES), so that the
         first queries pay only for their own work (on 1,000 genomes, a query that is first to
         read its candidates' windows and sequences took 0.58 s p50, 0.1 s after warming:
-        bench_latency-1000-2026-12-07.log); the number of
-        genomes indexed. More than the aligners keep raises what they keep
+        bench_latency-1000-2026-12-07.log); the number of genomes indexed. More than the
+        aligners keep raises what they keep
         (an index takes about 3 bytes a base: 9 MB a 3 Mbp genome). Past the genomes kept, a
         fragment is aligned to an index of the stretches it matched (`align.regions`: about 2
         ms a genome for 10 kb, against 0.1 s to build a 3 Mbp genome's index, which a longer
