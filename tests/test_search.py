@@ -183,6 +183,34 @@ def test_a_query_whose_sketch_names_its_genomes_is_compared_with_their_windows_a
     assert len(named) == 2
 
 
+def test_records_whose_sketches_name_the_same_genomes_are_searched_in_one_pass(
+    species_store, tmp_path, monkeypatch
+) -> None:
+    """--per-record: the records naming the same genomes (two 12 kb fragments of g2) meet those
+    windows in one pass, a record naming others (g5) and one naming none (2 kb: every window)
+    in a pass each; every record's hits equal those of the record queried on its own."""
+    from genome_index.search.candidates import Retriever
+
+    store, query = species_store
+    g2 = read_genome(query).records[0].sequence.decode()
+    g5 = read_genome(store.directory.parent / "g5.fa").records[0].sequence.decode()
+    records = [("a", g2), ("b", g5[30_000:42_000]), ("c", g2[:2_000]), ("d", reverse_complement(g2.encode()).decode())]
+    together = write_fasta(tmp_path / "together.fa", records)
+    passes = []
+    chunk_search = Retriever.chunk_search
+    monkeypatch.setattr(
+        Retriever, "chunk_search", lambda self, index, runs=None: passes.append(runs) or chunk_search(self, index, runs)
+    )
+    options = QueryOptions(k=3, mode="chunks")
+    with store.searcher() as searcher:
+        both = searcher.query(together, options, per_record=True)
+        assert len(passes) == 3 and passes.count(None) == 1 and passes[0] != passes[1]
+        alone = [hit for record in records for hit in searcher.query([record], options)]
+    assert len(passes) == 3 + 4
+    assert [{**hit.row(), "query": None} for hit in both] == [{**hit.row(), "query": None} for hit in alone]
+    assert [hit.name for hit in both if hit.rank == 1] == ["g2", "g5", "g2", "g2"]
+
+
 def test_a_query_with_few_sketch_hashes_is_compared_with_every_window(species_store) -> None:
     """Below SKETCH_NAMED_FROM hashes (a 2 kb fragment holds about 2), or with no hash shared,
     nothing is named: the query meets every stored window."""

@@ -122,14 +122,17 @@ class Retriever:
         self, index: faiss.Index, queries: list[np.ndarray], within: list[list[tuple[int, int]] | None]
     ) -> tuple[list[tuple[np.ndarray, ...]], dict[int, int]]:
         """The CHUNK_HITS nearest stored chunks of each window of each query, and the genome of
-        every chunk found. A query with row ranges in `within` is searched over them alone; the
-        others together, in one pass over the index. Windows alike in every value (a query and
-        its reverse complement give the same K-mer profiles) are searched once."""
+        every chunk found. A query with row ranges in `within` is searched over them alone (None:
+        every row); queries with the same ranges together, in one pass over them (a --per-record
+        call's fragments of one species name the same genomes: 151 fragments, 8 passes).
+        Windows alike in every value (a query and its reverse complement give the same K-mer
+        profiles) are searched once."""
         found: list[tuple[np.ndarray, ...] | None] = [None] * len(queries)
-        everywhere = [i for i, runs in enumerate(within) if runs is None]
-        groups = [(everywhere, None)] if everywhere else []
-        groups += [([i], runs) for i, runs in enumerate(within) if runs is not None]
-        for members, runs in groups:
+        grouped: dict[tuple[tuple[int, int], ...] | None, list[int]] = {}
+        for i, runs in enumerate(within):
+            grouped.setdefault(None if runs is None else tuple(runs), []).append(i)
+        for key, members in grouped.items():
+            runs = None if key is None else list(key)
             vectors = np.concatenate([queries[i] for i in members])
             distinct, inverse = distinct_rows(normalise(vectors))
             result = tuple(part[inverse] for part in self.chunk_search(index, runs)(distinct, CHUNK_HITS))
