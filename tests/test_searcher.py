@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from genome_index.embedding.backends import checkpoints as models
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import read_genome
 from genome_index.progress import SILENT
+from genome_index.search import searcher as searcher_module
 from genome_index.search.hits import HIT_COLUMNS, Hit
 from genome_index.search.searcher import MicroBatcher, Searcher
 from genome_index.settings import QueryOptions
@@ -245,6 +247,39 @@ def test_records_searched_together_equal_each_searched_alone(
     assert [hit.query for hit in together] == ["r0"] * 3 + ["r1"] * 3 + ["r2"] * 3
     assert all(name.startswith("genome-index-answer") for name in answered_in[:3])  # together: in threads
     assert not any(name.startswith("genome-index-answer") for name in answered_in[3:])  # alone: in place
+
+
+def test_queries_past_their_embedding_search_and_align_a_core_at_a_time(
+    example_genomes, tmp_path: Path, monkeypatch
+) -> None:
+    """Eight threads query a kmer:6 store at once (their embedding takes milliseconds); at most
+    SEARCHING of them (one per core) search and align at a time, as more threads than cores only
+    take turns at the GIL; each gets the hits of the query asked alone."""
+    store = GenomeIndex(tmp_path / "index")
+    store.build(example_genomes, "kmer:6")
+    monkeypatch.setattr(searcher_module, "SEARCHING", 2)
+    inside, most, lock = 0, 0, threading.Lock()
+    search = Searcher._search
+
+    def counting(self, *args):
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        try:
+            time.sleep(0.05)  # long enough for every thread to be waiting meanwhile
+            return search(self, *args)
+        finally:
+            with lock:
+                inside -= 1
+
+    monkeypatch.setattr(Searcher, "_search", counting)
+    with store.searcher() as searcher:
+        alone = [hit.row() for hit in searcher.query(EXAMPLES / "query.fa", k=2)]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda _: searcher.query(EXAMPLES / "query.fa", k=2), range(8)))
+    assert most == 2
+    assert all([hit.row() for hit in hits] == alone for hits in together)
 
 
 IDLE_CPU = """
