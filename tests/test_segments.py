@@ -134,13 +134,14 @@ def test_codes_made_elsewhere_with_the_codebook_are_the_codes_the_writer_makes(t
     assert other.ntotal == 0
 
 
-@pytest.fixture
-def big_segment(tmp_path: Path) -> Segments:
-    """One published segment of 300,000 256-d vectors in 4 lists (about 12 MB of codes and ids)."""
+@pytest.fixture(scope="module")
+def big_segment(tmp_path_factory: pytest.TempPathFactory) -> Segments:
+    """One published segment of 300,000 256-d vectors in 4 lists (about 12 MB of codes and ids),
+    made once for the module's tests, which only read it (3 s to make)."""
     rng = np.random.default_rng(5)
     vectors = normalise(rng.normal(size=(300_000, 256)).astype(np.float32))
     trained = train_ivf_pq(vectors[:2000], 4)
-    segments = Segments(tmp_path)
+    segments = Segments(tmp_path_factory.mktemp("big-segment"))
     writer = SegmentWriter(segments, segments.begin(trained), trained)
     writer.add_with_ids(vectors, np.arange(len(vectors)))
     del vectors
