@@ -424,7 +424,7 @@ class Searcher:
             searching = progress.step("searching", windows, "windows", queries=len(queries))
             started = time.perf_counter()
             in_chunks, found_of = [i for i, plan in enumerate(plans) if plan[0] != "genome"], {}
-            if in_chunks:  # chunk-mode queries searched together: one pass over the index for all that need it
+            if in_chunks:  # chunk-mode queries searched together: one pass for each set of rows they search
                 within = [within_rows(resident, retriever, query_hashes[i], per_query[i], options) for i in in_chunks]
                 vectors_of = [np.concatenate(per_query[i]) for i in in_chunks]
                 found, genome_of = retriever.neighbours(indexes["chunks"], vectors_of, within)
