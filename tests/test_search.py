@@ -230,6 +230,30 @@ def test_a_query_with_few_sketch_hashes_is_compared_with_every_window(species_st
         assert named_rows(resident, hashes, 1, nowhere) is None  # every genome named: the whole store
 
 
+def test_a_top_up_past_half_the_store_searches_every_window_without_asking_the_genome_index(species_store) -> None:
+    """A query whose sketch names one of the 8 equal genomes, asked for 5: however the top-up
+    chose, 5 genomes hold more than NAMED_SHARE of the windows, so every window is searched and
+    the genome index is never asked (on a store of a few genomes that search was 9 % of a
+    server's busy time); asked for 2, the top-up asks it once and adds one genome."""
+    from genome_index.search.candidates import Candidate, named_rows
+
+    store, _ = species_store
+    with store.searcher() as searcher:
+        resident = searcher._current({"chunks", "genomes"})
+        first = min(resident.stored_sketches)
+        asked = []
+
+        def nearest() -> dict:
+            asked.append(True)
+            return {gid: Candidate(gid, -float(gid)) for gid in resident.details}
+
+        assert named_rows(resident, resident.stored_sketches[first], 5, nearest) is None
+        assert asked == []
+        runs = named_rows(resident, resident.stored_sketches[first], 2, nearest)
+        second = min(gid for gid in resident.details if gid != first)  # the nearest by the stand-in's scores
+        assert asked == [True] and runs == resident.rows_of([first, second])
+
+
 def test_a_kmer_store_is_queried_without_torch(species_store) -> None:
     """`kmer:K` profiles are numpy: a fresh process queries (and builds) without importing torch
     or transformers (about a second of a cold start: benchmarks/bench_latency.py's cold query),

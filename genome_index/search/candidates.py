@@ -163,20 +163,29 @@ def named_rows(
     about 8 of its ~10: missing it takes every one changed, about 0.19^8 = 2e-6); fewer than
     `want` (the hits asked for) named are topped up with the genomes whose vectors are nearest
     the query's (`by_vector`, the exact genome index), so the query still gets its -k hits. None
-    when the sketch names nothing or the genomes hold more than NAMED_SHARE of the windows."""
+    when the sketch names nothing or the genomes hold more than NAMED_SHARE of the windows; then
+    `by_vector` is not asked where even the smallest genomes of the top-up would take the rows
+    past that share (a store of a few genomes: 9 % of a server's busy time under load)."""
     if len(query_hashes) < SKETCH_NAMED_FROM or resident.sketch_index is None or resident.genome_rows is None:
         return None
     shared = resident.sketch_index.shared(query_hashes)
     if not shared:
         return None
     named = sorted(shared, key=lambda gid: (-shared[gid], gid))
+    limit = NAMED_SHARE * resident.indexes["chunks"].ntotal
     if len(named) < want:
+        if windows_of(resident, named) + resident.fewest_windows(want - len(named), shared) > limit:
+            return None
         nearest = sorted(by_vector().values(), key=lambda c: (-embedding_key(c), c.genome_id))
         named += [c.genome_id for c in nearest if c.genome_id not in shared][: want - len(named)]
-    runs = resident.rows_of(named)
-    if sum(stop - start for start, stop in runs) > NAMED_SHARE * resident.indexes["chunks"].ntotal:
+    if windows_of(resident, named) > limit:
         return None
-    return runs
+    return resident.rows_of(named)
+
+
+def windows_of(resident: Resident, genome_ids: list[int]) -> int:
+    """Rows of the flat chunk index the genomes hold."""
+    return sum(resident.genome_windows.get(gid, 0) for gid in genome_ids)
 
 
 def centred_scores(index: faiss.Index, queries: np.ndarray, mean: np.ndarray) -> dict[int, float]:

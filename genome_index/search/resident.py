@@ -19,10 +19,11 @@ searcher's lock guards what is kept as it grows (sketches and sequences).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ class Resident:
     chunk_genomes: np.ndarray | None = None  # the genome of each of chunk_ids
     chunk_windows: np.ndarray | None = None  # where each of chunk_ids lies: (record number, start, end) rows
     genome_rows: dict[int, list[tuple[int, int]]] | None = None  # a flat chunk index's row ranges of each genome
+    genome_windows: dict[int, int] = field(default_factory=dict)  # rows of each genome there (0: none)
+    fewest_first: list[int] = field(default_factory=list)  # the genomes by those rows, fewest first
     sketch_index: SketchIndex | None = None  # every stored sketch hash and its genome (chunks mode only)
     stored_sketches: dict[int, np.ndarray] = field(default_factory=dict)  # every genome's hashes (chunks mode)
     sketches: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)  # hashes read for genome mode
@@ -93,6 +96,10 @@ class Resident:
             if flat_in_memory(index):
                 rows = faiss.vector_to_array(index.id_map)
                 self.genome_rows = row_runs(self.chunk_genomes[np.searchsorted(self.chunk_ids, rows)])
+                self.genome_windows = {
+                    gid: sum(stop - start for start, stop in self.genome_rows.get(gid, [])) for gid in self.details
+                }
+                self.fewest_first = sorted(self.genome_windows, key=lambda gid: (self.genome_windows[gid], gid))
         self.indexes[kind] = index
 
     def add_sketches(self, reader: StoreReader) -> None:
@@ -105,6 +112,13 @@ class Resident:
     def holds(self, kinds: set[str]) -> bool:
         """Whether this snapshot has what `kinds` asks: FAISS indexes by kind, and `sketches`."""
         return kinds - {"sketches"} <= set(self.indexes) and ("sketches" not in kinds or self.sketch_index is not None)
+
+    def fewest_windows(self, count: int, besides: Container[int]) -> int:
+        """Rows of the flat chunk index held by the `count` genomes that hold fewest, those in
+        `besides` left out: the least that adding `count` genomes adds."""
+        return sum(self.genome_windows[gid] for gid in itertools.islice(
+            (gid for gid in self.fewest_first if gid not in besides), count
+        ))  # fmt: skip
 
     def rows_of(self, genome_ids: list[int]) -> list[tuple[int, int]] | None:
         """Row ranges of the given genomes' windows in the flat chunk index, in row order; None
