@@ -1,6 +1,6 @@
 """What a resident model buys: cold `query` against a warm searcher, and a server under load.
 
-    python benchmarks/bench_serve.py [--model nt-tiny] [--clients 32] [--leak-queries 1000]
+    python benchmarks/bench_serve.py [--model nt-tiny] [--clients 32] [--leak-queries 1000] [--workers 2]
 
 On an nt-tiny store of the example genomes (or --model kmer:6), with 10 kb fragments (1 %
 substitutions) of them as queries, one run prints:
@@ -9,7 +9,8 @@ substitutions) of them as queries, one run prints:
 - a `genome-index serve` process answering the same queries one at a time, then from
   `--clients` concurrent HTTP clients: queries/s of each and their ratio (micro-batching
   lets concurrent queries share the model's batches), and p50/p99 latency under that load;
-- the server's resident memory before and after `--leak-queries` 2 kb queries.
+- the server's resident memory before and after `--leak-queries` 2 kb queries;
+- `serve --workers N` under the same concurrent load, and its ratio to the one process.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--queries", type=int, default=640, help="queries in the throughput runs")
     parser.add_argument("--leak-queries", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2, help="then `serve --workers N` under the same load")
     args = parser.parse_args()
     print(f"machine: {describe_machine()}")
     rng = np.random.default_rng(3)
@@ -99,37 +101,13 @@ def main() -> None:
             f"{np.median(cold) / np.median(warm):.0f}x"
         )
 
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "genome_index.cli", "serve", "-i", str(index.directory), "--port", str(port)],
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            connections = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-            client = httpx.Client(timeout=300, limits=connections)  # each client keeps its connection open
-
-            def ask(text: str) -> float:
-                started = time.perf_counter()
-                response = client.post(f"{url}/query?k=5", content=text)
-                response.raise_for_status()
-                return time.perf_counter() - started
-
-            ask(queries[0])
+        with Server(index.directory, args.clients) as server:
+            server.ask(queries[0])
             started = time.perf_counter()
             for text in queries:
-                ask(text)
+                server.ask(text)
             serial = len(queries) / (time.perf_counter() - started)
-            started = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                latencies = list(pool.map(ask, queries))
-            concurrent = len(queries) / (time.perf_counter() - started)
+            concurrent, latencies = server.under_load(queries)
             print(
                 f"server: one at a time {serial:.2f} queries/s, {args.clients} concurrent clients {concurrent:.2f} "
                 f"queries/s: {concurrent / serial:.2f}x; under load p50 {np.median(latencies):.2f} s, "
@@ -137,15 +115,62 @@ def main() -> None:
             )
             small = fragments(50, 2_000, rng)
             for text in small:
-                ask(text)
-            before = rss_mb(server.pid)
+                server.ask(text)
+            before = rss_mb(server.process.pid)
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(ask, [small[i % len(small)] for i in range(args.leak_queries)]))
-            after = rss_mb(server.pid)
+                list(pool.map(server.ask, [small[i % len(small)] for i in range(args.leak_queries)]))
+            after = rss_mb(server.process.pid)
             print(f"server memory: {before:.0f} MB before {args.leak_queries} queries, {after:.0f} MB after")
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        if args.workers > 1:
+            with Server(index.directory, args.clients, args.workers) as server:
+                server.ask(queries[0])
+                spread, latencies = server.under_load(queries)
+            print(
+                f"serve --workers {args.workers}: {args.clients} concurrent clients {spread:.2f} queries/s: "
+                f"{spread / concurrent:.2f}x one process; under load p50 {np.median(latencies):.2f} s, "
+                f"p99 {np.percentile(latencies, 99):.2f} s"
+            )
+
+
+class Server:
+    """`genome-index serve` in its own process (`workers` of them), with `clients` kept-alive connections."""
+
+    def __init__(self, store: Path, clients: int, workers: int = 1) -> None:
+        port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "genome_index.cli", "serve", "-i", str(store), "--port", str(port),
+             "--workers", str(workers)],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url, self.clients = f"http://127.0.0.1:{port}", clients
+        connections = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        self.client = httpx.Client(timeout=300, limits=connections)  # each client keeps its connection open
+
+    def __enter__(self) -> Server:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+    def ask(self, text: str) -> float:
+        started = time.perf_counter()
+        response = self.client.post(f"{self.url}/query?k=5", content=text)
+        response.raise_for_status()
+        return time.perf_counter() - started
+
+    def under_load(self, queries: list[str]) -> tuple[float, list[float]]:
+        """Queries/s with every query asked by `clients` concurrent clients, and their latencies."""
+        started = time.perf_counter()
+        with ThreadPoolExecutor(self.clients) as pool:
+            latencies = list(pool.map(self.ask, queries))
+        return len(queries) / (time.perf_counter() - started), latencies
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from genome_index.io.fasta import read_genome
 from genome_index.server.app import bind, create_app
 from genome_index.server.auth import check_host
 from genome_index.server.limits import Limits
-from tests.helpers import EXAMPLES, PeakMemory, copy_store, free_port, rss_bytes, simulate_reads
+from tests.helpers import EXAMPLES, PeakMemory, alive, children_of, copy_store, free_port, rss_bytes, simulate_reads
 
 pytestmark = pytest.mark.slow  # live servers under load: seconds each
 
@@ -427,6 +429,75 @@ def test_the_server_stays_up_and_bounded_whatever_it_is_sent(server_process) -> 
     assert client.get("/health").json()["status"] == "ok"
     assert peak.process - resting < 1 << 30, (resting, peak.process)
     assert peak.tree - resting < (1 << 30) + 2 * (712 << 20), (resting, peak.tree)
+
+
+def start_workers(store: Path, workers: int = 2) -> tuple[str, subprocess.Popen]:
+    """`genome-index serve --workers N` in its own process, answering."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "genome_index.cli", "serve", "-i", str(store), "--port", str(port),
+         "--workers", str(workers)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200 and len(children_of(server.pid)) == workers:
+                return url, server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"serve --workers {workers} did not answer: {server.stderr.read() if server.stderr else ''}")
+
+
+@pytest.fixture(scope="module")
+def kmer_examples(example_genomes, tmp_path_factory) -> GenomeIndex:
+    index = GenomeIndex(tmp_path_factory.mktemp("workers") / "index")
+    index.build(example_genomes, "kmer:4")
+    return index
+
+
+def test_workers_answer_on_one_port_and_stop_together(kmer_examples: GenomeIndex) -> None:
+    """`serve --workers 2`: two processes answer on the one port, each query as one searcher
+    answers it; SIGTERM (as Ctrl-C) stops the server and both workers, with exit status 0."""
+    url, server = start_workers(kmer_examples.directory)
+    workers = children_of(server.pid)
+    expected = [hit.row(alignments=True) for hit in kmer_examples.query(EXAMPLES / "query.fa", k_options(2))]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: httpx.post(f"{url}/query?k=2", content=QUERY, timeout=120), range(16)))
+    assert {response.status_code for response in answers} == {200}
+    assert all(response.json() == json.loads(json.dumps(expected)) for response in answers)
+    server.terminate()
+    assert server.wait(timeout=60) == 0
+    assert not any(alive(pid) for pid in workers)
+    assert "starting 2 workers" in server.stderr.read()
+
+
+@pytest.mark.parametrize("killed", ["a worker", "the parent"])
+def test_a_killed_worker_stops_the_server_and_a_killed_parent_its_workers(kmer_examples: GenomeIndex, killed) -> None:
+    """A worker killed outright: the parent stops the other and ends with one line and status 1.
+    The parent killed outright (no chance to stop them): each worker sees it gone and stops."""
+    _, server = start_workers(kmer_examples.directory)
+    workers = children_of(server.pid)
+    os.kill(workers[0] if killed == "a worker" else server.pid, signal.SIGKILL)
+    code = server.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)
+    if killed == "a worker":
+        last = server.stderr.read().strip().splitlines()[-1]
+        assert code == 1 and "was killed by signal 9; the server stopped" in last, last
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--workers", "0"], "--workers must be 1 or more"), (["--workers", "2", "--ray", "auto"], "without --ray")],
+)
+def test_workers_below_one_or_with_ray_are_one_line(kmer_examples: GenomeIndex, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["serve", "-i", str(kmer_examples.directory), "--port", str(free_port()), *args])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 
 def test_every_query_option_reaches_http_from_query_options_itself(client: TestClient) -> None:

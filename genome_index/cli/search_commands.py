@@ -290,6 +290,16 @@ def serve(
             "genomes, so that the first queries are as quick as later ones (about 30 s for 1,000 genomes).",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            help="Processes answering requests on the one port, each with its own searcher and copy of the store's "
+            "indexes in memory: a CPU-bound query (kmer:K) takes a core's Python, so throughput grows with them up "
+            "to one per core. Not with --ray.",
+        ),
+    ] = 1,
     trust_remote_code: TrustRemoteCode = None,
     model_package: ModelPackage = None,
     device: Device = RunOptions.device,
@@ -327,6 +337,7 @@ def serve(
       genome-index serve --host 0.0.0.0 --token-file token.txt --compare compare-out
       genome-index serve -i big-index --ray auto
       genome-index serve -i my-index --warm
+      genome-index serve -i my-index --workers 4
     """
     from genome_index.api import GenomeIndex
     from genome_index.progress import Shown
@@ -345,5 +356,5 @@ def serve(
     run_server(
         GenomeIndex.open(index_dir(index)), host, port, limits, token, insecure, compare_dir,
         RunOptions(device, dtype, batch_tokens), ray=ray, ray_shards=ray_shards, trust_remote_code=trust_remote_code,
-        model_package=model_package, warm=warm, progress=Shown(),
+        model_package=model_package, warm=warm, progress=Shown(), workers=workers,
     )  # fmt: skip

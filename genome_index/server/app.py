@@ -11,6 +11,8 @@ JSON with a one-line `detail`, never a traceback; and it stays bounded whatever 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import socket
 from pathlib import Path
@@ -111,6 +113,7 @@ def serve(
     ray_shards: int | None = None,
     warm: bool = False,
     progress: Progress = SILENT,
+    workers: int = 1,
     **grants: Any,
 ) -> None:
     """Serve `index` until Ctrl-C (uvicorn). Everything a user can get wrong (an open host
@@ -118,13 +121,48 @@ def serve(
     loads; `grants` (trust_remote_code, model_package) are the user's, as for `searcher`, and
     so are `ray` and `ray_shards` (the segments searched on Ray actors). With `warm`, the
     searcher reads what queries read and builds its minimap2 indexes (`Searcher.warm`, shown
-    on `progress`) before the first request, so that the first queries are no slower than later ones."""
-    import uvicorn
-
+    on `progress`) before the first request, so that the first queries are no slower than later
+    ones. With `workers` above 1, that many processes answer on the one socket (`workers`)."""
     check_host(host, token, insecure)
+    if workers < 1:
+        raise GenomeIndexError(f"--workers must be 1 or more, not {workers}")
+    if workers > 1 and ray is not None:
+        raise GenomeIndexError("--workers applies without --ray: on Ray, the cluster's actors share the search")
     if compare_dir is not None and not compare_dir.is_dir():
         raise GenomeIndexError(f"--compare {compare_dir}: no such folder (an output folder of `genome-index compare`)")
     sock = bind(host, port)
+    if workers == 1:
+        answer(index, sock, limits, token, compare_dir, run, ray, ray_shards, warm, progress, **grants)
+        return
+    from genome_index.server.workers import Spec, supervise
+
+    spec = Spec(
+        str(index.directory), dataclasses.asdict(limits or Limits()), token,
+        None if compare_dir is None else str(compare_dir), dataclasses.asdict(run or RunOptions()), warm, grants,
+    )  # fmt: skip
+    log.info("starting %d workers on http://%s:%s (Ctrl-C stops them)", workers, host, port)
+    with contextlib.closing(sock):
+        supervise(sock, workers, spec)
+
+
+def answer(
+    index: GenomeIndex,
+    sock: socket.socket,
+    limits: Limits | None = None,
+    token: str | None = None,
+    compare_dir: Path | None = None,
+    run: RunOptions | None = None,
+    ray: str | None = None,
+    ray_shards: int | None = None,
+    warm: bool = False,
+    progress: Progress = SILENT,
+    announce: str = "(Ctrl-C stops)",
+    **grants: Any,
+) -> None:
+    """Answer requests on the listening `sock` in this process until Ctrl-C (see `serve`), and
+    once ready say so, ending with `announce`."""
+    import uvicorn
+
     index.store.reader_wait = BUSY_WAIT  # a request answers 503 rather than wait out a long commit
     # BLAS on one thread: a query's matrix products are small, and OpenBLAS's second thread gains
     # them nothing but spins after each, taking the core other requests and minimap2 need (CPU a
@@ -135,6 +173,7 @@ def serve(
     ):
         if warm:
             searcher.warm(progress)
-        log.info("serving %s on http://%s:%s (Ctrl-C stops)", index.directory, host, port)
+        host, port = sock.getsockname()[:2]
+        log.info("serving %s on http://%s:%s %s", index.directory, host, port, announce)
         app = create_app(index, searcher, limits, token, compare_dir)
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
