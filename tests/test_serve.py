@@ -29,9 +29,10 @@ from genome_index.api import GenomeIndex
 from genome_index.cli import app as cli
 from genome_index.errors import GenomeIndexError
 from genome_index.io.fasta import read_genome
-from genome_index.server.app import bind, create_app
+from genome_index.server.app import Serving, bind, create_app
 from genome_index.server.auth import check_host
 from genome_index.server.limits import Limits
+from genome_index.settings import RunOptions
 from tests.helpers import EXAMPLES, PeakMemory, alive, children_of, copy_store, free_port, rss_bytes, simulate_reads
 
 pytestmark = pytest.mark.slow  # live servers under load: seconds each
@@ -489,6 +490,17 @@ def test_a_killed_worker_stops_the_server_and_a_killed_parent_its_workers(kmer_e
     if killed == "a worker":
         last = server.stderr.read().strip().splitlines()[-1]
         assert code == 1 and "was killed by signal 9; the server stopped" in last, last
+
+
+def test_a_worker_is_sent_what_the_server_was_asked() -> None:
+    """What `serve` passes each worker of --workers (JSON on its stdin) comes back whole."""
+    serving = Serving(
+        Limits(max_query_bytes=5_000, sql=3, queue_wait=1.5), TOKEN, Path("compare-out"),
+        RunOptions(device="cpu", batch_tokens=4096), warm=True,
+        grants={"trust_remote_code": True, "model_package": "some_package"},
+    )  # fmt: skip
+    assert Serving.from_json(serving.to_json()) == serving
+    assert Serving.from_json(Serving().to_json()) == Serving()
 
 
 @pytest.mark.parametrize(

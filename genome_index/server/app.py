@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import socket
 from pathlib import Path
@@ -100,6 +101,37 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """How the server answers, the same in one process and in each worker of `--workers`: the
+    bounds, the token, the --compare folder, how the model runs, the Ray shards, --warm, and
+    the grants (trust_remote_code, model_package) the user gave."""
+
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    token: str | None = None
+    compare_dir: Path | None = None
+    run: RunOptions = dataclasses.field(default_factory=RunOptions)
+    ray: str | None = None
+    ray_shards: int | None = None
+    warm: bool = False
+    grants: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """What a worker is sent on its stdin (the token never on a command line)."""
+        values = dataclasses.asdict(self)
+        values["compare_dir"] = None if self.compare_dir is None else str(self.compare_dir)
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> Serving:
+        values = json.loads(text)
+        compare_dir = values.pop("compare_dir")
+        return cls(
+            limits=Limits(**values.pop("limits")), run=RunOptions(**values.pop("run")),
+            compare_dir=None if compare_dir is None else Path(compare_dir), **values,
+        )  # fmt: skip
+
+
 def serve(
     index: GenomeIndex,
     host: str = "127.0.0.1",
@@ -130,34 +162,24 @@ def serve(
         raise GenomeIndexError("--workers applies without --ray: on Ray, the cluster's actors share the search")
     if compare_dir is not None and not compare_dir.is_dir():
         raise GenomeIndexError(f"--compare {compare_dir}: no such folder (an output folder of `genome-index compare`)")
+    serving = Serving(limits or Limits(), token, compare_dir, run or RunOptions(), ray, ray_shards, warm, grants)
     sock = bind(host, port)
     if workers == 1:
-        answer(index, sock, limits, token, compare_dir, run, ray, ray_shards, warm, progress, **grants)
+        answer(index, sock, serving, progress)
         return
-    from genome_index.server.workers import Spec, supervise
+    from genome_index.server.workers import supervise
 
-    spec = Spec(
-        str(index.directory), dataclasses.asdict(limits or Limits()), token,
-        None if compare_dir is None else str(compare_dir), dataclasses.asdict(run or RunOptions()), warm, grants,
-    )  # fmt: skip
     log.info("starting %d workers on http://%s:%s (Ctrl-C stops them)", workers, host, port)
     with contextlib.closing(sock):
-        supervise(sock, workers, spec)
+        supervise(sock, workers, index.directory, serving)
 
 
 def answer(
     index: GenomeIndex,
     sock: socket.socket,
-    limits: Limits | None = None,
-    token: str | None = None,
-    compare_dir: Path | None = None,
-    run: RunOptions | None = None,
-    ray: str | None = None,
-    ray_shards: int | None = None,
-    warm: bool = False,
+    serving: Serving,
     progress: Progress = SILENT,
     announce: str = "(Ctrl-C stops)",
-    **grants: Any,
 ) -> None:
     """Answer requests on the listening `sock` in this process until Ctrl-C (see `serve`), and
     once ready say so, ending with `announce`."""
@@ -169,11 +191,13 @@ def answer(
     # query under 32 clients 25 -> 17 ms, 70 -> 80 queries/s: bench_serve)
     with (
         threadpool_limits(1, user_api="blas"),
-        index.searcher(run, micro_batch=True, ray=ray, ray_shards=ray_shards, **grants) as searcher,
+        index.searcher(
+            serving.run, micro_batch=True, ray=serving.ray, ray_shards=serving.ray_shards, **serving.grants
+        ) as searcher,
     ):
-        if warm:
+        if serving.warm:
             searcher.warm(progress)
         host, port = sock.getsockname()[:2]
         log.info("serving %s on http://%s:%s %s", index.directory, host, port, announce)
-        app = create_app(index, searcher, limits, token, compare_dir)
+        app = create_app(index, searcher, serving.limits, serving.token, serving.compare_dir)
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -5,7 +5,7 @@ holds the GIL, so on two cores 32 clients got 60-74 queries/s of 10 kb fragments
 process and 107-111 from two (kmer:6, bench_serve). The parent binds the socket, starts N
 workers (`python -m genome_index.server.workers FD`) that inherit it, each with its own searcher
 and its own copy of the store's indexes in memory, and the kernel hands each connection to one
-of them. What a worker needs comes as JSON on its stdin (the token never on a command line).
+of them. What a worker needs (the store, and `app.Serving`) comes as JSON on its stdin.
 The parent only watches: Ctrl-C or SIGTERM stops every worker, and a worker that dies stops
 the server with one line.
 """
@@ -21,32 +21,21 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genome_index.errors import GenomeIndexError
+
+if TYPE_CHECKING:
+    from genome_index.server.app import Serving
 
 log = logging.getLogger("genome_index")
 WATCH_EVERY = 0.2  # seconds between looks at the workers
 STOP_WAIT = 30.0  # seconds a worker has to finish its requests once told to stop, then it is killed
 
 
-@dataclass(frozen=True)
-class Spec:
-    """What each worker serves, and how: `serve`'s arguments as JSON values."""
-
-    index: str
-    limits: dict[str, Any]
-    token: str | None
-    compare_dir: str | None
-    run: dict[str, Any]
-    warm: bool
-    grants: dict[str, Any]
-
-
-def supervise(sock: socket.socket, workers: int, spec: Spec) -> None:
-    """Start `workers` processes answering on `sock` and watch them until Ctrl-C or SIGTERM
+def supervise(sock: socket.socket, workers: int, store: Path, serving: Serving) -> None:
+    """Start `workers` processes answering on `sock` as `serving` says and watch them until Ctrl-C or SIGTERM
     (then each is stopped as uvicorn stops: requests under way are finished, and this returns),
     or until one ends by itself: then the others are stopped too and the error is one line."""
     started: list[subprocess.Popen] = []
@@ -59,7 +48,7 @@ def supervise(sock: socket.socket, workers: int, spec: Spec) -> None:
             )  # fmt: skip
             started.append(worker)
             assert worker.stdin is not None
-            worker.stdin.write(json.dumps(asdict(spec)).encode())
+            worker.stdin.write(json.dumps([str(store), serving.to_json()]).encode())
             worker.stdin.close()
         while True:
             for number, worker in enumerate(started, start=1):
@@ -109,23 +98,17 @@ class _Lines(logging.Handler):
 def main() -> None:
     """A worker: serve the store its parent named on the socket it inherited, until stopped."""
     from genome_index.api import GenomeIndex
-    from genome_index.server.app import answer
-    from genome_index.server.limits import Limits
-    from genome_index.settings import RunOptions
+    from genome_index.server.app import Serving, answer
 
     descriptor, number = int(sys.argv[1]), sys.argv[2]
     logger = logging.getLogger("genome_index")
     logger.addHandler(_Lines(number))
     logger.setLevel(logging.INFO)
-    spec = Spec(**json.loads(sys.stdin.read()))
+    store, serving = json.loads(sys.stdin.read())
     sock = socket.socket(fileno=descriptor)
     threading.Thread(target=_orphaned, args=(os.getppid(),), name="genome-index-parent", daemon=True).start()
     try:
-        answer(
-            GenomeIndex.open(Path(spec.index)), sock, Limits(**spec.limits), spec.token,
-            None if spec.compare_dir is None else Path(spec.compare_dir), RunOptions(**spec.run), warm=spec.warm,
-            announce=f"as worker {number}", **spec.grants,
-        )  # fmt: skip
+        answer(GenomeIndex.open(Path(store)), sock, Serving.from_json(serving), announce=f"as worker {number}")
     except KeyboardInterrupt:
         pass
     except GenomeIndexError as exc:
