@@ -1,13 +1,13 @@
 """`serve --workers N`: N processes answer requests on one listening socket.
 
 One process answers about one core's worth of queries: its Python (HTTP, ranking, sketches)
-holds the GIL, so on two cores 32 clients got 60-74 queries/s of 10 kb fragments from one
-process and 107-111 from two (kmer:6, bench_serve). The parent binds the socket, starts N
-workers (`python -m genome_index.server.workers FD`) that inherit it, each with its own searcher
-and its own copy of the store's indexes in memory, and the kernel hands each connection to one
-of them. What a worker needs (the store, and `app.Serving`) comes as JSON on its stdin.
-The parent only watches: Ctrl-C or SIGTERM stops every worker, and a worker that dies stops
-the server with one line.
+holds the GIL, so on two cores 32 clients got 84-102 queries/s of 10 kb fragments from one
+process and 142-174 from two in the same runs (kmer:6, bench_serve). The parent binds the
+socket, starts N workers (`python -m genome_index.server.workers FD I/N`) that inherit it, each
+with its own searcher and its own copy of the store's indexes in memory, and the kernel hands
+each connection to one of them. What a worker needs (the store, and `app.Serving`) comes as
+JSON on its stdin. The parent only watches: Ctrl-C or SIGTERM stops every worker, and a worker
+that dies stops the server with one line.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ STOP_WAIT = 30.0  # seconds a worker has to finish its requests once told to sto
 
 
 def supervise(sock: socket.socket, workers: int, store: Path, serving: Serving) -> None:
-    """Start `workers` processes answering on `sock` as `serving` says and watch them until Ctrl-C or SIGTERM
-    (then each is stopped as uvicorn stops: requests under way are finished, and this returns),
-    or until one ends by itself: then the others are stopped too and the error is one line."""
+    """Start `workers` processes answering on `sock` as `serving` says for the store at `store`,
+    and watch them until Ctrl-C or SIGTERM (then each is stopped as uvicorn stops: requests
+    under way are finished, and this returns), or until one ends by itself: then the others are
+    stopped too and the error is one line."""
     started: list[subprocess.Popen] = []
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -64,6 +65,7 @@ def supervise(sock: socket.socket, workers: int, store: Path, serving: Serving) 
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM to the parent: stop as Ctrl-C stops it (Python's default would leave the workers)."""
     raise KeyboardInterrupt
 
 
