@@ -492,6 +492,35 @@ def test_a_killed_worker_stops_the_server_and_a_killed_parent_its_workers(kmer_e
         assert code == 1 and "was killed by signal 9; the server stopped" in last, last
 
 
+def test_serve_with_workers_runs_from_a_thread_of_a_program(kmer_examples: GenomeIndex) -> None:
+    """`server.app.serve(..., workers=2)` called from a thread that is not the main one (where
+    no signal handler may be set) serves, and a worker killed ends it with the one-line error."""
+    from genome_index.server.app import serve
+
+    port, ended = free_port(), []
+
+    def run() -> None:
+        try:
+            serve(GenomeIndex.open(kmer_examples.directory), port=port, workers=2)
+        except GenomeIndexError as exc:
+            ended.append(str(exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    workers = children_of(os.getpid())
+    worker = next(pid for pid in workers if "genome_index.server.workers" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(worker, signal.SIGKILL)
+    thread.join(timeout=60)
+    assert len(ended) == 1 and "was killed by signal 9; the server stopped" in ended[0], ended
+
+
 def test_a_worker_is_sent_what_the_server_was_asked() -> None:
     """What `serve` passes each worker of --workers (JSON on its stdin) comes back whole."""
     serving = Serving(

@@ -40,7 +40,8 @@ def supervise(sock: socket.socket, workers: int, store: Path, serving: Serving) 
     under way are finished, and this returns), or until one ends by itself: then the others are
     stopped too and the error is one line."""
     started: list[subprocess.Popen] = []
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    main = threading.current_thread() is threading.main_thread()  # only there may a signal handler be set
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         for number in range(1, workers + 1):
             worker = subprocess.Popen(
@@ -60,7 +61,8 @@ def supervise(sock: socket.socket, workers: int, store: Path, serving: Serving) 
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stopped as asked, as one process stops
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         stop(started)
 
 
