@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -367,6 +367,22 @@ def test_a_store_held_by_another_process_gets_503_and_the_server_recovers(served
     assert client.post("/query?k=1", content=QUERY).json()[0]["name"] == "DSM20231"
 
 
+def answering(
+    url: str, running: Callable[[], bool] = lambda: True, ready: Callable[[], bool] = lambda: True
+) -> bool:
+    """Whether the server at `url` answers /health (and `ready()` holds) within 120 s, asked
+    while `running()` holds."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and running():
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200 and ready():
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 @pytest.fixture(scope="module")
 def server_process(example_genomes, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
     """`genome-index serve` as users run it, in its own process (so its memory can be read), on a
@@ -381,13 +397,7 @@ def server_process(example_genomes, tmp_path_factory) -> Iterator[tuple[str, sub
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    answering(url)
     yield url, server
     server.terminate()
     server.wait(timeout=30)
@@ -441,13 +451,8 @@ def start_workers(store: Path, workers: int = 2) -> tuple[str, subprocess.Popen]
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200 and len(children_of(server.pid)) == workers:
-                return url, server
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    if answering(url, lambda: server.poll() is None, lambda: len(children_of(server.pid)) == workers):
+        return url, server
     server.kill()
     raise AssertionError(f"serve --workers {workers} did not answer: {server.stderr.read() if server.stderr else ''}")
 
@@ -507,13 +512,7 @@ def test_serve_with_workers_runs_from_a_thread_of_a_program(kmer_examples: Genom
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    assert answering(f"http://127.0.0.1:{port}", thread.is_alive)
     workers = children_of(os.getpid())
     worker = next(pid for pid in workers if "genome_index.server.workers" in Path(f"/proc/{pid}/cmdline").read_text())
     os.kill(worker, signal.SIGKILL)
